@@ -1,0 +1,1 @@
+"""Camera ring: frame sources and image encodings, free of ROS imports."""
