@@ -1,0 +1,158 @@
+"""`nanovla`: the command line of pip-only hosts (and a convenience on ROS hosts).
+
+  nanovla launch so101 [--no-sim] [name:=value ...]   # = ros2 launch nanovla_ros so101.launch.py
+  nanovla instruct "put the red cube in the yellow square" [--backbone auto|small|large]
+  nanovla encode "some text" [--backbone small|large]  # = ros2 service call .../encode_instruction
+  nanovla task                                         # print the latched current task
+  nanovla demo                                         # the README's main job
+  nanovla prepare-models                               # convert/cache the frozen encoders (no ROS)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from nanovla_ros.graph import LAUNCH_ARGUMENTS
+
+
+def _launch_arguments(args: argparse.Namespace) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in args.overrides:
+        if ":=" not in item:
+            raise SystemExit(f"launch arguments are name:=value, got {item!r}")
+        name, value = item.split(":=", 1)
+        values[name] = value
+    if args.sim is not None:
+        values["sim"] = "true" if args.sim else "false"
+    return values
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from nanovla_ros import launcher
+
+    if args.graph != "so101":
+        raise SystemExit(f"unknown graph {args.graph!r}; available: so101")
+    try:
+        arguments = _launch_arguments(args)
+        return launcher.run(arguments, args.startup_timeout_s)
+    except ValueError as error:
+        print(f"nanovla launch: {error}", file=sys.stderr)
+        return 2
+
+
+def cmd_instruct(args: argparse.Namespace) -> int:
+    from nanovla_ros.client import NanovlaClient, ServiceUnavailable
+
+    with NanovlaClient(args.namespace) as client:
+        try:
+            reply = client.set_instruction(args.text, args.backbone, args.timeout_s)
+        except ServiceUnavailable as error:
+            print(f"nanovla instruct: {error}", file=sys.stderr)
+            return 2
+    if not reply.accepted:
+        print(f"rejected: {reply.message}", file=sys.stderr)
+        return 1
+    print(f"accepted: instruction_id={reply.instruction_id} backbone={reply.backbone} "
+          f"cache_hit={str(reply.cache_hit).lower()} ({reply.message})")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from nanovla_ros.client import NanovlaClient, ServiceUnavailable
+
+    with NanovlaClient(args.namespace) as client:
+        try:
+            reply = client.encode(args.text, args.backbone, args.timeout_s)
+        except ServiceUnavailable as error:
+            print(f"nanovla encode: {error}", file=sys.stderr)
+            return 2
+    if not reply.success:
+        print(f"failed: {reply.message}", file=sys.stderr)
+        return 1
+    print(f"encoder_id={reply.encoder_id} dim={len(reply.embedding)} cache_hit={str(reply.cache_hit).lower()} "
+          f"latency_ms={reply.latency_ms:.2f}")
+    return 0
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    from nanovla_ros.client import NanovlaClient
+
+    with NanovlaClient(args.namespace) as client:
+        task = client.wait_for_task(args.timeout_s)
+    if task is None:
+        print(f"no current task received within {args.timeout_s:g} s", file=sys.stderr)
+        return 1
+    print(f"instruction_id={task.instruction_id} text={task.text!r} backbone={task.backbone} "
+          f"encoder_id={task.encoder_id} embedding_dim={len(task.embedding)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nanovla_ros.demo import run_demo
+
+    return run_demo(args.instruction, args.out_dir)
+
+
+def cmd_prepare_models(args: argparse.Namespace) -> int:
+    from nanovla_ros.language.encoders import load_encoder, prepare_gemma
+
+    for backbone in args.backbones:
+        start = time.monotonic()
+        if backbone == "large":
+            print(f"[prepare-models] Gemma-3-270M safetensors cache: {prepare_gemma()}")
+        encoder = load_encoder(backbone)
+        print(f"[prepare-models] {backbone}: {encoder.encoder_id} ({encoder.dim}-d) ready in "
+              f"{time.monotonic() - start:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    launch = sub.add_parser("launch", help="start a node graph (pip-only equivalent of ros2 launch)",
+                            epilog="launch arguments (name:=value):\n" + "\n".join(
+                                f"  {a.name:<16} {a.description} (default: {a.default!r})" for a in LAUNCH_ARGUMENTS),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    launch.add_argument("graph", help="graph to launch: so101")
+    launch.add_argument("--sim", dest="sim", action="store_true", default=None, help="simulated arm (default)")
+    launch.add_argument("--no-sim", dest="sim", action="store_false", help="real SO-101 on serial_port")
+    launch.add_argument("--startup-timeout-s", type=float, default=120.0, help="time allowed for all nodes to come up")
+    launch.add_argument("overrides", nargs="*", metavar="name:=value", help="launch arguments, as with ros2 launch")
+    launch.set_defaults(func=cmd_launch)
+
+    for name, func, helptext in (("instruct", cmd_instruct, "send an instruction to the router (set_instruction)"),
+                                 ("encode", cmd_encode, "encode text with the instruction encoder (encode_instruction)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("text")
+        p.add_argument("--backbone", default="auto" if name == "instruct" else "small")
+        p.add_argument("--namespace", default="")
+        p.add_argument("--timeout-s", type=float, default=30.0)
+        p.set_defaults(func=func)
+
+    task = sub.add_parser("task", help="print the latched current task")
+    task.add_argument("--namespace", default="")
+    task.add_argument("--timeout-s", type=float, default=5.0)
+    task.set_defaults(func=cmd_task)
+
+    demo = sub.add_parser("demo", help="launch the suite on the simulated arm, instruct it, report what happened")
+    demo.add_argument("--instruction", default="put the red cube in the yellow square")
+    demo.add_argument("--out-dir", default="out/demo")
+    demo.set_defaults(func=cmd_demo)
+
+    prep = sub.add_parser("prepare-models", help="convert and cache the frozen encoders (no ROS needed)")
+    prep.add_argument("--backbones", nargs="+", default=["small", "large"], choices=["small", "large"])
+    prep.set_defaults(func=cmd_prepare_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

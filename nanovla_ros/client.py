@@ -1,0 +1,91 @@
+"""A small rclpy client of the suite's services and latched topics, with its own context.
+
+Used by the CLI (`nanovla instruct`, `encode`, `task`), the demo and the end-to-end tests: what a ROS
+user does with `ros2 service call` and `ros2 topic echo`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from nanovla_ros.msg import CurrentTask
+from nanovla_ros.nodes.common import (CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
+                                      SET_INSTRUCTION_SERVICE)
+from nanovla_ros.srv import EncodeInstruction, SetInstruction
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service did not appear or did not answer in time."""
+
+
+class NanovlaClient:
+    def __init__(self, namespace: str = "", node_name: str = "nanovla_cli") -> None:
+        self._context = Context()
+        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(node_name, namespace="/" + namespace.strip("/"), context=self._context,
+                                      start_parameter_services=False)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self.node)
+        self._latest_task: CurrentTask | None = None
+        self._task_event = threading.Event()
+        self.node.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
+
+    def __enter__(self) -> "NanovlaClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self.node.destroy_node()
+        self._context.try_shutdown()
+
+    def _on_task(self, msg: CurrentTask) -> None:
+        self._latest_task = msg
+        self._task_event.set()
+
+    def spin_until(self, condition, timeout_s: float) -> bool:
+        """Spin this client's node until ``condition()`` holds or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._executor.spin_once(timeout_sec=min(0.05, remaining))
+        return True
+
+    def _call(self, service_type, name: str, request, timeout_s: float):
+        client = self.node.create_client(service_type, name)
+        try:
+            deadline = time.monotonic() + timeout_s
+            if not self.spin_until(client.service_is_ready, timeout_s):
+                raise ServiceUnavailable(f"service {client.srv_name} is not available after {timeout_s:g} s; "
+                                         "is the suite running (nanovla launch so101)?")
+            future = client.call_async(request)
+            if not self.spin_until(future.done, max(0.0, deadline - time.monotonic())):
+                raise ServiceUnavailable(f"service {client.srv_name} did not answer within {timeout_s:g} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_instruction(self, text: str, backbone: str = "auto", timeout_s: float = 30.0) -> SetInstruction.Response:
+        return self._call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(text=text, backbone=backbone),
+                          timeout_s)
+
+    def encode(self, text: str, backbone: str = "small", timeout_s: float = 30.0) -> EncodeInstruction.Response:
+        return self._call(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
+                          EncodeInstruction.Request(text=text, backbone=backbone), timeout_s)
+
+    def wait_for_task(self, timeout_s: float, instruction_id: int | None = None) -> CurrentTask | None:
+        """The latched current task (or the one with ``instruction_id``), None on timeout."""
+        def arrived() -> bool:
+            task = self._latest_task
+            return task is not None and (instruction_id is None or task.instruction_id == instruction_id)
+
+        return self._latest_task if self.spin_until(arrived, timeout_s) else None

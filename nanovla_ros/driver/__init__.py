@@ -1,0 +1,1 @@
+"""Arm ring: Feetech bus, calibration and chunk execution. Lands with issue #3."""

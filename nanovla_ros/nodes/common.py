@@ -1,0 +1,80 @@
+"""What every node shares: QoS profiles chosen by intent, topic names, and the process main."""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable
+
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from nanovla_ros.camera.sources import CameraOpenError
+from nanovla_ros.configuration import ConfigError
+
+# --- QoS by intent
+SENSOR_QOS = qos_profile_sensor_data  # camera frames: best effort, keep last 5; a late frame is useless
+LATCHED_QOS = QoSProfile(  # "current state" topics: late joiners get the last value
+    depth=1, history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+COMMAND_QOS = QoSProfile(  # commands and events: every message matters, only the newest few do
+    depth=10, history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+# --- relative names, so namespaces and remapping work
+IMAGE_TOPIC = "camera/image_raw"
+CAMERA_INFO_TOPIC = "camera/camera_info"
+CURRENT_TASK_TOPIC = "current_task"
+ROUTE_DECISION_TOPIC = "route_decision"
+ACTION_CHUNK_TOPIC = "action_chunk"
+JOINT_STATES_TOPIC = "joint_states"
+JOINT_COMMANDS_TOPIC = "joint_commands"
+DIAGNOSTICS_TOPIC = "diagnostics"
+SET_INSTRUCTION_SERVICE = "set_instruction"
+ENCODE_INSTRUCTION_SERVICE = "encode_instruction"
+
+
+def stamp_from_ns(time_ns: int) -> Time:
+    return Time(sec=time_ns // 1_000_000_000, nanosec=time_ns % 1_000_000_000)
+
+
+def ns_from_stamp(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+    """Process main shared by all nodes: init, spin, clean shutdown on Ctrl-C or SIGTERM.
+
+    Returns the exit code: 0 on a clean stop, 1 when the node could not start (bad parameters,
+    missing device); the reason is logged once, never retried in a loop.
+    """
+    # rclpy's own SIGINT handler would invalidate the context at once, while the node's threads
+    # (frame pump, control loop) may still publish or hold the arm. Instead Ctrl-C and SIGTERM raise
+    # KeyboardInterrupt in the main thread, and the node is closed before the context goes away.
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    node = None
+    code = 0
+    try:
+        node = node_factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see Ctrl-C
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, CameraOpenError):
+        code = 1  # already logged once, as FATAL, by the node that raised it
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -1,0 +1,28 @@
+"""Policy node configuration (the model's own architecture config lands with issue #4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nanovla_ros.configuration import param, require, require_choice
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    # --- checkpoints
+    checkpoint_small: str = param("", "NanoVLA-S checkpoint (MiniLM instruction features); empty = none.")
+    checkpoint_large: str = param("", "NanoVLA-L checkpoint (Gemma-3-270M instruction features); empty = none.")
+    device: str = param("cpu", "Inference device: cpu or cuda.")
+    # --- scheduling (long-short chunking)
+    execute_steps: int = param(10, "h: actions of each chunk the driver executes before it needs the next.")
+    control_rate_hz: float = param(30.0, "Rate at which chunk actions are spaced (dt_s = 1 / control_rate_hz).")
+    replan_rate_hz: float = param(0.0, "Fixed replanning rate; 0 = replan every execute_steps control steps.")
+    max_obs_age_ms: float = param(150.0, "Images or joint states older than this are never used for inference.")
+
+    def __post_init__(self) -> None:
+        require_choice("device", self.device, DEVICES)
+        require(self.execute_steps >= 1, f"execute_steps={self.execute_steps} must be >= 1")
+        require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")
+        require(self.replan_rate_hz >= 0.0, f"replan_rate_hz={self.replan_rate_hz} must be >= 0")
+        require(self.max_obs_age_ms > 0.0, f"max_obs_age_ms={self.max_obs_age_ms} must be positive")

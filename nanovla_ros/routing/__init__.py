@@ -1,0 +1,1 @@
+"""Routing ring: which language backbone serves an instruction. No ROS imports."""

@@ -1,0 +1,23 @@
+"""Router configuration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nanovla_ros.configuration import param, require, require_choice
+
+BACKBONES = ("small", "large")
+REQUESTABLE = ("auto",) + BACKBONES
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    default_backbone: str = param("small", "Backbone used for backbone='auto' until the Bayesian router is trained.")
+    threshold: float = param(0.5, "tau: escalate to large when its predicted success exceeds this (Bayesian router).")
+    max_instruction_chars: int = param(256, "Longer instructions are rejected before any encoding.")
+    encode_timeout_s: float = param(30.0, "How long to wait for the encoder service per instruction.")
+
+    def __post_init__(self) -> None:
+        require_choice("default_backbone", self.default_backbone, BACKBONES)
+        require(0.0 <= self.threshold <= 1.0, f"threshold={self.threshold} must be within [0, 1]")
+        require(1 <= self.max_instruction_chars <= 10_000, f"max_instruction_chars={self.max_instruction_chars} must be within [1, 10000]")
+        require(self.encode_timeout_s > 0.0, f"encode_timeout_s={self.encode_timeout_s} must be positive")
