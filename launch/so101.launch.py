@@ -1,0 +1,37 @@
+"""ros2 launch nanovla_ros so101.launch.py [sim:=true] [camera_source:=v4l2] [namespace:=arm1] ...
+
+The node list, start order and launch arguments come from nanovla_ros.graph, which the pip-only
+launcher (`nanovla launch so101`) reads too: one source of truth for both.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, PACKAGE, node_parameter_overrides, resolve_arguments
+
+
+def _nodes(context, *args, **kwargs):
+    values = resolve_arguments({a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS})
+    actions = []
+    for spec in NODES:
+        overrides = {}
+        for name, value in node_parameter_overrides(spec, values).items():
+            # Same typing rule as the pip launcher: booleans stay booleans, the rest are strings.
+            overrides[name] = value.lower() == "true" if value.lower() in ("true", "false") else value
+        actions.append(Node(
+            package=PACKAGE,
+            executable=spec.executable,
+            name=spec.name,
+            namespace=values["namespace"],
+            parameters=[values["params_file"], overrides],
+            output="screen",
+            emulate_tty=True,
+        ))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+                 for a in LAUNCH_ARGUMENTS]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,116 @@
+"""End to end: the pip launcher starts all five node processes over real DDS; the CLI instructs them."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_until
+from nanovla_ros.language.encoders import default_cache_dir
+
+pytestmark = pytest.mark.e2e
+
+
+class LauncherProcess:
+    def __init__(self, *launch_args: str, env: dict) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nanovla_ros.cli", "launch", "so101", *launch_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout_s: float) -> bool:
+        return wait_until(lambda: any(re.search(pattern, line) for line in self.lines) or self.process.poll() is not None,
+                          timeout_s) and any(re.search(pattern, line) for line in self.lines)
+
+    def pids(self) -> list[int]:
+        return [int(m) for m in re.findall(r"\(pid (\d+)\)", self.output())]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A fresh embedding cache (so the first encoding is a miss) that reuses the converted models."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    models = default_cache_dir() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(models)
+    return {**os.environ, "NANOVLA_CACHE_DIR": str(cache)}
+
+
+def _cli(env, *args, timeout_s=60):
+    return subprocess.run([sys.executable, "-m", "nanovla_ros.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_launch_instruct_and_ctrl_c(env):
+    launcher = LauncherProcess(env=env)
+    try:
+        assert launcher.wait_for_line(r"all 5 nodes are up", 120), launcher.output()
+        pids = launcher.pids()
+        assert len(pids) == 5
+
+        first = _cli(env, "instruct", "Put the red cube in the yellow square")
+        assert first.returncode == 0, first.stderr + launcher.output()
+        assert "cache_hit=false" in first.stdout and "backbone=small" in first.stdout
+
+        task = _cli(env, "task", "--timeout-s", "10")  # a late subscriber still gets the latched task
+        assert task.returncode == 0, task.stderr
+        assert "text='put the red cube in the yellow square'" in task.stdout and "embedding_dim=384" in task.stdout
+
+        again = _cli(env, "instruct", "put the red cube in the yellow square")
+        assert again.returncode == 0 and "cache_hit=true" in again.stdout, again.stdout + again.stderr
+
+        empty = _cli(env, "instruct", "")
+        assert empty.returncode == 1 and "instruction is empty" in empty.stderr
+
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(60) == 0, launcher.output()
+        for name in ("policy", "so101_driver", "router", "instruction_encoder", "camera"):
+            assert f"'{name}' stopped (exit code 0)" in launcher.output()
+        assert wait_until(lambda: not any(_alive(pid) for pid in pids), 10), "node processes left behind"
+    finally:
+        launcher.kill()
+
+
+def test_launcher_reports_a_node_that_fails_to_start(env):
+    launcher = LauncherProcess("camera_source:=v4l2", "camera_device:=/dev/video_nanovla_missing", env=env)
+    try:
+        code = launcher.process.wait(120)
+        out = launcher.output()
+        assert code == 1, out
+        assert "node 'camera' exited during start-up with code 1" in out
+        assert "/dev/video_nanovla_missing" in out  # the node's own one-line reason
+        assert not any(_alive(pid) for pid in launcher.pids())
+    finally:
+        launcher.kill()
+
+
+def test_instruct_without_a_running_suite_says_so(env):
+    result = _cli(env, "instruct", "touch the red cube", "--timeout-s", "2")
+    assert result.returncode == 2 and "not available" in result.stderr

@@ -1,0 +1,140 @@
+"""Instruction validation, the embedding cache, the frozen encoders and the service core."""
+import threading
+
+import numpy as np
+import pytest
+
+from nanovla_ros.language.cache import EmbeddingCache
+from nanovla_ros.language.config import EncoderConfig
+from nanovla_ros.language.encoders import ENCODER_SPECS, encoder_id, gemma_cache_dir
+from nanovla_ros.language.service import BackboneNotReady, BackboneState, InstructionEncoderService
+from nanovla_ros.language.text import InstructionError, normalise_instruction, validate_instruction
+from nanovla_ros.configuration import ConfigError
+
+
+# ---------------------------------------------------------------- text
+def test_normalisation_collapses_whitespace_and_case():
+    assert normalise_instruction("  Put the RED cube\t in\nthe square ") == "put the red cube in the square"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("   \t\n", "empty"),
+    ("x" * 300, "300 characters"),
+    (b"put the \xff cube", "not valid UTF-8"),
+    ("put the \udcff cube", "not valid UTF-8"),
+    ("put the\x00 cube", "control character"),
+])
+def test_bad_instructions_are_rejected_with_a_reason(text, message):
+    with pytest.raises(InstructionError, match=message):
+        validate_instruction(text, max_chars=256)
+
+
+def test_valid_utf8_bytes_and_unicode_are_accepted():
+    assert validate_instruction("mets le cube rouge à gauche".encode(), 256) == "mets le cube rouge à gauche"
+
+
+# ---------------------------------------------------------------- cache
+def test_cache_memory_lru_evicts_oldest():
+    cache = EmbeddingCache(None, max_memory_entries=2)
+    for i in range(3):
+        cache.put("enc", f"t{i}", np.full(4, i, np.float32))
+    assert cache.get("enc", "t0") is None
+    np.testing.assert_array_equal(cache.get("enc", "t2"), np.full(4, 2, np.float32))
+
+
+def test_cache_survives_restart_and_separates_encoders(tmp_path):
+    path = tmp_path / "e.sqlite3"
+    cache = EmbeddingCache(path)
+    cache.put("small", "hello", np.arange(3, dtype=np.float32))
+    cache.close()
+    reopened = EmbeddingCache(path)
+    np.testing.assert_array_equal(reopened.get("small", "hello"), [0, 1, 2])
+    assert reopened.get("large", "hello") is None
+    reopened.clear_memory()
+    np.testing.assert_array_equal(reopened.get("small", "hello"), [0, 1, 2])  # from disk
+    assert len(reopened) == 1
+
+
+# ---------------------------------------------------------------- real encoders
+def test_minilm_embeddings_are_unit_norm_and_meaningful(minilm):
+    vectors = minilm.encode(["put the red cube in the yellow square",
+                             "place the red block into the yellow square",
+                             "what is the capital of france"])
+    assert vectors.shape == (3, ENCODER_SPECS["small"].dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    paraphrase, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert paraphrase > unrelated + 0.3
+    np.testing.assert_allclose(minilm.encode(["put the red cube in the yellow square"])[0], vectors[0], atol=1e-5)
+    assert minilm.encoder_id == encoder_id("small")
+
+
+@pytest.mark.skipif(not (gemma_cache_dir() / "model.safetensors").is_file(),
+                    reason="Gemma cache missing: run `make setup` (scripts/setup_env.sh converts it once)")
+def test_gemma_embeddings_have_width_640_and_padding_does_not_matter():
+    from nanovla_ros.language.encoders import load_gemma
+
+    gemma = load_gemma()
+    short, long = "touch the blue cube", "push the green cube to the left of the table"
+    batch = gemma.encode([short, long])  # the short one is padded in the batch
+    alone = gemma.encode([short])
+    assert batch.shape == (2, 640)
+    np.testing.assert_allclose(batch[0], alone[0], atol=1e-4)
+    assert abs(float(batch[0] @ batch[1])) < 0.999
+
+
+# ---------------------------------------------------------------- service core
+def _service(cache_dir, loader, backbones=("small",)):
+    return InstructionEncoderService(EncoderConfig(backbones=backbones, cache_dir=str(cache_dir)), loader=loader)
+
+
+def test_service_second_request_is_a_cache_hit(cache_dir, minilm):
+    service = _service(cache_dir, lambda b: minilm)
+    service.start()
+    assert service.wait_loaded(30)
+    first = service.encode("Put the red cube in the yellow square", "small")
+    second = service.encode("put the red cube  in the yellow square", "small")
+    assert not first.cache_hit and second.cache_hit
+    np.testing.assert_array_equal(first.embedding, second.embedding)
+    assert first.embedding.shape == (384,) and first.encoder_id == encoder_id("small")
+
+
+def test_service_answers_while_loading_and_serves_cached_entries(cache_dir, minilm):
+    release = threading.Event()
+
+    def slow_loader(backbone):
+        release.wait(30)
+        return minilm
+
+    service = _service(cache_dir, slow_loader)
+    service.cache.put(encoder_id("small"), "touch the red cube", np.ones(384, np.float32))
+    service.start()
+    assert service.state("small") is BackboneState.LOADING
+    with pytest.raises(BackboneNotReady, match="still loading"):
+        service.encode("push the blue cube", "small")
+    assert service.encode("Touch the red cube", "small").cache_hit  # served from cache while loading
+    release.set()
+    assert service.wait_loaded(30)
+    assert service.encode("push the blue cube", "small").embedding.shape == (384,)
+
+
+def test_service_reports_load_failures_and_unconfigured_backbones(cache_dir):
+    def broken_loader(backbone):
+        raise FileNotFoundError("weights missing")
+
+    service = _service(cache_dir, broken_loader)
+    service.start()
+    service.wait_loaded(10)
+    with pytest.raises(BackboneNotReady, match="failed to load: FileNotFoundError: weights missing"):
+        service.encode("touch the red cube", "small")
+    with pytest.raises(BackboneNotReady, match="not served here"):
+        service.encode("touch the red cube", "large")
+    with pytest.raises(InstructionError):
+        service.encode("", "small")
+
+
+@pytest.mark.parametrize("kwargs", [dict(backbones=()), dict(backbones=("medium",)), dict(backbones=("small", "small")),
+                                    dict(max_instruction_chars=0), dict(memory_cache_entries=0)])
+def test_encoder_config_rejects_bad_values(kwargs):
+    with pytest.raises(ConfigError):
+        EncoderConfig(**kwargs)

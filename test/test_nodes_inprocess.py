@@ -1,0 +1,151 @@
+"""Nodes in process, each test with its own rclpy Context, talking over real DDS."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from conftest import wait_until
+from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.language.config import EncoderConfig
+from nanovla_ros.language.service import InstructionEncoderService
+from nanovla_ros.msg import CurrentTask, RouteDecision
+from nanovla_ros.nodes.camera_node import CameraNode
+from nanovla_ros.nodes.common import (CAMERA_INFO_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, IMAGE_TOPIC,
+                                      LATCHED_QOS, ROUTE_DECISION_TOPIC, SENSOR_QOS, ns_from_stamp)
+from nanovla_ros.nodes.instruction_encoder_node import InstructionEncoderNode
+from nanovla_ros.nodes.router_node import RouterNode
+from nanovla_ros.srv import EncodeInstruction, SetInstruction
+
+
+class Graph:
+    """A private context with a background executor; nodes added to it spin until close()."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.nodes = []
+        self.probe = rclpy.create_node("test_probe", context=self.context)
+        self.add(self.probe)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def call(self, srv_type, name, request, timeout_s=30.0):
+        client = self.probe.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout_s), f"{name} never appeared"
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout_s), f"{name} did not answer"
+        return future.result()
+
+    def close(self):
+        for node in self.nodes:
+            if hasattr(node, "close"):
+                node.close()
+        self.executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def graph():
+    g = Graph()
+    yield g
+    g.close()
+
+
+def test_camera_node_publishes_stamped_frames_and_info(graph):
+    images, infos = [], []
+    graph.probe.create_subscription(Image, IMAGE_TOPIC, images.append, SENSOR_QOS)
+    graph.probe.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, infos.append, SENSOR_QOS)
+    camera = graph.add(CameraNode(context=graph.context, parameter_overrides=[
+        Parameter("width", value=64), Parameter("height", value=48), Parameter("encoding", value="bgr8"),
+        Parameter("frame_id", value="front_cam"), Parameter("rate_hz", value=50.0)]))
+    assert wait_until(lambda: len(images) >= 3 and len(infos) >= 1, 15.0)
+    msg = images[-1]
+    assert (msg.width, msg.height, msg.encoding, msg.step, msg.header.frame_id) == (64, 48, "bgr8", 192, "front_cam")
+    age_ms = (time.time_ns() - ns_from_stamp(msg.header.stamp)) / 1e6
+    assert 0 <= age_ms < 5_000
+    assert ns_from_stamp(images[-1].header.stamp) > ns_from_stamp(images[0].header.stamp)
+    bgr = fields_to_array(ImageFields(msg.height, msg.width, msg.encoding, 0, msg.step, bytes(msg.data)))
+    assert bgr.shape == (48, 64, 3)
+    assert infos[-1].header.frame_id == "front_cam" and infos[-1].k[0] > 0 and infos[-1].width == 64
+    assert camera.get_parameter("max_age_ms").value == 100.0
+
+
+def test_camera_node_refuses_bad_parameters_and_missing_devices(graph):
+    with pytest.raises(ConfigError, match="width=4"):
+        CameraNode(context=graph.context, parameter_overrides=[Parameter("width", value=4)])
+    from nanovla_ros.camera.sources import CameraOpenError
+    with pytest.raises(CameraOpenError, match="/dev/video_missing"):
+        CameraNode(context=graph.context, parameter_overrides=[
+            Parameter("source", value="v4l2"), Parameter("device", value="/dev/video_missing")])
+
+
+def test_parameters_carry_descriptions(graph):
+    camera = graph.add(CameraNode(context=graph.context))
+    descriptor = camera.describe_parameter("max_age_ms")
+    assert "older than" in descriptor.description
+
+
+@pytest.fixture
+def encoder_node(graph, cache_dir, minilm):
+    service = InstructionEncoderService(EncoderConfig(backbones=("small",), cache_dir=str(cache_dir)),
+                                        loader=lambda backbone: minilm)
+    node = graph.add(InstructionEncoderNode(service=service, context=graph.context, parameter_overrides=[
+        Parameter("backbones", value=["small"]), Parameter("cache_dir", value=str(cache_dir))]))
+    assert service.wait_loaded(30)
+    return node
+
+
+def test_encoder_node_serves_cached_embeddings(graph, encoder_node):
+    first = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text="Touch the red cube", backbone="small"))
+    second = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text="touch the red cube", backbone="small"))
+    assert first.success and second.success
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    assert len(first.embedding) == 384 and first.encoder_id.startswith("all-MiniLM-L6-v2")
+    np.testing.assert_array_equal(np.asarray(first.embedding), np.asarray(second.embedding))
+    bad = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text=" ", backbone="small"))
+    assert not bad.success and "empty" in bad.message
+    large = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text="hi", backbone="large"))
+    assert not large.success and "not served here" in large.message
+
+
+def test_router_publishes_decision_and_latched_task(graph, encoder_node):
+    decisions = []
+    graph.probe.create_subscription(RouteDecision, ROUTE_DECISION_TOPIC, decisions.append, COMMAND_QOS)
+    graph.add(RouterNode(context=graph.context))
+    reply = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="Put the red cube in the yellow square"))
+    assert reply.accepted, reply.message
+    assert reply.backbone == "small" and not reply.cache_hit
+
+    # A subscriber that joins after publication still gets the task: it is latched.
+    tasks = []
+    graph.probe.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, tasks.append, LATCHED_QOS)
+    assert wait_until(lambda: len(tasks) == 1 and len(decisions) == 1, 10.0)
+    task = tasks[0]
+    assert task.instruction_id == reply.instruction_id and task.text == "put the red cube in the yellow square"
+    assert len(task.embedding) == 384 and task.encoder_id.startswith("all-MiniLM-L6-v2")
+    assert decisions[0].reason == "default" and decisions[0].backbone == "small"
+
+    again = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="put the red cube in the yellow square"))
+    assert again.accepted and again.cache_hit and again.instruction_id == reply.instruction_id + 1
+    assert wait_until(lambda: len(tasks) == 2, 10.0)  # the new instruction preempts the old one
+
+    for text, backbone, why in (("", "auto", "empty"), ("x" * 1000, "auto", "characters long"),
+                                ("touch the cube", "medium", "medium"), ("touch the cube", "large", "not served here")):
+        rejected = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text=text, backbone=backbone))
+        assert not rejected.accepted and why in rejected.message
+    assert len(tasks) == 2  # nothing was published for rejected instructions

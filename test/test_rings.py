@@ -1,0 +1,36 @@
+"""The core rings never import ROS (STYLE.md, rule 1)."""
+import subprocess
+import sys
+
+CORE_MODULES = [
+    "nanovla_ros.configuration",
+    "nanovla_ros.graph",
+    "nanovla_ros.camera.image_codec",
+    "nanovla_ros.camera.sources",
+    "nanovla_ros.camera.intrinsics",
+    "nanovla_ros.language.text",
+    "nanovla_ros.language.cache",
+    "nanovla_ros.language.encoders",
+    "nanovla_ros.language.service",
+    "nanovla_ros.routing.router",
+    "nanovla_ros.policy.config",
+    "nanovla_ros.driver.config",
+]
+
+
+def _loaded_after_import(modules: list[str]) -> set[str]:
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(result.stdout.split())
+
+
+def test_core_modules_do_not_load_rclpy_or_messages():
+    loaded = _loaded_after_import(CORE_MODULES)
+    ros = sorted(m for m in loaded if m.split(".")[0] in ("rclpy", "sensor_msgs", "std_msgs", "rcl_interfaces")
+                 or m.startswith("nanovla_ros.msg") or m.startswith("nanovla_ros.srv"))
+    assert ros == [], f"core modules pulled in ROS modules: {ros}"
+
+
+def test_node_modules_do_load_rclpy():
+    # The check above can fail: importing a node module loads rclpy.
+    assert "rclpy" in _loaded_after_import(["nanovla_ros.nodes.router_node"])
