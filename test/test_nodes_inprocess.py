@@ -149,3 +149,27 @@ def test_router_publishes_decision_and_latched_task(graph, encoder_node):
         rejected = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text=text, backbone=backbone))
         assert not rejected.accepted and why in rejected.message
     assert len(tasks) == 2  # nothing was published for rejected instructions
+
+
+def test_router_waits_for_a_loading_backbone_instead_of_failing(graph, cache_dir, minilm):
+    release = threading.Event()
+
+    def slow_loader(backbone):
+        release.wait(30)
+        return minilm
+
+    service = InstructionEncoderService(EncoderConfig(backbones=("small",), cache_dir=str(cache_dir)), loader=slow_loader)
+    graph.add(InstructionEncoderNode(service=service, context=graph.context, parameter_overrides=[
+        Parameter("backbones", value=["small"])]))
+    # The encoder itself answers at once with STATUS_LOADING ...
+    loading = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text="touch the red cube", backbone="small"))
+    assert not loading.success and loading.status == EncodeInstruction.Response.STATUS_LOADING
+    # ... while the router keeps the user's request until the backbone is ready.
+    graph.add(RouterNode(context=graph.context))
+    client = graph.probe.create_client(SetInstruction, "set_instruction")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(SetInstruction.Request(text="touch the red cube"))
+    assert not wait_until(future.done, 0.5)  # still waiting on the loading backbone
+    release.set()
+    assert wait_until(future.done, 30)
+    assert future.result().accepted, future.result().message

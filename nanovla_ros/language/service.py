@@ -30,6 +30,10 @@ class BackboneState(enum.Enum):
 class BackboneNotReady(RuntimeError):
     """The requested backbone is loading, failed to load, or is not configured; message says which."""
 
+    def __init__(self, message: str, state: BackboneState) -> None:
+        super().__init__(message)
+        self.state = state
+
 
 @dataclass(frozen=True)
 class EncodeResult:
@@ -91,16 +95,16 @@ class InstructionEncoderService:
         state = self.state(backbone)
         if state is BackboneState.NOT_CONFIGURED:
             raise BackboneNotReady(
-                f"backbone {backbone!r} is not served here; configured backbones: {list(self.config.backbones)}"
+                f"backbone {backbone!r} is not served here; configured backbones: {list(self.config.backbones)}", state
             )
         key_id = encoder_id(backbone)
         cached = self.cache.get(key_id, normalised)
         if cached is not None:
             return EncodeResult(cached, key_id, True, (time.perf_counter() - start) * 1e3, normalised)
         if state is BackboneState.LOADING:
-            raise BackboneNotReady(f"backbone {backbone!r} is still loading; retry in a few seconds")
+            raise BackboneNotReady(f"backbone {backbone!r} is still loading; retry in a few seconds", state)
         if state is BackboneState.FAILED:
-            raise BackboneNotReady(f"backbone {backbone!r} failed to load: {self._errors[backbone]}")
+            raise BackboneNotReady(f"backbone {backbone!r} failed to load: {self._errors[backbone]}", state)
         encoder = self._encoders[backbone]
         with self._locks[backbone]:
             vector = encoder.encode([normalised])[0]  # (D,)

@@ -41,11 +41,17 @@ class InstructionEncoderNode(Node):
     def _on_encode(self, request: EncodeInstruction.Request, response: EncodeInstruction.Response):
         try:
             result = self.service.encode(request.text, request.backbone)
-        except (InstructionError, BackboneNotReady) as error:
-            response.success = False
+        except InstructionError as error:
+            response.status = EncodeInstruction.Response.STATUS_REJECTED
+            response.message = str(error)
+            return response
+        except BackboneNotReady as error:
+            response.status = (EncodeInstruction.Response.STATUS_LOADING if error.state is BackboneState.LOADING
+                               else EncodeInstruction.Response.STATUS_UNAVAILABLE)
             response.message = str(error)
             return response
         response.success = True
+        response.status = EncodeInstruction.Response.STATUS_OK
         response.message = "cached" if result.cache_hit else "encoded"
         response.embedding = np.asarray(result.embedding, dtype=np.float32)
         response.encoder_id = result.encoder_id

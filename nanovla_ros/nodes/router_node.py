@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -19,6 +20,8 @@ from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.routing.config import RouterConfig
 from nanovla_ros.routing.router import BackboneRouter, RouteError
 from nanovla_ros.srv import EncodeInstruction, SetInstruction
+
+_LOADING_RETRY_S = 0.25  # how often to ask again while the encoder reports its backbone loading
 
 
 class RouterNode(Node):
@@ -79,15 +82,24 @@ class RouterNode(Node):
 
     def _encode(self, text: str, backbone: str) -> EncodeInstruction.Response | str:
         """The encoder's reply, or a message saying why there is none."""
+        deadline = time.monotonic() + self.config.encode_timeout_s
         if not self._encoder.wait_for_service(timeout_sec=min(5.0, self.config.encode_timeout_s)):
             return f"encoder service {self._encoder.srv_name} is not available; is instruction_encoder_node running?"
-        done = threading.Event()
-        future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.config.encode_timeout_s):
-            future.cancel()
-            return f"encoder did not answer within encode_timeout_s={self.config.encode_timeout_s:g}"
-        reply = future.result()
+        while True:
+            done = threading.Event()
+            future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                future.cancel()
+                return f"encoder did not answer within encode_timeout_s={self.config.encode_timeout_s:g}"
+            reply = future.result()
+            if reply.status != EncodeInstruction.Response.STATUS_LOADING:
+                break
+            # A user who instructs the arm right after launch waits for the backbone instead of
+            # being told to retry; the encoder itself never blocks (it answers "loading").
+            if time.monotonic() + _LOADING_RETRY_S > deadline:
+                return f"encoder: {reply.message} (waited encode_timeout_s={self.config.encode_timeout_s:g})"
+            time.sleep(_LOADING_RETRY_S)
         if not reply.success:
             return f"encoder: {reply.message}"
         return reply
