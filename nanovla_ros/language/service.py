@@ -51,7 +51,8 @@ class InstructionEncoderService:
     def __init__(self, config: EncoderConfig, loader: Loader | None = None) -> None:
         self.config = config
         cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        self._loader = loader or (lambda backbone: load_encoder(backbone, cache_root, config.num_threads or None))
+        model_root = Path(config.model_dir) if config.model_dir else None
+        self._loader = loader or (lambda backbone: load_encoder(backbone, model_root, config.num_threads or None))
         self.cache = EmbeddingCache(
             cache_root / "embeddings.sqlite3" if config.disk_cache else None, config.memory_cache_entries
         )
