@@ -19,9 +19,19 @@ class DriverConfig:
     # --- loops
     state_rate_hz: float = param(100.0, "JointState publishing rate.")
     control_rate_hz: float = param(30.0, "Chunk execution rate.")
+    bus_retries: int = param(2, "Retries of a failed read before it counts as a failure.")
+    latency_timer_ms: float = param(16.0, "Fixed part of the reply timeout (USB adapter latency); the SDK uses 16.")
+    sim_corrupt_rate: float = param(0.0, "sim only: fraction of emulated servo replies corrupted (fault injection).")
+    sim_drop_rate: float = param(0.0, "sim only: fraction of emulated servo replies dropped (fault injection).")
+    # --- modes
+    autostart: bool = param(True, "Configure and activate at start-up (false: wait for lifecycle transitions).")
+    leader_mode: bool = param(False, "Leader arm for teleoperation: torque stays off; joint positions are published as commands.")
+    telemetry_rate_hz: float = param(2.0, "Rate of load / temperature / voltage / status reads and of diagnostics.")
     # --- safety (on by default)
-    chunk_timeout_ms: float = param(500.0, "Hold position when no valid chunk is current for this long.")
+    chunk_timeout_ms: float = param(500.0, "Chunks whose observation is older than this are rejected; the arm holds.")
     max_step_rad: float = param(0.05, "Largest change of a joint target per control step.")
+    blend_steps: int = param(3, "Control steps over which a new chunk is cross-faded into the previous one.")
+    servo_timeout_ms: float = param(200.0, "A servo silent for this long is a fault: hold the others, refuse chunks.")
     joint_names: tuple[str, ...] = param(SO101_JOINTS, "Joint order of commands and states (LeRobot motor names).")
 
     def __post_init__(self) -> None:
@@ -31,3 +41,13 @@ class DriverConfig:
         require(self.chunk_timeout_ms > 0.0, f"chunk_timeout_ms={self.chunk_timeout_ms} must be positive")
         require(0.0 < self.max_step_rad <= 1.0, f"max_step_rad={self.max_step_rad} must be within (0, 1] rad")
         require(len(self.joint_names) == len(set(self.joint_names)) > 0, f"joint_names={list(self.joint_names)} must be non-empty and unique")
+        require(self.bus_retries >= 0, f"bus_retries={self.bus_retries} must be >= 0")
+        require(self.latency_timer_ms >= 0.0, f"latency_timer_ms={self.latency_timer_ms} must be >= 0")
+        for name in ("sim_corrupt_rate", "sim_drop_rate"):
+            require(0.0 <= getattr(self, name) < 1.0, f"{name}={getattr(self, name)} must be within [0, 1)")
+        require(0.0 < self.telemetry_rate_hz <= self.state_rate_hz,
+                f"telemetry_rate_hz={self.telemetry_rate_hz} must be within (0, state_rate_hz]")
+        require(self.control_rate_hz <= self.state_rate_hz,
+                f"control_rate_hz={self.control_rate_hz} must not exceed state_rate_hz={self.state_rate_hz}")
+        require(self.blend_steps >= 0, f"blend_steps={self.blend_steps} must be >= 0")
+        require(self.servo_timeout_ms > 0.0, f"servo_timeout_ms={self.servo_timeout_ms} must be positive")

@@ -1,50 +1,250 @@
-"""so101_driver_node: PLACEHOLDER until issue #3 lands the Feetech bus, calibration and chunk executor.
+"""so101_driver_node: the SO-101 arm on Feetech STS3215 servos, as a lifecycle node.
 
-Declares its parameters and topics (subscribes action_chunk; will publish joint_states,
-joint_commands) but has no arm backend yet: it moves nothing and publishes no joint state. It says
-so in its log and reports an ERROR status on diagnostics at 1 Hz, so nobody mistakes it for a
-working arm.
+configure  opens the bus (sim: an STS3215 bus emulator on a pseudo-terminal, through the same SDK),
+           loads the calibration, checks every servo answers, starts the state loop
+activate   goal = present position (no jump), torque on, chunks executed (leader_mode: torque stays off)
+deactivate holds, torque off
+cleanup    stops the loop, closes the port
+
+Publishes joint_states (state_rate_hz), joint_commands (the command actually sent, after clamping) and
+diagnostics (telemetry_rate_hz); subscribes action_chunk; services enable_torque (SetBool), hold and
+reset_faults (Trigger). With autostart (default) it configures and activates itself; Ctrl-C takes the
+torque off before the process exits.
 """
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.node import Node
+import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+
+import numpy as np
+
+from nanovla_ros.driver.arm import ArmMode, ControlLoop, So101Arm
+from nanovla_ros.driver.bus import BusError, FeetechBus
+from nanovla_ros.driver.calibration import ArmCalibration, CalibrationError, default_calibration
 from nanovla_ros.driver.config import DriverConfig
+from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
+from nanovla_ros.driver.executor import ChunkRejected, Command, make_chunk
 from nanovla_ros.msg import ActionChunk
-from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, DIAGNOSTICS_TOPIC, run_node
+from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, DIAGNOSTICS_TOPIC, JOINT_COMMANDS_TOPIC,
+                                      JOINT_STATES_TOPIC, SENSOR_QOS, ns_from_stamp, run_node, stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 
-NOT_IMPLEMENTED = "no arm backend is configured yet (placeholder: the SO-101 driver lands with issue #3); nothing will move"
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class So101DriverNode(Node):
+class So101DriverNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("so101_driver", **kwargs)
         self.config = declare_config(self, DriverConfig)
-        self._chunk_sub = self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
+        self.emulator: Sts3215BusEmulator | None = None
+        self.bus: FeetechBus | None = None
+        self.arm: So101Arm | None = None
+        self.loop: ControlLoop | None = None
+        self._problem = "not configured"
+        self._chunk_rejections = 0
+        self._state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, SENSOR_QOS)
+        self._command_pub = self.create_publisher(JointState, JOINT_COMMANDS_TOPIC, COMMAND_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
-        self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
-        self._ignored_chunks = 0
-        self.get_logger().warning(NOT_IMPLEMENTED)
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
+        self.create_service(SetBool, "~/enable_torque", self._on_enable_torque, callback_group=services)
+        self.create_service(Trigger, "~/hold", self._on_hold, callback_group=services)
+        self.create_service(Trigger, "~/reset_faults", self._on_reset_faults, callback_group=services)
+        self.create_timer(1.0 / self.config.telemetry_rate_hz, self._on_diagnostics_timer)
+        if self.config.autostart:
+            if self.trigger_configure() == SUCCESS and not self.config.leader_mode:
+                self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        c = self.config
+        try:
+            port = c.port
+            if c.sim:
+                self.emulator = Sts3215BusEmulator(faults=FaultConfig(c.sim_corrupt_rate, c.sim_drop_rate)).start()
+                port = self.emulator.port_name
+            if c.calibration_file:
+                calibration = ArmCalibration.load(c.calibration_file, c.joint_names)
+            elif c.sim:
+                calibration = default_calibration(c.joint_names)
+                self.get_logger().info("sim: using the emulated arm's built-in calibration")
+            else:
+                calibration = None
+                self.get_logger().warning("no calibration_file: joint states only, torque will be refused; "
+                                          "run `nanovla calibrate --port <port> --out <file>`")
+            self.bus = FeetechBus(port, c.baudrate, c.bus_retries, c.latency_timer_ms)
+            self.arm = So101Arm(self.bus, calibration, c)
+            self.arm.connect()
+            if c.leader_mode:
+                self.arm.disable()
+        except (BusError, CalibrationError) as error:
+            self._problem = f"configure failed: {error}"
+            self.get_logger().error(self._problem)
+            self._release()
+            return FAILURE
+        self.loop = ControlLoop(self.arm, self._publish_state, self._publish_command)
+        self.loop.start()
+        self._problem = ""
+        self.get_logger().info(f"bus open on {port} ({'emulated STS3215 servos' if c.sim else 'serial'}); "
+                               f"state {c.state_rate_hz:g} Hz, control {c.control_rate_hz:g} Hz"
+                               + ("; leader arm mode" if c.leader_mode else ""))
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.config.leader_mode:
+            self.get_logger().error("leader_mode: torque stays off; this arm is not activated")
+            return FAILURE
+        try:
+            self.arm.enable()
+        except (BusError, CalibrationError) as error:
+            self._problem = f"activate failed: {error}"
+            self.get_logger().error(self._problem)
+            return FAILURE
+        self.get_logger().info("torque on; executing action chunks")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.arm.hold()
+        self.arm.disable()
+        self.get_logger().info("holding; torque off")
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return SUCCESS
+
+    def _release(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        self.arm = None
+
+    def close(self) -> None:
+        """Ctrl-C / SIGTERM: torque off first, then release the bus."""
+        if self.arm is not None:
+            if self.loop is not None:
+                self.loop.stop()
+                self.loop = None
+            self.arm.disable()
+            self.get_logger().info("torque off (shutdown)")
+        self._release()
+
+    # ------------------------------------------------------------------ data
+    def _joint_state(self, wall_s: float, positions: np.ndarray) -> JointState:
+        msg = JointState(name=list(self.config.joint_names), position=[float(p) for p in positions])
+        msg.header.stamp = stamp_from_ns(int(wall_s * 1e9))
+        return msg
+
+    def _publish_state(self, wall_s: float, positions: np.ndarray) -> None:
+        self._state_pub.publish(self._joint_state(wall_s, positions))
+
+    def _publish_command(self, wall_s: float, command: Command) -> None:
+        self._command_pub.publish(self._joint_state(wall_s, command.positions))
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        self._ignored_chunks += 1
-        if self._ignored_chunks == 1:
-            self.get_logger().warning(f"action chunk {msg.chunk_id} ignored: {NOT_IMPLEMENTED}")
+        arm = self.arm
+        try:
+            if arm is None:
+                raise ChunkRejected("the arm is not configured")
+            chunk = make_chunk(msg.chunk_id, ns_from_stamp(msg.header.stamp) / 1e9, msg.dt_s, msg.execute_steps,
+                               list(msg.joint_names), msg.positions, msg.horizon, self.config.joint_names)
+            arm.submit(chunk, time.time())
+        except ChunkRejected as error:
+            self._chunk_rejections += 1
+            self.get_logger().warning(f"action chunk {msg.chunk_id} rejected, nothing moves: {error}",
+                                      throttle_duration_sec=1.0)
 
+    # ------------------------------------------------------------------ services
+    def _on_enable_torque(self, request: SetBool.Request, response: SetBool.Response):
+        if self.arm is None:
+            response.success, response.message = False, f"arm not configured ({self._problem})"
+            return response
+        try:
+            self.arm.enable() if request.data else self.arm.disable()
+            response.success, response.message = True, "torque on" if request.data else "torque off"
+        except (BusError, CalibrationError) as error:
+            response.success, response.message = False, str(error)
+        return response
+
+    def _on_hold(self, request: Trigger.Request, response: Trigger.Response):
+        if self.arm is None:
+            response.success, response.message = False, "arm not configured"
+        else:
+            self.arm.hold()
+            response.success, response.message = True, "holding the present position"
+        return response
+
+    def _on_reset_faults(self, request: Trigger.Request, response: Trigger.Response):
+        if self.arm is None:
+            response.success, response.message = False, "arm not configured"
+            return response
+        try:
+            self.arm.reset_faults()
+            response.success, response.message = True, "faults cleared; torque is off: call enable_torque"
+        except BusError as error:
+            response.success, response.message = False, str(error)
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
     def _on_diagnostics_timer(self) -> None:
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_name()
+        arm = self.arm
+        if arm is None:
+            array.status.append(DiagnosticStatus(level=DiagnosticStatus.ERROR, name=f"{name}: arm",
+                                                 hardware_id="so101", message=self._problem or "not configured"))
+            self._diag_pub.publish(array)
+            return
+        health, stats = arm.health, arm.bus.stats
+        level = {ArmMode.FAULT: DiagnosticStatus.ERROR}.get(health.mode, DiagnosticStatus.OK)
+        loop = self.loop.stats if self.loop is not None else None
+        periods = np.asarray(loop.periods_s[-200:]) * 1e3 if loop and loop.periods_s else np.zeros(1)
+        values = {
+            "mode": health.mode.value, "fault": health.fault,
+            "transactions": stats.transactions, "retries": stats.retries, "read_failures": stats.read_failures,
+            "corrupt_replies": stats.corrupt, "timeouts": stats.timeouts,
+            "chunks_accepted": arm.executor.accepted, "chunks_rejected": arm.executor.rejected + self._chunk_rejections,
+            "loop_cycles": loop.cycles if loop else 0, "missed_control_ticks": loop.missed_control_ticks if loop else 0,
+            "period_p99_ms": f"{np.percentile(periods, 99):.2f}",
+        }
         array.status.append(DiagnosticStatus(
-            level=DiagnosticStatus.ERROR, name=f"{self.get_name()}: arm", hardware_id="so101",
-            message=NOT_IMPLEMENTED,
-            values=[KeyValue(key="ignored_chunks", value=str(self._ignored_chunks))]))
+            level=level, name=f"{name}: arm", hardware_id="so101",
+            message=health.fault or health.mode.value,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+        for joint in arm.joints:
+            t = health.telemetry[joint]
+            silent = joint in health.silent_since_s
+            bad = t.status_bits & 0x2D or t.torque_off_by_fault or silent
+            array.status.append(DiagnosticStatus(
+                level=DiagnosticStatus.ERROR if bad else DiagnosticStatus.OK,
+                name=f"{name}: {joint}", hardware_id=f"sts3215 id {arm.ids[joint]}",
+                message="not answering" if silent else ("torque off by fault" if t.torque_off_by_fault else "ok"),
+                values=[KeyValue(key="temperature_c", value=str(t.temperature_c)),
+                        KeyValue(key="load", value=str(t.load)),
+                        KeyValue(key="voltage_v", value=f"{t.voltage_v:.1f}"),
+                        KeyValue(key="status_bits", value=hex(t.status_bits)),
+                        KeyValue(key="read_failures", value=str(stats.per_servo_failures.get(arm.ids[joint], 0)))]))
         self._diag_pub.publish(array)
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(So101DriverNode, args)
+    return run_node(So101DriverNode, args, threads=3)
 
 
 if __name__ == "__main__":
