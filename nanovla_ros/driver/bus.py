@@ -224,7 +224,6 @@ class FeetechBus:
                 missing.append(servo_id)
         if not missing:
             return partial
-        self.stats.read_failures += 1
         raise BusReadError(f"servo(s) {missing} did not answer a sync read of {name}", tuple(missing), partial)
 
     def sync_write(self, name: str, values: dict[int, int]) -> None:
