@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -27,10 +27,13 @@ from nanovla_ros.srv import EncodeInstruction, SetInstruction
 class Graph:
     """A private context with a background executor; nodes added to it spin until close()."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 4) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        # rclpy's MultiThreadedExecutor busy-waits while a high-rate subscription's callback group is
+        # taken; a node publishing at 100 Hz (the driver) is tested on a single-threaded executor.
+        self.executor = (MultiThreadedExecutor(num_threads=threads, context=self.context) if threads > 1
+                         else SingleThreadedExecutor(context=self.context))
         self.nodes = []
         self.probe = rclpy.create_node("test_probe", context=self.context)
         self.add(self.probe)

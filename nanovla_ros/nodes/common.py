@@ -7,7 +7,7 @@ from typing import Callable
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -46,8 +46,13 @@ def ns_from_stamp(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 2) -> int:
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Process main shared by all nodes: init, spin, clean shutdown on Ctrl-C or SIGTERM.
+
+    ``threads`` > 1 uses a MultiThreadedExecutor: only for nodes whose callbacks block (the router
+    waits on the encoder) and whose groups are reentrant. rclpy's MultiThreadedExecutor busy-waits
+    while ready work belongs to a mutually exclusive group that is running, which a 100 Hz
+    subscription makes constant (seen: a subscriber of joint_states at 80 % CPU).
 
     Returns the exit code: 0 on a clean stop, 1 when the node could not start (bad parameters,
     missing device); the reason is logged once, never retried in a loop.
@@ -62,7 +67,7 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
     code = 0
     try:
         node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see Ctrl-C

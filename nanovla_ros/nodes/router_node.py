@@ -9,7 +9,7 @@ import threading
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from nanovla_ros.language.text import InstructionError, validate_instruction
@@ -38,8 +38,10 @@ class RouterNode(Node):
         # another group (on another executor thread).
         self._encoder = self.create_client(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
                                            callback_group=ReentrantCallbackGroup())
+        # Reentrant too (publication is serialised by self._serial): a mutually exclusive group would make
+        # the executor busy-wait while one request waits on the encoder.
         self._srv = self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction,
-                                        callback_group=MutuallyExclusiveCallbackGroup())
+                                        callback_group=ReentrantCallbackGroup())
         self.get_logger().info(f"serving {self._srv.srv_name}; default backbone {self.config.default_backbone}")
 
     def _reject(self, response: SetInstruction.Response, message: str) -> SetInstruction.Response:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
@@ -50,11 +49,10 @@ class So101DriverNode(LifecycleNode):
         self._state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, SENSOR_QOS)
         self._command_pub = self.create_publisher(JointState, JOINT_COMMANDS_TOPIC, COMMAND_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
-        services = MutuallyExclusiveCallbackGroup()
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
-        self.create_service(SetBool, "~/enable_torque", self._on_enable_torque, callback_group=services)
-        self.create_service(Trigger, "~/hold", self._on_hold, callback_group=services)
-        self.create_service(Trigger, "~/reset_faults", self._on_reset_faults, callback_group=services)
+        self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
+        self.create_service(Trigger, "~/hold", self._on_hold)
+        self.create_service(Trigger, "~/reset_faults", self._on_reset_faults)
         self.create_timer(1.0 / self.config.telemetry_rate_hz, self._on_diagnostics_timer)
         if self.config.autostart:
             if self.trigger_configure() == SUCCESS and not self.config.leader_mode:
@@ -244,7 +242,7 @@ class So101DriverNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(So101DriverNode, args, threads=3)
+    return run_node(So101DriverNode, args)
 
 
 if __name__ == "__main__":
