@@ -5,6 +5,7 @@
   nanovla encode "some text" [--backbone small|large]  # = ros2 service call .../encode_instruction
   nanovla task                                         # print the latched current task
   nanovla demo                                         # the README's main job
+  nanovla calibrate --port /dev/ttyACM0 --out arm.json  # SO-101 calibration (LeRobot's file format)
   nanovla prepare-models                               # convert/cache the frozen encoders (no ROS)
 """
 from __future__ import annotations
@@ -114,6 +115,52 @@ def cmd_prepare_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Interactive SO-101 calibration (LeRobot's procedure and file format). Prompts live here only."""
+    import threading
+
+    from nanovla_ros.driver.bus import BusError, FeetechBus
+    from nanovla_ros.driver.calibrate import Calibrator
+    from nanovla_ros.driver.calibration import CalibrationError
+    from nanovla_ros.driver.config import SO101_JOINTS
+    from nanovla_ros.driver.emulator import Sts3215BusEmulator
+
+    ids = {name: i for i, name in enumerate(SO101_JOINTS, start=1)}
+    emulator = Sts3215BusEmulator().start() if args.sim else None
+    port = emulator.port_name if emulator else args.port
+    ask = (lambda prompt: print(prompt + " [sim: continuing]")) if args.sim else input
+    try:
+        bus = FeetechBus(port, args.baudrate)
+        calibrator = Calibrator(bus, ids)
+        calibrator.start()
+        ask("Torque is off. Move the arm to the MIDDLE of every joint's range, then press Enter.")
+        print(f"homing offsets: {calibrator.set_middle()}")
+        print("Now move EVERY joint through its full range. Press Enter when done.")
+        done = threading.Event()
+        if args.sim:  # the emulated operator sweeps each joint
+            for servo_id in ids.values():
+                for raw in (1300, 2800, 2047):
+                    emulator.set_raw_position(servo_id, raw)
+                    calibrator.record_ranges()
+            done.set()
+        else:
+            threading.Thread(target=lambda: (input(), done.set()), daemon=True).start()
+        while not done.wait(0.05):
+            ranges = calibrator.record_ranges()
+            print("\r" + "  ".join(f"{n}: {lo}-{hi}" for n, (lo, hi) in ranges.items()), end="", flush=True)
+        calibration = calibrator.finish()
+        calibration.save(args.out)
+        print(f"\ncalibration written to {args.out} (LeRobot SO-101 format); pass it as calibration_file")
+        bus.close()
+        return 0
+    except (BusError, CalibrationError) as error:
+        print(f"nanovla calibrate: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--instruction", default="put the red cube in the yellow square")
     demo.add_argument("--out-dir", default="out/demo")
     demo.set_defaults(func=cmd_demo)
+
+    cal = sub.add_parser("calibrate", help="calibrate an SO-101 (writes LeRobot-format calibration JSON)")
+    cal.add_argument("--port", default="/dev/ttyACM0", help="serial device of the arm's Feetech bus")
+    cal.add_argument("--baudrate", type=int, default=1_000_000)
+    cal.add_argument("--out", required=True, help="calibration file to write")
+    cal.add_argument("--sim", action="store_true", help="run the procedure against the STS3215 emulator")
+    cal.set_defaults(func=cmd_calibrate)
 
     prep = sub.add_parser("prepare-models", help="convert and cache the frozen encoders (no ROS needed)")
     prep.add_argument("--backbones", nargs="+", default=["small", "large"], choices=["small", "large"])

@@ -114,3 +114,34 @@ def test_launcher_reports_a_node_that_fails_to_start(env):
 def test_instruct_without_a_running_suite_says_so(env):
     result = _cli(env, "instruct", "touch the red cube", "--timeout-s", "2")
     assert result.returncode == 2 and "not available" in result.stderr
+
+
+def test_launched_driver_follows_action_chunks_and_drops_torque_on_ctrl_c(env):
+    import numpy as np
+    from sensor_msgs.msg import JointState
+
+    from nanovla_ros.client import NanovlaClient
+    from nanovla_ros.msg import ActionChunk
+    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, JOINT_STATES_TOPIC, SENSOR_QOS
+
+    launcher = LauncherProcess(env=env)
+    try:
+        assert launcher.wait_for_line(r"all 5 nodes are up", 120), launcher.output()
+        with NanovlaClient(node_name="chunk_source") as client:
+            states = []
+            client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
+            publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+            assert client.spin_until(lambda: len(states) > 3 and publisher.get_subscription_count() > 0, 20)
+            names = list(states[-1].name)
+            horizon, target = 60, np.array([0.2, -0.3, 0.4, 0.1, -0.2, 0.3])
+            msg = ActionChunk(chunk_id=1, dt_s=1 / 30, execute_steps=horizon, joint_names=names, horizon=horizon,
+                              positions=np.tile(target, horizon).tolist())
+            msg.header.stamp = client.node.get_clock().now().to_msg()
+            publisher.publish(msg)
+            assert client.spin_until(lambda: np.allclose(states[-1].position, target, atol=0.01), 15), \
+                states[-1].position
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(60) == 0, launcher.output()
+        assert "torque off (shutdown)" in launcher.output()
+    finally:
+        launcher.kill()

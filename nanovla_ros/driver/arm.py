@@ -76,7 +76,8 @@ class So101Arm:
     # ------------------------------------------------------------------ set-up
     def connect(self) -> None:
         """Check every joint's servo answers and is an STS3215; raise BusError naming the ones that do not."""
-        found = self.bus.scan(self.ids.values()) if hasattr(self.bus, "scan") else {}
+        # Start-up is worth a few more tries than a control cycle: a noisy bus must not look like a missing servo.
+        found = self.bus.scan(self.ids.values(), attempts=10)
         missing = [f"{n} (id {i})" for n, i in self.ids.items() if i not in found]
         if missing:
             raise BusError(f"no answer from servo(s) {missing} on the bus; check power and wiring")
@@ -97,7 +98,9 @@ class So101Arm:
         """Sync-read positions; silent servos keep their last value and are tracked for the fault check."""
         now_s = time.monotonic() if now_s is None else now_s
         try:
-            ticks = self.bus.sync_read("Present_Position", self.ids.values())
+            # No whole-group retry in the hot path: the bus's one-by-one fallback recovers a corrupted
+            # reply for the price of one timeout, and a silent servo costs two instead of six.
+            ticks = self.bus.sync_read("Present_Position", self.ids.values(), retries=0)
             missing: tuple[int, ...] = ()
         except BusReadError as error:
             ticks, missing = error.partial, error.missing
@@ -223,7 +226,7 @@ class So101Arm:
 class LoopStats:
     cycles: int = 0
     control_ticks: int = 0
-    missed_control_ticks: int = 0  # ticks that started later than one control period after due
+    missed_control_ticks: int = 0  # control periods in which no goal was written (gap > 1.5 periods)
     periods_s: list[float] = field(default_factory=list)  # last N state-cycle periods
     read_s: list[float] = field(default_factory=list)  # last N sync-read durations
 
@@ -261,6 +264,7 @@ class ControlLoop:
         next_state, next_control, next_telemetry = start, start, start + self._telemetry_period
         telemetry_queue: list[str] = []
         last_cycle = None
+        last_write = None
         while not self._stop.is_set():
             now = time.monotonic()
             if now < next_state:
@@ -271,23 +275,29 @@ class ControlLoop:
             last_cycle = now
             wall = time.time()
             try:
-                t0 = time.perf_counter()
-                positions = self.arm.read_positions(now)
-                self._record(self.stats.read_s, time.perf_counter() - t0)
-                self.on_state(wall, positions)
+                # The control write goes first, at the tick: a slow read (a lost reply costs a timeout)
+                # then delays only the state, never the command. The executor is driven by time.
                 if now >= next_control:
-                    if now - next_control > self._control_period:
-                        self.stats.missed_control_ticks += 1
                     command = self.arm.control(wall)
+                    written = time.monotonic()
+                    if last_write is not None and written - last_write > 1.5 * self._control_period:
+                        self.stats.missed_control_ticks += round((written - last_write) / self._control_period) - 1
+                    last_write = written
                     self.stats.control_ticks += 1
                     if command is not None:
                         self.on_command(wall, command)
                     elif self.arm.health.mode is ArmMode.LEADER:
-                        self.on_command(wall, Command(positions, "leader", -1, -1, False))
+                        self.on_command(wall, Command(self.arm.positions_rad.copy(), "leader", -1, -1, False))
                     next_control += self._control_period
                     if now - next_control > self._control_period:  # fell far behind: resynchronise
                         next_control = now + self._control_period
-                if telemetry_queue:
+                t0 = time.perf_counter()
+                positions = self.arm.read_positions(now)
+                self._record(self.stats.read_s, time.perf_counter() - t0)
+                self.on_state(wall, positions)
+                # Telemetry only in a cycle with time to spare, one register at a time.
+                spare = time.monotonic() - now < 0.5 * self._state_period
+                if telemetry_queue and spare:
                     self.arm.read_telemetry(telemetry_queue.pop(0))
                 elif now >= next_telemetry:
                     telemetry_queue = list(TELEMETRY_REGISTERS)

@@ -52,7 +52,8 @@ class ServoBus(Protocol):
 
     stats: BusStats
 
-    def ping(self, servo_id: int) -> int | None: ...
+    def ping(self, servo_id: int, attempts: int | None = None) -> int | None: ...
+    def scan(self, ids: Iterable[int], attempts: int | None = None) -> dict[int, int]: ...
     def read(self, name: str, servo_id: int) -> int: ...
     def write(self, name: str, servo_id: int, value: int) -> None: ...
     def sync_read(self, name: str, ids: Iterable[int]) -> dict[int, int]: ...
@@ -124,9 +125,9 @@ class FeetechBus:
         for servo_id in servo_ids:
             self.stats.per_servo_failures[servo_id] = self.stats.per_servo_failures.get(servo_id, 0) + 1
 
-    def ping(self, servo_id: int) -> int | None:
-        """The servo's model number, or None if it does not answer."""
-        for _ in range(self.retries + 1):
+    def ping(self, servo_id: int, attempts: int | None = None) -> int | None:
+        """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1)."""
+        for _ in range(attempts or self.retries + 1):
             with self._lock:
                 model, result, _ = self._packets.ping(self._port, servo_id)
             self.stats.transactions += 1
@@ -134,28 +135,29 @@ class FeetechBus:
                 return model
         return None
 
-    def scan(self, ids: Iterable[int] = range(1, 7)) -> dict[int, int]:
+    def scan(self, ids: Iterable[int] = range(1, 7), attempts: int | None = None) -> dict[int, int]:
         """id -> model number of every servo that answers."""
         found = {}
         for servo_id in ids:
-            model = self.ping(servo_id)
+            model = self.ping(servo_id, attempts)
             if model is not None:
                 found[servo_id] = model
         return found
 
-    def read(self, name: str, servo_id: int) -> int:
+    def read(self, name: str, servo_id: int, retries: int | None = None) -> int:
         register = REGISTERS[name]
-        for attempt in range(self.retries + 1):
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             with self._lock:
                 data, result, _ = self._packets.readTxRx(self._port, servo_id, register.address, register.size)
             self.stats.transactions += 1
             if result == scs.COMM_SUCCESS and len(data) == register.size:
                 return ct.decode_value(register, ct.from_bytes(register, data))
             self._count_failure(result, [servo_id])
-            if attempt < self.retries:
+            if attempt < retries:
                 self.stats.retries += 1
         self.stats.read_failures += 1
-        raise BusReadError(f"servo {servo_id} did not answer a read of {name} after {self.retries + 1} tries",
+        raise BusReadError(f"servo {servo_id} did not answer a read of {name} after {retries + 1} tries",
                            (servo_id,))
 
     def write(self, name: str, servo_id: int, value: int) -> None:
@@ -192,10 +194,13 @@ class FeetechBus:
             self.write(name, servo_id, value)
 
     # ------------------------------------------------------------------ group
-    def sync_read(self, name: str, ids: Iterable[int]) -> dict[int, int]:
-        """One SYNC_READ of ``name`` from ``ids``; retried; on failure, servos are read one by one so
-        the error names exactly the servos that did not answer (with the others' values)."""
+    def sync_read(self, name: str, ids: Iterable[int], retries: int | None = None) -> dict[int, int]:
+        """One SYNC_READ of ``name`` from ``ids``, retried ``retries`` times (default: the bus's); if it still
+        fails, servos are read one by one (same retries), so the error names exactly the servos that did
+        not answer, with the others' values. That one-by-one pass is also the cheapest recovery from a
+        single corrupted reply: a control loop can pass retries=0."""
         register = REGISTERS[name]
+        retries = self.retries if retries is None else retries
         ids = tuple(ids)
         key = (name, ids)
         reader = self._readers.get(key)
@@ -204,7 +209,7 @@ class FeetechBus:
             for servo_id in ids:
                 reader.addParam(servo_id)
             self._readers[key] = reader
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             with self._lock:
                 result = reader.txRxPacket()
                 values = {i: reader.getData(i, register.address, register.size) for i in ids} \
@@ -213,13 +218,14 @@ class FeetechBus:
             if values is not None:
                 return {i: ct.decode_value(register, v) for i, v in values.items()}
             self._count_failure(result, ())
-            if attempt < self.retries:
+            if attempt < retries:
                 self.stats.retries += 1
         # Find out who is silent, keeping what the others say.
+        self.stats.retries += 1
         partial, missing = {}, []
         for servo_id in ids:
             try:
-                partial[servo_id] = self.read(name, servo_id)
+                partial[servo_id] = self.read(name, servo_id, retries)
             except BusReadError:
                 missing.append(servo_id)
         if not missing:

@@ -20,7 +20,9 @@ class DriverConfig:
     state_rate_hz: float = param(100.0, "JointState publishing rate.")
     control_rate_hz: float = param(30.0, "Chunk execution rate.")
     bus_retries: int = param(2, "Retries of a failed read before it counts as a failure.")
-    latency_timer_ms: float = param(16.0, "Fixed part of the reply timeout (USB adapter latency); the SDK uses 16.")
+    latency_timer_ms: float = param(
+        4.0, "USB adapter latency in the reply timeout (2x this + 2 ms). 4 suits the SO-101's CH343 adapter; "
+             "FTDI adapters need 16 (the SDK's value) unless their latency_timer is lowered.")
     sim_corrupt_rate: float = param(0.0, "sim only: fraction of emulated servo replies corrupted (fault injection).")
     sim_drop_rate: float = param(0.0, "sim only: fraction of emulated servo replies dropped (fault injection).")
     # --- modes

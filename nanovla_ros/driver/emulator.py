@@ -279,3 +279,62 @@ class Sts3215BusEmulator:
                 servo = self.servos.get(entries[i])
                 if servo is not None and not servo.silent:
                     servo.write(address, entries[i + 1:i + 1 + length])
+
+
+class EmulatorProcess:
+    """The emulator in its own process, like a real bus: no GIL shared with the driver under test.
+
+    ``port_name`` is the pseudo-terminal to open. Stops on ``stop()`` (or when this process exits).
+    """
+
+    def __init__(self, faults: FaultConfig | None = None) -> None:
+        import subprocess
+        import sys
+
+        faults = faults or FaultConfig()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "nanovla_ros.driver.emulator", "--corrupt-rate", str(faults.corrupt_rate),
+             "--drop-rate", str(faults.drop_rate), "--seed", str(faults.seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self._process.stdout.readline().strip()
+        if not line.startswith("PORT "):
+            self._process.kill()
+            raise RuntimeError(f"bus emulator did not start (said {line!r})")
+        self.port_name = line.split(" ", 1)[1]
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()  # the emulator exits when its stdin closes
+            try:
+                self._process.wait(5)
+            except Exception:  # noqa: BLE001 - make sure it is gone
+                self._process.kill()
+
+    def __enter__(self) -> "EmulatorProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> int:
+    """`python -m nanovla_ros.driver.emulator`: serve a bus until stdin closes; prints `PORT <pty>`."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="STS3215 bus emulator on a pseudo-terminal")
+    parser.add_argument("--corrupt-rate", type=float, default=0.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with Sts3215BusEmulator(faults=FaultConfig(args.corrupt_rate, args.drop_rate, args.seed)) as emulator:
+        print(f"PORT {emulator.port_name}", flush=True)
+        try:
+            sys.stdin.read()  # until the parent closes our stdin (or dies)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
