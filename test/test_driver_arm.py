@@ -40,8 +40,10 @@ def test_2000_control_cycles_with_5_percent_corrupted_replies_keep_tracking():
             command = arm.control(t)
             assert command is not None and arm.health.mode is ArmMode.ACTIVE
             t += 1 / 30
-        assert emu.replies_corrupted > 50 and arm.bus.stats.retries > 0
-        assert arm.bus.stats.read_failures == 0  # every corrupted read recovered within its retries
+        stats = arm.bus.stats
+        assert emu.replies_corrupted > 50 and stats.retries > 0 and stats.corrupt + stats.timeouts > 0
+        # A cycle whose read failed outright keeps the last positions; that must stay rare.
+        assert stats.read_failures < 0.02 * 2000 * len(JOINTS), stats
         # The servos reach the last command.
         expected = command.positions
         assert wait_until(lambda: np.allclose(arm.read_positions(), expected, atol=0.01), 5.0), \

@@ -108,3 +108,12 @@ def test_calibration_refuses_joints_that_were_not_moved():
         with pytest.raises(CalibrationError, match="moved over 0 ticks"):
             calibrator.finish()
         bus.close()
+
+
+def test_calibrate_command_runs_against_the_emulator(tmp_path):
+    from nanovla_ros.cli import main
+
+    out = tmp_path / "so101.json"
+    assert main(["calibrate", "--sim", "--out", str(out)]) == 0
+    calibration = ArmCalibration.load(out, SO101_JOINTS)
+    assert calibration.motors["elbow_flex"].range_min == 1300 and calibration.motors["elbow_flex"].range_max == 2800
