@@ -15,6 +15,13 @@ CORE_MODULES = [
     "nanovla_ros.routing.router",
     "nanovla_ros.policy.config",
     "nanovla_ros.driver.config",
+    "nanovla_ros.driver.control_table",
+    "nanovla_ros.driver.bus",
+    "nanovla_ros.driver.emulator",
+    "nanovla_ros.driver.calibration",
+    "nanovla_ros.driver.calibrate",
+    "nanovla_ros.driver.executor",
+    "nanovla_ros.driver.arm",
 ]
 
 
