@@ -43,38 +43,34 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return 2
 
 
-def cmd_instruct(args: argparse.Namespace) -> int:
+def _service_command(args: argparse.Namespace, call: str, ok_field: str, describe) -> int:
+    """Call one of the suite's services from a fresh client: exit 0 when ``ok_field`` is true, 1 when the
+    service said no (its message on stderr), 2 when the service is unavailable."""
     from nanovla_ros.client import NanovlaClient, ServiceUnavailable
 
     with NanovlaClient(args.namespace) as client:
         try:
-            reply = client.set_instruction(args.text, args.backbone, args.timeout_s)
+            reply = getattr(client, call)(args.text, args.backbone, args.timeout_s)
         except ServiceUnavailable as error:
-            print(f"nanovla instruct: {error}", file=sys.stderr)
+            print(f"nanovla {args.command}: {error}", file=sys.stderr)
             return 2
-    if not reply.accepted:
+    if not getattr(reply, ok_field):
         print(f"rejected: {reply.message}", file=sys.stderr)
         return 1
-    print(f"accepted: instruction_id={reply.instruction_id} backbone={reply.backbone} "
-          f"cache_hit={str(reply.cache_hit).lower()} ({reply.message})")
+    print(describe(reply))
     return 0
+
+
+def cmd_instruct(args: argparse.Namespace) -> int:
+    return _service_command(args, "set_instruction", "accepted", lambda r: (
+        f"accepted: instruction_id={r.instruction_id} backbone={r.backbone} "
+        f"cache_hit={str(r.cache_hit).lower()} ({r.message})"))
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from nanovla_ros.client import NanovlaClient, ServiceUnavailable
-
-    with NanovlaClient(args.namespace) as client:
-        try:
-            reply = client.encode(args.text, args.backbone, args.timeout_s)
-        except ServiceUnavailable as error:
-            print(f"nanovla encode: {error}", file=sys.stderr)
-            return 2
-    if not reply.success:
-        print(f"failed: {reply.message}", file=sys.stderr)
-        return 1
-    print(f"encoder_id={reply.encoder_id} dim={len(reply.embedding)} cache_hit={str(reply.cache_hit).lower()} "
-          f"latency_ms={reply.latency_ms:.2f}")
-    return 0
+    return _service_command(args, "encode", "success", lambda r: (
+        f"encoder_id={r.encoder_id} dim={len(r.embedding)} cache_hit={str(r.cache_hit).lower()} "
+        f"latency_ms={r.latency_ms:.2f}"))
 
 
 def cmd_task(args: argparse.Namespace) -> int:

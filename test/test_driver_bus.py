@@ -111,3 +111,15 @@ def test_emulator_ignores_packets_with_bad_checksums(emulator):
 def test_missing_port_is_a_clear_error():
     with pytest.raises(BusError, match="/dev/ttyNANOVLA"):
         FeetechBus("/dev/ttyNANOVLA")
+
+
+def test_reg_write_takes_effect_on_action(bus, emulator):
+    packets = scs.PacketHandler(0)
+    register = REGISTERS["Goal_Velocity"]
+    with bus._lock:  # the SDK's REG_WRITE / ACTION, not wrapped by FeetechBus
+        result, _ = packets.regWriteTxRx(bus._port, 5, register.address, 2, list(ct.to_bytes(register, 777)))
+    assert result == scs.COMM_SUCCESS
+    assert emulator.servos[5].get("Goal_Velocity") == 0  # registered, not applied yet
+    with bus._lock:
+        packets.action(bus._port, ct.BROADCAST_ID)
+    assert wait_until(lambda: emulator.servos[5].get("Goal_Velocity") == 777, 2.0)

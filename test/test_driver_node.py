@@ -71,3 +71,21 @@ def test_real_port_missing_leaves_the_node_unconfigured_with_an_error(graph):
         Parameter("sim", value=False), Parameter("port", value="/dev/ttyNANOVLA_missing")]))
     assert driver.arm is None
     assert wait_until(lambda: any("ttyNANOVLA_missing" in s.message for d in diagnostics for s in d.status), 5.0)
+
+
+def test_lifecycle_transitions_without_autostart(graph):
+    from lifecycle_msgs.msg import State
+
+    driver = graph.add(So101DriverNode(context=graph.context, parameter_overrides=[
+        Parameter("autostart", value=False), Parameter("latency_timer_ms", value=2.0)]))
+    assert driver.arm is None  # nothing opened before configure
+    driver.trigger_configure()
+    assert driver._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
+    emulator = driver.emulator
+    assert emulator.servos[1].get("Torque_Enable") == 0
+    driver.trigger_activate()
+    assert emulator.servos[1].get("Torque_Enable") == 1
+    driver.trigger_deactivate()
+    assert emulator.servos[1].get("Torque_Enable") == 0
+    driver.trigger_cleanup()
+    assert driver.arm is None and driver.emulator is None

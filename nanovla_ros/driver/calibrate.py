@@ -25,7 +25,7 @@ class Calibrator:
         self.maxs: dict[str, int] = {}
 
     def start(self) -> None:
-        for name, servo_id in self.motor_ids.items():
+        for servo_id in self.motor_ids.values():
             self.bus.write("Torque_Enable", servo_id, 0)
             self.bus.write_eeprom("Homing_Offset", servo_id, 0)
 

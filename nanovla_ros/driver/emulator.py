@@ -8,7 +8,7 @@ present and goal positions), motion toward Goal_Position with a speed and accele
 position limits, torque on/off, and faults: a rate of corrupted or dropped replies, a servo that
 stops answering, and injected Status bits (over-temperature, overload) reported in every reply.
 
-It is a test fixture and the demo's arm backend (`nanovla emulate-bus` runs it standalone); the
+It is a test fixture and the demo's arm backend (`python -m nanovla_ros.driver.emulator` runs it standalone); the
 simulated workcell will later take present positions from physics through ``Sts3215BusEmulator.servos``.
 No ROS imports.
 """

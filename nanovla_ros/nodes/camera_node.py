@@ -5,7 +5,6 @@ the capture time as stamp. Frames older than max_age_ms when they would be sent 
 """
 from __future__ import annotations
 
-import rclpy.logging
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 

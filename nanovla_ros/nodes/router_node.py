@@ -90,7 +90,7 @@ class RouterNode(Node):
         while True:
             done = threading.Event()
             future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
-            future.add_done_callback(lambda _: done.set())
+            future.add_done_callback(lambda _, event=done: event.set())
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 future.cancel()
                 return f"encoder did not answer within encode_timeout_s={self.config.encode_timeout_s:g}"
