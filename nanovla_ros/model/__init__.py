@@ -1,0 +1,1 @@
+"""NanoVLA in PyTorch (no ROS imports): configuration, modules, checkpoints, feature cache, training."""

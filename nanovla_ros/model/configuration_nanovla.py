@@ -1,0 +1,83 @@
+"""NanoVLA configuration: every size of the paper's architecture (appendix A.1) in one dataclass."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nanovla_ros.configuration import ConfigError, param, require, require_choice
+
+IMAGE_ENCODERS = ("efficientnet-lite0", "resnet18")
+IMAGE_FEATURE_DIMS = {"efficientnet-lite0": 1280, "resnet18": 512}
+
+
+@dataclass(frozen=True)
+class NanoVLAConfig:
+    # --- frozen encoders (their ids are recorded in checkpoints)
+    image_encoder: str = param("efficientnet-lite0", f"Frozen image encoder: {list(IMAGE_ENCODERS)}.")
+    image_weights_path: str = param("", "Local weights for resnet18 (EfficientNet-Lite0's ship in a package).")
+    image_size: int = param(224, "Square input resolution of the image encoder, pixels.")
+    language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
+    language_dim: int = param(384, "Width of the pooled instruction vector (384 MiniLM, 640 Gemma-3-270M).")
+    # --- late-fusion transformer
+    d_model: int = param(256, "Token width D.")
+    n_heads: int = param(8, "Attention heads.")
+    ffn_dim: int = param(1024, "Feed-forward width.")
+    enc_layers: int = param(4, "L_enc: pre-norm encoder layers over image, instruction, state and latent tokens.")
+    dec_layers: int = param(4, "Decoder layers (self-attention, cross-attention to the encoder memory, FFN).")
+    dropout: float = param(0.1, "Dropout in attention and FFN.")
+    state_dim: int = param(6, "Joint-state width (SO-101: 6, radians).")
+    action_dim: int = param(6, "Action width: joint position targets (radians).")
+    env_dim: int = param(0, "Width of an optional environment vector (0 = no env token).")
+    horizon: int = param(100, "H_train: actions predicted per pass.")
+    # --- CVAE (ACT-style)
+    latent_dim: int = param(32, "Width of the latent z.")
+    vae_layers: int = param(4, "Layers of the posterior encoder over (state, action chunk).")
+    kl_weight: float = param(10.0, "beta: weight of KL(q || N(0, I)).")
+    loss: str = param("l1", "Reconstruction loss over valid steps: l1 or l2.")
+
+    def __post_init__(self) -> None:
+        require_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
+        require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        require(self.d_model % 4 == 0, f"d_model={self.d_model} must be divisible by 4 (2D sinusoidal embeddings)")
+        for name in ("language_dim", "d_model", "ffn_dim", "enc_layers", "dec_layers", "state_dim", "action_dim",
+                     "horizon", "latent_dim", "vae_layers"):
+            require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        require(self.env_dim >= 0, f"env_dim={self.env_dim} must be >= 0")
+        require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
+        require(self.kl_weight >= 0.0, f"kl_weight={self.kl_weight} must be >= 0")
+        require_choice("loss", self.loss, ("l1", "l2"))
+        require(self.image_encoder != "resnet18" or bool(self.image_weights_path),
+                "image_encoder='resnet18' needs image_weights_path (no ResNet weights ship in a package)")
+
+    @property
+    def image_feature_dim(self) -> int:
+        return IMAGE_FEATURE_DIMS[self.image_encoder]
+
+    @property
+    def image_encoder_id(self) -> str:
+        return f"{self.image_encoder}@{self.image_size}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "NanoVLAConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"checkpoint config has fields this code does not know: {unknown}")
+        return cls(**known)
+
+
+def nanovla_s(**overrides) -> NanoVLAConfig:
+    """NanoVLA-S: MiniLM instruction features (384-d)."""
+    from nanovla_ros.language.encoders import encoder_id
+
+    return NanoVLAConfig(**{"language_encoder_id": encoder_id("small"), "language_dim": 384, **overrides})
+
+
+def nanovla_l(**overrides) -> NanoVLAConfig:
+    """NanoVLA-L: Gemma-3-270M instruction features (640-d)."""
+    from nanovla_ros.language.encoders import encoder_id
+
+    return NanoVLAConfig(**{"language_encoder_id": encoder_id("large"), "language_dim": 640, **overrides})

