@@ -2,7 +2,7 @@
 
 Today it launches the five-node suite with the pip launcher, sends an instruction through the
 router, checks the latched task and its embedding, saves a camera frame, sends the instruction again
-(a cache hit), then, because the policy is still a placeholder (issue #4), publishes one SCRIPTED action
+(a cache hit), then, because no trained checkpoint exists yet (issue #6 trains one), publishes one SCRIPTED action
 chunk and checks that the driver moves the emulated SO-101 (real Feetech protocol, through
 scservo_sdk) to it. Then it stops everything (the driver drops torque).
 """
@@ -53,7 +53,7 @@ def run_demo(instruction: str, out_dir: str) -> int:
             again = client.set_instruction(instruction, "auto", timeout_s=30.0)
             empty = client.set_instruction("   ", "auto", timeout_s=30.0)
             client.spin_until(lambda: len(frames) > 0, 10.0)
-            # SCRIPTED chunk (the policy is a placeholder): raise the arm a little, 2 s at 30 Hz.
+            # SCRIPTED chunk (no trained checkpoint yet): raise the arm a little, 2 s at 30 Hz.
             arm_moved, arm_line = False, "arm              : no joint states received"
             if client.spin_until(lambda: len(states) > 0 and chunks.get_subscription_count() > 0, 10.0):
                 start_pos = np.array(states[-1].position)
@@ -91,7 +91,8 @@ def run_demo(instruction: str, out_dir: str) -> int:
         else:
             report.append("camera           : no frame received")
         report.append(arm_line)
-        report.append("policy           : PLACEHOLDER (issue #4): no NanoVLA chunks yet; the chunk above was scripted")
+        report.append("policy           : NanoVLA node runs, but no trained checkpoint exists yet (issue #6): "
+                      "it publishes nothing and says so; the chunk above was scripted")
         ok = (len(task.embedding) == expected_dim and again.cache_hit and not empty.accepted and bool(frames)
               and arm_moved)
         report.append(f"result           : {'SUCCESS' if ok else 'FAILURE'}: instruction path and driver path end to end "

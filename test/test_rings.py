@@ -22,6 +22,11 @@ CORE_MODULES = [
     "nanovla_ros.driver.calibrate",
     "nanovla_ros.driver.executor",
     "nanovla_ros.driver.arm",
+    "nanovla_ros.model.configuration_nanovla",
+    "nanovla_ros.model.modeling_nanovla",
+    "nanovla_ros.model.checkpoint",
+    "nanovla_ros.model.feature_cache",
+    "nanovla_ros.policy.runner",
 ]
 
 

@@ -14,14 +14,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
 from nanovla_ros.model.modeling_nanovla import NanoVLA
 
 FORMAT = "nanovla-checkpoint/1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used here; the message says why."""
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used here; the message says why (a node refuses to start with it)."""
 
 
 def save_checkpoint(model: NanoVLA, path: str | Path, extra: dict | None = None, dtype: torch.dtype = torch.float32) -> Path:

@@ -1,48 +1,108 @@
-"""policy_node: PLACEHOLDER until issue #4 lands the NanoVLA model.
-
-Declares its parameters and topics (subscribes camera/image_raw, joint_states, current_task;
-publishes action_chunk) but has no policy core yet, so it never publishes a chunk. It says so in
-its log at start-up and once when the first task arrives.
+"""policy_node: NanoVLA inference. Subscribes camera/image_raw (latest only), joint_states (latest) and
+the latched current_task; loads the NanoVLA-S and -L checkpoints named by parameters and uses the one
+the router chose; every execute_steps control steps (or at replan_rate_hz) it runs one inference in its
+own callback group and publishes an ActionChunk stamped with the observation's time. Observations older
+than max_obs_age_ms are never used; without a task or a checkpoint it publishes nothing and says why once.
 """
 from __future__ import annotations
 
+import itertools
+import threading
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.camera.image_codec import ImageEncodingError, ImageFields, fields_to_array
 from nanovla_ros.msg import ActionChunk, CurrentTask
 from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, IMAGE_TOPIC,
-                                      JOINT_STATES_TOPIC, LATCHED_QOS, SENSOR_QOS, run_node)
+                                      JOINT_STATES_TOPIC, LATCHED_QOS, SENSOR_QOS, ns_from_stamp, run_node,
+                                      stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.policy.config import PolicyNodeConfig
-
-NOT_IMPLEMENTED = "no policy is configured yet (placeholder: the NanoVLA policy lands with issue #4); no action chunks will be published"
+from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task
 
 
 class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy", **kwargs)
         self.config = declare_config(self, PolicyNodeConfig)
+        try:
+            self.runner = PolicyRunner(self.config)
+        except ConfigError as error:  # a missing, foreign or mismatched checkpoint
+            self.get_logger().fatal(f"cannot load the policy: {error}")
+            raise
+        self._lock = threading.Lock()
+        self._image: Image | None = None
+        self._state: JointState | None = None
+        self._task: Task | None = None
+        self._last_skip = ""
+        self._chunk_ids = itertools.count(1)
         self._chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
-        self._image_sub = self.create_subscription(Image, IMAGE_TOPIC, self._on_image, SENSOR_QOS)
-        self._state_sub = self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, SENSOR_QOS)
-        self._task_sub = self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
-        self._told_about_task = False
-        self.get_logger().warning(NOT_IMPLEMENTED)
+        # Subscriptions only store the latest message: reentrant, so they never wait behind inference.
+        latest = ReentrantCallbackGroup()
+        self.create_subscription(Image, IMAGE_TOPIC, self._on_image, SENSOR_QOS, callback_group=latest)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, SENSOR_QOS, callback_group=latest)
+        self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS, callback_group=latest)
+        self.create_timer(self.runner.period_s, self._on_replan_timer, callback_group=MutuallyExclusiveCallbackGroup())
+        loaded = sorted(self.runner.policies) or ["none"]
+        self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
+                               f"h={self.config.execute_steps}, device {self.config.device}")
 
     def _on_image(self, msg: Image) -> None:
-        pass  # consumed by the policy core once it exists
+        with self._lock:
+            self._image = msg
 
     def _on_joint_state(self, msg: JointState) -> None:
-        pass
+        with self._lock:
+            self._state = msg
 
     def _on_task(self, msg: CurrentTask) -> None:
-        if not self._told_about_task:
-            self.get_logger().warning(f"task {msg.instruction_id} ({msg.text!r}) received, but {NOT_IMPLEMENTED}")
-            self._told_about_task = True
+        with self._lock:
+            self._task = Task(msg.instruction_id, msg.backbone, msg.encoder_id, np.asarray(msg.embedding, np.float32))
+
+    def _observation(self, image: Image | None, state: JointState | None) -> Observation | Skip | None:
+        if image is None or state is None:
+            return None
+        try:
+            rgb = fields_to_array(ImageFields(image.height, image.width, image.encoding, image.is_bigendian,
+                                              image.step, bytes(image.data)), "rgb8")
+        except ImageEncodingError as error:
+            return Skip(f"camera image unusable: {error}")
+        return Observation(rgb, ns_from_stamp(image.header.stamp), np.asarray(state.position, np.float64),
+                           ns_from_stamp(state.header.stamp), tuple(state.name))
+
+    def _on_replan_timer(self) -> None:
+        with self._lock:
+            image, state, task = self._image, self._state, self._task
+        observation = self._observation(image, state)
+        now_s = self.get_clock().now().nanoseconds / 1e9
+        result = observation if isinstance(observation, Skip) else self.runner.step(observation, task, now_s)
+        if isinstance(result, Skip):
+            if result.reason != self._last_skip:
+                self.get_logger().warning(f"no action chunk: {result.reason}")
+                self._last_skip = result.reason
+            return
+        self._last_skip = ""
+        self._chunk_pub.publish(self._to_message(result))
+
+    def _to_message(self, result: ChunkResult) -> ActionChunk:
+        horizon, joints = result.positions.shape
+        msg = ActionChunk(chunk_id=next(self._chunk_ids), instruction_id=result.instruction_id,
+                          backbone=result.backbone, dt_s=1.0 / self.config.control_rate_hz,
+                          execute_steps=self.config.execute_steps, joint_names=list(result.joint_names),
+                          horizon=horizon, positions=result.positions.astype(np.float64).ravel().tolist(),
+                          inference_latency_ms=float(result.latency_ms))
+        msg.header.stamp = stamp_from_ns(result.stamp_ns)
+        msg.header.frame_id = "so101_base"
+        return msg
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(PolicyNode, args)
+    # Two threads: inference in its own group, latest-message subscriptions (reentrant) beside it.
+    return run_node(PolicyNode, args, threads=2)
 
 
 if __name__ == "__main__":

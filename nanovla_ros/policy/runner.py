@@ -1,0 +1,101 @@
+"""Policy inference scheduling (no ROS imports): which checkpoint serves the current task, whether the
+observation is fresh enough, and one NanoVLA pass producing an action chunk."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from nanovla_ros.language.encoders import encoder_id
+from nanovla_ros.policy.config import PolicyNodeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observation:
+    image: np.ndarray  # (h, w, 3) uint8 RGB
+    image_stamp_ns: int  # integers: the chunk carries the image's stamp exactly
+    state: np.ndarray  # (J,) radians
+    state_stamp_ns: int
+    joint_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    instruction_id: int
+    backbone: str
+    encoder_id: str
+    embedding: np.ndarray  # (L,)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    positions: np.ndarray  # (H, J) radians
+    stamp_ns: int  # the observation's time (the image stamp)
+    latency_ms: float
+    backbone: str
+    instruction_id: int
+    joint_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """No chunk this time, and why (said once per distinct reason by the node)."""
+
+    reason: str
+
+
+class PolicyRunner:
+    def __init__(self, config: PolicyNodeConfig) -> None:
+        from nanovla_ros.model.checkpoint import load_checkpoint
+        from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder, NanoVLAPolicy
+
+        self.config = config
+        self.policies: dict[str, NanoVLAPolicy] = {}
+        image_encoders: dict[str, FrozenImageEncoder] = {}  # S and L share one frozen image encoder
+        for backbone, path in (("small", config.checkpoint_small), ("large", config.checkpoint_large)):
+            if not path:
+                continue
+            model, _ = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
+            c = model.config
+            key = c.image_encoder_id
+            if key not in image_encoders:
+                image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path).to(config.device)
+            self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
+            log.info("NanoVLA-%s loaded from %s (H=%d)", backbone[0].upper(), path, c.horizon)
+
+    @property
+    def period_s(self) -> float:
+        """Replanning period: every execute_steps control steps, or 1 / replan_rate_hz."""
+        if self.config.replan_rate_hz > 0:
+            return 1.0 / self.config.replan_rate_hz
+        return self.config.execute_steps / self.config.control_rate_hz
+
+    def step(self, observation: Observation | None, task: Task | None, now_s: float) -> ChunkResult | Skip:
+        if task is None:
+            return Skip("no task yet: send an instruction (nanovla instruct ...)")
+        policy = self.policies.get(task.backbone)
+        if policy is None:
+            return Skip(f"no checkpoint for the {task.backbone} backbone (set checkpoint_{task.backbone})")
+        if policy.config.language_encoder_id != task.encoder_id:
+            return Skip(f"task {task.instruction_id} was encoded by {task.encoder_id!r}, the {task.backbone} "
+                        f"checkpoint reads {policy.config.language_encoder_id!r}")
+        if observation is None:
+            return Skip("no camera image or joint state received yet")
+        max_age_s = self.config.max_obs_age_ms / 1e3
+        for what, stamp_ns in (("camera image", observation.image_stamp_ns), ("joint state", observation.state_stamp_ns)):
+            stamp = stamp_ns / 1e9
+            if now_s - stamp > max_age_s:
+                return Skip(f"the latest {what} is {(now_s - stamp) * 1e3:.0f} ms old, over "
+                            f"max_obs_age_ms={self.config.max_obs_age_ms:g}: not used")
+        if observation.state.shape[0] != policy.config.state_dim:
+            return Skip(f"joint state has {observation.state.shape[0]} joints, the policy expects {policy.config.state_dim}")
+        start = time.perf_counter()
+        positions = policy.predict_chunk(observation.image, observation.state.astype(np.float32),
+                                         np.asarray(task.embedding, dtype=np.float32))
+        latency_ms = (time.perf_counter() - start) * 1e3
+        return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,
+                           observation.joint_names)

@@ -1,0 +1,114 @@
+"""policy_node in process: image + state + task -> one ActionChunk of H x 6 with the observation's stamp."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+
+from conftest import wait_until
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.language.encoders import encoder_id
+from nanovla_ros.model.checkpoint import save_checkpoint
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+from nanovla_ros.model.modeling_nanovla import NanoVLA
+from nanovla_ros.msg import ActionChunk, CurrentTask
+from nanovla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, stamp_from_ns
+from nanovla_ros.nodes.policy_node import PolicyNode
+from test_nodes_inprocess import Graph
+
+JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=12,
+            latent_dim=4, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=384, language_encoder_id=encoder_id("small"), **TINY))
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "nanovla_s_tiny.safetensors")
+
+
+@pytest.fixture
+def graph():
+    g = Graph(threads=1)
+    yield g
+    g.close()
+
+
+def _image(stamp_ns: int) -> Image:
+    msg = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=bytes(48 * 64 * 3))
+    msg.header.stamp = stamp_from_ns(stamp_ns)
+    return msg
+
+
+def _state(stamp_ns: int) -> JointState:
+    msg = JointState(name=JOINTS, position=[0.1] * 6)
+    msg.header.stamp = stamp_from_ns(stamp_ns)
+    return msg
+
+
+def _task() -> CurrentTask:
+    return CurrentTask(instruction_id=7, text="touch the red cube", backbone="small", encoder_id=encoder_id("small"),
+                       embedding=np.ones(384, np.float32))
+
+
+def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint):
+    chunks = []
+    graph.probe.create_subscription(ActionChunk, "action_chunk", chunks.append, COMMAND_QOS)
+    images = graph.probe.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    states = graph.probe.create_publisher(JointState, "joint_states", SENSOR_QOS)
+    tasks = graph.probe.create_publisher(CurrentTask, "current_task", LATCHED_QOS)
+    tasks.publish(_task())
+    policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
+        Parameter("checkpoint_small", value=str(checkpoint)), Parameter("replan_rate_hz", value=20.0),
+        Parameter("max_obs_age_ms", value=1000.0)]))
+    assert wait_until(lambda: images.get_subscription_count() > 0 and states.get_subscription_count() > 0, 10)
+    stamps = []
+
+    def observation_arrived() -> bool:  # keep the observation fresh until a chunk comes back
+        now = time.time_ns()
+        stamps.append(now)
+        images.publish(_image(now))
+        states.publish(_state(now))
+        return len(chunks) > 0
+
+    assert wait_until(observation_arrived, 20, interval_s=0.05)
+    chunk = chunks[0]
+    assert chunk.horizon == 12 and len(chunk.positions) == 12 * 6 and list(chunk.joint_names) == JOINTS
+    assert chunk.instruction_id == 7 and chunk.backbone == "small" and chunk.execute_steps == 10
+    assert chunk.dt_s == pytest.approx(1 / 30) and chunk.inference_latency_ms > 0
+    stamp_ns = chunk.header.stamp.sec * 1_000_000_000 + chunk.header.stamp.nanosec
+    assert stamp_ns in stamps  # the observation's time, not the publish time
+    assert policy.runner.policies["small"].config.horizon == 12
+
+
+def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):
+    chunks = []
+    graph.probe.create_subscription(ActionChunk, "action_chunk", chunks.append, COMMAND_QOS)
+    images = graph.probe.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    states = graph.probe.create_publisher(JointState, "joint_states", SENSOR_QOS)
+    tasks = graph.probe.create_publisher(CurrentTask, "current_task", LATCHED_QOS)
+    tasks.publish(_task())
+    policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
+        Parameter("checkpoint_small", value=str(checkpoint)), Parameter("replan_rate_hz", value=20.0),
+        Parameter("max_obs_age_ms", value=100.0)]))
+    assert wait_until(lambda: images.get_subscription_count() > 0, 10)
+    old = time.time_ns() - 2_000_000_000  # two seconds old
+    assert wait_until(lambda: (images.publish(_image(old)), states.publish(_state(time.time_ns())),
+                               "ms old" in policy._last_skip)[-1], 10), policy._last_skip
+    assert "camera image" in policy._last_skip and chunks == []
+
+    no_large = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
+        Parameter("checkpoint_small", value=str(checkpoint))]))
+    large_task = CurrentTask(instruction_id=8, text="x", backbone="large", encoder_id=encoder_id("large"),
+                             embedding=np.ones(640, np.float32))
+    from nanovla_ros.policy.runner import Task
+    skip = no_large.runner.step(None, Task(8, "large", large_task.encoder_id, np.ones(640)), time.time())
+    assert "no checkpoint for the large backbone" in skip.reason
+
+
+def test_checkpoint_for_another_encoder_is_refused(graph, checkpoint):
+    with pytest.raises(ConfigError, match="trained on instruction vectors"):
+        PolicyNode(context=graph.context, parameter_overrides=[Parameter("checkpoint_large", value=str(checkpoint))])
