@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Benchmark: per-step policy latency (p50/p95) and peak memory, side by side in one run:
+
+  nanovla_s_cached     NanoVLA-S, instruction vector from the cache (the deployed path)
+  nanovla_s_uncached   NanoVLA-S, re-encoding the instruction with MiniLM every step
+  nanovla_l_cached     NanoVLA-L, cached Gemma-3-270M vector
+  nanovla_l_uncached   NanoVLA-L, re-encoding with Gemma-3-270M every step
+  early_fusion_joint   EdgeVLA-style early fusion through Gemma-3-270M, joint readout of H actions
+  early_fusion_ar      the same, autoregressive readout (one LM step per action)
+
+Each variant runs in its own process (so peak memory is its own). A "step" is one inference producing
+an H = 100 chunk from a 480x640 camera frame. Real packaged weights; readout heads random (timing only).
+
+    .venv/bin/python scripts/bench_policy.py [--device cpu|cuda] [--threads 1 2] [--repeats 20]
+        [--random-encoders DIR]
+
+--random-encoders DIR (for the GPU machine, which the packaged weights cannot reach): DIR/minilm and
+DIR/gemma hold the encoders' configs and tokenizers; the language models are built with random weights.
+Latency and memory do not depend on weight values; the image encoder keeps its real weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
+            "early_fusion_joint", "early_fusion_ar")
+INSTRUCTION = "put the red cube in the yellow square"
+
+
+def encode(encoder, device: str):
+    """The encoder's pooled vector for INSTRUCTION, computed on ``device`` (the service runs on CPU)."""
+    import torch
+
+    batch = encoder.tokenizer([INSTRUCTION], return_tensors="pt").to(device)
+    with torch.inference_mode():
+        hidden = encoder.model(**batch).last_hidden_state  # (1, T, D)
+        mask = batch["attention_mask"].clone()
+        if encoder._skip_first:
+            mask[:, 0] = 0
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(pooled, dim=-1)[0].float().cpu().numpy()
+
+
+def hardware(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def load_text_encoder(backbone: str, random_dir: str | None):
+    from nanovla_ros.language.encoders import HuggingFaceEncoder, load_encoder
+
+    if random_dir is None:
+        return load_encoder(backbone)
+
+    class RandomWeights(HuggingFaceEncoder):
+        def __init__(self, model_dir: str) -> None:  # same pooling, weights from the config's init
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir)).float().eval()
+            self.encoder_id, self.dim = f"random:{backbone}", int(self.model.config.hidden_size)
+            self._skip_first = backbone == "large"
+
+    return RandomWeights(str(Path(random_dir) / ("minilm" if backbone == "small" else "gemma")))
+
+
+def run_variant(variant: str, device: str, threads: int, repeats: int, random_dir: str | None = None) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    state = np.zeros(6, np.float32)
+    if variant.startswith("nanovla"):
+        from nanovla_ros.model.configuration_nanovla import nanovla_l, nanovla_s
+        from nanovla_ros.model.modeling_nanovla import NanoVLA, NanoVLAPolicy
+
+        backbone = "small" if "_s_" in variant else "large"
+        config = nanovla_s() if backbone == "small" else nanovla_l()
+        policy = NanoVLAPolicy(NanoVLA(config)).to(device)
+        encoder = load_text_encoder(backbone, random_dir)
+        encoder.model.to(device)
+        cached = encode(encoder, device)
+
+        def step():
+            embedding = cached if variant.endswith("_cached") else encode(encoder, device)
+            return policy.predict_chunk(image, state, embedding)
+    else:
+        from nanovla_ros.model.baselines import EarlyFusionVLA
+
+        model = EarlyFusionVLA(readout="joint" if variant.endswith("joint") else "autoregressive",
+                               lm_dir=str(Path(random_dir) / "gemma") if random_dir else None,
+                               random_lm_weights=random_dir is not None).to(device)
+
+        def step():
+            return model.predict_chunk(image, state, INSTRUCTION)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):  # warm-up
+        step()
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    n = repeats if variant != "early_fusion_ar" or device == "cuda" else max(3, repeats // 5)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"variant": variant, "threads": threads, "n": n, "p50": float(np.percentile(times, 50)),
+            "p95": float(np.percentile(times, 95)), "peak_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--random-encoders", default=None, help="config+tokenizer dirs: random LM weights")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders)))
+        return
+    rows = []
+    for threads in args.threads if args.device == "cpu" else [1]:
+        for variant in args.variants:
+            out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
+                                  "--threads", str(threads), "--repeats", str(args.repeats)]
+                                 + (["--random-encoders", args.random_encoders] if args.random_encoders else []),
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"[bench] {variant} threads={threads}: p50 {rows[-1]['p50']:.1f} ms", file=sys.stderr, flush=True)
+    memory = "peak GPU memory allocated (MiB)" if args.device == "cuda" else "peak RSS (MiB)"
+    weights = "; language models with RANDOM weights (timing only)" if args.random_encoders else ""
+    print(f"# Policy step latency, H = 100 chunk from a 480x640 frame ({hardware(args.device)}, {args.device}{weights})\n")
+    print(f"| variant | threads | runs | p50 (ms) | p95 (ms) | {memory} |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['threads']} | {r['n']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['peak_mb']:.0f} |")
+    print("\nRatios (p50, same run):")
+    for threads in sorted({r["threads"] for r in rows}):
+        p = {r["variant"]: r["p50"] for r in rows if r["threads"] == threads}
+        pairs = [("caching speeds NanoVLA-S up", "nanovla_s_uncached", "nanovla_s_cached"),
+                 ("caching speeds NanoVLA-L up", "nanovla_l_uncached", "nanovla_l_cached"),
+                 ("NanoVLA-L (cached) vs early fusion, joint readout", "early_fusion_joint", "nanovla_l_cached"),
+                 ("NanoVLA-L (cached) vs early fusion, autoregressive", "early_fusion_ar", "nanovla_l_cached"),
+                 ("joint vs autoregressive readout (early fusion)", "early_fusion_ar", "early_fusion_joint")]
+        for label, slow, fast in pairs:
+            if slow in p and fast in p:
+                print(f"- threads={threads}: {label}: {p[slow] / p[fast]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
