@@ -76,7 +76,8 @@ def load_text_encoder(backbone: str, random_dir: str | None):
     return RandomWeights(str(Path(random_dir) / ("minilm" if backbone == "small" else "gemma")))
 
 
-def run_variant(variant: str, device: str, threads: int, repeats: int, random_dir: str | None = None) -> dict:
+def run_variant(variant: str, device: str, threads: int, repeats: int, random_dir: str | None = None,
+                compiled: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -91,6 +92,8 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         backbone = "small" if "_s_" in variant else "large"
         config = nanovla_s() if backbone == "small" else nanovla_l()
         policy = NanoVLAPolicy(NanoVLA(config)).to(device)
+        if compiled:
+            policy.compile()
         encoder = load_text_encoder(backbone, random_dir)
         encoder.model.to(device)
         cached = encode(encoder, device)
@@ -112,7 +115,7 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(3):  # warm-up
+    for _ in range(5 if compiled else 3):  # warm-up (compilation and CUDA-graph capture happen here)
         step()
     sync()
     if device == "cuda":
@@ -137,22 +140,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--random-encoders", default=None, help="config+tokenizer dirs: random LM weights")
+    parser.add_argument("--compile", action="store_true", help="torch.compile NanoVLA's step (CUDA graphs on GPU)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders)))
+        print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders,
+                                     args.compile)))
         return
     rows = []
     for threads in args.threads if args.device == "cpu" else [1]:
         for variant in args.variants:
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
                                   "--threads", str(threads), "--repeats", str(args.repeats)]
-                                 + (["--random-encoders", args.random_encoders] if args.random_encoders else []),
+                                 + (["--random-encoders", args.random_encoders] if args.random_encoders else [])
+                                 + (["--compile"] if args.compile else []),
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"[bench] {variant} threads={threads}: p50 {rows[-1]['p50']:.1f} ms", file=sys.stderr, flush=True)
     memory = "peak GPU memory allocated (MiB)" if args.device == "cuda" else "peak RSS (MiB)"
     weights = "; language models with RANDOM weights (timing only)" if args.random_encoders else ""
+    weights += "; NanoVLA step torch.compile'd" if args.compile else ""
     print(f"# Policy step latency, H = 100 chunk from a 480x640 frame ({hardware(args.device)}, {args.device}{weights})\n")
     print(f"| variant | threads | runs | p50 (ms) | p95 (ms) | {memory} |")
     print("|---|---|---|---|---|---|")

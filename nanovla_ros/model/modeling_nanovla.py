@@ -283,9 +283,22 @@ class NanoVLAPolicy(nn.Module):
         c = model.config
         self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path)
 
+        self._forward = self._chunk
+
     @property
     def config(self) -> NanoVLAConfig:
         return self.model.config
+
+    def _chunk(self, images: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        features = self.image_encoder(images)  # (1, C, h', w')
+        pred_n, _ = self.model(features, instruction, state)
+        return self.model.denormalize_actions(pred_n)  # (1, H, A)
+
+    def compile(self, mode: str = "reduce-overhead") -> "NanoVLAPolicy":
+        """torch.compile the per-step path (image encoder + transformer). On a GPU, "reduce-overhead"
+        replays it as a CUDA graph: the step is a few hundred small kernels, so launch overhead dominates."""
+        self._forward = torch.compile(self._chunk, mode=mode, dynamic=False)
+        return self
 
     @torch.inference_mode()
     def predict_chunk(self, image: np.ndarray, state: np.ndarray, instruction_embedding: np.ndarray) -> np.ndarray:
@@ -298,11 +311,9 @@ class NanoVLAPolicy(nn.Module):
         if state.shape != (c.state_dim,):
             raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
         images = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)  # (1, h, w, 3)
-        features = self.image_encoder(images)  # (1, C, h', w')
         state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
-        pred_n, _ = self.model(features, instruction, state_t)
-        return self.model.denormalize_actions(pred_n)[0].float().cpu().numpy()  # (H, A)
+        return self._forward(images, state_t, instruction)[0].float().cpu().numpy()  # (H, A)
 
 
 def parameter_counts(module: nn.Module) -> tuple[int, int]:
