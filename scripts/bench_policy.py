@@ -154,7 +154,9 @@ def main() -> None:
                                   "--threads", str(threads), "--repeats", str(args.repeats)]
                                  + (["--random-encoders", args.random_encoders] if args.random_encoders else [])
                                  + (["--compile"] if args.compile else []),
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"[bench] {variant} threads={threads}: p50 {rows[-1]['p50']:.1f} ms", file=sys.stderr, flush=True)
     memory = "peak GPU memory allocated (MiB)" if args.device == "cuda" else "peak RSS (MiB)"

