@@ -14,6 +14,7 @@ class PolicyNodeConfig:
     checkpoint_small: str = param("", "NanoVLA-S checkpoint (MiniLM instruction features); empty = none.")
     checkpoint_large: str = param("", "NanoVLA-L checkpoint (Gemma-3-270M instruction features); empty = none.")
     device: str = param("cpu", "Inference device: cpu or cuda.")
+    compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     # --- scheduling (long-short chunking)
     execute_steps: int = param(10, "h: actions of each chunk the driver executes before it needs the next.")
     control_rate_hz: float = param(30.0, "Rate at which chunk actions are spaced (dt_s = 1 / control_rate_hz).")

@@ -65,6 +65,8 @@ class PolicyRunner:
             if key not in image_encoders:
                 image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path).to(config.device)
             self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
+            if config.compile:
+                self.policies[backbone].compile()
             log.info("NanoVLA-%s loaded from %s (H=%d)", backbone[0].upper(), path, c.horizon)
 
     @property
