@@ -27,6 +27,9 @@ CORE_MODULES = [
     "nanovla_ros.model.checkpoint",
     "nanovla_ros.model.feature_cache",
     "nanovla_ros.policy.runner",
+    "nanovla_ros.sim.workcell",
+    "nanovla_ros.sim.tasks",
+    "nanovla_ros.sim.experts",
 ]
 
 

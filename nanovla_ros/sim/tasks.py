@@ -1,0 +1,155 @@
+"""Language-conditioned tasks of the workcell: sampling, instructions with paraphrases, a held-out split
+that only evaluation uses, and success checks that a still arm does not pass."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from nanovla_ros.sim.workcell import (CUBE_COLOURS, CUBE_HALF_M, SQUARE_COLOURS, SQUARE_HALF_M, TABLE_Z, WORKSPACE,
+                                      Workcell)
+
+KINDS = ("pick_place", "push", "touch", "stack")
+DIRECTIONS = {"left": np.array([0.0, 1.0]), "right": np.array([0.0, -1.0]), "forward": np.array([1.0, 0.0])}
+DIRECTION_WORDS = {"left": "to the left", "right": "to the right", "forward": "away from the robot"}
+PUSH_DISTANCE_M = 0.05  # a push succeeds once the cube moved this far in the asked direction
+
+# Instruction templates: the first group trains, the second is held out for evaluation only.
+TEMPLATES = {
+    "pick_place": (["put the {cube} cube in the {target} square", "place the {cube} cube on the {target} square",
+                    "move the {cube} block into the {target} square",
+                    "pick up the {cube} cube and put it in the {target} square"],
+                   ["drop the {cube} block onto the {target} square", "set the {cube} cube down inside the {target} square"]),
+    "push": (["push the {cube} cube {direction}", "slide the {cube} block {direction}",
+              "nudge the {cube} cube {direction}"],
+             ["shove the {cube} block {direction}"]),
+    "touch": (["touch the {cube} cube", "tap the {cube} block", "poke the {cube} cube"],
+              ["reach out and touch the {cube} block"]),
+    "stack": (["stack the {cube} cube on the {target} cube", "put the {cube} block on top of the {target} block",
+               "place the {cube} cube onto the {target} cube"],
+              ["build a tower with the {cube} cube on the {target} cube"]),
+}
+# Colour-square pairings never seen in training.
+HELDOUT_PAIRS = {("red", "purple"), ("green", "yellow"), ("blue", "white")}
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str
+    cube: str
+    target: str  # square colour (pick_place), direction (push), other cube (stack), "" (touch)
+    instruction: str
+    split: str  # "train" or "heldout"
+
+
+@dataclass(frozen=True)
+class Layout:
+    cubes: dict[str, tuple[float, float]]
+    squares: dict[str, tuple[float, float]]
+
+
+def sample_layout(rng: np.random.Generator) -> Layout:
+    """Squares, then cubes, at random: squares do not overlap, no cube starts on a square, cubes apart."""
+    min_gap = {("square", "square"): 2 * SQUARE_HALF_M + 0.005, ("cube", "square"): SQUARE_HALF_M + CUBE_HALF_M + 0.012,
+               ("square", "cube"): SQUARE_HALF_M + CUBE_HALF_M + 0.012, ("cube", "cube"): 0.05}
+    for _ in range(200):
+        placed: list[tuple[str, str, np.ndarray]] = []
+        for kind, name in [("square", s) for s in SQUARE_COLOURS] + [("cube", c) for c in CUBE_COLOURS]:
+            for _ in range(200):
+                point = rng.uniform(WORKSPACE[0], WORKSPACE[1])
+                if all(np.linalg.norm(point - p) >= min_gap[(kind, k)] for k, _, p in placed):
+                    placed.append((kind, name, point))
+                    break
+            else:
+                break
+        if len(placed) == len(SQUARE_COLOURS) + len(CUBE_COLOURS):
+            cubes = {n: tuple(p) for k, n, p in placed if k == "cube"}
+            squares = {n: tuple(p) for k, n, p in placed if k == "square"}
+            return Layout(cubes, squares)
+    raise RuntimeError("could not place the objects apart; widen the workspace")
+
+
+def sample_task(rng: np.random.Generator, kind: str | None = None, split: str = "train") -> Task:
+    """A task of ``kind`` (random if None) drawn from ``split`` ('train' or 'heldout')."""
+    kind = kind or str(rng.choice(KINDS))
+    if kind not in KINDS:
+        raise ValueError(f"task kind {kind!r} is not one of {list(KINDS)}")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split {split!r} is not 'train' or 'heldout'")
+    cube = str(rng.choice(list(CUBE_COLOURS)))
+    if kind == "pick_place":
+        pairs = sorted(HELDOUT_PAIRS) if split == "heldout" else [
+            (c, s) for c in CUBE_COLOURS for s in SQUARE_COLOURS if (c, s) not in HELDOUT_PAIRS]
+        cube, target = pairs[rng.integers(0, len(pairs))]
+    elif kind == "push":
+        target = str(rng.choice(list(DIRECTIONS)))
+    elif kind == "stack":
+        target = str(rng.choice([c for c in CUBE_COLOURS if c != cube]))
+    else:
+        target = ""
+    train_templates, heldout_templates = TEMPLATES[kind]
+    # Held-out episodes use a held-out paraphrase, or (pick_place) a held-out pairing with any paraphrase.
+    if split == "train":
+        templates = train_templates
+    elif kind == "pick_place":
+        templates = train_templates + heldout_templates
+    else:
+        templates = heldout_templates
+    template = templates[rng.integers(0, len(templates))]
+    text = template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, ""))
+    return Task(kind, cube, target, text, split)
+
+
+@dataclass
+class SuccessMonitor:
+    """Watches an episode step by step (touch needs history) and says whether the task is done."""
+
+    task: Task
+    workcell: Workcell
+    start: dict[str, np.ndarray] = field(default_factory=dict)
+    touched: bool = False
+
+    def __post_init__(self) -> None:
+        self.start = {c: self.workcell.cube_position(c) for c in CUBE_COLOURS}
+        m = self.workcell.model
+        self._cube_geom = m.geom(f"cube_{self.task.cube}").id
+        arm_root = m.body("shoulder").id
+        self._arm_geoms = {g for g in range(m.ngeom) if self._descends(m, m.geom_bodyid[g], arm_root)}
+
+    @staticmethod
+    def _descends(model: mujoco.MjModel, body: int, root: int) -> bool:
+        while body > 0:
+            if body == root:
+                return True
+            body = model.body_parentid[body]
+        return False
+
+    def update(self) -> None:
+        """Call after every control step."""
+        data = self.workcell.data
+        for i in range(data.ncon):
+            pair = {int(data.contact[i].geom1), int(data.contact[i].geom2)}
+            if self._cube_geom in pair and pair & self._arm_geoms:
+                self.touched = True
+
+    def _on_table(self, position: np.ndarray) -> bool:
+        return abs(position[2] - (TABLE_Z + CUBE_HALF_M)) < 0.006
+
+    def success(self) -> bool:
+        w, t = self.workcell, self.task
+        cube = w.cube_position(t.cube)
+        if t.kind == "touch":
+            return self.touched
+        if t.kind == "pick_place":
+            square = w.square_position(t.target)
+            inside = np.all(np.abs(cube[:2] - square[:2]) < SQUARE_HALF_M)
+            return bool(inside and self._on_table(cube))
+        if t.kind == "push":
+            moved = cube[:2] - self.start[t.cube][:2]
+            along = float(moved @ DIRECTIONS[t.target])
+            across = float(np.linalg.norm(moved - along * DIRECTIONS[t.target]))
+            return bool(along >= PUSH_DISTANCE_M and across < 0.04 and self._on_table(cube))
+        base = w.cube_position(t.target)  # stack: cube on top of target, target still on the table
+        on_top = np.linalg.norm(cube[:2] - base[:2]) < CUBE_HALF_M and abs(cube[2] - base[2] - 2 * CUBE_HALF_M) < 0.008
+        return bool(on_top and self._on_table(base))

@@ -1,0 +1,108 @@
+"""The simulated workcell: success checks (positive and negative), experts, determinism, splits, cameras."""
+import numpy as np
+import pytest
+
+from nanovla_ros.sim.experts import run_expert_episode
+from nanovla_ros.sim.tasks import (HELDOUT_PAIRS, KINDS, TEMPLATES, SuccessMonitor, Task, sample_layout,
+                                   sample_task)
+from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
+
+
+@pytest.fixture(scope="module")
+def workcell():
+    w = Workcell()
+    yield w
+    w.close()
+
+
+def _episode(workcell, kind, seed, split="train"):
+    rng = np.random.default_rng(seed)
+    layout, task = sample_layout(rng), sample_task(rng, kind, split)
+    workcell.place(layout.cubes, layout.squares)
+    return task
+
+
+def _set_cube(workcell, colour, xyz):
+    adr = workcell.model.joint(f"cube_{colour}").qposadr[0]
+    workcell.data.qpos[adr:adr + 7] = [*xyz, 1, 0, 0, 0]
+    workcell.data.qvel[:] = 0
+    for _ in range(10):
+        workcell.step(workcell.joint_positions)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_holding_still_never_succeeds(workcell, kind):
+    for seed in range(3):
+        task = _episode(workcell, kind, seed)
+        monitor = SuccessMonitor(task, workcell)
+        for _ in range(60):
+            workcell.step(workcell.joint_positions)
+            monitor.update()
+        assert not monitor.success(), task
+
+
+def test_success_checks_accept_the_goal_states(workcell):
+    task = Task("pick_place", "red", "yellow", "put the red cube in the yellow square", "train")
+    _episode(workcell, "touch", 0)
+    monitor = SuccessMonitor(task, workcell)
+    square = workcell.square_position("yellow")
+    _set_cube(workcell, "red", [square[0] + 0.01, square[1] - 0.01, CUBE_HALF_M])
+    assert monitor.success()
+    _set_cube(workcell, "red", [square[0] + 0.06, square[1], CUBE_HALF_M])  # beside the square
+    assert not monitor.success()
+
+    stack = SuccessMonitor(Task("stack", "green", "blue", "stack", "train"), workcell)
+    blue = workcell.cube_position("blue")
+    _set_cube(workcell, "green", [blue[0], blue[1], 3 * CUBE_HALF_M + 0.001])
+    assert stack.success()
+
+    _episode(workcell, "touch", 1)
+    push = SuccessMonitor(Task("push", "blue", "left", "push", "train"), workcell)
+    start = workcell.cube_position("blue")
+    _set_cube(workcell, "blue", [start[0], start[1] + 0.06, CUBE_HALF_M])
+    assert push.success()
+    _set_cube(workcell, "blue", [start[0] + 0.06, start[1], CUBE_HALF_M])  # moved, but forward
+    assert not push.success()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_expert_succeeds_on_a_few_seeds(workcell, kind):
+    results = []
+    for seed in range(3):
+        task = _episode(workcell, kind, seed)
+        results.append(run_expert_episode(workcell, task)[0])
+    assert sum(results) >= 2, (kind, results)  # the 50-seed rates come from scripts/eval_experts.py
+
+
+def test_episodes_are_deterministic_for_a_seed(workcell):
+    runs = []
+    for _ in range(2):
+        task = _episode(workcell, "pick_place", 4)
+        _, steps, targets = run_expert_episode(workcell, task, record=True)
+        runs.append((task, steps, targets, workcell.cube_position(task.cube)))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+    np.testing.assert_array_equal(runs[0][3], runs[1][3])
+
+
+def test_heldout_split_has_unseen_pairings_and_paraphrases():
+    rng = np.random.default_rng(0)
+    train = [sample_task(rng, kind) for kind in KINDS for _ in range(200)]
+    heldout = [sample_task(rng, kind, "heldout") for kind in KINDS for _ in range(200)]
+    train_texts = {t.instruction for t in train}
+    assert not any((t.cube, t.target) in HELDOUT_PAIRS for t in train if t.kind == "pick_place")
+    assert all((t.cube, t.target) in HELDOUT_PAIRS for t in heldout if t.kind == "pick_place")
+    assert not train_texts & {t.instruction for t in heldout}
+    for kind in KINDS:
+        train_templates, heldout_templates = TEMPLATES[kind]
+        assert not set(train_templates) & set(heldout_templates)
+
+
+def test_cameras_render_the_scene(workcell):
+    _episode(workcell, "touch", 0)
+    front, wrist = workcell.render("front", 64), workcell.render("wrist", 64)
+    assert front.shape == wrist.shape == (64, 64, 3) and front.dtype == np.uint8
+    assert front.std() > 10 and wrist.std() > 5  # not a blank frame
+    red = workcell.cube_position("red")
+    _set_cube(workcell, "red", [red[0], red[1] + 0.05, CUBE_HALF_M])
+    assert np.abs(workcell.render("front", 64).astype(int) - front).sum() > 0  # the picture follows the scene
