@@ -66,10 +66,12 @@ class ScriptedExpert:
         if t.kind == "push":
             direction = np.r_[DIRECTIONS[t.target], 0.0]
             start = cube - direction * (CUBE_HALF_M + 0.03)
-            end = cube + direction * (PUSH_DISTANCE_M + 0.025 - 0.03)
+            # Overshoot: the contact face is behind the grasp point, and the IK falls short near the reach limit.
+            end = cube + direction * (PUSH_DISTANCE_M + (0.07 if t.target == "forward" else 0.045))
+            push_z = grasp_z
             return [Waypoint(above(start, HOVER_M), GRIPPER_FIST),
-                    Waypoint(above(start, grasp_z), GRIPPER_FIST),
-                    Waypoint(above(end, grasp_z), GRIPPER_FIST, timeout_steps=90),
+                    Waypoint(above(start, push_z), GRIPPER_FIST),
+                    Waypoint(above(end, push_z), GRIPPER_FIST, timeout_steps=90),
                     Waypoint(above(end, HOVER_M), GRIPPER_FIST)]
         if t.kind == "pick_place":
             goal, place_z = w.square_position(t.target), grasp_z + 0.003
