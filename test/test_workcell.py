@@ -106,3 +106,15 @@ def test_cameras_render_the_scene(workcell):
     red = workcell.cube_position("red")
     _set_cube(workcell, "red", [red[0], red[1] + 0.05, CUBE_HALF_M])
     assert np.abs(workcell.render("front", 64).astype(int) - front).sum() > 0  # the picture follows the scene
+
+
+def test_only_visual_geoms_use_the_simplified_meshes(workcell):
+    m = workcell.model
+    mesh_geoms = [g for g in range(m.ngeom) if m.geom_type[g] == 7]  # mjGEOM_MESH
+    visual = [g for g in mesh_geoms if m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0]
+    collision = [g for g in mesh_geoms if g not in visual]
+    assert visual and collision
+    assert all(m.mesh(m.geom_dataid[g]).name.endswith("_visual") for g in visual)
+    assert not any(m.mesh(m.geom_dataid[g]).name.endswith("_visual") for g in collision)
+    faces = lambda g: m.mesh_facenum[m.geom_dataid[g]]  # noqa: E731
+    assert sum(faces(g) for g in visual) < 0.3 * sum(faces(g) for g in collision)

@@ -70,8 +70,44 @@ def add_wrist_camera(spec: mujoco.MjSpec) -> None:
     spec.body("gripper").add_camera(name="wrist", pos=position.tolist(), quat=quat.tolist(), fovy=75)
 
 
-def build_model() -> mujoco.MjModel:
+VISUAL_FACE_FRACTION = 0.15  # what the renderer keeps of the SO-101's 322k mesh triangles
+
+
+def simplified_meshes(spec: mujoco.MjSpec, fraction: float = VISUAL_FACE_FRACTION) -> None:
+    """Give the VISUAL geoms decimated copies of their meshes (collision geoms keep the originals, so
+    contacts, and the experts' grasps, do not change). The CPU renderer (llvmpipe) spends its time on
+    triangles: this is what makes 224x224 at 30 frames/s affordable. Decimated STLs are cached."""
+    import fast_simplification
+    import stl
+
+    from nanovla_ros.language.encoders import default_cache_dir
+
+    cache = default_cache_dir() / "so101_meshes" / f"f{int(fraction * 100)}"
+    cache.mkdir(parents=True, exist_ok=True)
+    source_dir = Path(spec.modelfiledir) / spec.meshdir
+    for mesh in list(spec.meshes):
+        target = cache / f"{mesh.name}.stl"
+        if not target.is_file():
+            triangles = stl.mesh.Mesh.from_file(str(source_dir / mesh.file)).vectors.reshape(-1, 3)  # (3F, 3)
+            vertices, index = np.unique(triangles.round(7), axis=0, return_inverse=True)
+            faces = index.reshape(-1, 3)  # (F, 3)
+            v, f = fast_simplification.simplify(vertices.astype(np.float32), faces.astype(np.int32),
+                                                target_reduction=1.0 - fraction)
+            out = stl.mesh.Mesh(np.zeros(len(f), dtype=stl.mesh.Mesh.dtype))
+            out.vectors[:] = v[f]
+            tmp = target.with_suffix(".partial.stl")
+            out.save(str(tmp))
+            tmp.replace(target)
+        spec.add_mesh(name=f"{mesh.name}_visual", file=str(target), scale=mesh.scale)
+    for geom in spec.geoms:
+        if geom.meshname and geom.contype == 0 and geom.conaffinity == 0:
+            geom.meshname = f"{geom.meshname}_visual"
+
+
+def build_model(simplify_visual_meshes: bool = True) -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_file(str(so101_model_path()))
+    if simplify_visual_meshes:
+        simplified_meshes(spec)
     spec.option.timestep = PHYSICS_DT_S
     spec.option.noslip_iterations = 5
     world = spec.worldbody
