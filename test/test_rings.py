@@ -30,6 +30,7 @@ CORE_MODULES = [
     "nanovla_ros.sim.workcell",
     "nanovla_ros.sim.tasks",
     "nanovla_ros.sim.experts",
+    "nanovla_ros.sim.servo_bridge",
 ]
 
 

@@ -127,8 +127,11 @@ class Sts3215BusEmulator:
     """Servos 1-6 (by default) behind one pseudo-terminal."""
 
     def __init__(self, ids: tuple[int, ...] = (1, 2, 3, 4, 5, 6), faults: FaultConfig | None = None,
-                 physics_dt_s: float = 0.002) -> None:
+                 physics_dt_s: float = 0.002, external_motion: bool = False) -> None:
+        """``external_motion``: the servos do not move by their own motor model; something else (the
+        simulated workcell, through ``locked()``) reads their goals and writes their positions."""
         self.servos = {i: EmulatedServo(i) for i in ids}
+        self.external_motion = external_motion
         self.faults = faults or FaultConfig()
         self._rng = random.Random(self.faults.seed)
         self._physics_dt_s = physics_dt_s
@@ -192,6 +195,8 @@ class Sts3215BusEmulator:
                     self._serve(packet)
 
     def _advance_physics(self) -> None:
+        if self.external_motion:
+            return
         now = time.monotonic()
         with self._lock:
             while now - self._last_physics >= self._physics_dt_s:
