@@ -54,7 +54,8 @@ def _task() -> CurrentTask:
                        embedding=np.ones(384, np.float32))
 
 
-def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint):
+def _policy_with_inputs(graph, checkpoint, max_obs_age_ms: float):
+    """A policy node with a latched task, plus the probe's chunk list and image / state publishers."""
     chunks = []
     graph.probe.create_subscription(ActionChunk, "action_chunk", chunks.append, COMMAND_QOS)
     images = graph.probe.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
@@ -63,7 +64,12 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
     tasks.publish(_task())
     policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
         Parameter("checkpoint_small", value=str(checkpoint)), Parameter("replan_rate_hz", value=20.0),
-        Parameter("max_obs_age_ms", value=1000.0)]))
+        Parameter("max_obs_age_ms", value=max_obs_age_ms)]))
+    return policy, chunks, images, states
+
+
+def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint):
+    policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=1000.0)
     assert wait_until(lambda: images.get_subscription_count() > 0 and states.get_subscription_count() > 0, 10)
     stamps = []
 
@@ -85,15 +91,7 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
 
 
 def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):
-    chunks = []
-    graph.probe.create_subscription(ActionChunk, "action_chunk", chunks.append, COMMAND_QOS)
-    images = graph.probe.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
-    states = graph.probe.create_publisher(JointState, "joint_states", SENSOR_QOS)
-    tasks = graph.probe.create_publisher(CurrentTask, "current_task", LATCHED_QOS)
-    tasks.publish(_task())
-    policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
-        Parameter("checkpoint_small", value=str(checkpoint)), Parameter("replan_rate_hz", value=20.0),
-        Parameter("max_obs_age_ms", value=100.0)]))
+    policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=100.0)
     assert wait_until(lambda: images.get_subscription_count() > 0, 10)
     old = time.time_ns() - 2_000_000_000  # two seconds old
     assert wait_until(lambda: (images.publish(_image(old)), states.publish(_state(time.time_ns())),
