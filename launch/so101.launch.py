@@ -8,17 +8,14 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, PACKAGE, node_parameter_overrides, resolve_arguments
+from nanovla_ros.graph import LAUNCH_ARGUMENTS, PACKAGE, active_nodes, node_parameter_overrides, resolve_arguments
 
 
 def _nodes(context, *args, **kwargs):
     values = resolve_arguments({a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS})
     actions = []
-    for spec in NODES:
-        overrides = {}
-        for name, value in node_parameter_overrides(spec, values).items():
-            # Same typing rule as the pip launcher: booleans stay booleans, the rest are strings.
-            overrides[name] = value.lower() == "true" if value.lower() in ("true", "false") else value
+    for spec in active_nodes(values):
+        overrides = node_parameter_overrides(spec, values)  # already typed, as for the pip launcher
         actions.append(Node(
             package=PACKAGE,
             executable=spec.executable,

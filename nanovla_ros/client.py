@@ -26,7 +26,7 @@ class ServiceUnavailable(RuntimeError):
 class NanovlaClient:
     def __init__(self, namespace: str = "", node_name: str = "nanovla_cli") -> None:
         self._context = Context()
-        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=[], context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(node_name, namespace="/" + namespace.strip("/"), context=self._context,
                                       start_parameter_services=False)
         self._executor = SingleThreadedExecutor(context=self._context)

@@ -29,6 +29,7 @@ class NodeSpec:
     module: str  # python -m target on pip-only hosts
     # parameter name -> launch argument name whose value overrides it
     argument_parameters: dict[str, str] = field(default_factory=dict)
+    only_if: str = ""  # a boolean launch argument that must be true for this node to run
 
 
 LAUNCH_ARGUMENTS = (
@@ -41,9 +42,15 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("camera_path", "", "Video file or image folder for camera_source:=video|folder."),
     LaunchArgument("checkpoint", "", "NanoVLA-S checkpoint for the policy (empty = none: the policy stays idle)."),
     LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none)."),
+    LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
+                                        "driver drives it through its emulated servo bus (needs sim:=true)."),
+    LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
+    LaunchArgument("seed", "0", "Workcell scene seed (cube and square positions)."),
 )
 
 NODES = (
+    NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node", {"task": "task", "seed": "seed"},
+             only_if="workcell"),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),
     NodeSpec("instruction_encoder", "instruction_encoder_node", "nanovla_ros.nodes.instruction_encoder_node"),
@@ -54,7 +61,7 @@ NODES = (
              {"port": "serial_port", "sim": "sim"}),
 )
 
-SHUTDOWN_ORDER = ("policy", "so101_driver", "router", "instruction_encoder", "camera")
+SHUTDOWN_ORDER = ("policy", "so101_driver", "router", "instruction_encoder", "camera", "workcell")
 
 
 def share_dir() -> Path:
@@ -83,12 +90,56 @@ def resolve_arguments(overrides: dict[str, str]) -> dict[str, str]:
     return values
 
 
-def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[str, str]:
-    """Parameter name -> launch argument value, for the arguments mapped onto this node.
+def _true(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
 
-    An empty argument means "keep the parameter file's value", so only non-empty values override.
+
+def active_nodes(arguments: dict[str, str]) -> list[NodeSpec]:
+    """The nodes these launch arguments start, in start order."""
+    return [s for s in NODES if not s.only_if or _true(arguments.get(s.only_if, "false"))]
+
+
+def workcell_paths(arguments: dict[str, str]) -> dict[str, str]:
+    """Where the workcell process puts its servo bus, its arm's calibration and its frames (per namespace)."""
+    tag = arguments.get("namespace", "").strip("/").replace("/", "_") or "default"
+    return {"bus_link": f"/tmp/nanovla_{tag}_workcell_bus",
+            "calibration_file": f"/tmp/nanovla_{tag}_workcell_calibration.json",
+            "frames_name": f"nanovla_{tag}_workcell_frames"}
+
+
+INTEGER_ARGUMENTS = ("seed",)  # launch arguments whose parameters are integers
+
+
+def _typed(name: str, value: str):
+    """A launch argument's text as its parameter's type: booleans, the integer arguments, else text."""
+    if value.strip().lower() in ("true", "false"):
+        return _true(value)
+    if name in INTEGER_ARGUMENTS:
+        return int(value)
+    return value
+
+
+def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[str, object]:
+    """Parameter name -> typed value, for the launch arguments mapped onto this node.
+
+    An empty argument means "keep the parameter file's value", so only non-empty values override. With
+    workcell:=true the camera reads the workcell's frames and the driver opens its servo bus (waiting for
+    the workcell to create it, as it would for a USB adapter being plugged in).
     """
-    return {p: arguments[a] for p, a in spec.argument_parameters.items() if arguments.get(a, "") != ""}
+    overrides = {p: _typed(a, arguments[a]) for p, a in spec.argument_parameters.items() if arguments.get(a, "") != ""}
+    if _true(arguments.get("workcell", "false")):
+        paths = workcell_paths(arguments)
+        overrides.update({
+            "workcell": {"bus_link": paths["bus_link"], "frames_name": paths["frames_name"],
+                         "calibration_file": paths["calibration_file"]},
+            "camera": {"source": "sim", "path": paths["frames_name"]},
+            # The workcell's bus answers from a process busy with physics and rendering (replies up to
+            # ~5 ms late, measured; longer while seven processes share two cores): the driver gets the
+            # reply timeout of an FTDI-style adapter and a longer silence before it calls a servo lost.
+            "so101_driver": {"sim": False, "port": paths["bus_link"], "calibration_file": paths["calibration_file"],
+                             "port_wait_s": 30.0, "latency_timer_ms": 16.0, "servo_timeout_ms": 1000.0},
+        }.get(spec.name, {}))
+    return overrides
 
 
 def ros_args(spec: NodeSpec, arguments: dict[str, str]) -> list[str]:
@@ -98,8 +149,8 @@ def ros_args(spec: NodeSpec, arguments: dict[str, str]) -> list[str]:
         args += ["-r", f"__ns:=/{arguments['namespace'].strip('/')}"]
     args += ["--params-file", arguments["params_file"]]
     for name, value in node_parameter_overrides(spec, arguments).items():
-        # -p values are parsed as YAML: quote everything but booleans so that e.g. a camera device "0"
-        # stays the string its parameter is declared as.
-        literal = value.lower() if value.lower() in ("true", "false") else json.dumps(value)
+        # -p values are parsed as YAML: strings are quoted so that e.g. a camera device "0" stays the
+        # string its parameter is declared as; booleans and numbers keep their type.
+        literal = json.dumps(value)  # JSON literals are YAML literals: "text", true, 3, 30.0
         args += ["-p", f"{name}:={literal}"]
     return args

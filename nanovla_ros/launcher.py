@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from nanovla_ros.graph import NODES, SHUTDOWN_ORDER, NodeSpec, resolve_arguments, ros_args
+from nanovla_ros.graph import SHUTDOWN_ORDER, NodeSpec, active_nodes, resolve_arguments, ros_args
 
 log = logging.getLogger("nanovla.launch")
 
@@ -52,7 +52,7 @@ class Launcher:
     def __init__(self, arguments: dict[str, str], out: TextIO | None = None,
                  node_filter: Callable[[NodeSpec], bool] | None = None) -> None:
         self.arguments = resolve_arguments(arguments)
-        self.specs = [s for s in NODES if node_filter is None or node_filter(s)]
+        self.specs = [s for s in active_nodes(self.arguments) if node_filter is None or node_filter(s)]
         self._out = out or sys.stdout
         self._out_lock = threading.Lock()
         self.nodes: dict[str, RunningNode] = {}
@@ -95,7 +95,7 @@ class Launcher:
         namespace = "/" + self.arguments["namespace"].strip("/") if self.arguments["namespace"] else "/"
         wanted = {(name, namespace) for name in self.nodes}
         context = Context()
-        rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+        rclpy.init(args=[], context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
         watcher = rclpy.create_node("nanovla_launcher", context=context, start_parameter_services=False)
         try:
             deadline = time.monotonic() + timeout_s

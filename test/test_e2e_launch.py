@@ -144,3 +144,41 @@ def test_launched_driver_follows_action_chunks_and_drops_torque_on_ctrl_c(env):
         assert "torque off (shutdown)" in launcher.output()
     finally:
         launcher.kill()
+
+
+def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
+    """workcell:=true: the driver drives the MuJoCo arm through the emulated bus; the camera shows renders."""
+    import numpy as np
+    from sensor_msgs.msg import Image, JointState
+
+    from nanovla_ros.client import NanovlaClient
+    from nanovla_ros.msg import ActionChunk
+    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, IMAGE_TOPIC, JOINT_STATES_TOPIC, SENSOR_QOS
+
+    launcher = LauncherProcess("workcell:=true", "task:=touch", env=env)
+    try:
+        assert launcher.wait_for_line(r"all 6 nodes are up", 120), launcher.output()
+        with NanovlaClient(node_name="chunk_source") as client:
+            states, images = [], []
+            client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
+            client.node.create_subscription(Image, IMAGE_TOPIC, images.append, SENSOR_QOS)
+            publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+            assert client.spin_until(lambda: len(states) > 3 and len(images) > 3
+                                     and publisher.get_subscription_count() > 0, 30), launcher.output()
+            first_image = np.frombuffer(bytes(images[-1].data), np.uint8)
+            target = np.array(states[-1].position) + [0.3, 0.2, -0.2, 0.2, 0.0, 0.3]
+            msg = ActionChunk(chunk_id=1, dt_s=1 / 30, execute_steps=90, joint_names=list(states[-1].name),
+                              horizon=90, positions=np.tile(target, 90).tolist())
+            msg.header.stamp = client.node.get_clock().now().to_msg()
+            publisher.publish(msg)
+            assert client.spin_until(lambda: np.abs(np.array(states[-1].position) - target).max() < 0.05, 15), \
+                states[-1].position
+            # The camera shows the arm that moved.
+            assert client.spin_until(lambda: np.abs(np.frombuffer(bytes(images[-1].data), np.uint8).astype(int)
+                                                    - first_image).mean() > 1.0, 5)
+        assert "task: 'touch the" in launcher.output() or "touch the" in launcher.output()
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(60) == 0, launcher.output()
+        assert "'workcell' stopped (exit code 0)" in launcher.output()
+    finally:
+        launcher.kill()

@@ -13,15 +13,16 @@ import yaml
 from nanovla_ros.camera.config import CameraConfig
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.driver.config import DriverConfig
-from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, SHUTDOWN_ORDER, resolve_arguments, ros_args
+from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, SHUTDOWN_ORDER, active_nodes, resolve_arguments, ros_args
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.policy.config import PolicyNodeConfig
 from nanovla_ros.routing.config import RouterConfig
 from nanovla_ros.routing.router import BackboneRouter, RouteError
+from nanovla_ros.sim.config import WorkcellNodeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"camera": CameraConfig, "instruction_encoder": EncoderConfig, "router": RouterConfig,
-           "policy": PolicyNodeConfig, "so101_driver": DriverConfig}
+           "policy": PolicyNodeConfig, "so101_driver": DriverConfig, "workcell": WorkcellNodeConfig}
 
 
 def test_parameter_yaml_mirrors_every_config_field():
@@ -58,6 +59,20 @@ def test_ros_args_map_launch_arguments_onto_parameters():
     assert values["params_file"].endswith("config/so101.yaml")
     with pytest.raises(ValueError, match="unknown launch argument"):
         resolve_arguments({"camera": "x"})
+
+
+def test_workcell_mode_starts_the_workcell_and_rewires_camera_and_driver():
+    values = resolve_arguments({"workcell": "true", "seed": "7", "task": "stack"})
+    specs = active_nodes(values)
+    assert specs[0].name == "workcell" and len(specs) == len(NODES)
+    workcell = ros_args(specs[0], values)
+    assert "seed:=7" in workcell and 'task:="stack"' in workcell  # typed: an integer and a string
+    camera = ros_args(next(s for s in specs if s.name == "camera"), values)
+    assert 'source:="sim"' in camera
+    driver = ros_args(next(s for s in specs if s.name == "so101_driver"), values)
+    assert "sim:=false" in driver and "port_wait_s:=30.0" in driver
+    bus = next(a for a in workcell if a.startswith("bus_link:="))
+    assert bus.replace("bus_link", "port") in driver  # the driver opens the workcell's bus
 
 
 def test_router_placeholder_uses_the_default_unless_a_backbone_is_requested():
@@ -123,7 +138,8 @@ def test_launch_file_builds_the_same_nodes_as_the_pip_launcher(monkeypatch):
     opaque = description.args[0][-1]
     context = {a.name: a.default for a in LAUNCH_ARGUMENTS} | {"camera_source": "v4l2", "sim": "false"}
     nodes = opaque.kwargs["function"](context)
-    assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in NODES]
+    assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in active_nodes(context)]
+    assert "workcell_node" not in [n.kwargs["executable"] for n in nodes]  # only with workcell:=true
     camera = nodes[0].kwargs
     assert camera["parameters"][0].endswith("config/so101.yaml")
     assert camera["parameters"][1]["source"] == "v4l2"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from nanovla_ros.camera.image_codec import CHANNELS_BY_ENCODING
 from nanovla_ros.configuration import param, require, require_choice
 
-CAMERA_SOURCES = ("test_pattern", "v4l2", "video", "folder")
+CAMERA_SOURCES = ("test_pattern", "v4l2", "video", "folder", "sim")
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class CameraConfig:
     # --- where frames come from
     source: str = param("test_pattern", f"Frame source: one of {list(CAMERA_SOURCES)}.")
     device: str = param("/dev/video0", "V4L2 device path or index (source=v4l2).")
-    path: str = param("", "Video file (source=video) or image folder (source=folder).")
+    path: str = param("", "Video file (source=video), image folder (source=folder) or the workcell's frame block (source=sim).")
     loop: bool = param(True, "Restart a video file or image folder when it ends.")
     # --- what is published
     width: int = param(640, "Frame width in pixels (requested from V4L2; files are resized to it).")
@@ -35,7 +35,7 @@ class CameraConfig:
         require(0.0 < self.hfov_deg < 180.0, f"hfov_deg={self.hfov_deg} must be within (0, 180)")
         require(self.max_age_ms > 0.0, f"max_age_ms={self.max_age_ms} must be positive")
         require(
-            self.source not in ("video", "folder") or bool(self.path),
-            f"source={self.source!r} needs `path` (a video file or an image folder)",
+            self.source not in ("video", "folder", "sim") or bool(self.path),
+            f"source={self.source!r} needs `path` (a video file, an image folder or the workcell's frame block)",
         )
         require(self.source != "v4l2" or bool(self.device), "source='v4l2' needs `device`")

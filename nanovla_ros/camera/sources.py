@@ -185,6 +185,37 @@ class V4l2Source(_OpenCvCapture):
         return frame
 
 
+class SimulatedCameraSource:
+    """Frames rendered by the workcell process, read from its shared-memory block (see nanovla_ros.sim.frames).
+    The capture time is the render time, so age checks see how old the picture really is."""
+
+    paced = True  # read() waits for the next rendered frame
+
+    def __init__(self, name: str, width: int, height: int, timeout_s: float = 2.0) -> None:
+        from nanovla_ros.sim.frames import SharedFrameReader
+
+        try:
+            self._reader = SharedFrameReader(name, timeout_s=10.0)
+        except FileNotFoundError:
+            raise CameraOpenError(f"no workcell frames under {name!r}: is the workcell running?") from None
+        self._width, self._height, self._timeout_s = width, height, timeout_s
+        self.last_capture_ns: int | None = None
+
+    def read(self) -> np.ndarray:
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            got = self._reader.read()
+            if got is not None:
+                rgb, self.last_capture_ns = got
+                return _fit(rgb, self._width, self._height)
+            if time.monotonic() > deadline:
+                raise CameraOpenError(f"the workcell sent no frame for {self._timeout_s:g} s")
+            time.sleep(0.002)  # polling the shared block: frames come at the workcell's 30 Hz
+
+    def close(self) -> None:
+        self._reader.close()
+
+
 def open_source(config: CameraConfig) -> FrameSource:
     """Open the source named by ``config.source``; raise CameraOpenError with the reason."""
     if config.source == "test_pattern":
@@ -193,6 +224,8 @@ def open_source(config: CameraConfig) -> FrameSource:
         return ImageFolderSource(config.path, config.width, config.height, config.loop)
     if config.source == "video":
         return VideoFileSource(config.path, config.width, config.height, config.loop)
+    if config.source == "sim":
+        return SimulatedCameraSource(config.path, config.width, config.height)
     return V4l2Source(config.device, config.width, config.height, config.rate_hz)
 
 
@@ -250,5 +283,6 @@ class FramePump:
             except (CameraOpenError, SourceExhausted) as error:
                 self._on_error(error)
                 return
-            self.deliver(Frame(rgb, self._clock_ns(), sequence))
+            captured = getattr(self._source, "last_capture_ns", None)  # sources that know their capture time
+            self.deliver(Frame(rgb, captured if captured is not None else self._clock_ns(), sequence))
             sequence += 1

@@ -15,6 +15,7 @@ class DriverConfig:
     sim: bool = param(True, "true: the emulated STS3215 bus / simulated workcell; false: the serial port.")
     port: str = param("/dev/ttyACM0", "Serial device of the Feetech bus (sim=false).")
     baudrate: int = param(1_000_000, "Bus baud rate (SO-101: 1,000,000).")
+    port_wait_s: float = param(0.0, "How long configure waits for `port` to appear (a USB adapter, the workcell's bus).")
     calibration_file: str = param("", "LeRobot-format SO-101 calibration JSON; torque is refused without one.")
     # --- loops
     state_rate_hz: float = param(100.0, "JointState publishing rate.")
@@ -44,6 +45,7 @@ class DriverConfig:
         require(0.0 < self.max_step_rad <= 1.0, f"max_step_rad={self.max_step_rad} must be within (0, 1] rad")
         require(len(self.joint_names) == len(set(self.joint_names)) > 0, f"joint_names={list(self.joint_names)} must be non-empty and unique")
         require(self.bus_retries >= 0, f"bus_retries={self.bus_retries} must be >= 0")
+        require(self.port_wait_s >= 0.0, f"port_wait_s={self.port_wait_s} must be >= 0")
         require(self.latency_timer_ms >= 0.0, f"latency_timer_ms={self.latency_timer_ms} must be >= 0")
         for name in ("sim_corrupt_rate", "sim_drop_rate"):
             require(0.0 <= getattr(self, name) < 1.0, f"{name}={getattr(self, name)} must be within [0, 1)")

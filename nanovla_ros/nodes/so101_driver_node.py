@@ -13,6 +13,7 @@ torque off before the process exits.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -66,6 +67,8 @@ class So101DriverNode(LifecycleNode):
             if c.sim:
                 self.emulator = Sts3215BusEmulator(faults=FaultConfig(c.sim_corrupt_rate, c.sim_drop_rate)).start()
                 port = self.emulator.port_name
+            if not c.sim and c.port_wait_s > 0:
+                self._wait_for_port(port, c.port_wait_s)
             if c.calibration_file:
                 calibration = ArmCalibration.load(c.calibration_file, c.joint_names)
             elif c.sim:
@@ -92,6 +95,13 @@ class So101DriverNode(LifecycleNode):
                                f"state {c.state_rate_hz:g} Hz, control {c.control_rate_hz:g} Hz"
                                + ("; leader arm mode" if c.leader_mode else ""))
         return SUCCESS
+
+    def _wait_for_port(self, port: str, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        if not os.path.exists(port):
+            self.get_logger().info(f"waiting up to {wait_s:g} s for {port} to appear")
+        while not os.path.exists(port) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling a device node with a deadline; configure reports if it never comes
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self.config.leader_mode:
