@@ -20,7 +20,7 @@ def sim_calibration(workcell: Workcell) -> ArmCalibration:
     """LeRobot-format calibration of the simulated arm: symmetric ranges about 2047 that cover each
     joint's simulated range (the workcell clips targets to the actuator ranges themselves)."""
     motors = {}
-    for servo_id, (name, low, high) in enumerate(zip(JOINTS, workcell.ctrl_low, workcell.ctrl_high), start=1):
+    for servo_id, (name, low, high) in enumerate(zip(JOINTS, workcell.ctrl_low, workcell.ctrl_high, strict=True), start=1):
         half = int(np.ceil(max(abs(low), abs(high)) / RAD_PER_TICK))
         motors[name] = MotorCalibration(servo_id, 0, 0, HALF_TURN_TICKS - half, HALF_TURN_TICKS + half)
     return ArmCalibration(motors)
