@@ -9,6 +9,7 @@ torque, then the rest).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +47,13 @@ LAUNCH_ARGUMENTS = (
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
     LaunchArgument("seed", "0", "Workcell scene seed (cube and square positions)."),
+    LaunchArgument("teleop", "false", "With workcell:=true: the workcell's scripted expert plays the leader arm "
+                                      "and the driver follows it (demonstrations over the teleoperation path)."),
 )
 
 NODES = (
-    NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node", {"task": "task", "seed": "seed"},
-             only_if="workcell"),
+    NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node",
+             {"task": "task", "seed": "seed", "expert_teleop": "teleop"}, only_if="workcell"),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),
     NodeSpec("instruction_encoder", "instruction_encoder_node", "nanovla_ros.nodes.instruction_encoder_node"),
@@ -100,8 +103,10 @@ def active_nodes(arguments: dict[str, str]) -> list[NodeSpec]:
 
 
 def workcell_paths(arguments: dict[str, str]) -> dict[str, str]:
-    """Where the workcell process puts its servo bus, its arm's calibration and its frames (per namespace)."""
-    tag = arguments.get("namespace", "").strip("/").replace("/", "_") or "default"
+    """Where the workcell process puts its servo bus, its arm's calibration and its frames: per namespace and
+    ROS domain, so two graphs on one machine (two tests, two users) never share a bus or a camera."""
+    namespace = arguments.get("namespace", "").strip("/").replace("/", "_") or "default"
+    tag = f"{namespace}_d{os.environ.get('ROS_DOMAIN_ID', '0')}"
     return {"bus_link": f"/tmp/nanovla_{tag}_workcell_bus",
             "calibration_file": f"/tmp/nanovla_{tag}_workcell_calibration.json",
             "frames_name": f"nanovla_{tag}_workcell_frames"}
@@ -137,8 +142,10 @@ def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[
             # ~5 ms late, measured; longer while seven processes share two cores): the driver gets the
             # reply timeout of an FTDI-style adapter and a longer silence before it calls a servo lost.
             "so101_driver": {"sim": False, "port": paths["bus_link"], "calibration_file": paths["calibration_file"],
-                             "port_wait_s": 30.0, "latency_timer_ms": 16.0, "servo_timeout_ms": 1000.0},
+                             "port_wait_s": 60.0, "latency_timer_ms": 16.0, "servo_timeout_ms": 1000.0},
         }.get(spec.name, {}))
+        if spec.name == "so101_driver" and _true(arguments.get("teleop", "false")):
+            overrides["follow_topic"] = "leader/joint_commands"  # nanovla_ros.nodes.common.LEADER_COMMANDS_TOPIC
     return overrides
 
 

@@ -164,7 +164,7 @@ def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
             client.node.create_subscription(Image, IMAGE_TOPIC, images.append, SENSOR_QOS)
             publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
             assert client.spin_until(lambda: len(states) > 3 and len(images) > 3
-                                     and publisher.get_subscription_count() > 0, 30), launcher.output()
+                                     and publisher.get_subscription_count() > 0, 90), launcher.output()
             first_image = np.frombuffer(bytes(images[-1].data), np.uint8)
             target = np.array(states[-1].position) + [0.3, 0.2, -0.2, 0.2, 0.0, 0.3]
             msg = ActionChunk(chunk_id=1, dt_s=1 / 30, execute_steps=90, joint_names=list(states[-1].name),
@@ -180,5 +180,17 @@ def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
         launcher.process.send_signal(signal.SIGINT)
         assert launcher.process.wait(60) == 0, launcher.output()
         assert "'workcell' stopped (exit code 0)" in launcher.output()
+    finally:
+        launcher.kill()
+
+
+def test_expert_teleop_completes_a_task_through_the_follower_driver(env):
+    """teleop:=true: the workcell's expert plays the leader arm over ROS, the driver follows through the
+    emulated bus, and the workcell's success check passes (touch: the quickest task)."""
+    launcher = LauncherProcess("workcell:=true", "teleop:=true", "task:=touch", env=env)
+    try:
+        assert launcher.wait_for_line(r"task success: 'touch the", 120), launcher.output()
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(60) == 0, launcher.output()
     finally:
         launcher.kill()

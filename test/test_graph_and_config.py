@@ -70,7 +70,7 @@ def test_workcell_mode_starts_the_workcell_and_rewires_camera_and_driver():
     camera = ros_args(next(s for s in specs if s.name == "camera"), values)
     assert 'source:="sim"' in camera
     driver = ros_args(next(s for s in specs if s.name == "so101_driver"), values)
-    assert "sim:=false" in driver and "port_wait_s:=30.0" in driver
+    assert "sim:=false" in driver and "port_wait_s:=60.0" in driver
     bus = next(a for a in workcell if a.startswith("bus_link:="))
     assert bus.replace("bus_link", "port") in driver  # the driver opens the workcell's bus
 

@@ -187,29 +187,39 @@ class V4l2Source(_OpenCvCapture):
 
 class SimulatedCameraSource:
     """Frames rendered by the workcell process, read from its shared-memory block (see nanovla_ros.sim.frames).
-    The capture time is the render time, so age checks see how old the picture really is."""
+    The capture time is the render time, so age checks see how old the picture really is. When frames stop,
+    the block is attached again (a restarted workcell makes a new one under the same name)."""
 
     paced = True  # read() waits for the next rendered frame
 
-    def __init__(self, name: str, width: int, height: int, timeout_s: float = 2.0) -> None:
+    def __init__(self, name: str, width: int, height: int, reattach_s: float = 1.0, give_up_s: float = 60.0) -> None:
+        self._name, self._width, self._height = name, width, height
+        self._reattach_s, self._give_up_s = reattach_s, give_up_s
+        self._reader = self._attach(timeout_s=60.0)  # the workcell may still be starting (mujoco, meshes, GL)
+        self.last_capture_ns: int | None = None
+
+    def _attach(self, timeout_s: float):
         from nanovla_ros.sim.frames import SharedFrameReader
 
         try:
-            self._reader = SharedFrameReader(name, timeout_s=10.0)
+            return SharedFrameReader(self._name, timeout_s=timeout_s)
         except FileNotFoundError:
-            raise CameraOpenError(f"no workcell frames under {name!r}: is the workcell running?") from None
-        self._width, self._height, self._timeout_s = width, height, timeout_s
-        self.last_capture_ns: int | None = None
+            raise CameraOpenError(f"no workcell frames under {self._name!r}: is the workcell running?") from None
 
     def read(self) -> np.ndarray:
-        deadline = time.monotonic() + self._timeout_s
+        start = last_attach = time.monotonic()
         while True:
             got = self._reader.read()
             if got is not None:
                 rgb, self.last_capture_ns = got
                 return _fit(rgb, self._width, self._height)
-            if time.monotonic() > deadline:
-                raise CameraOpenError(f"the workcell sent no frame for {self._timeout_s:g} s")
+            now = time.monotonic()
+            if now - start > self._give_up_s:
+                raise CameraOpenError(f"the workcell sent no frame for {self._give_up_s:g} s")
+            if now - last_attach > self._reattach_s:
+                self._reader.close()
+                self._reader = self._attach(timeout_s=self._give_up_s)
+                last_attach = now
             time.sleep(0.002)  # polling the shared block: frames come at the workcell's 30 Hz
 
     def close(self) -> None:

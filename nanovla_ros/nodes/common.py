@@ -33,6 +33,7 @@ ROUTE_DECISION_TOPIC = "route_decision"
 ACTION_CHUNK_TOPIC = "action_chunk"
 JOINT_STATES_TOPIC = "joint_states"
 JOINT_COMMANDS_TOPIC = "joint_commands"
+LEADER_COMMANDS_TOPIC = "leader/joint_commands"  # a leader arm's joints, for a follower to copy
 DIAGNOSTICS_TOPIC = "diagnostics"
 SET_INSTRUCTION_SERVICE = "set_instruction"
 ENCODE_INSTRUCTION_SERVICE = "encode_instruction"

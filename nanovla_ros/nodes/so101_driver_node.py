@@ -13,6 +13,7 @@ torque off before the process exits.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -51,6 +52,9 @@ class So101DriverNode(LifecycleNode):
         self._command_pub = self.create_publisher(JointState, JOINT_COMMANDS_TOPIC, COMMAND_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
+        if self.config.follow_topic:
+            self.create_subscription(JointState, self.config.follow_topic, self._on_leader, COMMAND_QOS)
+            self._leader_ids = itertools.count(1_000_000)
         self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
         self.create_service(Trigger, "~/hold", self._on_hold)
         self.create_service(Trigger, "~/reset_faults", self._on_reset_faults)
@@ -176,6 +180,19 @@ class So101DriverNode(LifecycleNode):
             self._chunk_rejections += 1
             self.get_logger().warning(f"action chunk {msg.chunk_id} rejected, nothing moves: {error}",
                                       throttle_duration_sec=1.0)
+
+    def _on_leader(self, msg: JointState) -> None:
+        """Teleoperation: each leader reading becomes a one-step chunk, through the same safety path."""
+        arm = self.arm
+        if arm is None:
+            return
+        try:
+            chunk = make_chunk(next(self._leader_ids), ns_from_stamp(msg.header.stamp) / 1e9,
+                               1.0 / self.config.control_rate_hz, 1, list(msg.name), list(msg.position), 1,
+                               self.config.joint_names)
+            arm.submit(chunk, time.time())
+        except ChunkRejected as error:
+            self.get_logger().warning(f"leader command rejected, nothing moves: {error}", throttle_duration_sec=1.0)
 
     # ------------------------------------------------------------------ services
     def _on_enable_torque(self, request: SetBool.Request, response: SetBool.Response):

@@ -3,24 +3,38 @@ reads its rendered frames and the driver node opens its emulated servo bus, so b
 real hardware. Logs the scene's task instruction."""
 from __future__ import annotations
 
+import numpy as np
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 
-from nanovla_ros.nodes.common import run_node
+from nanovla_ros.nodes.common import COMMAND_QOS, LEADER_COMMANDS_TOPIC, run_node, stamp_from_ns
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.server import WorkcellServer
+from nanovla_ros.sim.tasks import Task
+from nanovla_ros.sim.workcell import JOINTS
 
 
 class WorkcellNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("workcell", **kwargs)
         self.config = declare_config(self, WorkcellNodeConfig)
-        self.server = WorkcellServer(self.config)
+        # As a leader arm would: its joint positions, published as the follower's commands.
+        self._leader_pub = self.create_publisher(JointState, LEADER_COMMANDS_TOPIC, COMMAND_QOS)
+        self.server = WorkcellServer(self.config, on_leader=self._publish_leader, on_success=self._on_success)
         self.server.start()
         self.get_logger().info(
             f"workcell running at {self.config.control_rate_hz:g} Hz (real time); servo bus on "
             f"{self.config.bus_link}; {self.config.camera} camera frames in '{self.config.frames_name}'; "
             f"task: {self.server.task.instruction!r}")
+
+    def _publish_leader(self, targets: np.ndarray, stamp_ns: int) -> None:
+        msg = JointState(name=list(JOINTS), position=[float(v) for v in targets])
+        msg.header.stamp = stamp_from_ns(stamp_ns)
+        self._leader_pub.publish(msg)
+
+    def _on_success(self, task: Task) -> None:
+        self.get_logger().info(f"task success: {task.instruction!r}")
 
     def close(self) -> None:
         self.server.close()

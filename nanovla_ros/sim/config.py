@@ -19,6 +19,7 @@ class WorkcellNodeConfig:
     calibration_file: str = param("/tmp/nanovla_workcell_calibration.json",
                                   "Where the simulated arm's LeRobot-format calibration is written for the driver.")
     control_rate_hz: float = param(30.0, "Physics control rate, real time.")
+    expert_teleop: bool = param(False, "Play the leader arm: publish the scripted expert's joint commands for the task.")
 
     def __post_init__(self) -> None:
         require_choice("task", self.task, KINDS)

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -15,14 +16,20 @@ from nanovla_ros.driver.emulator import Sts3215BusEmulator
 from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.frames import SharedFrameWriter
 from nanovla_ros.sim.servo_bridge import WorkcellServoBridge
-from nanovla_ros.sim.tasks import Task, sample_layout, sample_task
+from nanovla_ros.sim.experts import ScriptedExpert
+from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
 
 log = logging.getLogger(__name__)
 
 
 class WorkcellServer:
-    def __init__(self, config: WorkcellNodeConfig) -> None:
+    """``on_leader(targets_rad, stamp_ns)`` receives the expert's joint commands (expert_teleop);
+    ``on_success(task)`` is called once when the task's success check first passes."""
+
+    def __init__(self, config: WorkcellNodeConfig,
+                 on_leader: Callable[[np.ndarray, int], None] | None = None,
+                 on_success: Callable[[Task], None] | None = None) -> None:
         self.config = config
         self.workcell = Workcell()
         rng = np.random.default_rng(config.seed)
@@ -33,6 +40,11 @@ class WorkcellServer:
         self.bridge = WorkcellServoBridge(self.workcell, self.emulator)
         self.bridge.calibration.save(config.calibration_file)
         self.frames = SharedFrameWriter(config.frames_name, config.image_size, config.image_size)
+        self.monitor = SuccessMonitor(self.task, self.workcell)
+        self.succeeded = False
+        # The expert reads the physics (IK on the live model), so it runs in the physics thread.
+        self.expert = ScriptedExpert(self.workcell, self.task) if config.expert_teleop else None
+        self._on_leader, self._on_success = on_leader, on_success
         self.late_steps = 0
         self._first_frame = threading.Event()
         self._stop = threading.Event()
@@ -59,7 +71,14 @@ class WorkcellServer:
         period = 1.0 / self.config.control_rate_hz
         next_tick = time.monotonic()
         while not self._stop.is_set():
+            if self.expert is not None and self._on_leader is not None:
+                self._on_leader(self.expert.act(), time.time_ns())
             self.bridge.step()
+            self.monitor.update()
+            if not self.succeeded and self.monitor.success():
+                self.succeeded = True
+                if self._on_success is not None:
+                    self._on_success(self.task)
             self._render()
             next_tick += period
             delay = next_tick - time.monotonic()
@@ -68,6 +87,7 @@ class WorkcellServer:
                 next_tick = time.monotonic()
             elif self._stop.wait(delay):
                 break
+        self.workcell.close()  # the GL context goes with the thread that made it (closing it elsewhere crashes)
 
     def close(self) -> None:
         self._stop.set()
@@ -77,4 +97,3 @@ class WorkcellServer:
         if os.path.islink(self.config.bus_link):
             os.unlink(self.config.bus_link)
         self.frames.close()
-        self.workcell.close()
