@@ -89,7 +89,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nanovla_ros.demo import run_demo
 
-    return run_demo(args.instruction, args.out_dir)
+    return run_demo(args.out_dir, args.task, args.seed)
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--timeout-s", type=float, default=5.0)
     task.set_defaults(func=cmd_task)
 
-    demo = sub.add_parser("demo", help="launch the suite on the simulated arm, instruct it, report what happened")
-    demo.add_argument("--instruction", default="put the red cube in the yellow square")
+    demo = sub.add_parser("demo", help="launch the suite on the simulated workcell, instruct it, report what happened")
+    demo.add_argument("--task", default="pick_place", choices=["pick_place", "push", "touch", "stack"])
+    demo.add_argument("--seed", type=int, default=0, help="workcell scene seed")
     demo.add_argument("--out-dir", default="out/demo")
     demo.set_defaults(func=cmd_demo)
 

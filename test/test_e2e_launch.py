@@ -189,6 +189,10 @@ def test_expert_teleop_completes_a_task_through_the_follower_driver(env):
     emulated bus, and the workcell's success check passes (touch: the quickest task)."""
     launcher = LauncherProcess("workcell:=true", "teleop:=true", "task:=touch", env=env)
     try:
+        assert launcher.wait_for_line(r"all 6 nodes are up", 120), launcher.output()
+        assert not launcher.wait_for_line(r"task success", 1.0)  # the teleoperator waits for an instruction
+        reply = _cli(env, "instruct", "touch the red cube", "--timeout-s", "90")
+        assert reply.returncode == 0, reply.stderr + launcher.output()
         assert launcher.wait_for_line(r"task success: 'touch the", 120), launcher.output()
         launcher.process.send_signal(signal.SIGINT)
         assert launcher.process.wait(60) == 0, launcher.output()

@@ -61,6 +61,7 @@ class InstructionEncoderService:
         self._errors: dict[str, str] = {}
         self._locks = {b: threading.Lock() for b in config.backbones}
         self._loaded = threading.Event()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._load_all, name="encoder_loader", daemon=True)
 
     def start(self) -> None:
@@ -75,6 +76,8 @@ class InstructionEncoderService:
 
     def _load_all(self) -> None:
         for backbone in sorted(self.config.backbones, key=("small", "large").index):
+            if self._closing.is_set():
+                break
             start = time.monotonic()
             try:
                 encoder = self._loader(backbone)
@@ -113,5 +116,10 @@ class InstructionEncoderService:
         return EncodeResult(self.cache.get(key_id, normalised), key_id, False,
                             (time.perf_counter() - start) * 1e3, normalised)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop loading further backbones and wait for the one being loaded: a process that exits while a
+        daemon thread is inside torch's weight loading can abort (seen: exit code -6 on Ctrl-C)."""
+        self._closing.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
         self.cache.close()

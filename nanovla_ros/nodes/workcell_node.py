@@ -7,7 +7,9 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from nanovla_ros.nodes.common import COMMAND_QOS, LEADER_COMMANDS_TOPIC, run_node, stamp_from_ns
+from nanovla_ros.msg import CurrentTask
+from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, LATCHED_QOS, LEADER_COMMANDS_TOPIC, run_node,
+                                      stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.server import WorkcellServer
@@ -23,6 +25,9 @@ class WorkcellNode(Node):
         self._leader_pub = self.create_publisher(JointState, LEADER_COMMANDS_TOPIC, COMMAND_QOS)
         self.server = WorkcellServer(self.config, on_leader=self._publish_leader, on_success=self._on_success)
         self.server.start()
+        if self.config.expert_teleop:
+            # The scripted teleoperator starts on the user's instruction, as a person at the leader arm would.
+            self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
         self.get_logger().info(
             f"workcell running at {self.config.control_rate_hz:g} Hz (real time); servo bus on "
             f"{self.config.bus_link}; {self.config.camera} camera frames in '{self.config.frames_name}'; "
@@ -32,6 +37,12 @@ class WorkcellNode(Node):
         msg = JointState(name=list(JOINTS), position=[float(v) for v in targets])
         msg.header.stamp = stamp_from_ns(stamp_ns)
         self._leader_pub.publish(msg)
+
+    def _on_task(self, msg: CurrentTask) -> None:
+        if not self.server.expert_go.is_set():
+            self.get_logger().info(f"teleop: instruction {msg.text!r} received; the expert performs "
+                                   f"{self.server.task.instruction!r}")
+            self.server.expert_go.set()
 
     def _on_success(self, task: Task) -> None:
         self.get_logger().info(f"task success: {task.instruction!r}")

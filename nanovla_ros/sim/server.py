@@ -44,6 +44,7 @@ class WorkcellServer:
         self.succeeded = False
         # The expert reads the physics (IK on the live model), so it runs in the physics thread.
         self.expert = ScriptedExpert(self.workcell, self.task) if config.expert_teleop else None
+        self.expert_go = threading.Event()  # the teleoperator starts when an instruction arrives
         self._on_leader, self._on_success = on_leader, on_success
         self.late_steps = 0
         self._first_frame = threading.Event()
@@ -71,7 +72,7 @@ class WorkcellServer:
         period = 1.0 / self.config.control_rate_hz
         next_tick = time.monotonic()
         while not self._stop.is_set():
-            if self.expert is not None and self._on_leader is not None:
+            if self.expert is not None and self._on_leader is not None and self.expert_go.is_set():
                 self._on_leader(self.expert.act(), time.time_ns())
             self.bridge.step()
             self.monitor.update()
