@@ -157,6 +157,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             emulator.stop()
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from nanovla_ros.collect import run_collect
+
+    code = 0
+    for kind in args.task:
+        code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="workcell scene seed")
     demo.add_argument("--out-dir", default="out/demo")
     demo.set_defaults(func=cmd_demo)
+
+    col = sub.add_parser("collect", help="record expert demonstrations through the whole graph on the workcell, "
+                                         "one rosbag2 MCAP bag per episode (resumes: existing episodes are skipped)")
+    col.add_argument("--task", nargs="+", default=["pick_place"], choices=["pick_place", "push", "touch", "stack"])
+    col.add_argument("--episodes", type=int, default=50, help="episodes per task (seeds first_seed..)")
+    col.add_argument("--split", default="train", choices=["train", "heldout"])
+    col.add_argument("--first-seed", type=int, default=0)
+    col.add_argument("--timeout-s", type=float, default=40.0, help="longest episode")
+    col.add_argument("--out", default="data/bags", help="folder for the bags")
+    col.set_defaults(func=cmd_collect)
 
     cal = sub.add_parser("calibrate", help="calibrate an SO-101 (writes LeRobot-format calibration JSON)")
     cal.add_argument("--port", default="/dev/ttyACM0", help="serial device of the arm's Feetech bus")

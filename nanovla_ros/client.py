@@ -16,7 +16,7 @@ from rclpy.signals import SignalHandlerOptions
 from nanovla_ros.msg import CurrentTask
 from nanovla_ros.nodes.common import (CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
                                       SET_INSTRUCTION_SERVICE)
-from nanovla_ros.srv import EncodeInstruction, SetInstruction
+from nanovla_ros.srv import EncodeInstruction, ResetEpisode, SetInstruction, StartRecording, StopRecording
 
 
 class ServiceUnavailable(RuntimeError):
@@ -81,6 +81,26 @@ class NanovlaClient:
     def encode(self, text: str, backbone: str = "small", timeout_s: float = 30.0) -> EncodeInstruction.Response:
         return self._call(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
                           EncodeInstruction.Request(text=text, backbone=backbone), timeout_s)
+
+    def reset_episode(self, seed: int, task: str = "", split: str = "", timeout_s: float = 30.0) -> ResetEpisode.Response:
+        """Simulated workcell only: lay out a new episode."""
+        return self._call(ResetEpisode, "workcell/reset", ResetEpisode.Request(seed=seed, task=task, split=split),
+                          timeout_s)
+
+    def start_recording(self, name: str, metadata: dict[str, str], timeout_s: float = 10.0) -> StartRecording.Response:
+        return self._call(StartRecording, "recorder/start", StartRecording.Request(
+            name=name, keys=list(metadata), values=[str(v) for v in metadata.values()]), timeout_s)
+
+    def stop_recording(self, task_success: bool, metadata: dict[str, str] | None = None,
+                       timeout_s: float = 30.0) -> StopRecording.Response:
+        metadata = metadata or {}
+        return self._call(StopRecording, "recorder/stop", StopRecording.Request(
+            task_success=task_success, keys=list(metadata), values=[str(v) for v in metadata.values()]), timeout_s)
+
+    def discard_recording(self, timeout_s: float = 10.0):
+        from std_srvs.srv import Trigger
+
+        return self._call(Trigger, "recorder/discard", Trigger.Request(), timeout_s)
 
     def wait_for_task(self, timeout_s: float, instruction_id: int | None = None) -> CurrentTask | None:
         """The latched current task (or the one with ``instruction_id``), None on timeout."""

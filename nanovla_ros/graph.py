@@ -49,6 +49,8 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("seed", "0", "Workcell scene seed (cube and square positions)."),
     LaunchArgument("teleop", "false", "With workcell:=true: the workcell's scripted expert plays the leader arm "
                                       "and the driver follows it (demonstrations over the teleoperation path)."),
+    LaunchArgument("record", "false", "true: run the recorder node (episode bags via its ~/start and ~/stop)."),
+    LaunchArgument("bag_dir", "", "Folder for the recorder's episode bags (empty = the parameter file's)."),
 )
 
 NODES = (
@@ -62,9 +64,12 @@ NODES = (
              {"checkpoint_small": "checkpoint", "checkpoint_large": "checkpoint_large"}),
     NodeSpec("so101_driver", "so101_driver_node", "nanovla_ros.nodes.so101_driver_node",
              {"port": "serial_port", "sim": "sim"}),
+    NodeSpec("recorder", "recorder_node", "nanovla_ros.nodes.recorder_node", {"output_dir": "bag_dir"},
+             only_if="record"),
 )
 
-SHUTDOWN_ORDER = ("policy", "so101_driver", "router", "instruction_encoder", "camera", "workcell")
+# The recorder goes first, so that it closes its bag while everything it records is still there.
+SHUTDOWN_ORDER = ("recorder", "policy", "so101_driver", "router", "instruction_encoder", "camera", "workcell")
 
 
 def share_dir() -> Path:
@@ -143,6 +148,7 @@ def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[
             # reply timeout of an FTDI-style adapter and a longer silence before it calls a servo lost.
             "so101_driver": {"sim": False, "port": paths["bus_link"], "calibration_file": paths["calibration_file"],
                              "port_wait_s": 60.0, "latency_timer_ms": 16.0, "servo_timeout_ms": 1000.0},
+            "recorder": {"calibration_file": paths["calibration_file"]},
         }.get(spec.name, {}))
         if spec.name == "so101_driver" and _true(arguments.get("teleop", "false")):
             overrides["follow_topic"] = "leader/joint_commands"  # nanovla_ros.nodes.common.LEADER_COMMANDS_TOPIC

@@ -13,6 +13,7 @@ import yaml
 from nanovla_ros.camera.config import CameraConfig
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.driver.config import DriverConfig
+from nanovla_ros.recording.config import RecorderConfig
 from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, SHUTDOWN_ORDER, active_nodes, resolve_arguments, ros_args
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.policy.config import PolicyNodeConfig
@@ -22,7 +23,8 @@ from nanovla_ros.sim.config import WorkcellNodeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"camera": CameraConfig, "instruction_encoder": EncoderConfig, "router": RouterConfig,
-           "policy": PolicyNodeConfig, "so101_driver": DriverConfig, "workcell": WorkcellNodeConfig}
+           "policy": PolicyNodeConfig, "so101_driver": DriverConfig, "workcell": WorkcellNodeConfig,
+           "recorder": RecorderConfig}
 
 
 def test_parameter_yaml_mirrors_every_config_field():
@@ -64,7 +66,8 @@ def test_ros_args_map_launch_arguments_onto_parameters():
 def test_workcell_mode_starts_the_workcell_and_rewires_camera_and_driver():
     values = resolve_arguments({"workcell": "true", "seed": "7", "task": "stack"})
     specs = active_nodes(values)
-    assert specs[0].name == "workcell" and len(specs) == len(NODES)
+    assert specs[0].name == "workcell" and [s.name for s in specs] == [s.name for s in NODES if s.name != "recorder"]
+    assert active_nodes(resolve_arguments({"record": "true"}))[-1].name == "recorder"
     workcell = ros_args(specs[0], values)
     assert "seed:=7" in workcell and 'task:="stack"' in workcell  # typed: an integer and a string
     camera = ros_args(next(s for s in specs if s.name == "camera"), values)

@@ -28,6 +28,8 @@ CORE_MODULES = [
     "nanovla_ros.model.feature_cache",
     "nanovla_ros.policy.runner",
     "nanovla_ros.sim.workcell",
+    "nanovla_ros.recording.bags",
+    "nanovla_ros.recording.config",
     "nanovla_ros.sim.tasks",
     "nanovla_ros.sim.experts",
     "nanovla_ros.sim.servo_bridge",

@@ -35,6 +35,7 @@ JOINT_STATES_TOPIC = "joint_states"
 JOINT_COMMANDS_TOPIC = "joint_commands"
 LEADER_COMMANDS_TOPIC = "leader/joint_commands"  # a leader arm's joints, for a follower to copy
 DIAGNOSTICS_TOPIC = "diagnostics"
+EPISODE_TOPIC = "workcell/episode"  # the simulated workcell's episode status (latched)
 SET_INSTRUCTION_SERVICE = "set_instruction"
 ENCODE_INSTRUCTION_SERVICE = "encode_instruction"
 

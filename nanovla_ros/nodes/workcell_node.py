@@ -7,12 +7,13 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from nanovla_ros.msg import CurrentTask
+from nanovla_ros.msg import CurrentTask, EpisodeStatus
 from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, LATCHED_QOS, LEADER_COMMANDS_TOPIC, run_node,
-                                      stamp_from_ns)
+                                      EPISODE_TOPIC, stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.sim.config import WorkcellNodeConfig
-from nanovla_ros.sim.server import WorkcellServer
+from nanovla_ros.sim.server import EpisodeState, WorkcellServer
+from nanovla_ros.srv import ResetEpisode
 from nanovla_ros.sim.tasks import Task
 from nanovla_ros.sim.workcell import JOINTS
 
@@ -23,7 +24,10 @@ class WorkcellNode(Node):
         self.config = declare_config(self, WorkcellNodeConfig)
         # As a leader arm would: its joint positions, published as the follower's commands.
         self._leader_pub = self.create_publisher(JointState, LEADER_COMMANDS_TOPIC, COMMAND_QOS)
-        self.server = WorkcellServer(self.config, on_leader=self._publish_leader, on_success=self._on_success)
+        self._episode_pub = self.create_publisher(EpisodeStatus, EPISODE_TOPIC, LATCHED_QOS)
+        self.server = WorkcellServer(self.config, on_leader=self._publish_leader, on_success=self._on_success,
+                                     on_episode=self._publish_episode)
+        self.create_service(ResetEpisode, "~/reset", self._on_reset)
         self.server.start()
         if self.config.expert_teleop:
             # The scripted teleoperator starts on the user's instruction, as a person at the leader arm would.
@@ -43,6 +47,26 @@ class WorkcellNode(Node):
             self.get_logger().info(f"teleop: instruction {msg.text!r} received; the expert performs "
                                    f"{self.server.task.instruction!r}")
             self.server.expert_go.set()
+
+    def _publish_episode(self, state: EpisodeState) -> None:
+        msg = EpisodeStatus(episode=state.episode, seed=state.seed, instruction=state.task.instruction,
+                            task_kind=state.task.kind, split=state.task.split, success=state.success,
+                            expert_done=state.expert_done, steps=state.steps)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._episode_pub.publish(msg)
+
+    def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        try:
+            state = self.server.reset(int(request.seed), request.task, request.split)
+        except (ValueError, TimeoutError) as error:
+            response.success, response.message = False, str(error)
+            self.get_logger().error(f"reset refused: {error}")
+            return response
+        t = state.task
+        response.success, response.message, response.episode = True, "ready", state.episode
+        response.instruction, response.task_kind, response.cube, response.target = t.instruction, t.kind, t.cube, t.target
+        self.get_logger().info(f"episode {state.episode} (seed {state.seed}): {t.instruction!r}")
+        return response
 
     def _on_success(self, task: Task) -> None:
         self.get_logger().info(f"task success: {task.instruction!r}")

@@ -1,0 +1,94 @@
+"""`nanovla collect`: demonstrations through the whole ROS graph, one rosbag2 (MCAP) bag per episode.
+
+The suite is launched on the simulated workcell with the expert playing the leader arm and the recorder
+running (workcell:=true teleop:=true record:=true). For each episode: the workcell lays out a new scene
+(its reset brings the arm home through the driver first), the recorder starts a bag, the scene's
+instruction goes through the router like a user's, the expert teleoperates, the driver follows through
+the servo bus, and the bag is closed with the workcell's success flag. Episodes already on disk are
+skipped, so an interrupted collection resumes where it stopped.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from nanovla_ros.launcher import LaunchError, Launcher
+
+SETTLE_S = 0.6  # after the expert finishes, let a released cube land before judging (as the in-process harness)
+
+
+def episode_name(kind: str, split: str, seed: int) -> str:
+    return f"{kind}_{split}_seed{seed:05d}"
+
+
+def run_collect(out_dir: str, kind: str, episodes: int, split: str = "train", first_seed: int = 0,
+                timeout_s: float = 40.0, log_dir: str = "out/collect") -> int:
+    from tqdm import tqdm
+
+    from nanovla_ros.client import NanovlaClient, ServiceUnavailable
+    from nanovla_ros.msg import EpisodeStatus
+    from nanovla_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    bags = Path(out_dir).expanduser().resolve()
+    seeds = [s for s in range(first_seed, first_seed + episodes) if not (bags / episode_name(kind, split, s)).exists()]
+    if not seeds:
+        print(f"[collect] all {episodes} episodes already in {bags}")
+        return 0
+    logs = Path(log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = (logs / "launch.log").open("w")
+    launcher = Launcher({"workcell": "true", "teleop": "true", "record": "true", "bag_dir": str(bags), "task": kind,
+                         "seed": str(seeds[0])}, out=log_file)
+    results: list[bool] = []
+    try:
+        print(f"[collect] launching the suite with the workcell, expert teleop and recorder (log: {logs}/launch.log)")
+        launcher.start(timeout_s=180.0)
+        with NanovlaClient(node_name="nanovla_collect") as client:
+            status: list[EpisodeStatus] = []
+            client.node.create_subscription(EpisodeStatus, EPISODE_TOPIC, status.append, LATCHED_QOS)
+            bar = tqdm(seeds, desc=f"collect {kind}/{split}", unit="episode")
+            for seed in bar:
+                reset = client.reset_episode(seed, kind, split, timeout_s=30.0)
+                if not reset.success:
+                    print(f"[collect] reset failed: {reset.message}")
+                    return 1
+                metadata = {"instruction": reset.instruction, "task_kind": reset.task_kind, "cube": reset.cube,
+                            "target": reset.target, "split": split, "seed": seed, "source": "expert_teleop",
+                            "control_rate_hz": 30.0}
+                started = client.start_recording(episode_name(kind, split, seed), metadata)
+                if not started.success:
+                    print(f"[collect] {started.message}")
+                    return 1
+                accepted = client.set_instruction(reset.instruction, "auto", timeout_s=60.0)
+                if not accepted.accepted:
+                    client.discard_recording()
+                    print(f"[collect] instruction rejected: {accepted.message}")
+                    return 1
+
+                def finished() -> bool:
+                    s = status[-1] if status else None
+                    return s is not None and s.episode == reset.episode and s.expert_done
+
+                done = client.spin_until(finished, timeout_s)
+                settle_end = time.monotonic() + SETTLE_S
+                client.spin_until(lambda: time.monotonic() >= settle_end, SETTLE_S + 1.0)
+                last = [s for s in status if s.episode == reset.episode]
+                success = bool(last and last[-1].success)
+                stopped = client.stop_recording(success, {"expert_finished": str(done).lower()})
+                if not stopped.success:
+                    print(f"[collect] {stopped.message}")
+                    return 1
+                results.append(success)
+                bar.set_postfix(success=f"{sum(results)}/{len(results)}", messages=stopped.messages)
+        rate = sum(results) / max(1, len(results))
+        print(f"[collect] {len(results)} episodes recorded into {bags}: {sum(results)} succeeded ({rate:.0%}); "
+              f"failed ones are kept with task_success=false")
+        return 0
+    except (LaunchError, ServiceUnavailable) as error:
+        print(f"[collect] FAILED: {error} (see {logs}/launch.log)")
+        return 1
+    finally:
+        launcher.stop()
+        log_file.close()

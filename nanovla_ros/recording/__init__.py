@@ -1,0 +1,1 @@
+"""Episodes as rosbag2 bags (MCAP): writing them (recorder node) and reading them back (dataset builder)."""
