@@ -10,6 +10,7 @@ skipped, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def run_collect(out_dir: str, kind: str, episodes: int, split: str = "train", fi
     from nanovla_ros.nodes.common import EPISODE_TOPIC, LATCHED_QOS
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: the open bag is closed
     bags = Path(out_dir).expanduser().resolve()
     seeds = [s for s in range(first_seed, first_seed + episodes) if not (bags / episode_name(kind, split, s)).exists()]
     if not seeds:

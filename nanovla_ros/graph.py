@@ -142,7 +142,8 @@ def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[
         overrides.update({
             "workcell": {"bus_link": paths["bus_link"], "frames_name": paths["frames_name"],
                          "calibration_file": paths["calibration_file"]},
-            "camera": {"source": "sim", "path": paths["frames_name"]},
+            # The frames keep the workcell's render size (224, the policy's input): no resampling on the way.
+            "camera": {"source": "sim", "path": paths["frames_name"], "width": 224, "height": 224},
             # The workcell's bus answers from a process busy with physics and rendering (replies up to
             # ~5 ms late, measured; longer while seven processes share two cores): the driver gets the
             # reply timeout of an FTDI-style adapter and a longer silence before it calls a servo lost.
