@@ -14,6 +14,9 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
+
+from nanovla_ros.configuration import ConfigError
 
 from nanovla_ros.graph import LAUNCH_ARGUMENTS
 
@@ -166,6 +169,65 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, build_dataset
+    from nanovla_ros.training.pipeline import prepare_cache
+
+    try:
+        summary = build_dataset(args.bags, args.out, DatasetBuildConfig(include_failed=args.include_failed,
+                                                                        sample_every=args.sample_every))
+    except (DatasetError, ConfigError) as error:
+        print(f"nanovla dataset: {error}", file=sys.stderr)
+        return 1
+    print(f"[dataset] {summary['built']} episodes built, {summary['reused']} already built, "
+          f"{len(summary['skipped'])} skipped -> {args.out}")
+    if args.cache:
+        prepare_cache(args.out, args.device, with_instructions=True)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nanovla_ros.training.config import TrainConfig
+    from nanovla_ros.training.pipeline import run_training
+
+    values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
+                                            "val_every", "tiny") if getattr(args, k) is not None}
+    try:
+        config = TrainConfig(**values)
+    except ConfigError as error:
+        print(f"nanovla train: {error}", file=sys.stderr)
+        return 1
+    best = run_training(args.data, args.out, config, resume=not args.no_resume)
+    print(f"[train] best checkpoint: {best}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nanovla_ros.training.pipeline import export_checkpoint
+
+    export_checkpoint(args.checkpoint, args.out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from nanovla_ros.evaluation.closed_loop import evaluate, results_json, summarise
+
+    results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
+                       args.device, args.table_dir, args.first_seed)
+    rows = summarise(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_h": args.execute_h, "summary": rows,
+                               "episodes": results_json(results)}, indent=1))
+    for r in rows:
+        print(f"[evaluate] {r['kind']:<10} {r['split']:<7} {r['successes']:>3}/{r['episodes']:<3} = {r['rate']:.0%} "
+              f"(95% CI {r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}); inference p50 {r['inference_ms_p50']:.1f} ms")
+    print(f"[evaluate] results: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +272,49 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--timeout-s", type=float, default=40.0, help="longest episode")
     col.add_argument("--out", default="data/bags", help="folder for the bags")
     col.set_defaults(func=cmd_collect)
+
+    ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
+    ds.add_argument("--bags", default="data/bags")
+    ds.add_argument("--out", default="data/demos")
+    ds.add_argument("--include-failed", action="store_true", help="also episodes whose task_success is not true")
+    ds.add_argument("--sample-every", type=int, default=1, help="keep every n-th command as a sample")
+    ds.add_argument("--cache", action="store_true", help="also compute the frozen features (image + instructions)")
+    ds.add_argument("--device", default="cpu")
+    ds.set_defaults(func=cmd_dataset)
+
+    tr = sub.add_parser("train", help="fine-tune NanoVLA on a dataset (encoders frozen, features cached); "
+                                      "several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...")
+    tr.add_argument("--data", default="data/demos")
+    tr.add_argument("--out", default="out/train_s")
+    tr.add_argument("--variant", choices=["s", "l"])
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--horizon", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--val-every", type=int)
+    tr.add_argument("--device", choices=["cuda", "cpu"])
+    tr.add_argument("--tiny", action="store_true", default=None, help="tiny random transformer (smoke runs)")
+    tr.add_argument("--no-resume", action="store_true", help="start over even if out/ holds a run")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="fp16 copy of a trained checkpoint, for shipping")
+    ex.add_argument("checkpoint")
+    ex.add_argument("out")
+    ex.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate", help="closed-loop episodes of a checkpoint in the workcell (in process)")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--task", nargs="+", default=["pick_place", "push", "touch", "stack"])
+    ev.add_argument("--split", nargs="+", default=["train", "heldout"])
+    ev.add_argument("--episodes", type=int, default=50, help="per task and split")
+    ev.add_argument("--execute-h", type=int, default=10, help="actions executed per chunk (long-short chunking)")
+    ev.add_argument("--workers", type=int, default=1)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--first-seed", type=int, default=1000)
+    ev.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
+    ev.add_argument("--out", default="out/eval/results.json")
+    ev.set_defaults(func=cmd_evaluate)
 
     cal = sub.add_parser("calibrate", help="calibrate an SO-101 (writes LeRobot-format calibration JSON)")
     cal.add_argument("--port", default="/dev/ttyACM0", help="serial device of the arm's Feetech bus")

@@ -2,20 +2,21 @@
 computed once and kept on disk, so a training step touches only the trainable part.
 
 Layout of a cache directory:
-  image_features.npy   (N, C, h', w') float16, memory-mapped; row i = frame i
-  instructions.npy     (M, L) float32; row j = instruction j
-  index.json           encoder ids, shapes, and the instruction texts (so a cache built with another
-                       encoder is refused instead of silently mixed)
+  image_features.npy        (F, C, h', w') float16, memory-mapped; row f = frame f
+  index.json                image encoder id, frame count, complete flag
+  instructions/<key>.npy    (M, L) float32, one table per language encoder (NanoVLA-S and -L share the images)
+  instructions/<key>.json   the encoder id and the instruction texts, in row order
 
-The dataset of episodes (frames, states, commanded actions, instruction per episode) is given as arrays;
-turning rosbag2 bags into those arrays is the data-loop issue (#6).
+Samples and frames are separate: a camera at 15 Hz and a control loop at 30 Hz give two samples per frame,
+so ``EpisodeData.frame_index`` maps each sample to its frame (identity when absent).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,31 +31,71 @@ class FeatureCacheError(ValueError):
 
 @dataclass
 class EpisodeData:
-    """Frames of several episodes, in order. ``episode`` gives each frame's episode index."""
+    """Samples of several episodes, in order; ``episode`` gives each sample's episode index.
 
-    images: np.ndarray  # (N, h, w, 3) uint8 RGB
+    ``images`` is anything indexable by a slice that returns (n, h, w, 3) uint8 RGB (an array, or a store
+    that decodes JPEG frames); ``frame_index[i]`` is sample i's row of ``images``."""
+
+    images: Sequence  # (F, h, w, 3) uint8 RGB
     states: np.ndarray  # (N, S) radians
-    actions: np.ndarray  # (N, A) commanded joint targets, radians
+    actions: np.ndarray  # (N, A) commanded joint targets, radians; actions[i] is sent at sample i
     episode: np.ndarray  # (N,) int
     instructions: list[str]  # one per episode
+    frame_index: np.ndarray | None = None  # (N,) int; None = sample i uses frame i
+
+    def frames_of_samples(self) -> np.ndarray:
+        return np.arange(len(self.states)) if self.frame_index is None else self.frame_index
 
 
-def build_feature_cache(data: EpisodeData, cache_dir: str | Path, image_encoder: FrozenImageEncoder,
-                        encode_text: Callable[[list[str]], np.ndarray], language_encoder_id: str,
-                        batch_size: int = 32, progress: bool = True) -> Path:
-    """Compute the frozen features once; reuse an existing cache that matches (resumable by design)."""
+def _key(encoder_id: str) -> str:
+    return hashlib.sha1(encoder_id.encode()).hexdigest()[:12]
+
+
+def write_instruction_table(cache_dir: str | Path, language_encoder_id: str, texts: list[str],
+                            vectors: np.ndarray) -> None:
+    """Add (or replace) one language encoder's embeddings of ``texts`` in the cache."""
+    folder = Path(cache_dir) / "instructions"
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[0] != len(texts):
+        raise FeatureCacheError(f"{len(texts)} instructions but {vectors.shape[0]} vectors")
+    np.save(folder / f"{_key(language_encoder_id)}.npy", vectors)
+    (folder / f"{_key(language_encoder_id)}.json").write_text(
+        json.dumps({"language_encoder_id": language_encoder_id, "texts": list(texts)}, indent=1))
+
+
+def instruction_table_ids(cache_dir: str | Path) -> list[str]:
+    folder = Path(cache_dir) / "instructions"
+    return sorted(json.loads(p.read_text())["language_encoder_id"] for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> tuple[list[str], np.ndarray]:
+    folder = Path(cache_dir) / "instructions"
+    meta = folder / f"{_key(language_encoder_id)}.json"
+    if not meta.is_file():
+        held = sorted(json.loads(p.read_text())["language_encoder_id"] for p in folder.glob("*.json")) if folder.is_dir() else []
+        raise FeatureCacheError(f"cache {str(cache_dir)!r} holds instruction embeddings of {held}, "
+                                f"not of {language_encoder_id!r}")
+    texts = json.loads(meta.read_text())["texts"]
+    return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")
+
+
+def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder: FrozenImageEncoder,
+                         batch_size: int = 64, progress: bool = True, device: str | torch.device = "cpu") -> Path:
+    """Compute every frame's features once; an existing complete cache for the same encoder and frame count
+    is reused."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / "index.json"
-    n = len(data.images)
-    wanted = {"image_encoder_id": f"{image_encoder.name}@{image_encoder.image_size}",
-              "language_encoder_id": language_encoder_id, "frames": n, "instructions": list(data.instructions)}
+    n = len(images)
+    wanted = {"image_encoder_id": f"{image_encoder.name}@{image_encoder.image_size}", "frames": n}
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if {k: index.get(k) for k in wanted} == wanted and index.get("complete"):
             return cache_dir
+    image_encoder = image_encoder.to(device)
     with torch.no_grad():
-        probe = image_encoder(torch.from_numpy(data.images[:1]))  # (1, C, h', w')
+        probe = image_encoder(torch.from_numpy(np.asarray(images[0:1])).to(device))  # (1, C, h', w')
     features = np.lib.format.open_memmap(cache_dir / "image_features.npy", mode="w+", dtype=np.float16,
                                          shape=(n,) + tuple(probe.shape[1:]))
     batches = range(0, n, batch_size)
@@ -64,37 +105,66 @@ def build_feature_cache(data: EpisodeData, cache_dir: str | Path, image_encoder:
         batches = tqdm(batches, desc="image features", unit="batch")
     for start in batches:
         with torch.no_grad():
-            chunk = image_encoder(torch.from_numpy(data.images[start:start + batch_size]))  # (b, C, h', w')
-        features[start:start + len(chunk)] = chunk.numpy().astype(np.float16)
+            chunk = image_encoder(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device))
+        features[start:start + len(chunk)] = chunk.float().cpu().numpy().astype(np.float16)
     features.flush()
-    np.save(cache_dir / "instructions.npy", np.asarray(encode_text(list(data.instructions)), dtype=np.float32))
     index_path.write_text(json.dumps({**wanted, "feature_shape": list(probe.shape[1:]), "complete": True}, indent=1))
     return cache_dir
 
 
-class CachedChunkDataset(Dataset):
-    """Samples for frame t: cached image features, instruction embedding, state, and the next H
-    commanded actions of the same episode (padded with the last action, mask False past the end)."""
+def build_feature_cache(data: EpisodeData, cache_dir: str | Path, image_encoder: FrozenImageEncoder,
+                        encode_text: Callable[[list[str]], np.ndarray], language_encoder_id: str,
+                        batch_size: int = 32, progress: bool = True, device: str | torch.device = "cpu") -> Path:
+    """Image features (once per frame) plus this language encoder's table of the episodes' instructions."""
+    cache_dir = build_image_features(data.images, cache_dir, image_encoder, batch_size, progress, device)
+    texts = sorted(set(data.instructions))
+    try:
+        held, _ = read_instruction_table(cache_dir, language_encoder_id)
+        if set(texts) <= set(held):
+            return cache_dir
+    except FeatureCacheError:
+        pass
+    write_instruction_table(cache_dir, language_encoder_id, texts, encode_text(texts))
+    return cache_dir
 
-    def __init__(self, data: EpisodeData, cache_dir: str | Path, horizon: int,
-                 language_encoder_id: str | None = None) -> None:
-        cache_dir = Path(cache_dir)
-        index = json.loads((cache_dir / "index.json").read_text())
-        if language_encoder_id is not None and index["language_encoder_id"] != language_encoder_id:
-            raise FeatureCacheError(f"cache {str(cache_dir)!r} holds {index['language_encoder_id']!r} embeddings, "
-                                    f"the model reads {language_encoder_id!r}")
-        if index["frames"] != len(data.images):
-            raise FeatureCacheError(f"cache has {index['frames']} frames, the data {len(data.images)}")
-        self.features = np.load(cache_dir / "image_features.npy", mmap_mode="r")  # (N, C, h', w')
-        self.instructions = np.load(cache_dir / "instructions.npy")  # (M, L)
+
+def load_cache(data: EpisodeData, cache_dir: str | Path, language_encoder_id: str | None):
+    """(image features memmap (F, C, h', w'), per-episode instruction vectors (E, L) or None)."""
+    cache_dir = Path(cache_dir)
+    index = json.loads((cache_dir / "index.json").read_text())
+    if index["frames"] != len(data.images):
+        raise FeatureCacheError(f"cache has {index['frames']} frames, the data {len(data.images)}")
+    features = np.load(cache_dir / "image_features.npy", mmap_mode="r")
+    if language_encoder_id is None:
+        return features, None
+    texts, table = read_instruction_table(cache_dir, language_encoder_id)
+    row = {t: i for i, t in enumerate(texts)}
+    missing = sorted(set(data.instructions) - set(row))
+    if missing:
+        raise FeatureCacheError(f"instructions {missing[:3]} have no {language_encoder_id!r} embedding in the cache")
+    return features, table[[row[t] for t in data.instructions]]
+
+
+def episode_ends(episode: np.ndarray) -> np.ndarray:
+    """For each sample, the index of its episode's last sample."""
+    ends: dict[int, int] = {}
+    for i, e in enumerate(episode):
+        ends[int(e)] = i
+    return np.array([ends[int(e)] for e in episode], dtype=np.int64)
+
+
+class CachedChunkDataset(Dataset):
+    """Sample t: cached image features of its frame, instruction embedding, state, and the next H commanded
+    actions of the same episode (padded with the last action, mask False past the end)."""
+
+    def __init__(self, data: EpisodeData, cache_dir: str | Path, horizon: int, language_encoder_id: str) -> None:
+        self.features, self.instructions = load_cache(data, cache_dir, language_encoder_id)  # (F, ...), (E, L)
         self.data, self.horizon = data, horizon
-        ends = {}
-        for i, e in enumerate(data.episode):
-            ends[int(e)] = i
-        self._episode_end = np.array([ends[int(e)] for e in data.episode])  # last frame of each frame's episode
+        self._frames = data.frames_of_samples()
+        self._episode_end = episode_ends(data.episode)
 
     def __len__(self) -> int:
-        return len(self.data.images)
+        return len(self.data.states)
 
     def __getitem__(self, t: int) -> dict[str, torch.Tensor]:
         end = self._episode_end[t]
@@ -102,7 +172,7 @@ class CachedChunkDataset(Dataset):
         mask = steps <= end  # (H,)
         actions = self.data.actions[np.minimum(steps, end)]  # (H, A)
         return {
-            "image_features": torch.from_numpy(np.asarray(self.features[t], dtype=np.float32)),
+            "image_features": torch.from_numpy(np.asarray(self.features[self._frames[t]], dtype=np.float32)),
             "instruction": torch.from_numpy(self.instructions[int(self.data.episode[t])]),
             "state": torch.from_numpy(self.data.states[t].astype(np.float32)),
             "actions": torch.from_numpy(actions.astype(np.float32)),
@@ -111,7 +181,7 @@ class CachedChunkDataset(Dataset):
 
 
 def normalization_stats(data: EpisodeData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(state mean, state std, action mean, action std) over all frames."""
+    """(state mean, state std, action mean, action std) over all samples."""
     return (data.states.mean(0), data.states.std(0), data.actions.mean(0), data.actions.std(0))
 
 

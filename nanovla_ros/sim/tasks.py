@@ -153,3 +153,18 @@ class SuccessMonitor:
         base = w.cube_position(t.target)  # stack: cube on top of target, target still on the table
         on_top = np.linalg.norm(cube[:2] - base[:2]) < CUBE_HALF_M and abs(cube[2] - base[2] - 2 * CUBE_HALF_M) < 0.008
         return bool(on_top and self._on_table(base))
+
+
+def all_instructions() -> list[str]:
+    """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
+    from nanovla_ros.sim.workcell import CUBE_COLOURS as cubes, SQUARE_COLOURS as squares
+
+    texts = set()
+    for kind, (train, heldout) in TEMPLATES.items():
+        for template in train + heldout:
+            for cube in cubes:
+                targets = {"pick_place": list(squares), "push": list(DIRECTIONS), "touch": [""],
+                           "stack": [c for c in cubes if c != cube]}[kind]
+                for target in targets:
+                    texts.add(template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, "")))
+    return sorted(texts)

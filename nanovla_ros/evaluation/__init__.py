@@ -1,0 +1,1 @@
+"""Closed-loop evaluation in the simulated workcell (no ROS imports)."""

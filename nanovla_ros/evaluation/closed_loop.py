@@ -1,0 +1,171 @@
+"""Closed-loop episodes of a NanoVLA checkpoint in the MuJoCo workcell, in process.
+
+Each episode: the scene of ``seed`` (the same layout and task the workcell node lays out for that seed),
+the arm at home; every ``execute_h`` control steps the front camera is rendered, the policy predicts a chunk
+of H_train joint targets from (image, joint positions, instruction embedding), and the first ``execute_h`` are
+executed (long-short chunking). An episode succeeds when the task's success check holds for
+``SUSTAIN_STEPS`` consecutive steps (a cube dropped in its square must stay there) within ``max_steps``.
+
+Evaluation seeds start at 1000, away from the seeds demonstrations are collected with (0..).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+EVAL_FIRST_SEED = 1000
+SUSTAIN_STEPS = 10
+MAX_STEPS = {"pick_place": 450, "stack": 450, "push": 300, "touch": 240}
+
+
+@dataclass
+class EpisodeResult:
+    kind: str
+    split: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    inference_ms: list[float] = field(default_factory=list)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
+                       execute_h: int, max_steps: int | None = None, camera: str = "front") -> EpisodeResult:
+    from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
+
+    rng = np.random.default_rng(seed)
+    layout = sample_layout(rng)
+    task = sample_task(rng, kind, split)
+    workcell.place(layout.cubes, layout.squares)
+    monitor = SuccessMonitor(task, workcell)
+    embedding = embeddings[task.instruction]
+    image_size = policy.config.image_size
+    chunk, index, sustained, timings = None, 0, 0, []
+    steps = max_steps or MAX_STEPS[kind]
+    for step in range(steps):
+        if chunk is None or index >= execute_h:
+            image = workcell.render(camera, image_size)
+            started = time.perf_counter()
+            chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
+            timings.append((time.perf_counter() - started) * 1e3)
+            index = 0
+        workcell.step(chunk[index])
+        index += 1
+        monitor.update()
+        sustained = sustained + 1 if monitor.success() else 0
+        if sustained >= SUSTAIN_STEPS:
+            break
+    return EpisodeResult(kind, split, seed, task.instruction, sustained >= SUSTAIN_STEPS, step + 1, timings)
+
+
+# --------------------------------------------------------------------------- several processes
+_WORKER: dict = {}
+
+
+def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str) -> None:
+    import torch
+
+    from nanovla_ros.model.checkpoint import load_checkpoint
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+    from nanovla_ros.sim.workcell import Workcell
+
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(checkpoint, device)
+    _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
+
+
+def _run_one(job: tuple[str, str, int, int]) -> EpisodeResult:
+    kind, split, seed, execute_h = job
+    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_h)
+
+
+def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Every workcell instruction's embedding: from a feature cache's table if given, else the encoder."""
+    from nanovla_ros.sim.tasks import all_instructions
+
+    texts = all_instructions()
+    if table_dir:
+        from nanovla_ros.model.feature_cache import read_instruction_table
+
+        held, table = read_instruction_table(table_dir, language_encoder_id)
+        row = {t: i for i, t in enumerate(held)}
+        return {t: table[row[t]] for t in texts if t in row}
+    from nanovla_ros.language.encoders import ENCODER_SPECS, encoder_id, load_encoder
+
+    backbone = next((b for b in ENCODER_SPECS if encoder_id(b) == language_encoder_id), None)
+    if backbone is None:
+        raise ValueError(f"no packaged language encoder has the id {language_encoder_id!r}")
+    vectors = load_encoder(backbone).encode(texts)
+    return dict(zip(texts, vectors))
+
+
+def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_h: int = 10,
+             workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
+             progress: bool = True) -> list[EpisodeResult]:
+    """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order."""
+    import multiprocessing as mp
+
+    from nanovla_ros.model.checkpoint import read_metadata
+    import json
+
+    language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
+    embeddings = instruction_embeddings(language_id, table_dir)
+    jobs = [(k, s, first_seed + i, execute_h) for k in kinds for s in splits for i in range(episodes)]
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_h}", unit="episode")
+    results: list[EpisodeResult] = []
+    if workers <= 1:
+        _init_worker(checkpoint, embeddings, device)
+        for job in jobs:
+            results.append(_run_one(job))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    else:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device)) as pool:
+            for result in pool.imap(_run_one, jobs):
+                results.append(result)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def summarise(results: list[EpisodeResult]) -> list[dict]:
+    rows = []
+    groups: dict[tuple[str, str], list[EpisodeResult]] = {}
+    for r in results:
+        groups.setdefault((r.kind, r.split), []).append(r)
+    for (kind, split), rs in groups.items():
+        wins = sum(r.success for r in rs)
+        low, high = wilson_interval(wins, len(rs))
+        latency = [t for r in rs for t in r.inference_ms]
+        rows.append({"kind": kind, "split": split, "episodes": len(rs), "successes": wins, "rate": wins / len(rs),
+                     "ci95": [low, high], "inference_ms_p50": float(np.percentile(latency, 50)) if latency else None,
+                     "inference_ms_p95": float(np.percentile(latency, 95)) if latency else None})
+    return rows
+
+
+def results_json(results: list[EpisodeResult]) -> list[dict]:
+    return [asdict(r) | {"inference_ms": [round(t, 2) for t in r.inference_ms]} for r in results]

@@ -1,0 +1,1 @@
+"""Fine-tuning NanoVLA on cached frozen features (no ROS imports)."""

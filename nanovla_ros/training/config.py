@@ -1,0 +1,36 @@
+"""Training configuration."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nanovla_ros.configuration import param, require, require_choice
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = param("s", "Model: s (NanoVLA-S, MiniLM instruction vectors) or l (NanoVLA-L, Gemma-3-270M).")
+    horizon: int = param(100, "H_train: actions predicted per pass.")
+    steps: int = param(20000, "Optimiser steps.")
+    batch_size: int = param(128, "Samples per step (per process under torchrun).")
+    lr: float = param(1e-4, "Peak learning rate (AdamW), after linear warm-up, cosine decay to 10 %.")
+    weight_decay: float = param(1e-4, "AdamW weight decay.")
+    warmup_steps: int = param(500, "Linear warm-up steps.")
+    grad_clip: float = param(10.0, "Gradient-norm clip.")
+    kl_weight: float = param(10.0, "CVAE KL weight (ACT's 10).")
+    val_fraction: float = param(0.1, "Fraction of episodes held out for the validation loss.")
+    val_every: int = param(1000, "Steps between validation losses (and checkpoints).")
+    seed: int = param(0, "Seed of the split, the initialisation and the batches.")
+    device: str = param("cuda", "cuda or cpu.")
+    bf16: bool = param(True, "bfloat16 autocast on CUDA.")
+    tiny: bool = param(False, "A tiny randomly initialised transformer (tests, CPU smoke runs).")
+
+    def __post_init__(self) -> None:
+        require_choice("variant", self.variant, ("s", "l"))
+        for name in ("horizon", "steps", "batch_size", "val_every"):
+            require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        require(self.lr > 0, f"lr={self.lr} must be > 0")
+        require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
+        require_choice("device", self.device, ("cuda", "cpu"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,74 @@
+"""Dataset -> feature cache -> training -> shipped checkpoint, as functions the CLI calls (no ROS)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nanovla_ros.data.demos import load_demonstrations
+from nanovla_ros.model.feature_cache import build_image_features, load_cache, write_instruction_table
+from nanovla_ros.training.config import TrainConfig
+
+BACKBONE_OF_VARIANT = {"s": "small", "l": "large"}
+
+
+def write_instruction_tables(cache_dir: str | Path, texts: list[str], backbones=("small", "large")) -> None:
+    """Embed ``texts`` with each frozen language encoder once (the training machine may lack the encoders)."""
+    from nanovla_ros.language.encoders import encoder_id, load_encoder
+
+    for backbone in backbones:
+        vectors = load_encoder(backbone).encode(list(texts))
+        write_instruction_table(cache_dir, encoder_id(backbone), list(texts), vectors)
+        print(f"[cache] {len(texts)} instructions embedded with {encoder_id(backbone)} ({vectors.shape[1]}-d)")
+
+
+def cache_dir_of(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "cache"
+
+
+def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True) -> Path:
+    """Image features of every frame (once) and, unless the tables exist, both encoders' instruction tables
+    for every workcell instruction plus the dataset's own."""
+    from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
+    from nanovla_ros.sim.tasks import all_instructions
+
+    demos = load_demonstrations(data_dir)
+    cache = cache_dir_of(data_dir)
+    if with_instructions and not (cache / "instructions").is_dir():
+        write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
+    build_image_features(demos.frames, cache, FrozenImageEncoder("efficientnet-lite0", 224), batch_size=batch_size,
+                         device=device)
+    return cache
+
+
+def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True) -> Path:
+    from nanovla_ros.language.encoders import ENCODER_SPECS
+    from nanovla_ros.model.feature_cache import FeatureCacheError, instruction_table_ids
+    from nanovla_ros.training.trainer import train
+
+    demos = load_demonstrations(data_dir)
+    cache = prepare_cache(data_dir, config.device)
+    # The id comes from the cache's tables: the training machine may not have the language encoders installed.
+    name = ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name
+    ids = [i for i in instruction_table_ids(cache) if i.lower().startswith(name.lower())]
+    if not ids:
+        raise FeatureCacheError(f"the cache {str(cache)!r} has no {name} instruction table: run `nanovla dataset --cache` "
+                                f"where the encoders are installed")
+    language_id = ids[0]
+    features, vectors = load_cache(demos.as_episode_data(), cache, language_id)
+    assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
+    print(f"[train] {len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames; "
+          f"NanoVLA-{config.variant.upper()} on {language_id}")
+    return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
+
+
+def export_checkpoint(source: str | Path, destination: str | Path) -> Path:
+    """fp16 copy of a trained checkpoint (the normalisation statistics stay fp32), for shipping."""
+    import torch
+
+    from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    model, extra = load_checkpoint(source)
+    path = save_checkpoint(model, destination, {**extra, "exported_from": Path(source).name}, dtype=torch.float16)
+    print(f"[export] {path}: {path.stat().st_size / 1e6:.1f} MB (fp16)")
+    return path

@@ -1,0 +1,186 @@
+"""The training loop: cached features on the device, batches gathered there (no data-loader workers), AdamW
+with warm-up and cosine decay, periodic validation loss and checkpoints, resume, fixed seeds, and several
+GPUs through torchrun (DistributedDataParallel; each process draws its own batches).
+
+Checkpoints (``out_dir``): ``last.safetensors`` (the model, self-describing), ``last_state.pt`` (optimiser,
+step, RNG) for resume, ``best.safetensors`` (lowest validation loss), ``history.json`` (loss curves).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanovla_ros.data.demos import Demonstrations
+from nanovla_ros.model.checkpoint import save_checkpoint
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+from nanovla_ros.model.modeling_nanovla import NanoVLA
+from nanovla_ros.training.config import TrainConfig
+
+TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, latent_dim=8)
+
+
+class DeviceBatches:
+    """Samples of some episodes with their cached features, held on one device; ``batch(idx)`` gathers."""
+
+    def __init__(self, demos: Demonstrations, features: np.ndarray, instruction_vectors: np.ndarray,
+                 episodes: np.ndarray, horizon: int, device: torch.device) -> None:
+        samples = np.flatnonzero(np.isin(demos.episode, episodes))
+        frames = demos.frame_index[samples]
+        used, local = np.unique(frames, return_inverse=True)
+        to = lambda a, dtype=None: torch.as_tensor(np.ascontiguousarray(a), device=device, dtype=dtype)  # noqa: E731
+        self.features = to(np.asarray(features[used]), torch.float16)  # (F', C, h', w')
+        self.frame = to(local, torch.long)
+        self.instruction = to(instruction_vectors[demos.episode[samples]], torch.float32)  # (N, L)
+        self.state = to(demos.states[samples], torch.float32)
+        self.actions = to(demos.actions, torch.float32)  # (M, A), all episodes
+        self.start = to(demos.action_index[samples], torch.long)
+        self.end = to(demos.action_end[samples], torch.long)
+        self.steps = torch.arange(horizon, device=device)
+        self.n = len(samples)
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = self.start[idx, None] + self.steps[None]  # (B, H)
+        end = self.end[idx, None]
+        return {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
+                "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
+                "action_mask": rows <= end}
+
+
+def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
+    extra = TINY if config.tiny else {}
+    return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
+                         kl_weight=config.kl_weight, **extra)
+
+
+def _lr(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n_episodes)
+    n_val = int(round(n_episodes * val_fraction)) if val_fraction > 0 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.ndarray, language_encoder_id: str,
+          config: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+    """Train; return the path of the best checkpoint (lowest validation loss; the last without validation)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    if distributed:
+        torch.distributed.init_process_group("nccl" if config.device == "cuda" else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}" if config.device == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
+    train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
+    val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
+    model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
+    samples = np.flatnonzero(np.isin(demos.episode, train_eps))
+    targets = demos.actions[demos.action_index[samples]]
+    model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0), targets.std(0))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history = {"train": [], "val": [], "config": config.to_dict(), "train_episodes": len(train_eps),
+               "val_episodes": len(val_eps), "train_samples": train_data.n}
+    step, best = 0, float("inf")
+    state_path = out / "last_state.pt"
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, history = state["step"], state["best"], state["history"]
+        torch.set_rng_state(state["rng_cpu"])
+        if rank == 0:
+            print(f"[train] resumed at step {step} from {state_path}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if distributed else model
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank + step)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (config.bf16 and device.type == "cuda") else _Null()
+
+    def validate() -> float:
+        model.eval()
+        losses = []
+        with torch.no_grad(), autocast:
+            for start in range(0, val_data.n, 512):
+                idx = torch.arange(start, min(val_data.n, start + 512), device=device)
+                b = val_data.batch(idx)
+                pred_n, _ = model(b["image_features"], b["instruction"], b["state"])  # z = 0, as deployed
+                target_n = (b["actions"] - model.action_mean) / model.action_std
+                mask = b["action_mask"][..., None].float()
+                losses.append(float(((pred_n.float() - target_n).abs() * mask).sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
+        model.train()
+        return sum(losses) / val_data.n
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"train NanoVLA-{config.variant.upper()}", unit="step")
+    model.train()
+    started, running = time.time(), []
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(config, step)
+        idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
+        b = train_data.batch(idx)
+        with autocast:
+            _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"])
+        optimizer.zero_grad(set_to_none=True)
+        loss["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        running.append((float(loss["recon"]), float(loss["kl"])) if step % 50 == 0 else None)
+        if step % 50 == 0:
+            recon, kl = running[-1]
+            history["train"].append({"step": step, "recon_l1": recon, "kl": kl})
+            if bar is not None:
+                bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}")
+        if bar is not None:
+            bar.update(1)
+        if step % config.val_every == 0 or step == config.steps:
+            if rank == 0:
+                extra = {"train": config.to_dict(), "step": step}
+                if val_data is not None:
+                    val = validate()
+                    history["val"].append({"step": step, "l1": val})
+                    extra["val_l1"] = val
+                    if val < best:
+                        best = val
+                        save_checkpoint(model, out / "best.safetensors", extra)
+                    if bar is not None:
+                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f})")
+                save_checkpoint(model, out / "last.safetensors", extra)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "best": best, "history": history, "rng_cpu": torch.get_rng_state()}, state_path)
+                (out / "history.json").write_text(json.dumps(history, indent=1))
+    if bar is not None:
+        bar.close()
+        print(f"[train] {config.steps} steps in {time.time() - started:.0f} s")
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return out / ("best.safetensors" if (out / "best.safetensors").is_file() else "last.safetensors")
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
