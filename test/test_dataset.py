@@ -1,0 +1,90 @@
+"""Bags -> samples: alignment at the control rate, bag checks with clear reasons, resumable shards."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bag_messages as cdr
+from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, build_dataset, load_demonstrations
+from nanovla_ros.driver.config import SO101_JOINTS
+from nanovla_ros.recording.bags import EpisodeBagWriter
+
+TOPICS = {"/camera/image_raw": "sensor_msgs/msg/Image", "/joint_states": "sensor_msgs/msg/JointState",
+          "/joint_commands": "sensor_msgs/msg/JointState", "/current_task": "nanovla_ros/msg/CurrentTask"}
+T0 = 1_700_000_000 * 10**9
+COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+
+
+def write_episode(path, success=True, image_gap=None, image_skew_s=0.0, with_images=True, task_at_s=0.5,
+                  instruction="touch the red cube", seconds=3.0):
+    """Commands at 30 Hz, states at 100 Hz, frames at 15 Hz (colour changes each second); stamps = receive time."""
+    w = EpisodeBagWriter(path, TOPICS, {"instruction": instruction, "task_kind": "touch"})
+    events = []
+    for k in range(int(seconds * 30)):
+        t = T0 + int(k / 30 * 1e9)
+        events.append((t, "/joint_commands", cdr.joint_state(t, SO101_JOINTS, np.full(6, 0.01 * k))))
+    for k in range(int(seconds * 100)):
+        t = T0 + int(k / 100 * 1e9) - 3_000_000  # states lead the commands a little
+        events.append((t, "/joint_states", cdr.joint_state(t, SO101_JOINTS, np.full(6, -0.01 * k))))
+    for k in range(int(seconds * 15)) if with_images else ():
+        t = T0 + int(k / 15 * 1e9) - 5_000_000
+        if image_gap and image_gap[0] <= k / 15 < image_gap[1]:
+            continue
+        rgb = np.broadcast_to(COLOURS[int(k / 15) % 3], (32, 32, 3))
+        events.append((t, "/camera/image_raw", cdr.image(t + int(image_skew_s * 1e9), rgb)))
+    t_task = T0 + int(task_at_s * 1e9)
+    events.append((t_task, "/current_task", cdr.current_task(t_task, instruction)))
+    for t, topic, data in sorted(events, key=lambda e: e[0]):
+        w.write(topic, t, data)
+    w.close({"task_success": "true" if success else "false"})
+
+
+def test_samples_align_frames_states_and_targets(tmp_path):
+    write_episode(tmp_path / "bags" / "ep0")
+    summary = build_dataset(tmp_path / "bags", tmp_path / "ds", progress=False)
+    assert summary["built"] == 1 and not summary["skipped"]
+    demos = load_demonstrations(tmp_path / "ds")
+    # Samples start with the instruction (0.5 s): commands 15..89.
+    assert len(demos.states) == 90 - 15 and demos.instructions == ["touch the red cube"]
+    assert np.allclose(demos.actions[demos.action_index], 0.01 * np.arange(15, 90)[:, None], atol=1e-6)
+    assert demos.action_end.max() == len(demos.actions) - 1
+    # Sample k's state is the newest state stamped at or before command k.
+    k = 15 + 10  # command at 25/30 s
+    expected_state = -0.01 * np.floor((k / 30 * 1e9 + 3_000_000) / 1e7)
+    assert np.allclose(demos.states[10], expected_state, atol=1e-6)
+    # Its frame is the newest frame at or before it: colour of second 0 before 1 s, of second 1 after.
+    colours = [demos.frames[int(demos.frame_index[i])][16, 16] for i in (0, 40)]
+    assert np.abs(colours[0].astype(int) - COLOURS[0]).max() < 12  # JPEG
+    assert np.abs(colours[1].astype(int) - COLOURS[1]).max() < 12
+
+
+def test_bad_bags_are_skipped_with_the_reason_and_builds_resume(tmp_path):
+    bags = tmp_path / "bags"
+    write_episode(bags / "good")
+    write_episode(bags / "no_camera", with_images=False)
+    write_episode(bags / "gap", image_gap=(1.0, 1.8))
+    write_episode(bags / "skew", image_skew_s=2.0)
+    write_episode(bags / "failed", success=False)
+    summary = build_dataset(bags, tmp_path / "ds", progress=False)
+    assert summary["built"] == 1
+    skipped = summary["skipped"]
+    assert "missing topics ['camera/image_raw']" in skipped["no_camera"]
+    assert "camera/image_raw: a gap of 0.8" in skipped["gap"]
+    assert "unsynchronised" in skipped["skew"]
+    assert skipped["failed"] == "task_success=false"
+    again = build_dataset(bags, tmp_path / "ds", DatasetBuildConfig(include_failed=True), progress=False)
+    assert again["reused"] == 1 and again["built"] == 1  # only the failed one is new
+    assert len(load_demonstrations(tmp_path / "ds").instructions) == 2
+    with pytest.raises(DatasetError, match="no finished rosbag2 bags"):
+        build_dataset(tmp_path / "empty", tmp_path / "ds2", progress=False)
+
+
+def test_stale_frames_are_dropped_and_sample_every_thins(tmp_path):
+    write_episode(tmp_path / "bags" / "ep")
+    build_dataset(tmp_path / "bags", tmp_path / "strict", DatasetBuildConfig(max_image_age_s=0.03), progress=False)
+    strict = load_demonstrations(tmp_path / "strict")
+    assert 0 < len(strict.states) < 75  # frames at 15 Hz are up to 67 ms old at a 30 Hz command
+    build_dataset(tmp_path / "bags", tmp_path / "thin", DatasetBuildConfig(sample_every=3), progress=False)
+    thin = load_demonstrations(tmp_path / "thin")
+    assert len(thin.states) == 25 and len(thin.actions) == 75  # every command stays a target
+    assert np.allclose(thin.actions[thin.action_index], 0.01 * np.arange(15, 90, 3)[:, None], atol=1e-6)

@@ -1,0 +1,77 @@
+"""Training on cached features (tiny configuration, CPU), resume, and the closed-loop harness."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nanovla_ros.data.demos import build_dataset, load_demonstrations
+from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
+from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+from nanovla_ros.model.feature_cache import write_instruction_table
+from nanovla_ros.training.config import TrainConfig
+from nanovla_ros.training.pipeline import cache_dir_of, run_training
+from test_dataset import write_episode
+
+TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    texts = ["touch the red cube", "touch the blue cube"]
+    for i in range(4):
+        write_episode(root / "bags" / f"ep{i}", instruction=texts[i % 2], seconds=2.0)
+    build_dataset(root / "bags", root / "ds", progress=False)
+    rng = np.random.default_rng(0)
+    write_instruction_table(cache_dir_of(root / "ds"), TABLE_ID, texts, rng.normal(size=(2, 384)))
+    return root
+
+
+def test_training_writes_checkpoints_validates_and_resumes(dataset, capsys):
+    out = dataset / "run"
+    config = TrainConfig(tiny=True, device="cpu", steps=20, val_every=10, batch_size=8, horizon=16, warmup_steps=5,
+                         val_fraction=0.25)
+    best = run_training(dataset / "ds", out, config)
+    history = json.loads((out / "history.json").read_text())
+    assert [v["step"] for v in history["val"]] == [10, 20] and history["val_episodes"] == 1
+    assert json.loads(read_metadata(best)["config"])["language_encoder_id"] == TABLE_ID
+    model, extra = load_checkpoint(best)
+    assert extra["step"] in (10, 20) and model.config.horizon == 16
+    # Resume: a longer run continues from step 20, it does not start over.
+    run_training(dataset / "ds", out, TrainConfig(**{**config.to_dict(), "steps": 30}))
+    assert "resumed at step 20" in capsys.readouterr().out
+    assert [v["step"] for v in json.loads((out / "history.json").read_text())["val"]] == [10, 20, 30]
+
+
+def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+    from nanovla_ros.sim.workcell import Workcell
+
+    best = run_training(dataset / "ds", dataset / "run2",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.0))
+    model, _ = load_checkpoint(best)
+    policy = NanoVLAPolicy(model)
+    workcell = Workcell()
+    try:
+        from nanovla_ros.sim.tasks import sample_layout, sample_task
+
+        rng = np.random.default_rng(1000)
+        sample_layout(rng)
+        instruction = sample_task(rng, "touch", "train").instruction
+        result = run_policy_episode(workcell, policy, {instruction: np.ones(384, np.float32) / 20}, "touch", "train",
+                                    1000, execute_h=5, max_steps=12)
+    finally:
+        workcell.close()
+    assert result.instruction == instruction and result.steps == 12 and len(result.inference_ms) == 3
+    rows = summarise([result, result])
+    assert rows[0]["episodes"] == 2 and rows[0]["successes"] == 2 * int(result.success)
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(8, 10)
+    assert abs(low - 0.490) < 0.002 and abs(high - 0.943) < 0.002
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] > 0.92
