@@ -214,6 +214,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from nanovla_ros.evaluation.closed_loop import evaluate, results_json, summarise
 
+    if args.graph:
+        from nanovla_ros.evaluation.graph_mode import run_graph_episodes
+
+        report = run_graph_episodes(args.checkpoint, args.task, args.split[0], args.episodes, args.first_seed,
+                                    str(Path(args.out).parent / "graph_logs"))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(f"[graph-eval] {report['successes']}/{report['count']} succeeded through the graph; camera -> chunk "
+              f"{report['camera_to_chunk_ms']}, camera -> servo {report['camera_to_servo_ms']}")
+        return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
                        args.device, args.table_dir, args.first_seed)
     rows = summarise(results)
@@ -313,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--first-seed", type=int, default=1000)
     ev.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
+    ev.add_argument("--graph", action="store_true", help="run the episodes through the launched graph "
+                    "(one launch per episode; first --split only) and report latency along it")
     ev.add_argument("--out", default="out/eval/results.json")
     ev.set_defaults(func=cmd_evaluate)
 

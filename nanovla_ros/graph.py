@@ -47,6 +47,7 @@ LAUNCH_ARGUMENTS = (
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
     LaunchArgument("seed", "0", "Workcell scene seed (cube and square positions)."),
+    LaunchArgument("split", "train", "Workcell instruction split: train or heldout (held-out phrasings and pairings)."),
     LaunchArgument("teleop", "false", "With workcell:=true: the workcell's scripted expert plays the leader arm "
                                       "and the driver follows it (demonstrations over the teleoperation path)."),
     LaunchArgument("record", "false", "true: run the recorder node (episode bags via its ~/start and ~/stop)."),
@@ -55,7 +56,7 @@ LAUNCH_ARGUMENTS = (
 
 NODES = (
     NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node",
-             {"task": "task", "seed": "seed", "expert_teleop": "teleop"}, only_if="workcell"),
+             {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop"}, only_if="workcell"),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),
     NodeSpec("instruction_encoder", "instruction_encoder_node", "nanovla_ros.nodes.instruction_encoder_node"),

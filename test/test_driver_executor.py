@@ -93,3 +93,13 @@ def test_stale_chunk_is_rejected_and_changes_nothing():
         ex.submit(chunk(2, 99.0, np.full(20, 2.0)), 100.1)
     assert ex.step(100.1, np.zeros(2)).chunk_id == 1 and before.chunk_id == 1
     assert ex.rejected == 1
+
+
+def test_latency_from_observation_to_first_action_is_recorded_once_per_chunk():
+    ex = executor()
+    ex.submit(chunk(1, 100.0, np.arange(20) * 0.01), 100.04)
+    ex.step(100.05, np.zeros(2))
+    ex.step(100.15, np.zeros(2))
+    ex.submit(chunk(2, 100.2, np.arange(20) * 0.01), 100.28)
+    ex.step(100.32, np.zeros(2))
+    assert list(ex.first_action_latency_s) == pytest.approx([0.05, 0.12])

@@ -18,6 +18,8 @@ rejected with a reason and change nothing.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import math
 from dataclasses import dataclass
 
@@ -92,6 +94,9 @@ class ChunkExecutor:
         self._previous: Chunk | None = None  # the chunk being blended out
         self._blend_left = 0
         self._last: np.ndarray | None = None  # last command sent, (J,)
+        # Observation stamp -> first action of each chunk sent to the servos, seconds (latest 500 chunks).
+        self.first_action_latency_s: deque[float] = deque(maxlen=500)
+        self._started_chunk = -1
         self.rejected = 0
         self.accepted = 0
 
@@ -133,6 +138,9 @@ class ChunkExecutor:
             chunk_id = self._chunk.chunk_id
             if target is not None:
                 source = "chunk"
+                if chunk_id != self._started_chunk:
+                    self._started_chunk = chunk_id
+                    self.first_action_latency_s.append(now_s - self._chunk.stamp_s)
                 if self._blend_left > 0 and self._previous is not None:
                     old, _ = self._planned(self._previous, now_s)
                     old = self._last if old is None else old

@@ -127,6 +127,9 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     embeddings = instruction_embeddings(language_id, table_dir)
     jobs = [(k, s, first_seed + i, execute_h) for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from nanovla_ros.sim.workcell import build_model
+
+    build_model()  # the decimated meshes are cached once here, not raced for by the workers
     bar = None
     if progress:
         from tqdm import tqdm

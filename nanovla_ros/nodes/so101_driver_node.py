@@ -248,6 +248,11 @@ class So101DriverNode(LifecycleNode):
             "loop_cycles": loop.cycles if loop else 0, "missed_control_ticks": loop.missed_control_ticks if loop else 0,
             "period_p99_ms": f"{np.percentile(periods, 99):.2f}",
         }
+        latency = np.asarray(arm.executor.first_action_latency_s) * 1e3
+        if latency.size:  # camera stamp -> first action of a chunk written to the servos
+            values["chunk_latency_p50_ms"] = f"{np.percentile(latency, 50):.1f}"
+            values["chunk_latency_p95_ms"] = f"{np.percentile(latency, 95):.1f}"
+            values["chunk_latency_count"] = latency.size
         array.status.append(DiagnosticStatus(
             level=level, name=f"{name}: arm", hardware_id="so101",
             message=health.fault or health.mode.value,

@@ -30,11 +30,12 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
     """Image features of every frame (once) and, unless the tables exist, both encoders' instruction tables
     for every workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
-    from nanovla_ros.sim.tasks import all_instructions
 
     demos = load_demonstrations(data_dir)
     cache = cache_dir_of(data_dir)
     if with_instructions and not (cache / "instructions").is_dir():
+        from nanovla_ros.sim.tasks import all_instructions
+
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
     build_image_features(demos.frames, cache, FrozenImageEncoder("efficientnet-lite0", 224), batch_size=batch_size,
                          device=device)
