@@ -92,7 +92,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nanovla_ros.demo import run_demo
 
-    return run_demo(args.out_dir, args.task, args.seed)
+    return run_demo(args.out_dir, args.task, args.seed, args.teleop, args.checkpoint)
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -175,7 +175,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
     try:
         summary = build_dataset(args.bags, args.out, DatasetBuildConfig(include_failed=args.include_failed,
-                                                                        sample_every=args.sample_every))
+                                                                        sample_every=args.sample_every,
+                                                                        jpeg_quality=args.jpeg_quality))
     except (DatasetError, ConfigError) as error:
         print(f"nanovla dataset: {error}", file=sys.stderr)
         return 1
@@ -269,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="launch the suite on the simulated workcell, instruct it, report what happened")
     demo.add_argument("--task", default="pick_place", choices=["pick_place", "push", "touch", "stack"])
-    demo.add_argument("--seed", type=int, default=0, help="workcell scene seed")
+    demo.add_argument("--seed", type=int, default=1000, help="workcell scene seed (evaluation seeds start at 1000)")
+    demo.add_argument("--teleop", action="store_true", help="drive the arm with the scripted expert (teleoperation)")
+    demo.add_argument("--checkpoint", default=None, help="NanoVLA-S checkpoint (default: the shipped one)")
     demo.add_argument("--out-dir", default="out/demo")
     demo.set_defaults(func=cmd_demo)
 
@@ -288,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", default="data/demos")
     ds.add_argument("--include-failed", action="store_true", help="also episodes whose task_success is not true")
     ds.add_argument("--sample-every", type=int, default=1, help="keep every n-th command as a sample")
+    ds.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames")
     ds.add_argument("--cache", action="store_true", help="also compute the frozen features (image + instructions)")
     ds.add_argument("--device", default="cpu")
     ds.set_defaults(func=cmd_dataset)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The documented recipe behind the shipped checkpoint (nanovla_ros/checkpoints/nanovla_s_workcell.safetensors):
+# demonstrations through the whole graph -> dataset -> frozen features -> NanoVLA-S/L -> fp16 export -> evaluation.
+# Training wants a GPU (a tiny CPU run: add --tiny --device cpu --steps 100); the rest runs on a laptop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+# 1. 50 expert-teleoperated episodes per task through the ROS graph, one rosbag2 MCAP bag each (~10 s/episode).
+$PY -m nanovla_ros.cli collect --task pick_place stack push touch --episodes 50 --out data/bags
+# 2. bags -> samples (every 4th 30 Hz command is a sample; all commands stay targets), instruction tables.
+$PY -m nanovla_ros.cli dataset --bags data/bags --out data/demos --sample-every 4 --jpeg-quality 80
+$PY -c "from nanovla_ros.training.pipeline import write_instruction_tables, cache_dir_of
+from nanovla_ros.sim.tasks import all_instructions
+write_instruction_tables(cache_dir_of('data/demos'), all_instructions())"
+# 3. train (image features are cached on the first run), several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...
+$PY -m nanovla_ros.cli train --data data/demos --variant s --out out/train_s --device cuda
+$PY -m nanovla_ros.cli train --data data/demos --variant l --out out/train_l --device cuda
+# 4. ship the small one in fp16
+$PY -m nanovla_ros.cli export out/train_s/best.safetensors nanovla_ros/checkpoints/nanovla_s_workcell.safetensors
+# 5. closed-loop success, 50 episodes per task and split (seeds 1000..), and a few through the deployed graph
+$PY -m nanovla_ros.cli evaluate nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --workers 2 --out out/eval/s.json
+$PY -m nanovla_ros.cli evaluate nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --graph --task pick_place \
+    --split train --episodes 5 --out out/eval/s_graph.json
