@@ -173,6 +173,18 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, build_dataset
     from nanovla_ros.training.pipeline import prepare_cache
 
+    if args.lerobot_export or args.lerobot_import:
+        from nanovla_ros.data.lerobot_format import export_lerobot, import_lerobot
+
+        try:
+            if args.lerobot_export:
+                print(f"[dataset] LeRobot export: {export_lerobot(args.bags, args.lerobot_export, include_failed=args.include_failed)}")
+            else:
+                print(f"[dataset] LeRobot import: {import_lerobot(args.lerobot_import, args.out, args.calibration)}")
+        except (DatasetError, ConfigError) as error:
+            print(f"nanovla dataset: {error}", file=sys.stderr)
+            return 1
+        return 0
     try:
         summary = build_dataset(args.bags, args.out, DatasetBuildConfig(include_failed=args.include_failed,
                                                                         sample_every=args.sample_every,
@@ -291,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", default="data/demos")
     ds.add_argument("--include-failed", action="store_true", help="also episodes whose task_success is not true")
     ds.add_argument("--sample-every", type=int, default=1, help="keep every n-th command as a sample")
+    ds.add_argument("--lerobot-export", metavar="DIR", help="write the bags as a LeRobot v2.1 dataset instead")
+    ds.add_argument("--lerobot-import", metavar="DIR", help="read a LeRobot dataset into --out's shards instead")
+    ds.add_argument("--calibration", help="LeRobot calibration JSON for --lerobot-import (units)")
     ds.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames")
     ds.add_argument("--cache", action="store_true", help="also compute the frozen features (image + instructions)")
     ds.add_argument("--device", default="cpu")

@@ -16,9 +16,12 @@ COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
 
 
 def write_episode(path, success=True, image_gap=None, image_skew_s=0.0, with_images=True, task_at_s=0.5,
-                  instruction="touch the red cube", seconds=3.0):
+                  instruction="touch the red cube", seconds=3.0, calibration=""):
     """Commands at 30 Hz, states at 100 Hz, frames at 15 Hz (colour changes each second); stamps = receive time."""
-    w = EpisodeBagWriter(path, TOPICS, {"instruction": instruction, "task_kind": "touch"})
+    metadata = {"instruction": instruction, "task_kind": "touch"}
+    if calibration:
+        metadata["calibration"] = calibration
+    w = EpisodeBagWriter(path, TOPICS, metadata)
     events = []
     for k in range(int(seconds * 30)):
         t = T0 + int(k / 30 * 1e9)
@@ -88,3 +91,33 @@ def test_stale_frames_are_dropped_and_sample_every_thins(tmp_path):
     thin = load_demonstrations(tmp_path / "thin")
     assert len(thin.states) == 25 and len(thin.actions) == 75  # every command stays a target
     assert np.allclose(thin.actions[thin.action_index], 0.01 * np.arange(15, 90, 3)[:, None], atol=1e-6)
+
+
+def test_lerobot_export_and_import_round_trip(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from nanovla_ros.data.lerobot_format import export_lerobot, import_lerobot
+    from nanovla_ros.driver.calibration import default_calibration
+
+    calibration = default_calibration(SO101_JOINTS)
+    calibration.save(tmp_path / "cal.json")
+    write_episode(tmp_path / "bags" / "ep0", calibration=(tmp_path / "cal.json").read_text())
+    summary = export_lerobot(tmp_path / "bags", tmp_path / "lerobot", progress=False)
+    assert summary == {"episodes": 1, "frames": 75, "tasks": 1, "skipped": {}}
+    info = json.loads((tmp_path / "lerobot" / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v2.1" and info["fps"] == 30 and info["total_frames"] == 75
+    assert info["features"]["action"]["names"][0] == "shoulder_pan.pos"
+    table = pq.read_table(tmp_path / "lerobot" / "data" / "chunk-000" / "episode_000000.parquet").to_pydict()
+    assert table["frame_index"][:3] == [0, 1, 2] and table["timestamp"][30] == pytest.approx(1.0)
+    # LeRobot units: degrees for the arm; the commands were 0.01 * k rad, k = 15.. (from the instruction on)
+    assert table["action"][0][0] == pytest.approx(np.degrees(0.15), rel=1e-3)
+    tasks = (tmp_path / "lerobot" / "meta" / "tasks.jsonl").read_text()
+    assert json.loads(tasks.splitlines()[0]) == {"task_index": 0, "task": "touch the red cube"}
+    back = import_lerobot(tmp_path / "lerobot", tmp_path / "ds")
+    assert back == {"episodes": 1}
+    demos = load_demonstrations(tmp_path / "ds")
+    assert np.allclose(demos.actions[:, 0], 0.01 * np.arange(15, 90), atol=1e-5)
+    assert np.allclose(demos.states[0], -0.01 * np.floor((15 / 30 * 1e9 + 3_000_000) / 1e7), atol=1e-5)
+    assert np.abs(demos.frames[0][16, 16].astype(int) - COLOURS[0]).max() < 15

@@ -70,11 +70,16 @@ class ArmCalibration:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"calibration file {str(path)!r} does not exist; run `nanovla calibrate`")
+        return cls.from_json(path.read_text(), joint_names, source=f"calibration file {str(path)!r}")
+
+    @classmethod
+    def from_json(cls, text: str, joint_names: tuple[str, ...] | None = None,
+                  source: str = "calibration") -> "ArmCalibration":
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text)
             motors = {name: MotorCalibration(**{k: int(v) for k, v in entry.items()}) for name, entry in raw.items()}
         except (json.JSONDecodeError, TypeError, AttributeError) as error:
-            raise CalibrationError(f"calibration file {str(path)!r} is not LeRobot calibration JSON: {error}") from None
+            raise CalibrationError(f"{source} is not LeRobot calibration JSON: {error}") from None
         calibration = cls(motors)
         if joint_names is not None:
             calibration.check_joints(joint_names)
