@@ -1,0 +1,1 @@
+"""Demonstrations: episode bags -> training samples (no ROS imports)."""

@@ -1,0 +1,265 @@
+"""Episode bags -> training samples at the control rate.
+
+Sample k of an episode is the k-th command the driver sent after the instruction arrived: the observation
+is the newest camera frame and joint state stamped at or before that command, the targets are the
+commands k .. k + H_train - 1 (the training code pads past the episode's end and masks the padding).
+
+Each bag becomes one shard (``shards/<bag>.npz``: JPEG frames, states, actions, frame index, metadata);
+shards already built are skipped, so a build resumes where it stopped and new bags only add shards.
+Bags are checked first; a bag with missing topics, gaps or stamps that disagree with the recording clock
+is skipped with the reason.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
+from nanovla_ros.configuration import param, require
+from nanovla_ros.driver.config import SO101_JOINTS
+from nanovla_ros.model.feature_cache import EpisodeData
+
+# Reading bags needs `rosbags` and writing JPEG needs OpenCV; loading a built dataset (e.g. on a training
+# machine) needs neither: frames decode with OpenCV or, without it, Pillow.
+
+REQUIRED_TOPICS = ("camera/image_raw", "joint_states", "joint_commands")
+TOPICS = REQUIRED_TOPICS + ("current_task",)
+
+
+class DatasetError(ValueError):
+    """A bag or dataset that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class DatasetBuildConfig:
+    max_image_age_s: float = param(0.25, "A sample whose newest frame is older than this is dropped (stale camera).")
+    max_gap_s: float = param(0.5, "A silence longer than this in a required topic marks the bag as gapped.")
+    max_stamp_skew_s: float = param(0.5, "Header stamps further than this from the recording clock mark the bag "
+                                         "as unsynchronised.")
+    include_failed: bool = param(False, "Also use episodes whose task_success is not true.")
+    jpeg_quality: int = param(90, "JPEG quality of the stored frames.")
+    min_samples: int = param(10, "Episodes with fewer samples are skipped.")
+    sample_every: int = param(1, "Keep every n-th command as a sample (all commands stay targets): 2 halves the "
+                                 "frames stored at 30 Hz control with little loss, the samples being near-duplicates.")
+
+    def __post_init__(self) -> None:
+        require(self.max_image_age_s > 0 and self.max_gap_s > 0 and self.max_stamp_skew_s > 0,
+                "max_image_age_s, max_gap_s and max_stamp_skew_s must be > 0")
+        require(self.sample_every >= 1, f"sample_every={self.sample_every} must be >= 1")
+        require(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality} must be within [1, 100]")
+
+
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def _joint_rows(messages, joints: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    stamps, rows = [], []
+    for _, msg in messages:
+        index = {n: i for i, n in enumerate(msg.name)}
+        missing = [j for j in joints if j not in index]
+        if missing:
+            raise DatasetError(f"joint state without joints {missing}")
+        stamps.append(_stamp_ns(msg))
+        rows.append([msg.position[index[j]] for j in joints])
+    order = np.argsort(stamps, kind="stable")
+    return np.asarray(stamps, np.int64)[order], np.asarray(rows, np.float64)[order]
+
+
+def check_bag(bag, config: DatasetBuildConfig) -> list[str]:
+    """Problems that make a bag unusable (empty list: fine)."""
+    problems = []
+    missing = [t for t in REQUIRED_TOPICS if not bag.messages.get(t)]
+    if missing:
+        return [f"missing topics {missing}"]
+    for topic in REQUIRED_TOPICS:
+        received = np.array([t for t, _ in bag.messages[topic]], np.int64)
+        stamped = np.array([_stamp_ns(m) for _, m in bag.messages[topic]], np.int64)
+        gaps = np.diff(np.sort(stamped)) / 1e9
+        if len(gaps) and gaps.max() > config.max_gap_s:
+            at = (np.sort(stamped)[int(gaps.argmax())] - stamped.min()) / 1e9
+            problems.append(f"{topic}: a gap of {gaps.max():.2f} s at {at:.1f} s into the bag")
+        skew = np.abs(received - stamped) / 1e9
+        if skew.max() > config.max_stamp_skew_s:
+            problems.append(f"{topic}: header stamps differ from the recording clock by up to {skew.max():.2f} s "
+                            f"(unsynchronised clocks, or stamps not in wall-clock time)")
+    return problems
+
+
+def bag_samples(bag, config: DatasetBuildConfig, joints: tuple[str, ...] = SO101_JOINTS) -> dict:
+    """One episode's arrays (frames as RGB arrays) and counts; raises DatasetError for an unusable bag."""
+    problems = check_bag(bag, config)
+    if problems:
+        raise DatasetError("; ".join(problems))
+    cmd_t, cmd_q = _joint_rows(bag.messages["joint_commands"], joints)
+    state_t, state_q = _joint_rows(bag.messages["joint_states"], joints)
+    images = sorted(((_stamp_ns(m), m) for _, m in bag.messages["camera/image_raw"]), key=lambda x: x[0])
+    image_t = np.array([t for t, _ in images], np.int64)
+    tasks = bag.messages.get("current_task", [])
+    # The episode starts when its instruction arrives (the newest current_task in the bag).
+    start_ns = max(t for t, _ in tasks) if tasks else int(cmd_t[0])
+    instruction = bag.metadata.get("instruction") or (tasks[-1][1].text if tasks else "")
+    if not instruction:
+        raise DatasetError("no instruction: neither bag metadata nor a current_task message")
+    keep, frame_of, state_of = [], [], []
+    stale = 0
+    for k in np.flatnonzero(cmd_t >= start_ns)[::config.sample_every]:
+        f = int(np.searchsorted(image_t, cmd_t[k], side="right")) - 1
+        s = int(np.searchsorted(state_t, cmd_t[k], side="right")) - 1
+        if f < 0 or s < 0:
+            continue
+        if (cmd_t[k] - image_t[f]) / 1e9 > config.max_image_age_s:
+            stale += 1
+            continue
+        keep.append(k)
+        frame_of.append(f)
+        state_of.append(s)
+    if len(keep) < config.min_samples:
+        raise DatasetError(f"only {len(keep)} usable samples ({stale} with a stale camera frame)")
+    used = sorted(set(frame_of))
+    remap = {f: i for i, f in enumerate(used)}
+    frames = [fields_to_array(ImageFields(m.height, m.width, m.encoding, int(m.is_bigendian), m.step,
+                                          bytes(m.data)), "rgb8") for _, m in (images[f] for f in used)]
+    keep = np.array(keep)
+    # Targets: the commands from each kept sample onwards. Commands skipped for a stale frame still count as
+    # targets, so the actions array is every command from the first kept one to the end.
+    first = int(keep[0])
+    return {"frames": frames, "frame_index": np.array([remap[f] for f in frame_of], np.int64),
+            "states": state_q[state_of].astype(np.float32), "actions": cmd_q[first:].astype(np.float32),
+            "action_index": (keep - first).astype(np.int64), "instruction": instruction,
+            "metadata": {k: v for k, v in bag.metadata.items() if k != "calibration"}, "stale": stale}
+
+
+def _encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    blobs = [cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel() for f in frames]
+    offsets = np.zeros(len(blobs) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    return np.concatenate(blobs).astype(np.uint8), offsets
+
+
+def build_dataset(bags: str | Path, out_dir: str | Path, config: DatasetBuildConfig | None = None,
+                  progress: bool = True) -> dict:
+    """Turn every finished bag under ``bags`` into a shard under ``out_dir/shards``; return a summary."""
+    from nanovla_ros.recording.bags import BagError, list_bags, read_episode
+
+    config = config or DatasetBuildConfig()
+    shards = Path(out_dir) / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    paths = list(list_bags(bags))
+    if not paths:
+        raise DatasetError(f"no finished rosbag2 bags under {str(bags)!r}")
+    summary = {"built": 0, "reused": 0, "skipped": {}, "samples": 0}
+    iterator = paths
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(paths, desc="bags -> samples", unit="bag")
+    for path in iterator:
+        shard = shards / f"{path.name}.npz"
+        if shard.is_file():
+            summary["reused"] += 1
+            continue
+        try:
+            bag = read_episode(path, list(TOPICS))
+            if not config.include_failed and bag.metadata.get("task_success") != "true":
+                summary["skipped"][path.name] = f"task_success={bag.metadata.get('task_success', 'missing')}"
+                continue
+            episode = bag_samples(bag, config)
+        except (BagError, DatasetError) as error:
+            summary["skipped"][path.name] = str(error)
+            continue
+        jpeg, offsets = _encode_jpeg(episode["frames"], config.jpeg_quality)
+        tmp = shard.with_suffix(".partial.npz")
+        np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, frame_index=episode["frame_index"], states=episode["states"],
+                 actions=episode["actions"], action_index=episode["action_index"],
+                 meta=np.array(json.dumps({"instruction": episode["instruction"], "bag": str(path),
+                                           "stale_samples": episode["stale"], **episode["metadata"]})))
+        tmp.replace(shard)
+        summary["built"] += 1
+    for name, reason in summary["skipped"].items():
+        print(f"[dataset] skipped {name}: {reason}")
+    return summary
+
+
+class JpegFrames:
+    """Frames kept as JPEG bytes, decoded on access: ``frames[a:b]`` -> (n, h, w, 3) uint8 RGB."""
+
+    def __init__(self, blobs: np.ndarray, offsets: np.ndarray) -> None:
+        self.blobs, self.offsets = blobs, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def _decode(self, i: int) -> np.ndarray:
+        blob = self.blobs[self.offsets[i]:self.offsets[i + 1]]
+        try:
+            import cv2
+        except ImportError:
+            import io
+
+            from PIL import Image
+
+            return np.asarray(Image.open(io.BytesIO(blob.tobytes())).convert("RGB"))
+        return cv2.imdecode(blob, cv2.IMREAD_COLOR)[..., ::-1]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return np.stack([self._decode(i) for i in range(*key.indices(len(self)))])
+        return self._decode(int(key))
+
+
+@dataclass
+class Demonstrations:
+    """All shards of a dataset, concatenated. Unlike ``EpisodeData``, each episode's actions run to its last
+    command (samples dropped for a stale frame leave their commands as targets)."""
+
+    frames: JpegFrames
+    frame_index: np.ndarray  # (N,)
+    states: np.ndarray  # (N, S)
+    actions: np.ndarray  # (M, A), episodes back to back
+    action_index: np.ndarray  # (N,) row of ``actions`` of each sample's first target
+    action_end: np.ndarray  # (N,) row of the last action of each sample's episode
+    episode: np.ndarray  # (N,)
+    instructions: list[str]  # per episode
+    meta: list[dict] = field(default_factory=list)
+
+    def as_episode_data(self) -> EpisodeData:
+        """The view the feature cache takes (frames and instructions)."""
+        return EpisodeData(self.frames, self.states, self.actions[self.action_index], self.episode,
+                           self.instructions, self.frame_index)
+
+
+def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = None) -> Demonstrations:
+    files = sorted((Path(out_dir) / "shards").glob("*.npz"))
+    files = [f for f in files if not f.name.endswith(".partial.npz")]
+    blobs, offsets, frame_index, states, actions, action_index, action_end, episode = [], [0], [], [], [], [], [], []
+    instructions, metas = [], []
+    n_frames = n_actions = 0
+    for f in files:
+        with np.load(f) as z:
+            meta = json.loads(str(z["meta"]))
+            if kinds is not None and meta.get("task_kind") not in kinds:
+                continue
+            e = len(instructions)
+            blobs.append(z["jpeg"])
+            offsets.extend((z["jpeg_offsets"][1:] + (offsets[-1])).tolist())
+            frame_index.append(z["frame_index"] + n_frames)
+            states.append(z["states"])
+            actions.append(z["actions"])
+            action_index.append(z["action_index"] + n_actions)
+            action_end.append(np.full(len(z["states"]), n_actions + len(z["actions"]) - 1))
+            episode.append(np.full(len(z["states"]), e))
+            n_frames += len(z["jpeg_offsets"]) - 1
+            n_actions += len(z["actions"])
+            instructions.append(meta["instruction"])
+            metas.append(meta)
+    if not instructions:
+        raise DatasetError(f"no shards in {str(out_dir)!r}: build the dataset first (nanovla dataset build)")
+    return Demonstrations(JpegFrames(np.concatenate(blobs), np.asarray(offsets, np.int64)), np.concatenate(frame_index),
+                          np.concatenate(states), np.concatenate(actions), np.concatenate(action_index),
+                          np.concatenate(action_end), np.concatenate(episode), instructions, metas)
