@@ -29,7 +29,8 @@ def dataset(tmp_path_factory):
     return root
 
 
-def test_training_writes_checkpoints_validates_and_resumes(dataset, capsys):
+def test_training_writes_checkpoints_validates_and_resumes(dataset, caplog):
+    caplog.set_level("INFO")
     out = dataset / "run"
     config = TrainConfig(tiny=True, device="cpu", steps=20, val_every=10, batch_size=8, horizon=16, warmup_steps=5,
                          val_fraction=0.25)
@@ -41,7 +42,7 @@ def test_training_writes_checkpoints_validates_and_resumes(dataset, capsys):
     assert extra["step"] in (10, 20) and model.config.horizon == 16
     # Resume: a longer run continues from step 20, it does not start over.
     run_training(dataset / "ds", out, TrainConfig(**{**config.to_dict(), "steps": 30}))
-    assert "resumed at step 20" in capsys.readouterr().out
+    assert "resumed at step 20" in caplog.text
     assert [v["step"] for v in json.loads((out / "history.json").read_text())["val"]] == [10, 20, 30]
 
 

@@ -11,6 +11,8 @@ is skipped with the reason.
 """
 from __future__ import annotations
 
+import logging
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from nanovla_ros.model.feature_cache import EpisodeData
 
 REQUIRED_TOPICS = ("camera/image_raw", "joint_states", "joint_commands")
 TOPICS = REQUIRED_TOPICS + ("current_task",)
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -182,7 +186,7 @@ def build_dataset(bags: str | Path, out_dir: str | Path, config: DatasetBuildCon
         tmp.replace(shard)
         summary["built"] += 1
     for name, reason in summary["skipped"].items():
-        print(f"[dataset] skipped {name}: {reason}")
+        log.warning(f"skipped {name}: {reason}")
     return summary
 
 

@@ -1,6 +1,8 @@
 """Dataset -> feature cache -> training -> shipped checkpoint, as functions the CLI calls (no ROS)."""
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ from nanovla_ros.training.config import TrainConfig
 
 BACKBONE_OF_VARIANT = {"s": "small", "l": "large"}
 
+log = logging.getLogger(__name__)
+
 
 def write_instruction_tables(cache_dir: str | Path, texts: list[str], backbones=("small", "large")) -> None:
     """Embed ``texts`` with each frozen language encoder once (the training machine may lack the encoders)."""
@@ -19,7 +23,7 @@ def write_instruction_tables(cache_dir: str | Path, texts: list[str], backbones=
     for backbone in backbones:
         vectors = load_encoder(backbone).encode(list(texts))
         write_instruction_table(cache_dir, encoder_id(backbone), list(texts), vectors)
-        print(f"[cache] {len(texts)} instructions embedded with {encoder_id(backbone)} ({vectors.shape[1]}-d)")
+        log.info(f"{len(texts)} instructions embedded with {encoder_id(backbone)} ({vectors.shape[1]}-d)")
 
 
 def cache_dir_of(data_dir: str | Path) -> Path:
@@ -58,7 +62,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     language_id = ids[0]
     features, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
-    print(f"[train] {len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames; "
+    log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames; "
           f"NanoVLA-{config.variant.upper()} on {language_id}")
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
 
@@ -71,5 +75,5 @@ def export_checkpoint(source: str | Path, destination: str | Path) -> Path:
 
     model, extra = load_checkpoint(source)
     path = save_checkpoint(model, destination, {**extra, "exported_from": Path(source).name}, dtype=torch.float16)
-    print(f"[export] {path}: {path.stat().st_size / 1e6:.1f} MB (fp16)")
+    log.info(f"{path}: {path.stat().st_size / 1e6:.1f} MB (fp16)")
     return path

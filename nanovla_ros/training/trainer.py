@@ -7,6 +7,8 @@ step, RNG) for resume, ``best.safetensors`` (lowest validation loss), ``history.
 """
 from __future__ import annotations
 
+import logging
+
 import json
 import math
 import os
@@ -23,6 +25,8 @@ from nanovla_ros.model.modeling_nanovla import NanoVLA
 from nanovla_ros.training.config import TrainConfig
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, latent_dim=8)
+
+log = logging.getLogger(__name__)
 
 
 class DeviceBatches:
@@ -107,7 +111,7 @@ def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.n
         step, best, history = state["step"], state["best"], state["history"]
         torch.set_rng_state(state["rng_cpu"])
         if rank == 0:
-            print(f"[train] resumed at step {step} from {state_path}")
+            log.info(f"resumed at step {step} from {state_path}")
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if distributed else model
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank + step)
@@ -172,7 +176,7 @@ def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.n
                 (out / "history.json").write_text(json.dumps(history, indent=1))
     if bar is not None:
         bar.close()
-        print(f"[train] {config.steps} steps in {time.time() - started:.0f} s")
+        log.info(f"{config.steps} steps in {time.time() - started:.0f} s")
     if distributed:
         torch.distributed.destroy_process_group()
     return out / ("best.safetensors" if (out / "best.safetensors").is_file() else "last.safetensors")
