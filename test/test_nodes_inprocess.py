@@ -176,3 +176,32 @@ def test_router_waits_for_a_loading_backbone_instead_of_failing(graph, cache_dir
     release.set()
     assert wait_until(future.done, 30)
     assert future.result().accepted, future.result().message
+
+
+def test_router_node_escalates_with_a_trained_router_file(graph, encoder_node, minilm, tmp_path):
+    """NanoVLA-R in the node: the small-encoder vector decides; 'touch' stays small, 'stack' escalates to
+    large (which this test's encoder does not serve, so that request is refused after the decision)."""
+    from nanovla_ros.language.encoders import encoder_id
+    from nanovla_ros.routing.classifier import train_router
+
+    texts = {"touch the red cube": ((9, 10), (5, 10)), "tap the blue block": ((9, 10), (6, 10)),
+             "stack the red cube on the blue cube": ((1, 10), (9, 10)),
+             "put the green block on top of the red block": ((2, 10), (9, 10))}
+    vectors = dict(zip(texts, minilm.encode(list(texts))))
+    counts = {t: {"small": s, "large": l} for t, (s, l) in texts.items()}
+    path = train_router(vectors, counts, encoder_id("small")).save(tmp_path / "router.safetensors")
+    decisions = []
+    graph.probe.create_subscription(RouteDecision, ROUTE_DECISION_TOPIC, decisions.append, COMMAND_QOS)
+    graph.add(RouterNode(context=graph.context, parameter_overrides=[
+        Parameter("router_weights", value=str(path)), Parameter("threshold", value=0.5)]))
+    small = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="touch the green cube"))
+    assert small.accepted and small.backbone == "small", small.message
+    assert wait_until(lambda: decisions, 10.0)
+    assert decisions[0].reason == "router" and decisions[0].predicted_success_large < 0.5
+    large = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="stack the blue cube on the green cube"))
+    assert not large.accepted and "large" in large.message, large.message
+    forced = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="stack the blue cube on the green cube",
+                                                                                   backbone="small"))
+    assert forced.accepted and forced.backbone == "small"
+    with pytest.raises(Exception, match="router"):
+        RouterNode(context=graph.context, parameter_overrides=[Parameter("router_weights", value=str(tmp_path / "no"))])

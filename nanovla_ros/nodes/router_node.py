@@ -12,6 +12,7 @@ import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.text import InstructionError, validate_instruction
 from nanovla_ros.msg import CurrentTask, RouteDecision
 from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
@@ -28,7 +29,11 @@ class RouterNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("router", **kwargs)
         self.config = declare_config(self, RouterConfig)
-        self.router = BackboneRouter(self.config)
+        try:
+            self.router = BackboneRouter(self.config)
+        except (ConfigError, ValueError) as error:  # a missing or foreign router file
+            self.get_logger().fatal(f"cannot load the router: {error}")
+            raise ConfigError(str(error)) from error
         self._ids = itertools.count(1)
         # One instruction at a time: a new one waits for the previous to be published, then preempts it.
         self._serial = threading.Lock()
@@ -42,7 +47,9 @@ class RouterNode(Node):
         # the executor busy-wait while one request waits on the encoder.
         self._srv = self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction,
                                         callback_group=ReentrantCallbackGroup())
-        self.get_logger().info(f"serving {self._srv.srv_name}; default backbone {self.config.default_backbone}")
+        mode = (f"NanoVLA-R ({self.config.policy}, tau={self.config.threshold:g}, {self.config.router_weights})"
+                if self.router.needs_embedding else f"default backbone {self.config.default_backbone}")
+        self.get_logger().info(f"serving {self._srv.srv_name}; auto: {mode}")
 
     def _reject(self, response: SetInstruction.Response, message: str) -> SetInstruction.Response:
         self.get_logger().warning(f"instruction rejected: {message}")
@@ -53,10 +60,21 @@ class RouterNode(Node):
     def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
         try:
             text = validate_instruction(request.text, self.config.max_instruction_chars)
-            choice = self.router.route(text, request.backbone)
+            requested = (request.backbone or "auto").strip().lower()
+            embedding, small = None, None
+            if requested == "auto" and self.router.needs_embedding:
+                # NanoVLA-R reads the instruction's small-encoder vector (cached after the first time).
+                small = self._encode(text, "small")
+                if isinstance(small, str):
+                    return self._reject(response, small)
+                if small.encoder_id != self.router.encoder_id:
+                    self.get_logger().warning(f"router file was trained on {self.router.encoder_id!r} vectors, the "
+                                              f"encoder serves {small.encoder_id!r}", throttle_duration_sec=60.0)
+                embedding = np.asarray(small.embedding, dtype=np.float32)
+            choice = self.router.route(text, requested, embedding)
         except (InstructionError, RouteError) as error:
             return self._reject(response, str(error))
-        encoded = self._encode(text, choice.backbone)
+        encoded = small if (small is not None and choice.backbone == "small") else self._encode(text, choice.backbone)
         if isinstance(encoded, str):
             return self._reject(response, encoded)
         with self._serial:

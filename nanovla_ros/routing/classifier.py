@@ -76,6 +76,12 @@ class RouterModel:
     encoder_id: str
     a0: float = 1.0
     b0: float = 1.0
+    known_embeddings: dict[str, np.ndarray] | None = None  # the training instructions' vectors (naive router)
+
+    def naive_router(self) -> "NaiveRouter":
+        if not self.known_embeddings:
+            raise ValueError("this router file holds no instruction embeddings for the naive router")
+        return NaiveRouter(self.known_embeddings, self.counts)
 
     @torch.no_grad()
     def win_probabilities(self, embedding: np.ndarray) -> tuple[float, float]:
@@ -95,7 +101,13 @@ class RouterModel:
                 "counts": json.dumps(self.counts), "a0": str(self.a0), "b0": str(self.b0),
                 "embed_dim": str(self.classifier.net[0].in_features - 2 * self.classifier.n_models),
                 "hidden": str(self.classifier.net[0].out_features)}
-        save_file({k: v.contiguous() for k, v in self.classifier.state_dict().items()}, str(path), metadata=meta)
+        tensors = {k: v.contiguous() for k, v in self.classifier.state_dict().items()}
+        if self.known_embeddings:
+            texts = sorted(self.known_embeddings)
+            meta["known_texts"] = json.dumps(texts)
+            tensors["known_embeddings"] = torch.as_tensor(np.stack([self.known_embeddings[t] for t in texts]),
+                                                          dtype=torch.float32)
+        save_file(tensors, str(path), metadata=meta)
         return path
 
     @classmethod
@@ -112,10 +124,12 @@ class RouterModel:
             if meta.get("format") != FORMAT:
                 raise ConfigError(f"{str(path)!r} is not a NanoVLA router file (format {meta.get('format')!r})")
             state = {k: f.get_tensor(k) for k in f.keys()}
+        known = state.pop("known_embeddings", None)
         classifier = WinClassifier(int(meta["embed_dim"]), len(json.loads(meta["models"])), int(meta["hidden"]))
         classifier.load_state_dict(state)
         counts = {t: {m: tuple(v) for m, v in c.items()} for t, c in json.loads(meta["counts"]).items()}
-        return cls(classifier.eval(), counts, meta["encoder_id"], float(meta["a0"]), float(meta["b0"]))
+        known_embeddings = (dict(zip(json.loads(meta["known_texts"]), known.numpy())) if known is not None else None)
+        return cls(classifier.eval(), counts, meta["encoder_id"], float(meta["a0"]), float(meta["b0"]), known_embeddings)
 
 
 def train_router(embeddings: dict[str, np.ndarray], counts: TrialCounts, encoder_id: str, epochs: int = 400,
@@ -140,7 +154,8 @@ def train_router(embeddings: dict[str, np.ndarray], counts: TrialCounts, encoder
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return RouterModel(classifier.eval(), counts, encoder_id, a0, b0)
+    known = {t: np.asarray(embeddings[t], np.float32) for t in counts if t in embeddings}
+    return RouterModel(classifier.eval(), counts, encoder_id, a0, b0, known)
 
 
 class NaiveRouter:

@@ -11,13 +11,17 @@ REQUESTABLE = ("auto",) + BACKBONES
 
 @dataclass(frozen=True)
 class RouterConfig:
-    default_backbone: str = param("small", "Backbone used for backbone='auto' until the Bayesian router is trained.")
-    threshold: float = param(0.5, "tau: escalate to large when its predicted success exceeds this (Bayesian router).")
+    default_backbone: str = param("small", "Backbone for backbone='auto' when no router file is given.")
+    router_weights: str = param("", "NanoVLA-R router file (nanovla train-router); empty = 'auto' means default_backbone.")
+    policy: str = param("bayes", "bayes: large when Pr(large beats small | instruction) > threshold; naive: large when "
+                                 "the small model's empirical success on the nearest known instruction < threshold.")
+    threshold: float = param(0.5, "tau: the escalation threshold of the chosen policy.")
     max_instruction_chars: int = param(256, "Longer instructions are rejected before any encoding.")
     encode_timeout_s: float = param(30.0, "How long to wait for the encoder service per instruction.")
 
     def __post_init__(self) -> None:
         require_choice("default_backbone", self.default_backbone, BACKBONES)
+        require_choice("policy", self.policy, ("bayes", "naive"))
         require(0.0 <= self.threshold <= 1.0, f"threshold={self.threshold} must be within [0, 1]")
         require(1 <= self.max_instruction_chars <= 10_000, f"max_instruction_chars={self.max_instruction_chars} must be within [1, 10000]")
         require(self.encode_timeout_s > 0.0, f"encode_timeout_s={self.encode_timeout_s} must be positive")
