@@ -251,6 +251,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_router(args: argparse.Namespace) -> int:
+    from nanovla_ros.routing.classifier import train_router_from_evaluations
+
+    router = train_router_from_evaluations({"small": args.small, "large": args.large}, args.table_dir)
+    path = router.save(args.out)
+    print(f"[router] trained on {len(router.counts)} instructions ({router.encoder_id}) -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(one launch per episode; first --split only) and report latency along it")
     ev.add_argument("--out", default="out/eval/results.json")
     ev.set_defaults(func=cmd_evaluate)
+
+    rt = sub.add_parser("train-router", help="NanoVLA-R: train the Beta-Binomial router from S and L evaluations")
+    rt.add_argument("--small", required=True, help="`nanovla evaluate` results of NanoVLA-S (trial counts)")
+    rt.add_argument("--large", required=True, help="`nanovla evaluate` results of NanoVLA-L")
+    rt.add_argument("--table-dir", required=True, help="feature cache with the small encoder's instruction table")
+    rt.add_argument("--out", default="out/router.safetensors")
+    rt.set_defaults(func=cmd_train_router)
 
     cal = sub.add_parser("calibrate", help="calibrate an SO-101 (writes LeRobot-format calibration JSON)")
     cal.add_argument("--port", default="/dev/ttyACM0", help="serial device of the arm's Feetech bus")

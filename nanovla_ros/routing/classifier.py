@@ -171,3 +171,19 @@ class NaiveRouter:
         e = np.asarray(embedding, np.float64)
         nearest = int(np.argmax(self.table @ (e / np.linalg.norm(e))))
         return float(self.rates[nearest, 0]), float(self.rates[nearest, 1])
+
+
+def train_router_from_evaluations(evaluations: dict[str, str | Path], table_dir: str | Path, encoder_id: str | None = None,
+                                  **kwargs) -> RouterModel:
+    """Router from `nanovla evaluate` results (model name -> results JSON) and a feature cache holding the
+    small encoder's instruction table (``nanovla dataset --cache`` or ``write_instruction_tables``)."""
+    from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
+
+    episodes = {model: json.loads(Path(p).read_text())["episodes"] for model, p in evaluations.items()}
+    if encoder_id is None:
+        ids = [i for i in instruction_table_ids(table_dir) if i.lower().startswith("all-minilm")]
+        if not ids:
+            raise ValueError(f"{str(table_dir)!r} has no small-encoder (MiniLM) instruction table")
+        encoder_id = ids[0]
+    texts, table = read_instruction_table(table_dir, encoder_id)
+    return train_router(dict(zip(texts, table)), counts_from_episodes(episodes), encoder_id, **kwargs)
