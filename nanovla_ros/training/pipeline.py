@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import logging
 
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,17 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     from nanovla_ros.training.trainer import train
 
     demos = load_demonstrations(data_dir)
-    cache = prepare_cache(data_dir, config.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        cache = prepare_cache(data_dir, config.device)
+    else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
+        cache = cache_dir_of(data_dir)
+        index = cache / "index.json"
+        deadline = time.monotonic() + 3600.0
+        while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
+                   and json.loads(index.read_text()).get("complete")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {os.environ['RANK']}: no feature cache in {cache} after an hour")
+            time.sleep(1.0)
     # The id comes from the cache's tables: the training machine may not have the language encoders installed.
     name = ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name
     ids = [i for i in instruction_table_ids(cache) if i.lower().startswith(name.lower())]
