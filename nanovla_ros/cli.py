@@ -161,8 +161,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from nanovla_ros.collect import run_collect
+    from nanovla_ros.collect import run_collect, run_collect_in_process
 
+    if args.in_process:
+        return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
+                                      args.sample_every)
     code = 0
     for kind in args.task:
         code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s)
@@ -304,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--split", default="train", choices=["train", "heldout"])
     col.add_argument("--first-seed", type=int, default=0)
     col.add_argument("--timeout-s", type=float, default=40.0, help="longest episode")
-    col.add_argument("--out", default="data/bags", help="folder for the bags")
+    col.add_argument("--out", default="data/bags", help="folder for the bags (--in-process: the dataset folder)")
+    col.add_argument("--in-process", action="store_true", help="fast path without ROS: the expert drives the "
+                     "workcell in process and episodes are written straight as training shards")
+    col.add_argument("--workers", type=int, default=1, help="--in-process: parallel workcells")
+    col.add_argument("--sample-every", type=int, default=4, help="--in-process: a sample every n commands")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")

@@ -146,6 +146,18 @@ def _encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np
     return np.concatenate(blobs).astype(np.uint8), offsets
 
 
+def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None = None) -> Path:
+    """One episode's samples as a shard (written under a temporary name, then renamed)."""
+    jpeg, offsets = _encode_jpeg(episode["frames"], jpeg_quality)
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, frame_index=episode["frame_index"], states=episode["states"],
+             actions=episode["actions"], action_index=episode["action_index"],
+             meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
+                                       **(extra or {}), **episode["metadata"]})))
+    tmp.replace(path)
+    return path
+
+
 def build_dataset(bags: str | Path, out_dir: str | Path, config: DatasetBuildConfig | None = None,
                   progress: bool = True) -> dict:
     """Turn every finished bag under ``bags`` into a shard under ``out_dir/shards``; return a summary."""
@@ -177,13 +189,7 @@ def build_dataset(bags: str | Path, out_dir: str | Path, config: DatasetBuildCon
         except (BagError, DatasetError) as error:
             summary["skipped"][path.name] = str(error)
             continue
-        jpeg, offsets = _encode_jpeg(episode["frames"], config.jpeg_quality)
-        tmp = shard.with_suffix(".partial.npz")
-        np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, frame_index=episode["frame_index"], states=episode["states"],
-                 actions=episode["actions"], action_index=episode["action_index"],
-                 meta=np.array(json.dumps({"instruction": episode["instruction"], "bag": str(path),
-                                           "stale_samples": episode["stale"], **episode["metadata"]})))
-        tmp.replace(shard)
+        write_shard(shard, episode, config.jpeg_quality, {"bag": str(path)})
         summary["built"] += 1
     for name, reason in summary["skipped"].items():
         log.warning(f"skipped {name}: {reason}")

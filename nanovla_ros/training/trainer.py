@@ -109,7 +109,7 @@ def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.n
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, history = state["step"], state["best"], state["history"]
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_cpu"].cpu())  # map_location moved it to the device
         if rank == 0:
             log.info(f"resumed at step {step} from {state_path}")
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
