@@ -25,6 +25,8 @@ class NanoVLAConfig:
     dec_layers: int = param(4, "Decoder layers (self-attention, cross-attention to the encoder memory, FFN).")
     dropout: float = param(0.1, "Dropout in attention and FFN.")
     state_dim: int = param(6, "Joint-state width (SO-101: 6, radians).")
+    use_state: bool = param(True, "Feed the joint state as a token. False leaves it at zero (an experiment against "
+                                  "copycat behaviour: commands at 30 Hz are predictable from the state alone).")
     action_dim: int = param(6, "Action width: joint position targets (radians).")
     env_dim: int = param(0, "Width of an optional environment vector (0 = no env token).")
     horizon: int = param(100, "H_train: actions predicted per pass.")

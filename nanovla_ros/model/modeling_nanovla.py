@@ -232,6 +232,8 @@ class NanoVLA(nn.Module):
         c = self.config
         B = image_features.shape[0]
         state_n = (state - self.state_mean) / self.state_std  # (B, S)
+        if not c.use_state:
+            state_n = torch.zeros_like(state_n)
         loss = None
         if actions is not None:
             if action_mask is None:

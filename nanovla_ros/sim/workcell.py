@@ -129,8 +129,8 @@ def build_model(simplify_visual_meshes: bool = True) -> mujoco.MjModel:
     spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
                      rgb1=[0.6, 0.7, 0.8], rgb2=[0.2, 0.25, 0.3], width=32, height=512)
     # In front of the table and to the arm's right, looking down at the workspace: the arm at home does not
-    # hide the cubes, and the 3 cm cubes span ~13 px of a 224 frame (a straight front view gave ~9 px, with
-    # the home pose covering the middle; the first policy trained on it failed to localise the cubes).
+    # hide the cubes, and the 3 cm cubes span ~13 px of a 224 frame (the earlier straight front view: ~9 px,
+    # with the arm at home covering the middle of the workspace).
     world.add_camera(name="front", pos=list(FRONT_CAMERA_POS), quat=look_at(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET),
                      fovy=50)
     add_wrist_camera(spec)

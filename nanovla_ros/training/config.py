@@ -23,6 +23,7 @@ class TrainConfig:
     device: str = param("cuda", "cuda or cpu.")
     bf16: bool = param(True, "bfloat16 autocast on CUDA.")
     tiny: bool = param(False, "A tiny randomly initialised transformer (tests, CPU smoke runs).")
+    use_state: bool = param(True, "Feed the joint state to the model (False: image and instruction only).")
 
     def __post_init__(self) -> None:
         require_choice("variant", self.variant, ("s", "l"))

@@ -59,7 +59,7 @@ class DeviceBatches:
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
-                         kl_weight=config.kl_weight, **extra)
+                         kl_weight=config.kl_weight, use_state=config.use_state, **extra)
 
 
 def _lr(config: TrainConfig, step: int) -> float:
