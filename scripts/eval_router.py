@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table  # noqa: E402
+from nanovla_ros.model.feature_cache import read_instruction_table  # noqa: E402
 from nanovla_ros.routing.classifier import NaiveRouter, train_router_from_evaluations  # noqa: E402
 
 # Millions of parameters (README, "The NanoVLA policy"): policy process + language encoder.

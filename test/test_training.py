@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from nanovla_ros.data.demos import build_dataset, load_demonstrations
+from nanovla_ros.data.demos import build_dataset
 from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
 from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
 from nanovla_ros.model.feature_cache import write_instruction_table

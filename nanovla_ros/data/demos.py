@@ -139,7 +139,7 @@ def bag_samples(bag, config: DatasetBuildConfig, joints: tuple[str, ...] = SO101
             "metadata": {k: v for k, v in bag.metadata.items() if k != "calibration"}, "stale": stale}
 
 
-def _encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     blobs = [cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel() for f in frames]
@@ -150,7 +150,7 @@ def _encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np
 
 def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None = None) -> Path:
     """One episode's samples as a shard (written under a temporary name, then renamed)."""
-    jpeg, offsets = _encode_jpeg(episode["frames"], jpeg_quality)
+    jpeg, offsets = encode_jpeg(episode["frames"], jpeg_quality)
     tmp = path.with_suffix(".partial.npz")
     np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, frame_index=episode["frame_index"], states=episode["states"],
              actions=episode["actions"], action_index=episode["action_index"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, _encode_jpeg, bag_samples
+from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, encode_jpeg, bag_samples
 from nanovla_ros.driver.calibration import ArmCalibration, MotorCalibration
 from nanovla_ros.driver.config import SO101_JOINTS
 
@@ -103,7 +103,7 @@ def export_lerobot(bags: str | Path, out_dir: str | Path, fps: int = 30, robot_t
         task = tasks.setdefault(ep["instruction"], len(tasks))
         state = to_lerobot_units(ep["states"], calibration)
         action = to_lerobot_units(ep["actions"][ep["action_index"]], calibration)
-        jpeg, offsets = _encode_jpeg(ep["frames"], 95)
+        jpeg, offsets = encode_jpeg(ep["frames"], 95)
         images = [{"bytes": jpeg[offsets[f]:offsets[f + 1]].tobytes(), "path": None} for f in ep["frame_index"]]
         table = pa.table({
             "observation.state": pa.array(state.tolist(), pa.list_(pa.float32(), 6)),
@@ -184,7 +184,7 @@ def import_lerobot(root: str | Path, out_dir: str | Path, calibration_file: str 
     for path in sorted((root / "data").rglob("*.parquet")):
         table = pq.read_table(path).to_pydict()
         frames = [np.asarray(Image.open(io.BytesIO(img["bytes"])).convert("RGB")) for img in table[image_key]]
-        jpeg, offsets = _encode_jpeg(frames, jpeg_quality)
+        jpeg, offsets = encode_jpeg(frames, jpeg_quality)
         n = len(frames)
         state = from_lerobot_units(np.asarray(table["observation.state"], np.float32), calibration)
         action = from_lerobot_units(np.asarray(table["action"], np.float32), calibration)

@@ -69,12 +69,21 @@ def instruction_table_ids(cache_dir: str | Path) -> list[str]:
     return sorted(json.loads(p.read_text())["language_encoder_id"] for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
+def table_id_for(cache_dir: str | Path, encoder_name: str) -> str:
+    """The id of the cache's instruction table made by the encoder called ``encoder_name`` (ids start with the
+    model's name). Read from the cache, since the training machine may not have the encoders installed."""
+    ids = [i for i in instruction_table_ids(cache_dir) if i.lower().startswith(encoder_name.lower())]
+    if not ids:
+        raise FeatureCacheError(f"the cache {str(cache_dir)!r} has no {encoder_name} instruction table: run "
+                                f"`nanovla dataset --cache` (or write_instruction_tables) where the encoders are installed")
+    return ids[0]
+
+
 def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> tuple[list[str], np.ndarray]:
     folder = Path(cache_dir) / "instructions"
     meta = folder / f"{_key(language_encoder_id)}.json"
     if not meta.is_file():
-        held = sorted(json.loads(p.read_text())["language_encoder_id"] for p in folder.glob("*.json")) if folder.is_dir() else []
-        raise FeatureCacheError(f"cache {str(cache_dir)!r} holds instruction embeddings of {held}, "
+        raise FeatureCacheError(f"cache {str(cache_dir)!r} holds instruction embeddings of {instruction_table_ids(cache_dir)}, "
                                 f"not of {language_encoder_id!r}")
     texts = json.loads(meta.read_text())["texts"]
     return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")

@@ -177,13 +177,10 @@ def train_router_from_evaluations(evaluations: dict[str, str | Path], table_dir:
                                   **kwargs) -> RouterModel:
     """Router from `nanovla evaluate` results (model name -> results JSON) and a feature cache holding the
     small encoder's instruction table (``nanovla dataset --cache`` or ``write_instruction_tables``)."""
-    from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
+    from nanovla_ros.language.encoders import ENCODER_SPECS
+    from nanovla_ros.model.feature_cache import read_instruction_table, table_id_for
 
     episodes = {model: json.loads(Path(p).read_text())["episodes"] for model, p in evaluations.items()}
-    if encoder_id is None:
-        ids = [i for i in instruction_table_ids(table_dir) if i.lower().startswith("all-minilm")]
-        if not ids:
-            raise ValueError(f"{str(table_dir)!r} has no small-encoder (MiniLM) instruction table")
-        encoder_id = ids[0]
+    encoder_id = encoder_id or table_id_for(table_dir, ENCODER_SPECS["small"].name)
     texts, table = read_instruction_table(table_dir, encoder_id)
     return train_router(dict(zip(texts, table)), counts_from_episodes(episodes), encoder_id, **kwargs)

@@ -157,14 +157,12 @@ class SuccessMonitor:
 
 def all_instructions() -> list[str]:
     """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
-    from nanovla_ros.sim.workcell import CUBE_COLOURS as cubes, SQUARE_COLOURS as squares
-
     texts = set()
     for kind, (train, heldout) in TEMPLATES.items():
         for template in train + heldout:
-            for cube in cubes:
-                targets = {"pick_place": list(squares), "push": list(DIRECTIONS), "touch": [""],
-                           "stack": [c for c in cubes if c != cube]}[kind]
+            for cube in CUBE_COLOURS:
+                targets = {"pick_place": list(SQUARE_COLOURS), "push": list(DIRECTIONS), "touch": [""],
+                           "stack": [c for c in CUBE_COLOURS if c != cube]}[kind]
                 for target in targets:
                     texts.add(template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, "")))
     return sorted(texts)

@@ -51,7 +51,7 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
 
 def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True) -> Path:
     from nanovla_ros.language.encoders import ENCODER_SPECS
-    from nanovla_ros.model.feature_cache import FeatureCacheError, instruction_table_ids
+    from nanovla_ros.model.feature_cache import table_id_for
     from nanovla_ros.training.trainer import train
 
     demos = load_demonstrations(data_dir)
@@ -66,13 +66,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rank {os.environ['RANK']}: no feature cache in {cache} after an hour")
             time.sleep(1.0)
-    # The id comes from the cache's tables: the training machine may not have the language encoders installed.
-    name = ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name
-    ids = [i for i in instruction_table_ids(cache) if i.lower().startswith(name.lower())]
-    if not ids:
-        raise FeatureCacheError(f"the cache {str(cache)!r} has no {name} instruction table: run `nanovla dataset --cache` "
-                                f"where the encoders are installed")
-    language_id = ids[0]
+    language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
     features, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames; "

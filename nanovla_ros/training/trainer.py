@@ -137,7 +137,7 @@ def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.n
 
         bar = tqdm(total=config.steps, initial=step, desc=f"train NanoVLA-{config.variant.upper()}", unit="step")
     model.train()
-    started, running = time.time(), []
+    started = time.time()
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
@@ -150,9 +150,8 @@ def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.n
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         step += 1
-        running.append((float(loss["recon"]), float(loss["kl"])) if step % 50 == 0 else None)
         if step % 50 == 0:
-            recon, kl = running[-1]
+            recon, kl = float(loss["recon"]), float(loss["kl"])
             history["train"].append({"step": step, "recon_l1": recon, "kl": kl})
             if bar is not None:
                 bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}")
