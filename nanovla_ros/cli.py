@@ -207,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny") if getattr(args, k) is not None}
+                                            "val_every", "tiny", "image_size", "dropout", "weight_decay")
+              if getattr(args, k) is not None}
     try:
         config = TrainConfig(**values)
     except ConfigError as error:
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--horizon", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--val-every", type=int)
+    tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
+    tr.add_argument("--dropout", type=float)
+    tr.add_argument("--weight-decay", type=float)
     tr.add_argument("--device", choices=["cuda", "cpu"])
     tr.add_argument("--tiny", action="store_true", default=None, help="tiny random transformer (smoke runs)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if out/ holds a run")

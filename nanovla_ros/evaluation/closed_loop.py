@@ -54,12 +54,13 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     workcell.place(layout.cubes, layout.squares)
     monitor = SuccessMonitor(task, workcell)
     embedding = embeddings[task.instruction]
-    image_size = policy.config.image_size
+    # Frames at the camera's size (the workcell's image_size, what the camera node publishes and the demonstrations
+    # recorded), not the encoder's: the policy resizes them itself, as it does in the graph.
     chunk, index, sustained, timings = None, 0, 0, []
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
         if chunk is None or index >= execute_h:
-            image = workcell.render(camera, image_size)
+            image = workcell.render(camera)
             started = time.perf_counter()
             chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
             timings.append((time.perf_counter() - started) * 1e3)

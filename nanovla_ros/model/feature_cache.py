@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -107,18 +109,36 @@ def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder:
         probe = image_encoder(torch.from_numpy(np.asarray(images[0:1])).to(device))  # (1, C, h', w')
     features = np.lib.format.open_memmap(cache_dir / "image_features.npy", mode="w+", dtype=np.float16,
                                          shape=(n,) + tuple(probe.shape[1:]))
-    batches = range(0, n, batch_size)
+    starts = list(range(0, n, batch_size))
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="image features", unit="batch")
-    for start in batches:
-        with torch.no_grad():
-            chunk = image_encoder(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device))
-        features[start:start + len(chunk)] = chunk.float().cpu().numpy().astype(np.float16)
+        bar = tqdm(total=len(starts), desc="image features", unit="batch")
+    # Decoding JPEG frames on the CPU, not the encoder, bounds this loop on a GPU: threads decode the next
+    # batches (cv2 and PIL release the GIL) while the encoder runs on the current one.
+    workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = [pool.submit(_decode_batch, images, s, batch_size) for s in starts[:workers]]
+        for k, start in enumerate(starts):
+            batch = pending[k].result()
+            if k + workers < len(starts):
+                pending.append(pool.submit(_decode_batch, images, starts[k + workers], batch_size))
+            pending[k] = None  # free the decoded batch once used
+            with torch.no_grad():
+                chunk = image_encoder(torch.from_numpy(batch).to(device))  # (b, C, h', w')
+            features[start:start + len(chunk)] = chunk.float().cpu().numpy().astype(np.float16)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     features.flush()
     index_path.write_text(json.dumps({**wanted, "feature_shape": list(probe.shape[1:]), "complete": True}, indent=1))
     return cache_dir
+
+
+def _decode_batch(images: Sequence, start: int, batch_size: int) -> np.ndarray:
+    return np.asarray(images[start:start + batch_size])  # (b, h, w, 3) uint8; JPEG stores decode here
 
 
 def build_feature_cache(data: EpisodeData, cache_dir: str | Path, image_encoder: FrozenImageEncoder,

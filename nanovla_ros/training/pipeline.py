@@ -33,7 +33,8 @@ def cache_dir_of(data_dir: str | Path) -> Path:
     return Path(data_dir) / "cache"
 
 
-def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True) -> Path:
+def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True,
+                  image_size: int = 224) -> Path:
     """Image features of every frame (once) and, unless the tables exist, both encoders' instruction tables
     for every workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
@@ -44,7 +45,7 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
         from nanovla_ros.sim.tasks import all_instructions
 
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
-    build_image_features(demos.frames, cache, FrozenImageEncoder("efficientnet-lite0", 224), batch_size=batch_size,
+    build_image_features(demos.frames, cache, FrozenImageEncoder("efficientnet-lite0", image_size), batch_size=batch_size,
                          device=device)
     return cache
 
@@ -56,7 +57,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
 
     demos = load_demonstrations(data_dir)
     if int(os.environ.get("RANK", "0")) == 0:
-        cache = prepare_cache(data_dir, config.device)
+        cache = prepare_cache(data_dir, config.device, image_size=config.image_size)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
         index = cache / "index.json"

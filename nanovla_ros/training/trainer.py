@@ -59,7 +59,8 @@ class DeviceBatches:
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
-                         kl_weight=config.kl_weight, use_state=config.use_state, **extra)
+                         kl_weight=config.kl_weight, use_state=config.use_state, image_size=config.image_size,
+                         dropout=config.dropout, **extra)
 
 
 def _lr(config: TrainConfig, step: int) -> float:
