@@ -165,7 +165,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
-                                      args.sample_every)
+                                      args.sample_every, noise_rad=args.noise_rad)
     code = 0
     for kind in args.task:
         code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s)
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "workcell in process and episodes are written straight as training shards")
     col.add_argument("--workers", type=int, default=1, help="--in-process: parallel workcells")
     col.add_argument("--sample-every", type=int, default=4, help="--in-process: a sample every n commands")
+    col.add_argument("--noise-rad", type=float, default=0.0, help="--in-process: perturb the executed commands "
+                     "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")

@@ -46,6 +46,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                        execute_h: int, max_steps: int | None = None, camera: str = "front") -> EpisodeResult:
+    from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
     rng = np.random.default_rng(seed)
@@ -56,6 +57,10 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     embedding = embeddings[task.instruction]
     # Frames at the camera's size (the workcell's image_size, what the camera node publishes and the demonstrations
     # recorded), not the encoder's: the policy resizes them itself, as it does in the graph.
+    # The driver limits each joint target's change per control step (DriverConfig.max_step_rad); so does this loop,
+    # so that the in-process harness moves the arm as the deployed graph does.
+    max_step_rad = DriverConfig().max_step_rad
+    last = workcell.joint_positions.astype(np.float64)
     chunk, index, sustained, timings = None, 0, 0, []
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
@@ -65,7 +70,8 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
             chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
             timings.append((time.perf_counter() - started) * 1e3)
             index = 0
-        workcell.step(chunk[index])
+        last = np.clip(chunk[index], last - max_step_rad, last + max_step_rad)
+        workcell.step(last)
         index += 1
         monitor.update()
         sustained = sustained + 1 if monitor.success() else 0

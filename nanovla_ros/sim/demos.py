@@ -7,6 +7,12 @@ per control step, as ``ChunkExecutor`` clamps a leader's commands), the state is
 each command, a sample every ``sample_every`` commands with the front-camera frame of that moment, and the
 episode ends 0.6 s after the expert finishes. What it leaves out is the real-time graph itself (camera
 latency, the servo protocol), which `nanovla collect` through the graph keeps.
+
+Noise injection (DART, Laskey et al. 2017): with ``noise_rad`` > 0 the arm executes the expert's command plus
+a slowly varying random offset on the arm joints, while the recorded actions stay the expert's clean
+commands. The states then leave the expert's path and the labels say how to get back to it, which is what a
+policy needs once its own small errors take it off that path (without it, a policy cloned from clean demos
+drifts off and holds still: seen in the closed-loop evaluations, README "data loop").
 """
 from __future__ import annotations
 
@@ -17,14 +23,37 @@ from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`
+NOISE_JOINTS = slice(0, 4)  # pan, lift, elbow, wrist flex (roll and gripper stay clean)
+NOISE_TIME_S = 0.7  # correlation time of the offset (an Ornstein-Uhlenbeck process)
+
+
+class JointNoise:
+    """Ornstein-Uhlenbeck offsets, stationary standard deviation ``std_rad``, on ``NOISE_JOINTS``."""
+
+    def __init__(self, rng: np.random.Generator, std_rad: float, dt_s: float, dims: int = 6) -> None:
+        self.rng, self.std, self.decay = rng, std_rad, float(np.exp(-dt_s / NOISE_TIME_S))
+        self.value = np.zeros(dims)
+
+    def step(self) -> np.ndarray:
+        k = NOISE_JOINTS
+        fresh = self.rng.normal(0.0, self.std, self.value[k].shape)
+        self.value[k] = self.decay * self.value[k] + np.sqrt(1.0 - self.decay ** 2) * fresh
+        return self.value
 
 
 def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int = 4,
-                   max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450) -> dict:
-    """One expert episode as shard fields (frames, states, actions, indices, instruction, metadata)."""
+                   max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
+                   noise_rad: float = 0.0) -> dict:
+    """One expert episode as shard fields (frames, states, actions, indices, instruction, metadata).
+
+    ``noise_rad``: the largest standard deviation of the executed-command noise; each episode draws its own
+    in [0, noise_rad] (a mixture of clean and perturbed episodes), from a generator of its own so that the
+    layout and task of a seed do not depend on it."""
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng)
     task = sample_task(rng, kind, split)
+    noise_rng = np.random.default_rng([seed, 7])
+    noise = JointNoise(noise_rng, noise_rng.uniform(0.0, noise_rad), 1.0 / workcell.config.control_rate_hz)
     workcell.place(layout.cubes, layout.squares)
     expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
     last = workcell.joint_positions  # the driver's last command: it holds the arm where it is
@@ -38,8 +67,8 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
         target = expert.act()
         command = np.clip(target, last - max_step_rad, last + max_step_rad)
         last = command
-        actions.append(command.astype(np.float32))
-        workcell.step(command)
+        actions.append(command.astype(np.float32))  # the label: the expert's clean command
+        workcell.step(command + noise.step() if noise_rad > 0 else command)
         monitor.update()
         if expert.done:
             settle += 1
@@ -51,4 +80,4 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
             "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
-                         "sample_every": sample_every}}
+                         "sample_every": sample_every, "noise_rad": round(float(noise.std), 4)}}
