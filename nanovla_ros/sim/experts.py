@@ -60,9 +60,11 @@ class ScriptedExpert:
         grasp_z = TABLE_Z + CUBE_HALF_M
         above = lambda p, h: np.array([p[0], p[1], TABLE_Z + h])  # noqa: E731
         if t.kind == "touch":
+            # Ends resting on the cube, not back at the hover point: hover-before and hover-after look the same
+            # (the cube does not move), and a policy without memory then learns to hold still there (seen:
+            # cloned policies went straight to the final hover pose and stayed, 0 / 100 touches).
             return [Waypoint(above(cube, HOVER_M), GRIPPER_FIST),
-                    Waypoint(above(cube, 2 * CUBE_HALF_M - 0.004), GRIPPER_FIST, hold_steps=3, timeout_steps=40),
-                    Waypoint(above(cube, HOVER_M), GRIPPER_FIST)]
+                    Waypoint(above(cube, 2 * CUBE_HALF_M - 0.004), GRIPPER_FIST, hold_steps=10, timeout_steps=40)]
         if t.kind == "push":
             direction = np.r_[DIRECTIONS[t.target], 0.0]
             start = cube - direction * (CUBE_HALF_M + 0.03)
