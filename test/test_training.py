@@ -62,13 +62,36 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
         rng = np.random.default_rng(1000)
         sample_layout(rng)
         instruction = sample_task(rng, "touch", "train").instruction
+        sent = []
+        step = workcell.step
+        workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))  # record what is sent
         result = run_policy_episode(workcell, policy, {instruction: np.ones(384, np.float32) / 20}, "touch", "train",
                                     1000, execute_h=5, max_steps=12)
     finally:
         workcell.close()
     assert result.instruction == instruction and result.steps == 12 and len(result.inference_ms) == 3
+    # Like the driver, the harness changes no target by more than max_step_rad per control step (from home).
+    steps = np.abs(np.diff(np.vstack([np.zeros(6), *sent]), axis=0))
+    assert steps.max() <= 0.05 + 1e-9
     rows = summarise([result, result])
     assert rows[0]["episodes"] == 2 and rows[0]["successes"] == 2 * int(result.success)
+
+
+def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):
+    import shutil
+
+    from nanovla_ros.configuration import ConfigError
+
+    shutil.copytree(dataset / "ds", tmp_path / "ds")  # its own cache: the module's stays at 224 px
+    best = run_training(tmp_path / "ds", tmp_path / "run",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.0, image_size=96, dropout=0.2))
+    index = json.loads((cache_dir_of(tmp_path / "ds") / "index.json").read_text())
+    assert index["image_encoder_id"] == "efficientnet-lite0@96" and index["feature_shape"][1:] == [3, 3]
+    model, _ = load_checkpoint(best)
+    assert model.config.image_size == 96 and model.config.dropout == 0.2
+    with pytest.raises(ConfigError, match="image_size=16"):
+        TrainConfig(image_size=16)
 
 
 def test_wilson_interval():

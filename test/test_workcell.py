@@ -118,3 +118,18 @@ def test_only_visual_geoms_use_the_simplified_meshes(workcell):
     assert not any(m.mesh(m.geom_dataid[g]).name.endswith("_visual") for g in collision)
     faces = lambda g: m.mesh_facenum[m.geom_dataid[g]]  # noqa: E731
     assert sum(faces(g) for g in visual) < 0.5 * sum(faces(g) for g in collision)  # 36 % measured
+
+
+def test_noise_injection_perturbs_the_arm_not_the_labels(workcell):
+    from nanovla_ros.sim.demos import expert_episode
+
+    clean = expert_episode(workcell, "touch", "train", 3, sample_every=8)
+    noisy = expert_episode(workcell, "touch", "train", 3, sample_every=8, noise_rad=0.15)
+    assert noisy["instruction"] == clean["instruction"]  # the noise has its own generator: same scene and task
+    assert 0.0 <= noisy["metadata"]["noise_rad"] <= 0.15 and clean["metadata"]["noise_rad"] == 0.0
+    np.testing.assert_allclose(noisy["actions"][0], clean["actions"][0])  # labels: the expert's own commands
+
+    def off_path(episode):  # how far the arm is from the command it was given at each sample
+        return float(np.abs(episode["states"][1:, :4] - episode["actions"][episode["action_index"][1:] - 1, :4]).mean())
+
+    assert off_path(noisy) > off_path(clean) + 0.01
