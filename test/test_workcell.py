@@ -126,7 +126,7 @@ def test_noise_injection_perturbs_the_arm_not_the_labels(workcell):
     clean = expert_episode(workcell, "touch", "train", 3, sample_every=8)
     noisy = expert_episode(workcell, "touch", "train", 3, sample_every=8, noise_rad=0.15)
     assert noisy["instruction"] == clean["instruction"]  # the noise has its own generator: same scene and task
-    assert 0.0 <= noisy["metadata"]["noise_rad"] <= 0.15 and clean["metadata"]["noise_rad"] == 0.0
+    assert 0.0 < noisy["metadata"]["noise_std_rad"] <= 0.15 and clean["metadata"]["noise_std_rad"] == 0.0
     np.testing.assert_allclose(noisy["actions"][0], clean["actions"][0])  # labels: the expert's own commands
 
     def off_path(episode):  # how far the arm is from the command it was given at each sample

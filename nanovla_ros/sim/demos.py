@@ -11,8 +11,8 @@ latency, the servo protocol), which `nanovla collect` through the graph keeps.
 Noise injection (DART, Laskey et al. 2017): with ``noise_rad`` > 0 the arm executes the expert's command plus
 a slowly varying random offset on the arm joints, while the recorded actions stay the expert's clean
 commands. The states then leave the expert's path and the labels say how to get back to it, which is what a
-policy needs once its own small errors take it off that path (without it, a policy cloned from clean demos
-drifts off and holds still: seen in the closed-loop evaluations, README "data loop").
+policy needs once its own small errors take it off that path (closed loop, cloned policies drifted off the
+path and crept: README "data loop").
 """
 from __future__ import annotations
 
@@ -80,4 +80,4 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
             "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
-                         "sample_every": sample_every, "noise_rad": round(float(noise.std), 4)}}
+                         "sample_every": sample_every, "noise_std_rad": round(float(noise.std), 4)}}
