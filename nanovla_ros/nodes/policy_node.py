@@ -10,6 +10,7 @@ import itertools
 import threading
 
 import numpy as np
+from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -28,6 +29,7 @@ from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Sk
 class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy", **kwargs)
+        self._destroying = False
         self.config = declare_config(self, PolicyNodeConfig)
         try:
             self.runner = PolicyRunner(self.config)
@@ -86,7 +88,17 @@ class PolicyNode(Node):
                 self._last_skip = result.reason
             return
         self._last_skip = ""
-        self._chunk_pub.publish(self._to_message(result))
+        try:
+            self._chunk_pub.publish(self._to_message(result))
+        except InvalidHandle:
+            # The node was destroyed (shutdown) while this inference ran on the other executor thread: the
+            # chunk has nowhere to go, and nothing should move on it anyway.
+            if not self._destroying:
+                raise
+
+    def destroy_node(self) -> None:
+        self._destroying = True
+        super().destroy_node()
 
     def _to_message(self, result: ChunkResult) -> ActionChunk:
         horizon, joints = result.positions.shape
