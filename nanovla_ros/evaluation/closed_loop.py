@@ -55,8 +55,6 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     workcell.place(layout.cubes, layout.squares)
     monitor = SuccessMonitor(task, workcell)
     embedding = embeddings[task.instruction]
-    # Frames at the camera's size (the workcell's image_size, what the camera node publishes and the demonstrations
-    # recorded), not the encoder's: the policy resizes them itself, as it does in the graph.
     # The driver limits each joint target's change per control step (DriverConfig.max_step_rad); so does this loop,
     # so that the in-process harness moves the arm as the deployed graph does.
     max_step_rad = DriverConfig().max_step_rad
@@ -65,6 +63,8 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
         if chunk is None or index >= execute_h:
+            # At the camera's size (what the camera node publishes and the demonstrations recorded), not the
+            # encoder's: the policy resizes frames itself, as it does in the graph.
             image = workcell.render(camera)
             started = time.perf_counter()
             chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)

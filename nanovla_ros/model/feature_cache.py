@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +121,11 @@ def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder:
     # device (numpy's float32 -> float16 cast took 5 s per 512 frames at 320 px, 20x the encoder).
     workers = max(1, min(8, (os.cpu_count() or 2) - 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_decode_batch, images, s, batch_size) for s in starts[:workers]]
+        ahead = deque(pool.submit(_decode_batch, images, s, batch_size) for s in starts[:workers])
         for k, start in enumerate(starts):
-            batch = pending[k].result()
+            batch = ahead.popleft().result()  # (b, h, w, 3) uint8
             if k + workers < len(starts):
-                pending.append(pool.submit(_decode_batch, images, starts[k + workers], batch_size))
-            pending[k] = None  # free the decoded batch once used
+                ahead.append(pool.submit(_decode_batch, images, starts[k + workers], batch_size))
             with torch.no_grad():
                 chunk = image_encoder(torch.from_numpy(batch).to(device))  # (b, C, h', w')
             features[start:start + len(chunk)] = chunk.half().cpu().numpy()

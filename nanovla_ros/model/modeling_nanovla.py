@@ -314,7 +314,8 @@ class NanoVLAPolicy(nn.Module):
                              f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
         if state.shape != (c.state_dim,):
             raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
-        images = torch.from_numpy(np.require(image, requirements=['C', 'W']))[None].to(device)  # (1, h, w, 3); copies a read-only frame
+        image = np.require(image, requirements=["C", "W"])  # a read-only frame (from a message) is copied
+        images = torch.from_numpy(image)[None].to(device)  # (1, h, w, 3)
         state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
         return self._forward(images, state_t, instruction)[0].float().cpu().numpy()  # (H, A)

@@ -68,7 +68,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
         command = np.clip(target, last - max_step_rad, last + max_step_rad)
         last = command
         actions.append(command.astype(np.float32))  # the label: the expert's clean command
-        workcell.step(command + noise.step() if noise_rad > 0 else command)
+        workcell.step(command + noise.step())  # zero offset when noise_rad = 0
         monitor.update()
         if expert.done:
             settle += 1

@@ -22,8 +22,8 @@ SQUARE_HALF_M = 0.035
 TABLE_Z = 0.0
 CONTROL_RATE_HZ = 30.0
 PHYSICS_DT_S = 0.002
+FRONT_CAMERA_POS, FRONT_CAMERA_TARGET = (0.42, -0.32, 0.48), (0.21, 0.0, 0.0)  # metres, world frame
 # Where cubes and squares may be placed (x forward from the base, y left), metres.
-FRONT_CAMERA_POS, FRONT_CAMERA_TARGET = (0.42, -0.32, 0.48), (0.21, 0.0, 0.0)
 WORKSPACE = np.array([[0.14, -0.16], [0.29, 0.16]])  # within the arm's top-down reach
 
 
