@@ -165,7 +165,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
-                                      args.sample_every, noise_rad=args.noise_rad)
+                                      args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras))
     code = 0
     for kind in args.task:
         code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s)
@@ -207,8 +207,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny", "image_size", "dropout", "weight_decay")
+                                            "val_every", "tiny", "image_size", "dropout", "weight_decay", "cameras")
               if getattr(args, k) is not None}
+    if "cameras" in values:
+        values["cameras"] = tuple(values["cameras"])
     try:
         config = TrainConfig(**values)
     except ConfigError as error:
@@ -315,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--sample-every", type=int, default=4, help="--in-process: a sample every n commands")
     col.add_argument("--noise-rad", type=float, default=0.0, help="--in-process: perturb the executed commands "
                      "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
+    col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],
+                     help="--in-process: cameras recorded (front always; wrist is rendered at the same moments)")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
@@ -342,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
+    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
     tr.add_argument("--dropout", type=float)
     tr.add_argument("--weight-decay", type=float)
     tr.add_argument("--device", choices=["cuda", "cpu"])

@@ -151,8 +151,13 @@ def encode_jpeg(frames: list[np.ndarray], quality: int) -> tuple[np.ndarray, np.
 def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None = None) -> Path:
     """One episode's samples as a shard (written under a temporary name, then renamed)."""
     jpeg, offsets = encode_jpeg(episode["frames"], jpeg_quality)
+    cameras = {}  # further cameras' frames, taken with the front camera's (same frame_index)
+    for name, frames in episode.get("camera_frames", {}).items():
+        if len(frames) != len(episode["frames"]):
+            raise DatasetError(f"camera {name!r} has {len(frames)} frames, the front camera {len(episode['frames'])}")
+        cameras[f"jpeg_{name}"], cameras[f"jpeg_offsets_{name}"] = encode_jpeg(frames, jpeg_quality)
     tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, frame_index=episode["frame_index"], states=episode["states"],
+    np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"], states=episode["states"],
              actions=episode["actions"], action_index=episode["action_index"],
              meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
                                        **(extra or {}), **episode["metadata"]})))
@@ -239,6 +244,15 @@ class Demonstrations:
     episode: np.ndarray  # (N,)
     instructions: list[str]  # per episode
     meta: list[dict] = field(default_factory=list)
+    camera_frames: dict[str, JpegFrames] = field(default_factory=dict)  # cameras besides the front one, same rows
+
+    def frames_of(self, camera: str) -> JpegFrames:
+        if camera == "front":
+            return self.frames
+        if camera not in self.camera_frames:
+            raise DatasetError(f"the dataset has no frames of camera {camera!r} (it holds "
+                               f"{['front', *self.camera_frames]}): collect with --cameras front {camera}")
+        return self.camera_frames[camera]
 
     def as_episode_data(self) -> EpisodeData:
         """The view the feature cache takes (frames and instructions)."""
@@ -246,11 +260,16 @@ class Demonstrations:
                            self.instructions, self.frame_index)
 
 
-def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = None) -> Demonstrations:
+def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = None,
+                        cameras: tuple[str, ...] = ("front",)) -> Demonstrations:
+    """Every shard of ``out_dir`` (of ``kinds`` if given), with the frames of ``cameras`` (front always)."""
     files = sorted((Path(out_dir) / "shards").glob("*.npz"))
     files = [f for f in files if not f.name.endswith(".partial.npz")]
     blobs, offsets, frame_index, states, actions, action_index, action_end, episode = [], [0], [], [], [], [], [], []
     instructions, metas = [], []
+    extra = [c for c in cameras if c != "front"]
+    extra_blobs: dict[str, list] = {c: [] for c in extra}
+    extra_offsets: dict[str, list] = {c: [0] for c in extra}
     n_frames = n_actions = 0
     for f in files:
         with np.load(f) as z:
@@ -258,6 +277,11 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             if kinds is not None and meta.get("task_kind") not in kinds:
                 continue
             e = len(instructions)
+            for c in extra:
+                if f"jpeg_{c}" not in z.files:
+                    raise DatasetError(f"shard {f.name} has no frames of camera {c!r}: collect with --cameras front {c}")
+                extra_blobs[c].append(z[f"jpeg_{c}"])
+                extra_offsets[c].extend((z[f"jpeg_offsets_{c}"][1:] + extra_offsets[c][-1]).tolist())
             blobs.append(z["jpeg"])
             offsets.extend((z["jpeg_offsets"][1:] + (offsets[-1])).tolist())
             frame_index.append(z["frame_index"] + n_frames)
@@ -274,4 +298,6 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
         raise DatasetError(f"no shards in {str(out_dir)!r}: build the dataset first (nanovla dataset build)")
     return Demonstrations(JpegFrames(np.concatenate(blobs), np.asarray(offsets, np.int64)), np.concatenate(frame_index),
                           np.concatenate(states), np.concatenate(actions), np.concatenate(action_index),
-                          np.concatenate(action_end), np.concatenate(episode), instructions, metas)
+                          np.concatenate(action_end), np.concatenate(episode), instructions, metas,
+                          {c: JpegFrames(np.concatenate(extra_blobs[c]), np.asarray(extra_offsets[c], np.int64))
+                           for c in extra})

@@ -1,7 +1,7 @@
 """Closed-loop episodes of a NanoVLA checkpoint in the MuJoCo workcell, in process.
 
 Each episode: the scene of ``seed`` (the same layout and task the workcell node lays out for that seed),
-the arm at home; every ``execute_h`` control steps the front camera is rendered, the policy predicts a chunk
+the arm at home; every ``execute_h`` control steps the model's cameras are rendered, the policy predicts a chunk
 of H_train joint targets from (image, joint positions, instruction embedding), and the first ``execute_h`` are
 executed (long-short chunking). An episode succeeds when the task's success check holds for
 ``SUSTAIN_STEPS`` consecutive steps (a cube dropped in its square must stay there) within ``max_steps``.
@@ -45,7 +45,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
-                       execute_h: int, max_steps: int | None = None, camera: str = "front") -> EpisodeResult:
+                       execute_h: int, max_steps: int | None = None) -> EpisodeResult:
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
@@ -65,7 +65,7 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
         if chunk is None or index >= execute_h:
             # At the camera's size (what the camera node publishes and the demonstrations recorded), not the
             # encoder's: the policy resizes frames itself, as it does in the graph.
-            image = workcell.render(camera)
+            image = {name: workcell.render(name) for name in policy.config.cameras}
             started = time.perf_counter()
             chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
             timings.append((time.perf_counter() - started) * 1e3)

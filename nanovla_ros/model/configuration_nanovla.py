@@ -15,6 +15,8 @@ class NanoVLAConfig:
     image_encoder: str = param("efficientnet-lite0", f"Frozen image encoder: {list(IMAGE_ENCODERS)}.")
     image_weights_path: str = param("", "Local weights for resnet18 (EfficientNet-Lite0's ship in a package).")
     image_size: int = param(224, "Square input resolution of the image encoder, pixels.")
+    cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
+                                                 "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
     language_dim: int = param(384, "Width of the pooled instruction vector (384 MiniLM, 640 Gemma-3-270M).")
     # --- late-fusion transformer
@@ -38,6 +40,8 @@ class NanoVLAConfig:
 
     def __post_init__(self) -> None:
         require_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        require(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras),
+                f"cameras={self.cameras!r} must name at least one camera, each once")
         require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
         require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         require(self.d_model % 4 == 0, f"d_model={self.d_model} must be divisible by 4 (2D sinusoidal embeddings)")
@@ -68,6 +72,8 @@ class NanoVLAConfig:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"checkpoint config has fields this code does not know: {unknown}")
+        if "cameras" in known:
+            known["cameras"] = tuple(known["cameras"])  # JSON holds a list
         return cls(**known)
 
 

@@ -6,6 +6,7 @@ Layout of a cache directory:
   index.json                image encoder id, frame count, complete flag
   instructions/<key>.npy    (M, L) float32, one table per language encoder (NanoVLA-S and -L share the images)
   instructions/<key>.json   the encoder id and the instruction texts, in row order
+  cameras/<name>/           image_features.npy and index.json of a further camera (``wrist``), same frame rows
 
 Samples and frames are separate: a camera at 15 Hz and a control loop at 30 Hz give two samples per frame,
 so ``EpisodeData.frame_index`` maps each sample to its frame (identity when absent).
@@ -90,6 +91,24 @@ def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> t
                                 f"not of {language_encoder_id!r}")
     texts = json.loads(meta.read_text())["texts"]
     return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")
+
+
+def camera_cache_dir(cache_dir: str | Path, camera: str) -> Path:
+    """Where a camera's image features live: the cache itself for the front camera, ``cameras/<name>`` else."""
+    return Path(cache_dir) if camera == "front" else Path(cache_dir) / "cameras" / camera
+
+
+def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, image_encoder_id: str) -> np.ndarray:
+    """One camera's features (memory-mapped (F, C, h', w')), checked against the frame count and the encoder."""
+    folder = camera_cache_dir(cache_dir, camera)
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise FeatureCacheError(f"no image features of camera {camera!r} in {str(cache_dir)!r}")
+    index = json.loads(index_path.read_text())
+    if index["frames"] != n_frames or index.get("image_encoder_id") != image_encoder_id or not index.get("complete"):
+        raise FeatureCacheError(f"the {camera!r} features in {str(folder)!r} are of {index['frames']} frames from "
+                                f"{index.get('image_encoder_id')!r}; wanted {n_frames} from {image_encoder_id!r}")
+    return np.load(folder / "image_features.npy", mmap_mode="r")
 
 
 def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder: FrozenImageEncoder,

@@ -1,7 +1,7 @@
 """NanoVLA: frozen image encoder + cached instruction vector, late-fused in a small transformer that
 emits an action chunk (the paper's appendix A.1; ACT-style CVAE objective).
 
-Shapes: B batch, H horizon, D d_model, C image channels, h' x w' image feature map, L language width.
+Shapes: B batch, H horizon, D d_model, N cameras, C image channels, h' x w' image feature map, L language width.
 """
 from __future__ import annotations
 
@@ -176,6 +176,8 @@ class NanoVLA(nn.Module):
         self.latent_proj = nn.Linear(c.latent_dim, d)
         self.n_1d = 3 + (1 if c.env_dim else 0)  # language, state, [env], latent
         self.index_embed = nn.Embedding(self.n_1d, d)  # learned positions of the 1D tokens
+        # One camera: no camera embedding (and checkpoints of one-camera models keep their keys).
+        self.camera_embed = nn.Embedding(len(c.cameras), d) if len(c.cameras) > 1 else None
         self.encoder = nn.ModuleList(EncoderLayer(d, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.enc_layers))
         self.encoder_norm = nn.LayerNorm(d)
         self.query_pos = nn.Embedding(c.horizon, d)  # action slots start at zero; these are their positions
@@ -250,11 +252,19 @@ class NanoVLA(nn.Module):
         one_d.append(self.latent_proj(z))
         tokens_1d = torch.stack(one_d, dim=1)  # (B, n_1d, D)
         pos_1d = self.index_embed.weight[None].expand(B, -1, -1)  # (B, n_1d, D)
-        # image tokens with 2D sinusoidal positions
-        fmap = self.image_proj(image_features)  # (B, D, h', w')
+        # image tokens with 2D sinusoidal positions (plus a camera embedding when there are several cameras)
+        if image_features.dim() == 4:
+            image_features = image_features[:, None]  # (B, 1, C, h', w')
+        n_cameras = image_features.shape[1]
+        if n_cameras != len(c.cameras):
+            raise ValueError(f"got features of {n_cameras} camera(s), the model reads {list(c.cameras)}")
+        fmap = self.image_proj(image_features.flatten(0, 1))  # (B*N, D, h', w')
         h, w = fmap.shape[-2:]
-        tokens_img = fmap.flatten(2).transpose(1, 2)  # (B, h'*w', D)
-        pos_img = self._image_pos(h, w, fmap.device)[None].expand(B, -1, -1)  # (B, h'*w', D)
+        tokens_img = fmap.flatten(2).transpose(1, 2).reshape(B, n_cameras * h * w, -1)  # (B, N*h'*w', D)
+        pos_img = self._image_pos(h, w, fmap.device)[None].expand(n_cameras, -1, -1)  # (N, h'*w', D)
+        if self.camera_embed is not None:
+            pos_img = pos_img + self.camera_embed.weight[:, None]
+        pos_img = pos_img.reshape(1, n_cameras * h * w, -1).expand(B, -1, -1)  # (B, N*h'*w', D)
         memory = torch.cat([tokens_1d, tokens_img], dim=1)  # (B, T, D)
         memory_pos = torch.cat([pos_1d, pos_img], dim=1)  # (B, T, D)
         for layer in self.encoder:
@@ -294,8 +304,8 @@ class NanoVLAPolicy(nn.Module):
         return self.model.config
 
     def _chunk(self, images: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        features = self.image_encoder(images)  # (1, C, h', w')
-        pred_n, _ = self.model(features, instruction, state)
+        features = self.image_encoder(images)  # (N, C, h', w'), one row per camera
+        pred_n, _ = self.model(features[None], instruction, state)
         return self.model.denormalize_actions(pred_n)  # (1, H, A)
 
     def compile(self, mode: str = "reduce-overhead") -> "NanoVLAPolicy":
@@ -305,8 +315,10 @@ class NanoVLAPolicy(nn.Module):
         return self
 
     @torch.inference_mode()
-    def predict_chunk(self, image: np.ndarray, state: np.ndarray, instruction_embedding: np.ndarray) -> np.ndarray:
-        """(h, w, 3) uint8 RGB, (S,) radians, (L,) pooled instruction -> (H, A) joint targets, radians (z = 0)."""
+    def predict_chunk(self, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
+                      instruction_embedding: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 RGB (a one-camera model) or {camera: frame} with every camera of ``config.cameras``
+        (same size), (S,) radians, (L,) pooled instruction -> (H, A) joint targets, radians (z = 0)."""
         device = next(self.model.parameters()).device
         c = self.config
         if instruction_embedding.shape != (c.language_dim,):
@@ -314,8 +326,16 @@ class NanoVLAPolicy(nn.Module):
                              f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
         if state.shape != (c.state_dim,):
             raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
-        image = np.require(image, requirements=["C", "W"])  # a read-only frame (from a message) is copied
-        images = torch.from_numpy(image)[None].to(device)  # (1, h, w, 3)
+        if isinstance(image, dict):
+            missing = [name for name in c.cameras if name not in image]
+            if missing:
+                raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")
+            frames = np.stack([image[name] for name in c.cameras])  # (N, h, w, 3), a copy
+        elif len(c.cameras) == 1:
+            frames = np.require(image, requirements=["C", "W"])[None]  # a read-only frame (from a message) is copied
+        else:
+            raise ValueError(f"this model reads cameras {list(c.cameras)}: pass {{camera: frame}}")
+        images = torch.from_numpy(frames).to(device)  # (N, h, w, 3)
         state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
         return self._forward(images, state_t, instruction)[0].float().cpu().numpy()  # (H, A)

@@ -43,9 +43,10 @@ class JointNoise:
 
 def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int = 4,
                    max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
-                   noise_rad: float = 0.0) -> dict:
+                   noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",)) -> dict:
     """One expert episode as shard fields (frames, states, actions, indices, instruction, metadata).
 
+    ``cameras``: front always; others (``wrist``) are rendered with it, at the same moments.
     ``noise_rad``: the largest standard deviation of the executed-command noise; each episode draws its own
     in [0, noise_rad] (a mixture of clean and perturbed episodes), from a generator of its own so that the
     layout and task of a seed do not depend on it."""
@@ -58,10 +59,13 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
     expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
     last = workcell.joint_positions  # the driver's last command: it holds the arm where it is
     frames, states, actions, action_index = [], [], [], []
+    camera_frames: dict[str, list] = {c: [] for c in cameras if c != "front"}
     settle = 0
     for k in range(max_steps + SETTLE_STEPS):
         if k % sample_every == 0:
             frames.append(workcell.render("front", image_size))
+            for camera, taken in camera_frames.items():
+                taken.append(workcell.render(camera, image_size))
             states.append(workcell.joint_positions.astype(np.float32))
             action_index.append(k)
         target = expert.act()
@@ -74,7 +78,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
             settle += 1
             if settle >= SETTLE_STEPS:
                 break
-    return {"frames": frames, "frame_index": np.arange(len(frames), dtype=np.int64),
+    return {"frames": frames, "camera_frames": camera_frames, "frame_index": np.arange(len(frames), dtype=np.int64),
             "states": np.stack(states), "actions": np.stack(actions),
             "action_index": np.asarray(action_index, np.int64), "instruction": task.instruction,
             "success": bool(monitor.success()),

