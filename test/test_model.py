@@ -152,3 +152,32 @@ def test_checkpoint_round_trip_and_encoder_mismatch(tmp_path, image_encoder):
         load_checkpoint(path, "cpu", expected_language_encoder_id="enc-b")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_two_cameras_each_reach_the_output_and_frames_are_named(image_encoder):
+    torch.manual_seed(0)
+    config = NanoVLAConfig(language_dim=16, cameras=("front", "wrist"), **TINY)
+    model = NanoVLA(config).eval()
+    assert model.camera_embed is not None and "camera_embed.weight" in model.state_dict()
+    assert "camera_embed.weight" not in NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).state_dict()  # one camera: none
+    front, wrist = torch.randn(2, 1280, 2, 2), torch.randn(2, 1280, 2, 2)
+    text, state = torch.randn(2, 16), torch.randn(2, 6)
+    both, _ = model(torch.stack([front, wrist], 1), text, state)
+    other_wrist, _ = model(torch.stack([front, torch.randn(2, 1280, 2, 2)], 1), text, state)
+    swapped, _ = model(torch.stack([wrist, front], 1), text, state)
+    assert not torch.allclose(both, other_wrist) and not torch.allclose(both, swapped)  # the camera embedding tells them apart
+    with pytest.raises(ValueError, match="1 camera"):
+        model(front, text, state)
+    policy = NanoVLAPolicy(model, image_encoder)
+    rng = np.random.default_rng(0)
+    frames = {c: rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for c in ("front", "wrist")}
+    chunk = policy.predict_chunk(frames, np.zeros(6, np.float32), np.ones(16, np.float32))
+    assert chunk.shape == (8, 6)
+    with pytest.raises(ValueError, match=r"\['wrist'\]"):
+        policy.predict_chunk({"front": frames["front"]}, np.zeros(6, np.float32), np.ones(16, np.float32))
+    with pytest.raises(ValueError, match="camera"):
+        policy.predict_chunk(frames["front"], np.zeros(6, np.float32), np.ones(16, np.float32))
+    # Checkpoints store the cameras as a JSON list; the config reads them back as a tuple.
+    assert NanoVLAConfig.from_dict({**config.to_dict(), "cameras": ["front", "wrist"]}) == config
+    with pytest.raises(ConfigError, match="cameras"):
+        NanoVLAConfig(cameras=("front", "front"))

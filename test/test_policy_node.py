@@ -110,3 +110,11 @@ def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoi
 def test_checkpoint_for_another_encoder_is_refused(graph, checkpoint):
     with pytest.raises(ConfigError, match="trained on instruction vectors"):
         PolicyNode(context=graph.context, parameter_overrides=[Parameter("checkpoint_large", value=str(checkpoint))])
+
+
+def test_a_wrist_camera_checkpoint_is_refused_with_the_reason(graph, tmp_path):
+    model = NanoVLA(NanoVLAConfig(language_dim=384, language_encoder_id=encoder_id("small"), cameras=("front", "wrist"),
+                                  **TINY))
+    path = save_checkpoint(model, tmp_path / "wrist.safetensors")
+    with pytest.raises(ConfigError, match=r"\['front', 'wrist'\].*front camera only"):
+        PolicyNode(context=graph.context, parameter_overrides=[Parameter("checkpoint_small", value=str(path))])

@@ -99,3 +99,36 @@ def test_wilson_interval():
     assert abs(low - 0.490) < 0.002 and abs(high - 0.943) < 0.002
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] > 0.92
+
+
+def test_a_wrist_camera_model_trains_from_in_process_shards(tmp_path):
+    from nanovla_ros.data.demos import DatasetError, load_demonstrations, write_shard
+    from nanovla_ros.sim.demos import expert_episode
+    from nanovla_ros.sim.workcell import Workcell
+
+    for folder in ("ds", "front"):
+        (tmp_path / folder / "shards").mkdir(parents=True)
+    workcell = Workcell()
+    try:
+        for seed in (0, 1):
+            episode = expert_episode(workcell, "touch", "train", seed, sample_every=15, image_size=64, max_steps=45,
+                                     cameras=("front", "wrist"))
+            assert len(episode["camera_frames"]["wrist"]) == len(episode["frames"])
+            write_shard(tmp_path / "ds" / "shards" / f"ep{seed}.npz", episode, 80)
+        front_only = expert_episode(workcell, "touch", "train", 2, sample_every=15, image_size=64, max_steps=45)
+        write_shard(tmp_path / "front" / "shards" / "ep2.npz", front_only, 80)
+    finally:
+        workcell.close()
+    demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
+    assert len(demos.frames_of("wrist")) == len(demos.frames)
+    assert np.abs(demos.frames_of("wrist")[0].astype(int) - demos.frames[0]).mean() > 5  # another view, not a copy
+    texts = sorted(set(demos.instructions))
+    write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 384)))
+    best = run_training(tmp_path / "ds", tmp_path / "run",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.0, image_size=64, cameras=("front", "wrist")))
+    assert (cache_dir_of(tmp_path / "ds") / "cameras" / "wrist" / "index.json").is_file()
+    model, _ = load_checkpoint(best)
+    assert model.config.cameras == ("front", "wrist")
+    with pytest.raises(DatasetError, match="no frames of camera 'wrist'.*--cameras front wrist"):
+        load_demonstrations(tmp_path / "front", cameras=("front", "wrist"))

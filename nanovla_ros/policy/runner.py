@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.encoders import encoder_id
 from nanovla_ros.policy.config import PolicyNodeConfig
 
@@ -61,6 +62,12 @@ class PolicyRunner:
                 continue
             model, _ = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
             c = model.config
+            if c.cameras != ("front",):
+                # PLACEHOLDER (issue #6): the graph publishes one camera (camera/image_raw). Wrist-camera checkpoints
+                # run in the in-process harness (`nanovla evaluate`) until the workcell and the camera node publish
+                # the wrist view too and this node subscribes to it.
+                raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node subscribes to the front "
+                                  f"camera only (camera/image_raw): evaluate it in process with `nanovla evaluate`")
             key = c.image_encoder_id
             if key not in image_encoders:
                 image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path).to(config.device)
