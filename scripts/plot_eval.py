@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nanovla_ros.evaluation.closed_loop import wilson_interval  # noqa: E402
@@ -100,9 +101,12 @@ def main() -> None:
             print(f"| {h} | {w / n:.0%} | {lo:.0%}-{hi:.0%} | {fixed_cells} | {lat / h:.1f} |")
         axes[0].set_xscale("log")
         axes[0].set_xlabel("h: actions executed per chunk")
-        axes[0].set_ylabel("success rate, all tasks (95% CI)")
+        tasks = sorted({r["kind"] for run in sweep.values() for r in run["summary"]})
+        axes[0].set_ylabel(f"success rate, {' + '.join(tasks)} (95% CI)")
         axes[0].set_ylim(0, 1.05)
         axes[1].set_xscale("log")
+        axes[1].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes[1].set_xlabel("policy latency per control step, ms (inference / h)")
         axes[1].set_ylim(0, 1.05)
         axes[0].legend(fontsize=7)

@@ -9,9 +9,14 @@ PY=.venv/bin/python
 # for runs 3-5 in the README (1000 episodes per task, DART noise, 83 s per 1000 episodes on 15 cores).
 SOURCE=${SOURCE:-graph}
 IMAGE_SIZE=${IMAGE_SIZE:-320}  # encoder input: 10x10 feature map (224 gives 7x7; see the README's diagnosis)
+# CAMERAS="front wrist" (SOURCE=sim only: the graph records the front camera alone so far) adds the wrist view.
+CAMERAS=${CAMERAS:-front}
+if [ "$SOURCE" != sim ] && [ "$CAMERAS" != front ]; then
+  echo "CAMERAS=$CAMERAS needs SOURCE=sim: recording through the graph keeps the front camera only" >&2; exit 2
+fi
 if [ "$SOURCE" = sim ]; then
   $PY -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes 1000 --first-seed 10000 \
-      --sample-every 8 --noise-rad 0.05 --workers "$(nproc)" --out data/demos
+      --sample-every 8 --noise-rad 0.05 --cameras $CAMERAS --workers "$(nproc)" --out data/demos
 else
   # 1. 50 expert-teleoperated episodes per task through the ROS graph, one rosbag2 MCAP bag each (~10 s/episode).
   $PY -m nanovla_ros.cli collect --task pick_place stack push touch --episodes 50 --out data/bags
@@ -22,8 +27,8 @@ $PY -c "from nanovla_ros.training.pipeline import write_instruction_tables, cach
 from nanovla_ros.sim.tasks import all_instructions
 write_instruction_tables(cache_dir_of('data/demos'), all_instructions())"
 # 3. train (image features are cached on the first run), several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...
-$PY -m nanovla_ros.cli train --data data/demos --variant s --out out/train_s --device cuda --image-size "$IMAGE_SIZE"
-$PY -m nanovla_ros.cli train --data data/demos --variant l --out out/train_l --device cuda --image-size "$IMAGE_SIZE"
+$PY -m nanovla_ros.cli train --data data/demos --variant s --out out/train_s --device cuda --image-size "$IMAGE_SIZE" --cameras $CAMERAS
+$PY -m nanovla_ros.cli train --data data/demos --variant l --out out/train_l --device cuda --image-size "$IMAGE_SIZE" --cameras $CAMERAS
 # 4. ship the small one in fp16
 $PY -m nanovla_ros.cli export out/train_s/best.safetensors nanovla_ros/checkpoints/nanovla_s_workcell.safetensors
 # 5. closed-loop success, 50 episodes per task and split (seeds 1000..), and a few through the deployed graph
