@@ -22,6 +22,7 @@ def _nodes(context, *args, **kwargs):
             name=spec.name,
             namespace=values["namespace"],
             parameters=[values["params_file"], overrides],
+            remappings=list(spec.remappings),
             output="screen",
             emulate_tty=True,
         ))

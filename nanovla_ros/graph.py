@@ -31,6 +31,7 @@ class NodeSpec:
     # parameter name -> launch argument name whose value overrides it
     argument_parameters: dict[str, str] = field(default_factory=dict)
     only_if: str = ""  # a boolean launch argument that must be true for this node to run
+    remappings: tuple[tuple[str, str], ...] = ()  # (from, to) topic names, relative
 
 
 LAUNCH_ARGUMENTS = (
@@ -41,6 +42,10 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("camera_source", "test_pattern", "Camera source: test_pattern, v4l2, video or folder."),
     LaunchArgument("camera_device", "/dev/video0", "V4L2 device for camera_source:=v4l2."),
     LaunchArgument("camera_path", "", "Video file or image folder for camera_source:=video|folder."),
+    LaunchArgument("wrist_camera", "false", "true: a second camera node publishes the wrist view on wrist_camera/* "
+                                            "(with workcell:=true the workcell renders it); wrist-camera checkpoints "
+                                            "need it."),
+    LaunchArgument("wrist_camera_device", "/dev/video2", "V4L2 device of the wrist camera (camera_source:=v4l2)."),
     LaunchArgument("checkpoint", "", "NanoVLA-S checkpoint for the policy (empty = none: the policy stays idle)."),
     LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none)."),
     LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
@@ -59,6 +64,9 @@ NODES = (
              {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop"}, only_if="workcell"),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),
+    NodeSpec("wrist_camera", "camera_node", "nanovla_ros.nodes.camera_node",
+             {"source": "camera_source", "device": "wrist_camera_device"}, only_if="wrist_camera",
+             remappings=(("camera/image_raw", "wrist_camera/image_raw"), ("camera/camera_info", "wrist_camera/camera_info"))),
     NodeSpec("instruction_encoder", "instruction_encoder_node", "nanovla_ros.nodes.instruction_encoder_node"),
     NodeSpec("router", "router_node", "nanovla_ros.nodes.router_node"),
     NodeSpec("policy", "policy_node", "nanovla_ros.nodes.policy_node",
@@ -70,7 +78,8 @@ NODES = (
 )
 
 # The recorder goes first, so that it closes its bag while everything it records is still there.
-SHUTDOWN_ORDER = ("recorder", "policy", "so101_driver", "router", "instruction_encoder", "camera", "workcell")
+SHUTDOWN_ORDER = ("recorder", "policy", "so101_driver", "router", "instruction_encoder", "camera", "wrist_camera",
+                  "workcell")
 
 
 def share_dir() -> Path:
@@ -115,7 +124,7 @@ def workcell_paths(arguments: dict[str, str]) -> dict[str, str]:
     tag = f"{namespace}_d{os.environ.get('ROS_DOMAIN_ID', '0')}"
     return {"bus_link": f"/tmp/nanovla_{tag}_workcell_bus",
             "calibration_file": f"/tmp/nanovla_{tag}_workcell_calibration.json",
-            "frames_name": f"nanovla_{tag}_workcell_frames"}
+            "frames_name": f"nanovla_{tag}_workcell_frames", "wrist_frames_name": f"nanovla_{tag}_workcell_wrist_frames"}
 
 
 INTEGER_ARGUMENTS = ("seed",)  # launch arguments whose parameters are integers
@@ -140,11 +149,14 @@ def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[
     overrides = {p: _typed(a, arguments[a]) for p, a in spec.argument_parameters.items() if arguments.get(a, "") != ""}
     if _true(arguments.get("workcell", "false")):
         paths = workcell_paths(arguments)
+        wrist = _true(arguments.get("wrist_camera", "false"))
         overrides.update({
             "workcell": {"bus_link": paths["bus_link"], "frames_name": paths["frames_name"],
-                         "calibration_file": paths["calibration_file"]},
+                         "calibration_file": paths["calibration_file"],
+                         **({"wrist_frames_name": paths["wrist_frames_name"]} if wrist else {})},
             # The frames keep the workcell's render size (224, the policy's input): no resampling on the way.
             "camera": {"source": "sim", "path": paths["frames_name"], "width": 224, "height": 224},
+            "wrist_camera": {"source": "sim", "path": paths["wrist_frames_name"], "width": 224, "height": 224},
             # The workcell's bus answers from a process busy with physics and rendering (replies up to
             # ~5 ms late, measured; longer while seven processes share two cores): the driver gets the
             # reply timeout of an FTDI-style adapter and a longer silence before it calls a servo lost.
@@ -162,6 +174,8 @@ def ros_args(spec: NodeSpec, arguments: dict[str, str]) -> list[str]:
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
     if arguments["namespace"]:
         args += ["-r", f"__ns:=/{arguments['namespace'].strip('/')}"]
+    for source, target in spec.remappings:
+        args += ["-r", f"{source}:={target}"]
     args += ["--params-file", arguments["params_file"]]
     for name, value in node_parameter_overrides(spec, arguments).items():
         # -p values are parsed as YAML: strings are quoted so that e.g. a camera device "0" stays the

@@ -155,7 +155,8 @@ def test_launched_driver_follows_action_chunks_and_drops_torque_on_ctrl_c(env):
 
 
 def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
-    """workcell:=true: the driver drives the MuJoCo arm through the emulated bus; the camera shows renders."""
+    """workcell:=true: the driver drives the MuJoCo arm through the emulated bus; the camera shows renders, and
+    with wrist_camera:=true a second camera node publishes the wrist view."""
     import numpy as np
     from sensor_msgs.msg import Image, JointState
 
@@ -163,17 +164,20 @@ def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
     from nanovla_ros.msg import ActionChunk
     from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, IMAGE_TOPIC, JOINT_STATES_TOPIC, SENSOR_QOS
 
-    launcher = LauncherProcess("workcell:=true", "task:=touch", env=env)
+    launcher = LauncherProcess("workcell:=true", "task:=touch", "wrist_camera:=true", env=env)
     try:
-        assert launcher.wait_for_line(r"all 6 nodes are up", 120), launcher.output()
+        assert launcher.wait_for_line(r"all 7 nodes are up", 120), launcher.output()
         with NanovlaClient(node_name="chunk_source") as client:
-            states, images = [], []
+            states, images, wrist_images = [], [], []
             client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
             client.node.create_subscription(Image, IMAGE_TOPIC, images.append, SENSOR_QOS)
+            client.node.create_subscription(Image, "wrist_camera/image_raw", wrist_images.append, SENSOR_QOS)
             publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
-            assert client.spin_until(lambda: len(states) > 3 and len(images) > 3
+            assert client.spin_until(lambda: len(states) > 3 and len(images) > 3 and len(wrist_images) > 3
                                      and publisher.get_subscription_count() > 0, 90), launcher.output()
             first_image = np.frombuffer(bytes(images[-1].data), np.uint8)
+            wrist_view = np.frombuffer(bytes(wrist_images[-1].data), np.uint8)
+            assert wrist_view.shape == first_image.shape and np.abs(wrist_view.astype(int) - first_image).mean() > 10
             target = np.array(states[-1].position) + [0.3, 0.2, -0.2, 0.2, 0.0, 0.3]
             _publish_chunk(client, publisher, states[-1].name, target, horizon=90)
             assert client.spin_until(lambda: np.abs(np.array(states[-1].position) - target).max() < 0.05, 15), \

@@ -22,7 +22,7 @@ from nanovla_ros.routing.router import BackboneRouter, RouteError
 from nanovla_ros.sim.config import WorkcellNodeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"camera": CameraConfig, "instruction_encoder": EncoderConfig, "router": RouterConfig,
+CONFIGS = {"camera": CameraConfig, "wrist_camera": CameraConfig, "instruction_encoder": EncoderConfig, "router": RouterConfig,
            "policy": PolicyNodeConfig, "so101_driver": DriverConfig, "workcell": WorkcellNodeConfig,
            "recorder": RecorderConfig}
 
@@ -66,7 +66,8 @@ def test_ros_args_map_launch_arguments_onto_parameters():
 def test_workcell_mode_starts_the_workcell_and_rewires_camera_and_driver():
     values = resolve_arguments({"workcell": "true", "seed": "7", "task": "stack"})
     specs = active_nodes(values)
-    assert specs[0].name == "workcell" and [s.name for s in specs] == [s.name for s in NODES if s.name != "recorder"]
+    assert specs[0].name == "workcell"
+    assert [s.name for s in specs] == [s.name for s in NODES if s.name not in ("recorder", "wrist_camera")]
     assert active_nodes(resolve_arguments({"record": "true"}))[-1].name == "recorder"
     workcell = ros_args(specs[0], values)
     assert "seed:=7" in workcell and 'task:="stack"' in workcell  # typed: an integer and a string
@@ -76,6 +77,20 @@ def test_workcell_mode_starts_the_workcell_and_rewires_camera_and_driver():
     assert "sim:=false" in driver and "port_wait_s:=60.0" in driver
     bus = next(a for a in workcell if a.startswith("bus_link:="))
     assert bus.replace("bus_link", "port") in driver  # the driver opens the workcell's bus
+    assert not any(a.startswith("wrist_frames_name") for a in workcell)  # no wrist view unless asked for
+
+
+def test_the_wrist_camera_is_a_second_camera_node_on_its_own_topics():
+    values = resolve_arguments({"workcell": "true", "wrist_camera": "true"})
+    specs = {s.name: s for s in active_nodes(values)}
+    wrist = ros_args(specs["wrist_camera"], values)
+    assert wrist[:3] == ["--ros-args", "-r", "__node:=wrist_camera"]
+    assert "camera/image_raw:=wrist_camera/image_raw" in wrist and "camera/camera_info:=wrist_camera/camera_info" in wrist
+    workcell = ros_args(specs["workcell"], values)
+    block = next(a for a in workcell if a.startswith("wrist_frames_name:=")).split(":=")[1]
+    assert f"path:={block}" in wrist and 'source:="sim"' in wrist  # it reads the block the workcell renders into
+    assert f"path:={block}" not in ros_args(specs["camera"], values)
+    assert "wrist_camera" not in [s.name for s in active_nodes(resolve_arguments({}))]
 
 
 def test_router_placeholder_uses_the_default_unless_a_backbone_is_requested():

@@ -112,9 +112,25 @@ def test_checkpoint_for_another_encoder_is_refused(graph, checkpoint):
         PolicyNode(context=graph.context, parameter_overrides=[Parameter("checkpoint_large", value=str(checkpoint))])
 
 
-def test_a_wrist_camera_checkpoint_is_refused_with_the_reason(graph, tmp_path):
+def test_a_wrist_camera_checkpoint_waits_for_both_views_then_publishes(graph, tmp_path):
     model = NanoVLA(NanoVLAConfig(language_dim=384, language_encoder_id=encoder_id("small"), cameras=("front", "wrist"),
                                   **TINY))
     path = save_checkpoint(model, tmp_path / "wrist.safetensors")
-    with pytest.raises(ConfigError, match=r"\['front', 'wrist'\].*front camera only"):
-        PolicyNode(context=graph.context, parameter_overrides=[Parameter("checkpoint_small", value=str(path))])
+    policy, chunks, images, states = _policy_with_inputs(graph, path, max_obs_age_ms=1000.0)
+    wrist = graph.probe.create_publisher(Image, "wrist_camera/image_raw", SENSOR_QOS)
+    assert policy.runner.other_cameras == ["wrist"]
+    assert wait_until(lambda: wrist.get_subscription_count() > 0 and images.get_subscription_count() > 0, 10)
+    # Front view and state only: no chunk, and the reason names the missing topic.
+    assert wait_until(lambda: (images.publish(_image(time.time_ns())), states.publish(_state(time.time_ns())),
+                               "wrist_camera/image_raw" in policy._last_skip)[-1], 10), policy._last_skip
+    assert chunks == []
+
+    def with_wrist() -> bool:
+        now = time.time_ns()
+        images.publish(_image(now))
+        wrist.publish(_image(now))
+        states.publish(_state(now))
+        return len(chunks) > 0
+
+    assert wait_until(with_wrist, 20, interval_s=0.05)
+    assert chunks[0].horizon == 12

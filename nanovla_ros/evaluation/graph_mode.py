@@ -9,6 +9,7 @@ diagnostics, chunk_latency_p50_ms / p95).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,10 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                                           LATCHED_QOS, ns_from_stamp)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from nanovla_ros.model.checkpoint import read_metadata
+
+    cameras = json.loads(read_metadata(checkpoint)["config"]).get("cameras", ["front"])
+    wrist = "true" if "wrist" in cameras else "false"  # a wrist-camera checkpoint gets the second camera node
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, chunk_ms, servo_p50, servo_p95 = [], [], [], []
@@ -36,7 +41,7 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
         for seed in range(first_seed, first_seed + episodes):
             log_file = (out / f"{kind}_{split}_{seed}.log").open("w")
             launcher = Launcher({"workcell": "true", "checkpoint": str(Path(checkpoint).resolve()), "task": kind,
-                                 "seed": str(seed), "split": split}, out=log_file)
+                                 "seed": str(seed), "split": split, "wrist_camera": wrist}, out=log_file)
             try:
                 launcher.start(timeout_s=180.0)
                 with NanovlaClient(node_name="nanovla_eval") as client:

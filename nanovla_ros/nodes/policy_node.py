@@ -1,4 +1,5 @@
-"""policy_node: NanoVLA inference. Subscribes camera/image_raw (latest only), joint_states (latest) and
+"""policy_node: NanoVLA inference. Subscribes camera/image_raw (latest only; also wrist_camera/image_raw when a
+checkpoint reads the wrist camera), joint_states (latest) and
 the latched current_task; loads the NanoVLA-S and -L checkpoints named by parameters and uses the one
 the router chose; every execute_steps control steps (or at replan_rate_hz) it runs one inference in its
 own callback group and publishes an ActionChunk stamped with the observation's time. Observations older
@@ -6,6 +7,7 @@ than max_obs_age_ms are never used; without a task or a checkpoint it publishes 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 
@@ -23,7 +25,7 @@ from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, CURRENT_T
                                       stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.policy.config import PolicyNodeConfig
-from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task
+from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task, camera_topic
 
 
 class PolicyNode(Node):
@@ -38,6 +40,7 @@ class PolicyNode(Node):
             raise
         self._lock = threading.Lock()
         self._image: Image | None = None
+        self._other_images: dict[str, Image] = {}  # camera -> latest image (cameras besides the front one)
         self._state: JointState | None = None
         self._task: Task | None = None
         self._last_skip = ""
@@ -46,6 +49,9 @@ class PolicyNode(Node):
         # Subscriptions only store the latest message: reentrant, so they never wait behind inference.
         latest = ReentrantCallbackGroup()
         self.create_subscription(Image, IMAGE_TOPIC, self._on_image, SENSOR_QOS, callback_group=latest)
+        for camera in self.runner.other_cameras:
+            self.create_subscription(Image, camera_topic(camera), functools.partial(self._on_other_image, camera),
+                                     SENSOR_QOS, callback_group=latest)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, SENSOR_QOS, callback_group=latest)
         self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS, callback_group=latest)
         self.create_timer(self.runner.period_s, self._on_replan_timer, callback_group=MutuallyExclusiveCallbackGroup())
@@ -57,6 +63,10 @@ class PolicyNode(Node):
         with self._lock:
             self._image = msg
 
+    def _on_other_image(self, camera: str, msg: Image) -> None:
+        with self._lock:
+            self._other_images[camera] = msg
+
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:
             self._state = msg
@@ -65,21 +75,25 @@ class PolicyNode(Node):
         with self._lock:
             self._task = Task(msg.instruction_id, msg.backbone, msg.encoder_id, np.asarray(msg.embedding, np.float32))
 
-    def _observation(self, image: Image | None, state: JointState | None) -> Observation | Skip | None:
+    def _observation(self, image: Image | None, state: JointState | None,
+                     others: dict[str, Image]) -> Observation | Skip | None:
         if image is None or state is None:
             return None
-        try:
-            rgb = fields_to_array(ImageFields(image.height, image.width, image.encoding, image.is_bigendian,
-                                              image.step, bytes(image.data)), "rgb8")
-        except ImageEncodingError as error:
-            return Skip(f"camera image unusable: {error}")
-        return Observation(rgb, ns_from_stamp(image.header.stamp), np.asarray(state.position, np.float64),
-                           ns_from_stamp(state.header.stamp), tuple(state.name))
+        frames = {}
+        for camera, msg in (("front", image), *others.items()):
+            try:
+                frames[camera] = fields_to_array(ImageFields(msg.height, msg.width, msg.encoding, msg.is_bigendian,
+                                                             msg.step, bytes(msg.data)), "rgb8")
+            except ImageEncodingError as error:
+                return Skip(f"{camera} camera image unusable: {error}")
+        other_images = {c: (frames[c], ns_from_stamp(m.header.stamp)) for c, m in others.items()}
+        return Observation(frames["front"], ns_from_stamp(image.header.stamp), np.asarray(state.position, np.float64),
+                           ns_from_stamp(state.header.stamp), tuple(state.name), other_images)
 
     def _on_replan_timer(self) -> None:
         with self._lock:
-            image, state, task = self._image, self._state, self._task
-        observation = self._observation(image, state)
+            image, state, task, others = self._image, self._state, self._task, dict(self._other_images)
+        observation = self._observation(image, state, others)
         now_s = self.get_clock().now().nanoseconds / 1e9
         result = observation if isinstance(observation, Skip) else self.runner.step(observation, task, now_s)
         if isinstance(result, Skip):

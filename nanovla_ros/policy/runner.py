@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,13 +15,19 @@ from nanovla_ros.policy.config import PolicyNodeConfig
 log = logging.getLogger(__name__)
 
 
+def camera_topic(camera: str) -> str:
+    """Image topic of a camera a checkpoint names: front -> camera/image_raw, wrist -> wrist_camera/image_raw."""
+    return "camera/image_raw" if camera == "front" else f"{camera}_camera/image_raw"
+
+
 @dataclass(frozen=True)
 class Observation:
-    image: np.ndarray  # (h, w, 3) uint8 RGB
+    image: np.ndarray  # (h, w, 3) uint8 RGB, front camera
     image_stamp_ns: int  # integers: the chunk carries the image's stamp exactly
     state: np.ndarray  # (J,) radians
     state_stamp_ns: int
     joint_names: tuple[str, ...]
+    other_images: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)  # camera -> (frame, stamp ns)
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,9 @@ class PolicyRunner:
                 continue
             model, _ = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
             c = model.config
-            if c.cameras != ("front",):
-                # PLACEHOLDER (issue #6): the graph publishes one camera (camera/image_raw). Wrist-camera checkpoints
-                # run in the in-process harness (`nanovla evaluate`) until the workcell and the camera node publish
-                # the wrist view too and this node subscribes to it.
-                raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node subscribes to the front "
-                                  f"camera only (camera/image_raw): evaluate it in process with `nanovla evaluate`")
+            if c.cameras[0] != "front":
+                raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "
+                                  f"(camera/image_raw) first")
             key = c.image_encoder_id
             if key not in image_encoders:
                 image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path).to(config.device)
@@ -75,6 +78,11 @@ class PolicyRunner:
             if config.compile:
                 self.policies[backbone].compile()
             log.info("NanoVLA-%s loaded from %s (H=%d)", backbone[0].upper(), path, c.horizon)
+
+    @property
+    def other_cameras(self) -> list[str]:
+        """Cameras besides the front one that the loaded checkpoints read (each needs its image topic)."""
+        return sorted({c for p in self.policies.values() for c in p.config.cameras if c != "front"})
 
     @property
     def period_s(self) -> float:
@@ -94,8 +102,16 @@ class PolicyRunner:
                         f"checkpoint reads {policy.config.language_encoder_id!r}")
         if observation is None:
             return Skip("no camera image or joint state received yet")
+        frames = {"front": observation.image}
+        stamps = [("camera image", observation.image_stamp_ns), ("joint state", observation.state_stamp_ns)]
+        for camera in policy.config.cameras[1:]:
+            if camera not in observation.other_images:
+                return Skip(f"no image from the {camera} camera ({camera_topic(camera)}) yet: this checkpoint reads "
+                            f"{list(policy.config.cameras)} (launch with {camera}_camera:=true)")
+            frames[camera], stamp_ns = observation.other_images[camera]
+            stamps.append((f"{camera} camera image", stamp_ns))
         max_age_s = self.config.max_obs_age_ms / 1e3
-        for what, stamp_ns in (("camera image", observation.image_stamp_ns), ("joint state", observation.state_stamp_ns)):
+        for what, stamp_ns in stamps:
             stamp = stamp_ns / 1e9
             if now_s - stamp > max_age_s:
                 return Skip(f"the latest {what} is {(now_s - stamp) * 1e3:.0f} ms old, over "
@@ -103,7 +119,8 @@ class PolicyRunner:
         if observation.state.shape[0] != policy.config.state_dim:
             return Skip(f"joint state has {observation.state.shape[0]} joints, the policy expects {policy.config.state_dim}")
         start = time.perf_counter()
-        positions = policy.predict_chunk(observation.image, observation.state.astype(np.float32),
+        image = observation.image if len(policy.config.cameras) == 1 else frames
+        positions = policy.predict_chunk(image, observation.state.astype(np.float32),
                                          np.asarray(task.embedding, dtype=np.float32))
         latency_ms = (time.perf_counter() - start) * 1e3
         return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,

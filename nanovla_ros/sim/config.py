@@ -15,6 +15,8 @@ class WorkcellNodeConfig:
     camera: str = param("front", "Camera whose frames go to the camera node: front or wrist.")
     image_size: int = param(224, "Rendered frame size, pixels (square).")
     frames_name: str = param("nanovla_workcell_front", "Shared-memory block the camera node (source=sim) reads.")
+    wrist_frames_name: str = param("", "Shared-memory block for the wrist camera's frames, read by a second camera "
+                                       "node (empty: the wrist view is not rendered).")
     bus_link: str = param("/tmp/nanovla_workcell_bus", "Symlink to the emulated servo bus; the driver's port.")
     calibration_file: str = param("/tmp/nanovla_workcell_calibration.json",
                                   "Where the simulated arm's LeRobot-format calibration is written for the driver.")
@@ -27,5 +29,7 @@ class WorkcellNodeConfig:
         require_choice("camera", self.camera, ("front", "wrist"))
         require(32 <= self.image_size <= 1024, f"image_size={self.image_size} must be within [32, 1024]")
         require(bool(self.frames_name) and "/" not in self.frames_name, f"frames_name={self.frames_name!r} must be a plain name")
+        require("/" not in self.wrist_frames_name and self.wrist_frames_name != self.frames_name,
+                f"wrist_frames_name={self.wrist_frames_name!r} must be a plain name other than frames_name")
         require(bool(self.bus_link), "bus_link is empty")
         require(0.0 < self.control_rate_hz <= 200.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 200]")

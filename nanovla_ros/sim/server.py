@@ -69,6 +69,8 @@ class WorkcellServer:
         self.bridge = WorkcellServoBridge(self.workcell, self.emulator)
         self.bridge.calibration.save(config.calibration_file)
         self.frames = SharedFrameWriter(config.frames_name, config.image_size, config.image_size)
+        self.wrist_frames = (SharedFrameWriter(config.wrist_frames_name, config.image_size, config.image_size)
+                             if config.wrist_frames_name else None)
         self.monitor = SuccessMonitor(self.task, self.workcell)
         self.succeeded = False
         # The expert reads the physics (IK on the live model), so it runs in the physics thread.
@@ -82,7 +84,10 @@ class WorkcellServer:
         self._thread = threading.Thread(target=self._run, name="workcell_physics", daemon=True)
 
     def _render(self) -> None:
-        self.frames.write(self.workcell.render(self.config.camera, self.config.image_size), time.time_ns())
+        stamp_ns = time.time_ns()  # both views show the same physics state: one stamp
+        if self.wrist_frames is not None:
+            self.wrist_frames.write(self.workcell.render("wrist", self.config.image_size), stamp_ns)
+        self.frames.write(self.workcell.render(self.config.camera, self.config.image_size), stamp_ns)
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the physics thread; publish the bus (its symlink) only once the first frame is rendered:
@@ -184,3 +189,5 @@ class WorkcellServer:
         if os.path.islink(self.config.bus_link):
             os.unlink(self.config.bus_link)
         self.frames.close()
+        if self.wrist_frames is not None:
+            self.wrist_frames.close()
