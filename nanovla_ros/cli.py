@@ -163,6 +163,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from nanovla_ros.collect import run_collect, run_collect_in_process
 
+    if args.dagger:
+        from nanovla_ros.collect import run_collect_dagger
+
+        return run_collect_dagger(args.out, args.dagger, args.task, args.episodes, args.split, args.first_seed,
+                                  args.workers, args.sample_every, args.device, args.table_dir,
+                                  label_steps=args.label_steps)
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras))
@@ -207,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny", "image_size", "dropout", "weight_decay", "cameras")
+                                            "val_every", "tiny", "image_size", "dropout", "weight_decay", "cameras",
+                                            "init_from", "warmup_steps")
               if getattr(args, k) is not None}
     if "cameras" in values:
         values["cameras"] = tuple(values["cameras"])
@@ -319,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
     col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],
                      help="--in-process: cameras recorded (front always; wrist is rendered at the same moments)")
+    col.add_argument("--dagger", metavar="CKPT", help="in process, DAgger: this checkpoint drives and the expert labels "
+                     "the states it visits (each sample gets the expert's own chunk from there)")
+    col.add_argument("--device", default="cpu", help="--dagger: inference device")
+    col.add_argument("--label-steps", type=int, default=50, help="--dagger: steps of each expert label chunk "
+                     "(the rest of the model's horizon is masked out of the loss)")
+    col.add_argument("--table-dir", default=None, help="--dagger: feature cache with instruction tables (else the encoder)")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
@@ -347,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
+    tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept)")
+    tr.add_argument("--warmup-steps", type=int)
     tr.add_argument("--dropout", type=float)
     tr.add_argument("--weight-decay", type=float)
     tr.add_argument("--device", choices=["cuda", "cpu"])

@@ -140,3 +140,57 @@ def run_collect_in_process(out_dir: str, kinds: list[str], episodes: int, split:
             results.append(ok)
     print(f"[collect] {len(results)} in-process episodes: {sum(results)} succeeded and were written to {shards}")
     return 0
+
+
+def _init_dagger_worker(checkpoint: str, embeddings: dict, device: str) -> None:
+    import torch
+
+    from nanovla_ros.model.checkpoint import load_checkpoint
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+    from nanovla_ros.sim.workcell import Workcell
+
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(checkpoint, device)
+    _WORKER.update(workcell=Workcell(), policy=NanoVLAPolicy(model).to(device), embeddings=embeddings)
+
+
+def _one_dagger_episode(job: tuple) -> tuple[str, bool]:
+    from nanovla_ros.data.demos import write_shard
+    from nanovla_ros.sim.dagger import dagger_episode
+
+    out, kind, split, seed, sample_every, quality, label_steps = job
+    episode = dagger_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
+                             sample_every=sample_every, label_steps=label_steps)
+    name = f"dagger_{episode_name(kind, split, seed)}"
+    write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
+    return name, episode["success"]
+
+
+def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
+                       first_seed: int = 0, workers: int = 1, sample_every: int = 6, device: str = "cpu",
+                       table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50) -> int:
+    """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, the expert labels every
+    ``sample_every``-th state with its own chunk; every episode is written (failures are the point)."""
+    import json
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from nanovla_ros.evaluation.closed_loop import instruction_embeddings
+    from nanovla_ros.model.checkpoint import read_metadata
+    from nanovla_ros.sim.workcell import build_model
+
+    shards = Path(out_dir) / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
+    embeddings = instruction_embeddings(language_id, table_dir)
+    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps) for k in kinds
+            for s in range(first_seed, first_seed + episodes)
+            if not (shards / f"dagger_{episode_name(k, split, s)}.npz").exists()]
+    build_model()
+    results = []
+    with mp.get_context("spawn").Pool(max(1, workers), _init_dagger_worker, (checkpoint, embeddings, device)) as pool:
+        for name, ok in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs), desc="DAgger episodes"):
+            results.append(ok)
+    print(f"[collect] {len(results)} DAgger episodes written to {shards}; the policy succeeded in {sum(results)}")
+    return 0

@@ -159,6 +159,7 @@ def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None
     tmp = path.with_suffix(".partial.npz")
     np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"], states=episode["states"],
              actions=episode["actions"], action_index=episode["action_index"],
+             **({"action_end": episode["action_end"]} if "action_end" in episode else {}),
              meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
                                        **(extra or {}), **episode["metadata"]})))
     tmp.replace(path)
@@ -288,7 +289,10 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             states.append(z["states"])
             actions.append(z["actions"])
             action_index.append(z["action_index"] + n_actions)
-            action_end.append(np.full(len(z["states"]), n_actions + len(z["actions"]) - 1))
+            # A sample's targets run to its episode's last command, or to its own ``action_end`` (DAgger shards:
+            # each sample has its own label chunk).
+            ends = z["action_end"] if "action_end" in z.files else np.full(len(z["states"]), len(z["actions"]) - 1)
+            action_end.append(ends + n_actions)
             episode.append(np.full(len(z["states"]), e))
             n_frames += len(z["jpeg_offsets"]) - 1
             n_actions += len(z["actions"])

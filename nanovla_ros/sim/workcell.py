@@ -186,6 +186,18 @@ class Workcell:
         mujoco.mj_forward(self.model, self.data)
         self.steps = 0
 
+    def snapshot(self) -> tuple[np.ndarray, int]:
+        """The whole physical state (MuJoCo's integration state) and the step count, for ``restore``."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        return state, self.steps
+
+    def restore(self, snapshot: tuple[np.ndarray, int]) -> None:
+        state, self.steps = snapshot
+        mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)
+
     def step(self, targets_rad: np.ndarray) -> None:
         """Hold six joint-position targets (radians, gripper included) for one control period."""
         targets = np.clip(np.asarray(targets_rad, dtype=float), self.ctrl_low, self.ctrl_high)

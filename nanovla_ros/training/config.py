@@ -27,6 +27,8 @@ class TrainConfig:
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
+    init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
+                               "normalisation are kept; image_size, cameras and horizon must match it.")
     cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "
                                                  "shows the cube between the jaws, where the front view is coarse).")
 

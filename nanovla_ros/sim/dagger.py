@@ -1,0 +1,89 @@
+"""DAgger (Ross et al. 2011) in the workcell: the policy drives, the scripted expert labels.
+
+Each episode runs a checkpoint closed loop as the evaluation harness does (long-short chunking, the driver's
+rate limit). Every ``sample_every`` control steps the frames, the joint state, and the expert's answer to that
+state are recorded: the physics is saved, a fresh expert plans from the arm's current pose and the cubes'
+current positions and runs ``horizon`` steps (its commands, rate-limited from the policy's last command, are
+the label chunk), and the physics is restored, so the policy's episode continues untouched. The labels thus
+say how to recover from where the policy actually goes (closed loop the cloned policies end 2-7 cm off the
+cube: README "data loop"), which demonstrations alone never show.
+
+A fresh expert starts its plan from the first waypoint (above the cube): for touch and push that is the
+recovery a person would show; after a missed grasp it is "go back above the cube, open"; with the cube held
+it would set out to grasp it again (rare: the policies seldom hold a cube).
+
+Shards have the format of ``nanovla_ros.data.demos``; sample i's label chunk is rows i*L .. i*L + L - 1 of
+``actions`` (L = ``label_steps`` <= the model's horizon H) and its ``action_end`` row ends it, so the steps
+L .. H - 1 of a predicted chunk are masked out of the loss. L < H saves expert time (its IK is most of the
+cost); the policy executes the first h = 10 of each chunk anyway.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nanovla_ros.sim.experts import ScriptedExpert
+from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
+from nanovla_ros.sim.workcell import Workcell
+
+
+def expert_chunk(workcell: Workcell, task, last_command: np.ndarray, horizon: int, max_step_rad: float) -> np.ndarray:
+    """(horizon, 6) commands a fresh expert gives from the current state; the workcell is left as it was."""
+    snapshot = workcell.snapshot()
+    try:
+        expert = ScriptedExpert(workcell, task)
+        last, chunk = np.asarray(last_command, float), []
+        for _ in range(horizon):
+            last = np.clip(expert.act(), last - max_step_rad, last + max_step_rad)
+            chunk.append(last)
+            workcell.step(last)
+        return np.asarray(chunk, np.float32)
+    finally:
+        workcell.restore(snapshot)
+
+
+def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
+                   execute_h: int = 10, sample_every: int = 6, max_steps: int | None = None,
+                   max_step_rad: float = 0.05, label_steps: int | None = None) -> dict:
+    """One policy episode with expert labels, as shard fields (see the module docstring)."""
+    from nanovla_ros.evaluation.closed_loop import MAX_STEPS, SUSTAIN_STEPS
+
+    rng = np.random.default_rng(seed)
+    layout = sample_layout(rng)
+    task = sample_task(rng, kind, split)
+    workcell.place(layout.cubes, layout.squares)
+    monitor = SuccessMonitor(task, workcell)
+    horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
+    cameras = policy.config.cameras
+    embedding = embeddings[task.instruction]
+    frames: dict[str, list] = {c: [] for c in cameras}
+    states, chunks = [], []
+    last = workcell.joint_positions.astype(np.float64)
+    chunk, index, sustained = None, 0, 0
+    for step in range(max_steps or MAX_STEPS[kind]):
+        views = None
+        if step % sample_every == 0:
+            views = {c: workcell.render(c) for c in cameras}
+            for c in cameras:
+                frames[c].append(views[c])
+            states.append(workcell.joint_positions.astype(np.float32))
+            chunks.append(expert_chunk(workcell, task, last, horizon, max_step_rad))
+        if chunk is None or index >= execute_h:
+            views = views or {c: workcell.render(c) for c in cameras}
+            chunk = policy.predict_chunk(views, workcell.joint_positions.astype(np.float32), embedding)
+            index = 0
+        last = np.clip(chunk[index], last - max_step_rad, last + max_step_rad)
+        workcell.step(last)
+        index += 1
+        monitor.update()
+        sustained = sustained + 1 if monitor.success() else 0
+        if sustained >= SUSTAIN_STEPS:
+            break
+    n = len(states)
+    return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
+            "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
+            "actions": np.concatenate(chunks), "action_index": np.arange(n, dtype=np.int64) * horizon,
+            "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1,
+            "instruction": task.instruction, "success": sustained >= SUSTAIN_STEPS,
+            "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
+                         "source": "dagger", "policy_success": str(sustained >= SUSTAIN_STEPS).lower(),
+                         "label_horizon": horizon, "sample_every": sample_every}}
