@@ -133,3 +133,62 @@ def test_noise_injection_perturbs_the_arm_not_the_labels(workcell):
         return float(np.abs(episode["states"][1:, :4] - episode["actions"][episode["action_index"][1:] - 1, :4]).mean())
 
     assert off_path(noisy) > off_path(clean) + 0.01
+
+
+def test_snapshot_restore_replays_the_same_physics(workcell):
+    task = _episode(workcell, "pick_place", 4)
+    for _ in range(5):
+        workcell.step(np.array([0.3, 0.2, -0.2, 0.3, 0.1, 0.6]))
+    snapshot = workcell.snapshot()
+    target = np.array([-0.2, 0.4, -0.3, 0.5, 0.0, 0.2])
+    for _ in range(10):
+        workcell.step(target)
+    after, steps = workcell.joint_positions, workcell.steps
+    workcell.restore(snapshot)
+    assert workcell.steps == steps - 10
+    for _ in range(10):
+        workcell.step(target)
+    np.testing.assert_allclose(workcell.joint_positions, after, atol=1e-9)
+    assert task.kind == "pick_place"
+
+
+def test_dagger_labels_are_the_experts_and_leave_the_episode_alone(workcell, tmp_path):
+    import torch
+
+    from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+    from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder, NanoVLA, NanoVLAPolicy
+    from nanovla_ros.sim.dagger import dagger_episode, expert_chunk
+    from nanovla_ros.sim.experts import ScriptedExpert
+
+    task = _episode(workcell, "touch", 5)
+    before = (workcell.joint_positions, workcell.cube_position(task.cube), workcell.steps)
+    chunk = expert_chunk(workcell, task, workcell.joint_positions, 30, 0.05)
+    np.testing.assert_allclose(workcell.joint_positions, before[0])  # restored
+    np.testing.assert_allclose(workcell.cube_position(task.cube), before[1])
+    assert workcell.steps == before[2] and chunk.shape == (30, 6)
+    first = np.clip(ScriptedExpert(workcell, task).act(), before[0] - 0.05, before[0] + 0.05)
+    np.testing.assert_allclose(chunk[0], first, atol=1e-6)  # what a fresh expert commands from here
+    assert np.abs(np.diff(chunk, axis=0)).max() <= 0.05 + 1e-6  # rate-limited like the driver
+
+    torch.manual_seed(0)
+    config = NanoVLAConfig(language_dim=8, horizon=20, cameras=("front", "wrist"), d_model=32, n_heads=4, ffn_dim=64,
+                           enc_layers=1, dec_layers=1, vae_layers=1, latent_dim=4, image_size=64)
+    policy = NanoVLAPolicy(NanoVLA(config), FrozenImageEncoder("efficientnet-lite0", 64))
+    from nanovla_ros.sim.tasks import sample_layout, sample_task
+
+    rng = np.random.default_rng(7)
+    sample_layout(rng)
+    instruction = sample_task(rng, "touch", "train").instruction
+    episode = dagger_episode(workcell, policy, {instruction: np.ones(8, np.float32)}, "touch", "train", 7,
+                             sample_every=5, max_steps=12, label_steps=8)
+    assert len(episode["states"]) == 3 and len(episode["camera_frames"]["wrist"]) == 3  # steps 0, 5, 10
+    assert episode["actions"].shape == (24, 6)
+    np.testing.assert_array_equal(episode["action_index"], [0, 8, 16])
+    np.testing.assert_array_equal(episode["action_end"], [7, 15, 23])  # each sample's targets end with its label
+    from nanovla_ros.data.demos import load_demonstrations, write_shard
+
+    (tmp_path / "shards").mkdir()
+    write_shard(tmp_path / "shards" / "a.npz", episode, 80)
+    write_shard(tmp_path / "shards" / "b.npz", episode, 80)
+    demos = load_demonstrations(tmp_path, cameras=("front", "wrist"))
+    np.testing.assert_array_equal(demos.action_end, [7, 15, 23, 31, 39, 47])  # per sample, offset per shard
