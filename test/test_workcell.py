@@ -192,3 +192,29 @@ def test_dagger_labels_are_the_experts_and_leave_the_episode_alone(workcell, tmp
     write_shard(tmp_path / "shards" / "b.npz", episode, 80)
     demos = load_demonstrations(tmp_path, cameras=("front", "wrist"))
     np.testing.assert_array_equal(demos.action_end, [7, 15, 23, 31, 39, 47])  # per sample, offset per shard
+
+
+def test_a_resumed_expert_descends_where_a_fresh_one_climbs_back(workcell):
+    from nanovla_ros.sim.experts import ScriptedExpert
+
+    task = _episode(workcell, "touch", 6)
+    expert = ScriptedExpert(workcell, task)
+    while expert._index == 0:  # up to the approach point above the cube
+        workcell.step(expert.act())
+    for _ in range(3):  # a few steps of the descent
+        workcell.step(expert.act())
+    height = lambda e: e.grasp_point()[2]  # noqa: E731
+    start = height(expert)
+    resumed, fresh = ScriptedExpert(workcell, task, resume=True), ScriptedExpert(workcell, task)
+    assert resumed._index == 1 and fresh._index == 0
+    snapshot = workcell.snapshot()
+    for e in (resumed, fresh):
+        workcell.restore(snapshot)
+        e._command = e.grasp_point()
+        for _ in range(6):
+            workcell.step(e.act())
+        if e is resumed:
+            assert height(e) < start - 0.003  # keeps going down
+        else:
+            assert height(e) > start + 0.003  # back up to the approach height
+    workcell.restore(snapshot)

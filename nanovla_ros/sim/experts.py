@@ -24,6 +24,7 @@ GRIPPER_RELEASE = 0.8  # fully open, but slowly (gripper_ramp_steps): a fast swi
 HOVER_M, LIFT_M = 0.07, 0.07  # heights above the table for the grasp point
 SPEED_M_S = 0.25
 TOLERANCE_M = 0.006
+RESUME_XY_M = 0.015  # resume=True: within this of the first waypoint's x, y and below it, that waypoint is behind
 
 
 @dataclass
@@ -37,7 +38,11 @@ class Waypoint:
 
 
 class ScriptedExpert:
-    def __init__(self, workcell: Workcell, task: Task) -> None:
+    """``resume=True`` starts at the first waypoint not already behind the arm (labels for a state mid-task, as
+    DAgger asks for): above the cube and below the approach height it descends instead of climbing back up,
+    and with the cube lifted in the jaws it carries it on. Without it the plan starts at the approach."""
+
+    def __init__(self, workcell: Workcell, task: Task, resume: bool = False) -> None:
         self.w, self.task = workcell, task
         m = workcell.model
         self._site = m.site("gripperframe").id
@@ -47,6 +52,8 @@ class ScriptedExpert:
         self._plan = self._make_plan()
         self._index, self._steps_in, self._held = 0, 0, 0
         self._command = self.grasp_point()
+        if resume:
+            self._index = self._resume_index()
         self._q = workcell.joint_positions[:5]
 
     # --- geometry
@@ -97,6 +104,18 @@ class ScriptedExpert:
                 Waypoint(steer(place_z), GRIPPER_CLOSED),
                 Waypoint(None, GRIPPER_RELEASE, hold_steps=20, gripper_ramp_steps=20),
                 Waypoint(lambda: self.grasp_point() + [0.0, 0.0, 0.05], GRIPPER_RELEASE, tolerance_m=loose)]
+
+    def _resume_index(self) -> int:
+        t, grasp = self.task, self.grasp_point()
+        if t.kind in ("pick_place", "stack"):
+            cube = self.w.cube_position(t.cube)
+            carried = cube[2] > TABLE_Z + CUBE_HALF_M + 0.01 and np.linalg.norm(grasp[:2] - cube[:2]) < 0.03
+            if carried:
+                return 4  # the steer-to-goal waypoint at lift height
+        first = self._plan[0].position
+        if np.linalg.norm(grasp[:2] - first[:2]) < RESUME_XY_M and grasp[2] < first[2]:
+            return 1  # already over it and on the way down
+        return 0
 
     @property
     def done(self) -> bool:
