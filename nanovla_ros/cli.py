@@ -174,7 +174,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras))
     code = 0
     for kind in args.task:
-        code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s)
+        code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s,
+                                   cameras=tuple(args.cameras))
     return code
 
 
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--noise-rad", type=float, default=0.0, help="--in-process: perturb the executed commands "
                      "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
     col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],
-                     help="--in-process: cameras recorded (front always; wrist is rendered at the same moments)")
+                     help="cameras recorded (front always; wrist: the graph runs with wrist_camera:=true and "
+                          "the bags hold wrist_camera/image_raw; in process it is rendered at the same moments)")
     col.add_argument("--dagger", metavar="CKPT", help="in process, DAgger: this checkpoint drives and the expert labels "
                      "the states it visits (each sample gets the expert's own chunk from there)")
     col.add_argument("--device", default="cpu", help="--dagger: inference device")

@@ -24,7 +24,7 @@ def episode_name(kind: str, split: str, seed: int) -> str:
 
 
 def run_collect(out_dir: str, kind: str, episodes: int, split: str = "train", first_seed: int = 0,
-                timeout_s: float = 40.0, log_dir: str = "out/collect") -> int:
+                timeout_s: float = 40.0, log_dir: str = "out/collect", cameras: tuple[str, ...] = ("front",)) -> int:
     from tqdm import tqdm
 
     from nanovla_ros.client import NanovlaClient, ServiceUnavailable
@@ -42,7 +42,7 @@ def run_collect(out_dir: str, kind: str, episodes: int, split: str = "train", fi
     logs.mkdir(parents=True, exist_ok=True)
     log_file = (logs / "launch.log").open("w")
     launcher = Launcher({"workcell": "true", "teleop": "true", "record": "true", "bag_dir": str(bags), "task": kind,
-                         "seed": str(seeds[0])}, out=log_file)
+                         "seed": str(seeds[0]), "wrist_camera": str("wrist" in cameras).lower()}, out=log_file)
     results: list[bool] = []
     try:
         print(f"[collect] launching the suite with the workcell, expert teleop and recorder (log: {logs}/launch.log)")

@@ -16,12 +16,14 @@ COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
 
 
 def write_episode(path, success=True, image_gap=None, image_skew_s=0.0, with_images=True, task_at_s=0.5,
-                  instruction="touch the red cube", seconds=3.0, calibration=""):
-    """Commands at 30 Hz, states at 100 Hz, frames at 15 Hz (colour changes each second); stamps = receive time."""
+                  instruction="touch the red cube", seconds=3.0, calibration="", wrist_gap=None):
+    """Commands at 30 Hz, states at 100 Hz, frames at 15 Hz (colour changes each second); stamps = receive time.
+    ``wrist_gap`` (start, end) s: also wrist frames at 15 Hz (the colour of the next second), none in the gap."""
     metadata = {"instruction": instruction, "task_kind": "touch"}
     if calibration:
         metadata["calibration"] = calibration
-    w = EpisodeBagWriter(path, TOPICS, metadata)
+    topics = TOPICS | ({"/wrist_camera/image_raw": "sensor_msgs/msg/Image"} if wrist_gap else {})
+    w = EpisodeBagWriter(path, topics, metadata)
     events = []
     for k in range(int(seconds * 30)):
         t = T0 + int(k / 30 * 1e9)
@@ -35,6 +37,11 @@ def write_episode(path, success=True, image_gap=None, image_skew_s=0.0, with_ima
             continue
         rgb = np.broadcast_to(COLOURS[int(k / 15) % 3], (32, 32, 3))
         events.append((t, "/camera/image_raw", cdr.image(t + int(image_skew_s * 1e9), rgb)))
+    for k in range(int(seconds * 15)) if wrist_gap else ():
+        t = T0 + int(k / 15 * 1e9) - 2_000_000
+        if not wrist_gap[0] <= k / 15 < wrist_gap[1]:
+            rgb = np.broadcast_to(COLOURS[(int(k / 15) + 1) % 3], (32, 32, 3))
+            events.append((t, "/wrist_camera/image_raw", cdr.image(t, rgb)))
     t_task = T0 + int(task_at_s * 1e9)
     events.append((t_task, "/current_task", cdr.current_task(t_task, instruction)))
     for t, topic, data in sorted(events, key=lambda e: e[0]):
@@ -121,3 +128,21 @@ def test_lerobot_export_and_import_round_trip(tmp_path):
     assert np.allclose(demos.actions[:, 0], 0.01 * np.arange(15, 90), atol=1e-5)
     assert np.allclose(demos.states[0], -0.01 * np.floor((15 / 30 * 1e9 + 3_000_000) / 1e7), atol=1e-5)
     assert np.abs(demos.frames[0][16, 16].astype(int) - COLOURS[0]).max() < 15
+
+
+def test_a_recorded_wrist_camera_becomes_aligned_frames_and_a_stale_one_drops_samples(tmp_path):
+    write_episode(tmp_path / "bags" / "ep", wrist_gap=(2.0, 2.5))  # no wrist frames for half a second
+    build_dataset(tmp_path / "bags", tmp_path / "ds", progress=False)
+    demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
+    wrist = demos.frames_of("wrist")
+    assert len(wrist) == len(demos.frames)
+    for i in (0, 40):  # same moment, the other camera: the colour of the following second
+        second = 0 if i == 0 else 1
+        row = int(demos.frame_index[i])
+        front_colour, wrist_colour = demos.frames[row][16, 16], wrist[row][16, 16]
+        assert np.abs(front_colour.astype(int) - COLOURS[second]).max() < 12
+        assert np.abs(wrist_colour.astype(int) - COLOURS[(second + 1) % 3]).max() < 12
+    # The last wrist frame before the gap is from 1.93 s: the 10 commands from 2.2 s to 2.47 s would see it more
+    # than max_image_age_s (0.25 s) old, and are dropped.
+    assert len(demos.states) == 75 - 10
+    assert len(load_demonstrations(tmp_path / "ds").frames) == len(demos.frames)  # front-only readers still work

@@ -211,13 +211,14 @@ def test_expert_teleop_completes_a_task_through_the_follower_driver(env):
 
 def test_collect_records_episodes_through_the_graph_and_they_become_samples(env, tmp_path):
     """`nanovla collect`: the workcell resets between episodes (the leader brings the arm home first), the
-    recorder writes one MCAP bag per episode with its metadata, and the dataset builder turns them into
-    samples; a second run resumes (nothing left to record)."""
+    recorder writes one MCAP bag per episode with its metadata (the wrist camera too, --cameras front wrist), and
+    the dataset builder turns them into samples; a second run resumes (nothing left to record)."""
     from nanovla_ros.data.demos import build_dataset, load_demonstrations
     from nanovla_ros.recording.bags import read_episode
 
     bags = tmp_path / "bags"
-    args = ("collect", "--task", "touch", "--episodes", "2", "--first-seed", "5", "--out", str(bags))
+    args = ("collect", "--task", "touch", "--episodes", "2", "--first-seed", "5", "--out", str(bags),
+            "--cameras", "front", "wrist")
     result = _cli(env, *args, timeout_s=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 episodes recorded" in result.stdout and "2 succeeded" in result.stdout, result.stdout
@@ -227,12 +228,13 @@ def test_collect_records_episodes_through_the_graph_and_they_become_samples(env,
     assert bag.metadata["task_success"] == "true" and bag.metadata["seed"] == "6"
     assert bag.metadata["instruction"].split()[0] in ("touch", "tap", "poke") and "shoulder_pan" in bag.metadata["calibration"]
     for topic in ("camera/image_raw", "joint_states", "joint_commands", "leader/joint_commands", "current_task",
-                  "workcell/episode", "diagnostics"):
+                  "workcell/episode", "diagnostics", "wrist_camera/image_raw"):
         assert bag.messages.get(topic), f"{topic} missing from the bag"
     assert bag.messages["camera/image_raw"][0][1].width == 224
     summary = build_dataset(bags, tmp_path / "ds", progress=False)
     assert summary["built"] == 2, summary
-    demos = load_demonstrations(tmp_path / "ds")
+    demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
     assert len(demos.states) > 60 and demos.instructions[1] == bag.metadata["instruction"]
+    assert len(demos.frames_of("wrist")) == len(demos.frames)
     again = _cli(env, *args, timeout_s=60)
     assert again.returncode == 0 and "already in" in again.stdout, again.stdout + again.stderr

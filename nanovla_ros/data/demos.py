@@ -28,7 +28,8 @@ from nanovla_ros.model.feature_cache import EpisodeData
 # machine) needs neither: frames decode with OpenCV or, without it, Pillow.
 
 REQUIRED_TOPICS = ("camera/image_raw", "joint_states", "joint_commands")
-TOPICS = REQUIRED_TOPICS + ("current_task",)
+CAMERA_TOPICS = {"wrist": "wrist_camera/image_raw"}  # further cameras: used when the bag has them
+TOPICS = REQUIRED_TOPICS + ("current_task",) + tuple(CAMERA_TOPICS.values())
 
 log = logging.getLogger(__name__)
 
@@ -110,30 +111,43 @@ def bag_samples(bag, config: DatasetBuildConfig, joints: tuple[str, ...] = SO101
     instruction = bag.metadata.get("instruction") or (tasks[-1][1].text if tasks else "")
     if not instruction:
         raise DatasetError("no instruction: neither bag metadata nor a current_task message")
+    # Further cameras (the wrist view) recorded in the bag: each sample takes each camera's newest frame, and a
+    # sample with any stale frame is dropped. A frame row is then a combination of one frame per camera.
+    others = {c: sorted(((_stamp_ns(m), m) for _, m in bag.messages[t]), key=lambda x: x[0])
+              for c, t in CAMERA_TOPICS.items() if bag.messages.get(t)}
+    other_t = {c: np.array([t for t, _ in msgs], np.int64) for c, msgs in others.items()}
     keep, frame_of, state_of = [], [], []
     stale = 0
     for k in np.flatnonzero(cmd_t >= start_ns)[::config.sample_every]:
         f = int(np.searchsorted(image_t, cmd_t[k], side="right")) - 1
         s = int(np.searchsorted(state_t, cmd_t[k], side="right")) - 1
-        if f < 0 or s < 0:
+        o = tuple(int(np.searchsorted(other_t[c], cmd_t[k], side="right")) - 1 for c in others)
+        if f < 0 or s < 0 or min(o, default=0) < 0:
             continue
-        if (cmd_t[k] - image_t[f]) / 1e9 > config.max_image_age_s:
+        ages = [cmd_t[k] - image_t[f]] + [cmd_t[k] - other_t[c][i] for c, i in zip(others, o)]
+        if max(ages) / 1e9 > config.max_image_age_s:
             stale += 1
             continue
         keep.append(k)
-        frame_of.append(f)
+        frame_of.append((f, *o))
         state_of.append(s)
     if len(keep) < config.min_samples:
         raise DatasetError(f"only {len(keep)} usable samples ({stale} with a stale camera frame)")
     used = sorted(set(frame_of))
     remap = {f: i for i, f in enumerate(used)}
-    frames = [fields_to_array(ImageFields(m.height, m.width, m.encoding, int(m.is_bigendian), m.step,
-                                          bytes(m.data)), "rgb8") for _, m in (images[f] for f in used)]
+
+    def decode(m) -> np.ndarray:
+        return fields_to_array(ImageFields(m.height, m.width, m.encoding, int(m.is_bigendian), m.step, bytes(m.data)),
+                               "rgb8")
+
+    frames = [decode(images[row[0]][1]) for row in used]
+    camera_frames = {c: [decode(others[c][row[1 + j]][1]) for row in used] for j, c in enumerate(others)}
     keep = np.array(keep)
     # Targets: the commands from each kept sample onwards. Commands skipped for a stale frame still count as
     # targets, so the actions array is every command from the first kept one to the end.
     first = int(keep[0])
-    return {"frames": frames, "frame_index": np.array([remap[f] for f in frame_of], np.int64),
+    return {"frames": frames, "camera_frames": camera_frames,
+            "frame_index": np.array([remap[f] for f in frame_of], np.int64),
             "states": state_q[state_of].astype(np.float32), "actions": cmd_q[first:].astype(np.float32),
             "action_index": (keep - first).astype(np.int64), "instruction": instruction,
             "metadata": {k: v for k, v in bag.metadata.items() if k != "calibration"}, "stale": stale}

@@ -24,6 +24,8 @@ INTERFACE_PACKAGE = "nanovla_ros"
 RECORDED_TOPICS: dict[str, str] = {
     "camera/image_raw": "sensor_msgs/msg/Image",
     "camera/camera_info": "sensor_msgs/msg/CameraInfo",
+    "wrist_camera/image_raw": "sensor_msgs/msg/Image",  # wrist_camera:=true
+    "wrist_camera/camera_info": "sensor_msgs/msg/CameraInfo",
     "joint_states": "sensor_msgs/msg/JointState",
     "joint_commands": "sensor_msgs/msg/JointState",  # what the driver actually sent to the servos
     "leader/joint_commands": "sensor_msgs/msg/JointState",
