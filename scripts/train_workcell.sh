@@ -9,17 +9,14 @@ PY=.venv/bin/python
 # for runs 3-5 in the README (1000 episodes per task, DART noise, 83 s per 1000 episodes on 15 cores).
 SOURCE=${SOURCE:-graph}
 IMAGE_SIZE=${IMAGE_SIZE:-320}  # encoder input: 10x10 feature map (224 gives 7x7; see the README's diagnosis)
-# CAMERAS="front wrist" (SOURCE=sim only: the graph records the front camera alone so far) adds the wrist view.
+# CAMERAS="front wrist" adds the wrist view (recorded beside the front camera, read by the model).
 CAMERAS=${CAMERAS:-front}
-if [ "$SOURCE" != sim ] && [ "$CAMERAS" != front ]; then
-  echo "CAMERAS=$CAMERAS needs SOURCE=sim: recording through the graph keeps the front camera only" >&2; exit 2
-fi
 if [ "$SOURCE" = sim ]; then
   $PY -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes 1000 --first-seed 10000 \
       --sample-every 8 --noise-rad 0.05 --cameras $CAMERAS --workers "$(nproc)" --out data/demos
 else
   # 1. 50 expert-teleoperated episodes per task through the ROS graph, one rosbag2 MCAP bag each (~10 s/episode).
-  $PY -m nanovla_ros.cli collect --task pick_place stack push touch --episodes 50 --out data/bags
+  $PY -m nanovla_ros.cli collect --task pick_place stack push touch --episodes 50 --out data/bags --cameras $CAMERAS
   # 2. bags -> samples (every 4th 30 Hz command is a sample; all commands stay targets), instruction tables.
   $PY -m nanovla_ros.cli dataset --bags data/bags --out data/demos --sample-every 4 --jpeg-quality 80
 fi
