@@ -171,8 +171,8 @@ def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None
             raise DatasetError(f"camera {name!r} has {len(frames)} frames, the front camera {len(episode['frames'])}")
         cameras[f"jpeg_{name}"], cameras[f"jpeg_offsets_{name}"] = encode_jpeg(frames, jpeg_quality)
     tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"], states=episode["states"],
-             actions=episode["actions"], action_index=episode["action_index"],
+    np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"],
+             states=episode["states"], actions=episode["actions"], action_index=episode["action_index"],
              **({"action_end": episode["action_end"]} if "action_end" in episode else {}),
              meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
                                        **(extra or {}), **episode["metadata"]})))

@@ -24,12 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
+from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
 
 
-def expert_chunk(workcell: Workcell, task, last_command: np.ndarray, horizon: int, max_step_rad: float) -> np.ndarray:
-    """(horizon, 6) commands a fresh expert gives from the current state; the workcell is left as it was."""
+def expert_chunk(workcell: Workcell, task: Task, last_command: np.ndarray, horizon: int,
+                 max_step_rad: float) -> np.ndarray:
+    """(horizon, 6) commands of an expert that resumes its plan from the current state, rate-limited from
+    ``last_command``; the workcell is left as it was."""
     snapshot = workcell.snapshot()
     try:
         expert = ScriptedExpert(workcell, task, resume=True)

@@ -83,8 +83,9 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray, language_encoder_id: str,
-          config: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
+          language_encoder_id: str, config: TrainConfig, out_dir: str | Path, resume: bool = True,
+          progress: bool = True) -> Path:
     """Train; return the path of the best checkpoint (lowest validation loss; the last without validation)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
