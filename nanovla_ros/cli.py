@@ -252,7 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{report['camera_to_chunk_ms']}, camera -> servo {report['camera_to_servo_ms']}")
         return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
-                       args.device, args.table_dir, args.first_seed)
+                       args.device, args.table_dir, args.first_seed, max_steps=args.max_steps)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -385,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=1)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--first-seed", type=int, default=1000)
+    ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
+                    "(default: touch 240, push 300, pick_place and stack 450)")
     ev.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
     ev.add_argument("--graph", action="store_true", help="run the episodes through the launched graph "
                     "(one launch per episode; first --split only) and report latency along it")

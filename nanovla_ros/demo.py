@@ -62,7 +62,13 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
         print(f"[demo] FAILED: no checkpoint at {checkpoint}")
         return 1
     arguments = {"workcell": "true", "task": kind, "seed": str(seed)}
-    arguments.update({"teleop": "true"} if teleop else {"checkpoint": checkpoint})
+    if teleop:
+        arguments["teleop"] = "true"
+    else:
+        from nanovla_ros.model.checkpoint import checkpoint_cameras
+
+        arguments["checkpoint"] = checkpoint
+        arguments["wrist_camera"] = str("wrist" in checkpoint_cameras(checkpoint)).lower()
     launcher = Launcher(arguments, out=log_file)
     instruction = scene_instruction(kind, seed)
     report: list[str] = []

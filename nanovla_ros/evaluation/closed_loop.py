@@ -96,9 +96,10 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
 
 
-def _run_one(job: tuple[str, str, int, int]) -> EpisodeResult:
-    kind, split, seed, execute_h = job
-    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_h)
+def _run_one(job: tuple[str, str, int, int, int | None]) -> EpisodeResult:
+    kind, split, seed, execute_h, max_steps = job
+    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_h,
+                              max_steps)
 
 
 def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None) -> dict[str, np.ndarray]:
@@ -123,8 +124,9 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_h: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
-             progress: bool = True) -> list[EpisodeResult]:
-    """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order."""
+             progress: bool = True, max_steps: int | None = None) -> list[EpisodeResult]:
+    """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
+    episode length for every task (default: ``MAX_STEPS`` per task)."""
     import multiprocessing as mp
 
     from nanovla_ros.model.checkpoint import read_metadata
@@ -132,7 +134,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
 
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(k, s, first_seed + i, execute_h) for k in kinds for s in splits for i in range(episodes)]
+    jobs = [(k, s, first_seed + i, execute_h, max_steps) for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model
 

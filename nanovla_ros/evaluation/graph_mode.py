@@ -9,7 +9,6 @@ diagnostics, chunk_latency_p50_ms / p95).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -30,10 +29,9 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                                           LATCHED_QOS, ns_from_stamp)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from nanovla_ros.model.checkpoint import read_metadata
+    from nanovla_ros.model.checkpoint import checkpoint_cameras
 
-    cameras = json.loads(read_metadata(checkpoint)["config"]).get("cameras", ["front"])
-    wrist = "true" if "wrist" in cameras else "false"  # a wrist-camera checkpoint gets the second camera node
+    wrist = str("wrist" in checkpoint_cameras(checkpoint)).lower()  # a wrist-camera checkpoint gets the second camera
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, chunk_ms, servo_p50, servo_p95 = [], [], [], []

@@ -75,3 +75,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its config: missing {missing}, unexpected {unexpected}")
     return model.to(device).eval(), json.loads(metadata.get("extra", "{}"))
+
+
+def checkpoint_cameras(path: str | Path) -> tuple[str, ...]:
+    """The cameras a checkpoint's model reads (from its metadata; older checkpoints read the front one)."""
+    return tuple(json.loads(read_metadata(path)["config"]).get("cameras", ["front"]))
