@@ -45,7 +45,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
-                       execute_h: int, max_steps: int | None = None) -> EpisodeResult:
+                       execute_h: int, max_steps: int | None = None, on_step=None) -> EpisodeResult:
+    """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
+    it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
+    states it visits this way)."""
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
@@ -62,10 +65,11 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     chunk, index, sustained, timings = None, 0, 0, []
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
+        views = on_step(task, step, last) if on_step is not None else None
         if chunk is None or index >= execute_h:
             # At the camera's size (what the camera node publishes and the demonstrations recorded), not the
             # encoder's: the policy resizes frames itself, as it does in the graph.
-            image = {name: workcell.render(name) for name in policy.config.cameras}
+            image = views or {name: workcell.render(name) for name in policy.config.cameras}
             started = time.perf_counter()
             chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
             timings.append((time.perf_counter() - started) * 1e3)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
+from nanovla_ros.sim.tasks import Task
 from nanovla_ros.sim.workcell import Workcell
 
 
@@ -47,47 +47,36 @@ def expert_chunk(workcell: Workcell, task: Task, last_command: np.ndarray, horiz
 
 def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                    execute_h: int = 10, sample_every: int = 6, max_steps: int | None = None,
-                   max_step_rad: float = 0.05, label_steps: int | None = None) -> dict:
-    """One policy episode with expert labels, as shard fields (see the module docstring)."""
-    from nanovla_ros.evaluation.closed_loop import MAX_STEPS, SUSTAIN_STEPS
+                   label_steps: int | None = None) -> dict:
+    """One policy episode (the evaluation harness's loop) with expert labels, as shard fields (see the module
+    docstring)."""
+    from nanovla_ros.driver.config import DriverConfig
+    from nanovla_ros.evaluation.closed_loop import run_policy_episode
 
-    rng = np.random.default_rng(seed)
-    layout = sample_layout(rng)
-    task = sample_task(rng, kind, split)
-    workcell.place(layout.cubes, layout.squares)
-    monitor = SuccessMonitor(task, workcell)
+    max_step_rad = DriverConfig().max_step_rad  # the labels are rate-limited like the policy's commands
     horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
     cameras = policy.config.cameras
-    embedding = embeddings[task.instruction]
     frames: dict[str, list] = {c: [] for c in cameras}
-    states, chunks = [], []
-    last = workcell.joint_positions.astype(np.float64)
-    chunk, index, sustained = None, 0, 0
-    for step in range(max_steps or MAX_STEPS[kind]):
-        views = None
-        if step % sample_every == 0:
-            views = {c: workcell.render(c) for c in cameras}
-            for c in cameras:
-                frames[c].append(views[c])
-            states.append(workcell.joint_positions.astype(np.float32))
-            chunks.append(expert_chunk(workcell, task, last, horizon, max_step_rad))
-        if chunk is None or index >= execute_h:
-            views = views or {c: workcell.render(c) for c in cameras}
-            chunk = policy.predict_chunk(views, workcell.joint_positions.astype(np.float32), embedding)
-            index = 0
-        last = np.clip(chunk[index], last - max_step_rad, last + max_step_rad)
-        workcell.step(last)
-        index += 1
-        monitor.update()
-        sustained = sustained + 1 if monitor.success() else 0
-        if sustained >= SUSTAIN_STEPS:
-            break
-    n = len(states)
+    states, chunks, tasks = [], [], []
+
+    def record(task: Task, step: int, last: np.ndarray) -> dict[str, np.ndarray] | None:
+        if step % sample_every:
+            return None
+        tasks.append(task)
+        views = {c: workcell.render(c) for c in cameras}
+        for c in cameras:
+            frames[c].append(views[c])
+        states.append(workcell.joint_positions.astype(np.float32))
+        chunks.append(expert_chunk(workcell, task, last, horizon, max_step_rad))
+        return views
+
+    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_h, max_steps, on_step=record)
+    task, n = tasks[0], len(states)
     return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
             "actions": np.concatenate(chunks), "action_index": np.arange(n, dtype=np.int64) * horizon,
             "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1,
-            "instruction": task.instruction, "success": sustained >= SUSTAIN_STEPS,
+            "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
-                         "source": "dagger", "policy_success": str(sustained >= SUSTAIN_STEPS).lower(),
+                         "source": "dagger", "policy_success": str(result.success).lower(),
                          "label_horizon": horizon, "sample_every": sample_every}}

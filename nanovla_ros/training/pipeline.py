@@ -71,11 +71,10 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
                 raise TimeoutError(f"rank {os.environ['RANK']}: no feature cache in {cache} after an hour")
             time.sleep(1.0)
     language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
-    features, vectors = load_cache(demos.as_episode_data(), cache, language_id)
+    _, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
-    if config.cameras != ("front",):
-        encoder_id = f"efficientnet-lite0@{config.image_size}"
-        features = [load_camera_features(cache, c, len(demos.frames), encoder_id) for c in config.cameras]
+    encoder_id = f"efficientnet-lite0@{config.image_size}"
+    features = [load_camera_features(cache, c, len(demos.frames), encoder_id) for c in config.cameras]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)

@@ -38,14 +38,13 @@ class DeviceBatches:
         frames = demos.frame_index[samples]
         used, local = np.unique(frames, return_inverse=True)
         to = lambda a, dtype=None: torch.as_tensor(np.ascontiguousarray(a), device=device, dtype=dtype)  # noqa: E731
-        if isinstance(features, np.ndarray):
-            self.features = to(np.asarray(features[used]), torch.float16)  # (F', C, h', w')
-        else:  # one array per camera, copied in slices into (F', N, C, h', w') (no host copy of it all)
-            self.features = torch.empty((len(used), len(features)) + features[0].shape[1:], dtype=torch.float16,
-                                        device=device)
-            for k, camera in enumerate(features):
-                for s in range(0, len(used), 4096):
-                    self.features[s:s + 4096, k] = to(np.asarray(camera[used[s:s + 4096]]), torch.float16)
+        cameras = [features] if isinstance(features, np.ndarray) else features  # one (F, C, h', w') per camera
+        # Copied in slices into (F', N, C, h', w'): no host copy of the whole set.
+        self.features = torch.empty((len(used), len(cameras)) + cameras[0].shape[1:], dtype=torch.float16,
+                                    device=device)
+        for k, camera in enumerate(cameras):
+            for s in range(0, len(used), 4096):
+                self.features[s:s + 4096, k] = to(np.asarray(camera[used[s:s + 4096]]), torch.float16)
         self.frame = to(local, torch.long)
         self.instruction = to(instruction_vectors[demos.episode[samples]], torch.float32)  # (N, L)
         self.state = to(demos.states[samples], torch.float32)
