@@ -7,7 +7,7 @@ a small head (1x1 convolution to 16 channels, then a linear layer) regresses the
 feature map, trained on 85 % of the scenes and tested on the rest. A policy cannot place the arm more
 precisely than its features locate the cube; a cube is 3 cm, the open jaws 4 cm.
 
-    python scripts/probe_localisation.py --scenes 1500 --image-size 320
+    python scripts/probe_localisation.py --scenes 1500 --image-size 320 [--stride 16]
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from nanovla_ros.sim.tasks import sample_layout
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 
-def scenes(n: int, camera: str, image_size: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def scenes(n: int, camera: str, image_size: int, stride: int = 32, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(n, C, h', w') features of n home-pose scenes and (n, 3, 2) cube x, y in metres."""
-    workcell, encoder = Workcell(), FrozenImageEncoder("efficientnet-lite0", image_size)
+    workcell, encoder = Workcell(), FrozenImageEncoder("efficientnet-lite0", image_size, stride=stride)
     features, cubes, frames = [], [], []
     try:
         for seed in tqdm(range(n), desc=f"{camera} scenes", unit="scene"):
@@ -79,11 +79,13 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=1500)
     parser.add_argument("--camera", default="front", choices=["front", "wrist"])
     parser.add_argument("--image-size", type=int, default=224, help="encoder input (224: 7x7 map, 320: 10x10)")
+    parser.add_argument("--stride", type=int, default=32, choices=(32, 16),
+                        help="feature map: 32 (final, 1280 ch) or 16 (last stride-16 stage, 112 ch)")
     parser.add_argument("--epochs", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    features, cubes = scenes(args.scenes, args.camera, args.image_size)
-    print(json.dumps({"camera": args.camera, "image_size": args.image_size, **probe(features, cubes, epochs=args.epochs)},
+    features, cubes = scenes(args.scenes, args.camera, args.image_size, args.stride)
+    print(json.dumps({"camera": args.camera, "image_size": args.image_size, "stride": args.stride, **probe(features, cubes, epochs=args.epochs)},
                      indent=1))
 
 

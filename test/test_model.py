@@ -181,3 +181,22 @@ def test_two_cameras_each_reach_the_output_and_frames_are_named(image_encoder):
     assert NanoVLAConfig.from_dict({**config.to_dict(), "cameras": ["front", "wrist"]}) == config
     with pytest.raises(ConfigError, match="cameras"):
         NanoVLAConfig(cameras=("front", "front"))
+
+
+def test_the_stride16_map_is_twice_as_fine_and_the_policy_reads_it():
+    """image_stride=16 taps EfficientNet's last stride-16 stage (112 channels) and ids it apart from the final map."""
+    fine, coarse = FrozenImageEncoder("efficientnet-lite0", 64, stride=16), FrozenImageEncoder("efficientnet-lite0", 64)
+    image = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    assert tuple(fine(torch.from_numpy(image)).shape) == (1, 112, 4, 4)
+    assert tuple(coarse(torch.from_numpy(image)).shape) == (1, 1280, 2, 2)
+    assert (fine.encoder_id, coarse.encoder_id) == ("efficientnet-lite0@64/s16", "efficientnet-lite0@64")
+    config = NanoVLAConfig(language_dim=16, image_stride=16, **TINY)
+    assert config.image_feature_dim == 112 and config.image_encoder_id == "efficientnet-lite0@64/s16"
+    model = NanoVLA(config)
+    assert model.image_pos.shape[0] == 16  # a 4x4 grid of image tokens
+    chunk = NanoVLAPolicy(model, fine).predict_chunk(image[0], np.zeros(6, np.float32), np.ones(16, np.float32))
+    assert chunk.shape == (8, 6) and np.isfinite(chunk).all()
+    with pytest.raises(ValueError, match="s16"):
+        NanoVLAPolicy(model, coarse)  # a stride-16 model refuses the final map's encoder
+    with pytest.raises(ConfigError, match="image_stride"):
+        NanoVLAConfig(image_stride=8)

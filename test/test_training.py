@@ -93,6 +93,14 @@ def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):
     with pytest.raises(ConfigError, match="image_size=16"):
         TrainConfig(image_size=16)
 
+    fine = run_training(tmp_path / "ds", tmp_path / "run16",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.0, image_size=96, image_stride=16))
+    index16 = json.loads((cache_dir_of(tmp_path / "ds") / "s16" / "index.json").read_text())
+    assert index16["image_encoder_id"] == "efficientnet-lite0@96/s16" and index16["feature_shape"] == [112, 6, 6]
+    assert json.loads((cache_dir_of(tmp_path / "ds") / "index.json").read_text()) == index  # side by side
+    assert load_checkpoint(fine)[0].config.image_stride == 16
+
 
 def test_wilson_interval():
     low, high = wilson_interval(8, 10)

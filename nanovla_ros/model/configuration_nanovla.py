@@ -6,7 +6,11 @@ from dataclasses import asdict, dataclass
 from nanovla_ros.configuration import ConfigError, param, require, require_choice
 
 IMAGE_ENCODERS = ("efficientnet-lite0", "resnet18")
-IMAGE_FEATURE_DIMS = {"efficientnet-lite0": 1280, "resnet18": 512}
+IMAGE_STRIDES = (32, 16)
+# Channels of each encoder's feature map per stride: 32 is its final map (EfficientNet-Lite0's 1x1 head
+# convolution, ResNet-18's layer4), 16 the output of its last stride-16 stage (block 10 / layer3).
+IMAGE_FEATURE_DIMS = {("efficientnet-lite0", 32): 1280, ("efficientnet-lite0", 16): 112,
+                      ("resnet18", 32): 512, ("resnet18", 16): 256}
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,9 @@ class NanoVLAConfig:
     image_encoder: str = param("efficientnet-lite0", f"Frozen image encoder: {list(IMAGE_ENCODERS)}.")
     image_weights_path: str = param("", "Local weights for resnet18 (EfficientNet-Lite0's ship in a package).")
     image_size: int = param(224, "Square input resolution of the image encoder, pixels.")
+    image_stride: int = param(32, "Which feature map of the frozen encoder becomes tokens, by its downsampling: 32 "
+                                  "(the final map: 10x10 tokens at 320 px) or 16 (the last stride-16 stage: 20x20 "
+                                  "tokens, placing the cubes about twice as precisely; see the README's diagnosis).")
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
@@ -43,6 +50,7 @@ class NanoVLAConfig:
         require(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras),
                 f"cameras={self.cameras!r} must name at least one camera, each once")
         require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
+        require_choice("image_stride", self.image_stride, IMAGE_STRIDES)
         require(self.d_model % self.n_heads == 0, f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         require(self.d_model % 4 == 0, f"d_model={self.d_model} must be divisible by 4 (2D sinusoidal embeddings)")
         for name in ("language_dim", "d_model", "ffn_dim", "enc_layers", "dec_layers", "state_dim", "action_dim",
@@ -57,11 +65,11 @@ class NanoVLAConfig:
 
     @property
     def image_feature_dim(self) -> int:
-        return IMAGE_FEATURE_DIMS[self.image_encoder]
+        return IMAGE_FEATURE_DIMS[(self.image_encoder, self.image_stride)]
 
     @property
     def image_encoder_id(self) -> str:
-        return f"{self.image_encoder}@{self.image_size}"
+        return image_encoder_id(self.image_encoder, self.image_size, self.image_stride)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +83,11 @@ class NanoVLAConfig:
         if "cameras" in known:
             known["cameras"] = tuple(known["cameras"])  # JSON holds a list
         return cls(**known)
+
+
+def image_encoder_id(name: str, image_size: int, stride: int = 32) -> str:
+    """The id feature caches and checkpoints record: encoder@size, with /s16 for the stride-16 map."""
+    return f"{name}@{image_size}" + ("" if stride == 32 else f"/s{stride}")
 
 
 def nanovla_s(**overrides) -> NanoVLAConfig:

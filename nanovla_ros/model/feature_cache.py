@@ -93,14 +93,17 @@ def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> t
     return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")
 
 
-def camera_cache_dir(cache_dir: str | Path, camera: str) -> Path:
-    """Where a camera's image features live: the cache itself for the front camera, ``cameras/<name>`` else."""
-    return Path(cache_dir) if camera == "front" else Path(cache_dir) / "cameras" / camera
+def camera_cache_dir(cache_dir: str | Path, camera: str, image_stride: int = 32) -> Path:
+    """Where a camera's image features live: the cache itself for the front camera, ``cameras/<name>`` else;
+    features of the stride-16 map in ``s16/`` below that (both can sit side by side)."""
+    folder = Path(cache_dir) if camera == "front" else Path(cache_dir) / "cameras" / camera
+    return folder if image_stride == 32 else folder / f"s{image_stride}"
 
 
-def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, image_encoder_id: str) -> np.ndarray:
+def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, image_encoder_id: str,
+                         image_stride: int = 32) -> np.ndarray:
     """One camera's features (memory-mapped (F, C, h', w')), checked against the frame count and the encoder."""
-    folder = camera_cache_dir(cache_dir, camera)
+    folder = camera_cache_dir(cache_dir, camera, image_stride)
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise FeatureCacheError(f"no image features of camera {camera!r} in {str(cache_dir)!r}")
@@ -119,7 +122,7 @@ def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder:
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / "index.json"
     n = len(images)
-    wanted = {"image_encoder_id": f"{image_encoder.name}@{image_encoder.image_size}", "frames": n}
+    wanted = {"image_encoder_id": image_encoder.encoder_id, "frames": n}
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if {k: index.get(k) for k in wanted} == wanted and index.get("complete"):

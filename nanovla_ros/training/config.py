@@ -26,6 +26,8 @@ class TrainConfig:
     use_state: bool = param(True, "Feed the joint state to the model (False: image and instruction only).")
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
+    image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
+                                  "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
                                "normalisation are kept; image_size, cameras and horizon must match it.")
@@ -40,6 +42,7 @@ class TrainConfig:
         require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
         require(len(self.cameras) >= 1 and self.cameras[0] == "front" and len(set(self.cameras)) == len(self.cameras),
                 f"cameras={self.cameras!r}: front first, each camera once")
+        require_choice("image_stride", self.image_stride, (32, 16))
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))

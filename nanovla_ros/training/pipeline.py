@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nanovla_ros.data.demos import load_demonstrations
+from nanovla_ros.model.configuration_nanovla import image_encoder_id
 from nanovla_ros.model.feature_cache import (build_image_features, camera_cache_dir, load_camera_features, load_cache,
                                             write_instruction_table)
 from nanovla_ros.training.config import TrainConfig
@@ -35,7 +36,7 @@ def cache_dir_of(data_dir: str | Path) -> Path:
 
 
 def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True,
-                  image_size: int = 224, cameras: tuple[str, ...] = ("front",)) -> Path:
+                  image_size: int = 224, cameras: tuple[str, ...] = ("front",), image_stride: int = 32) -> Path:
     """Image features of every frame of each camera (once) and, unless the tables exist, both encoders'
     instruction tables for every workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
@@ -46,9 +47,9 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
         from nanovla_ros.sim.tasks import all_instructions
 
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
-    encoder = FrozenImageEncoder("efficientnet-lite0", image_size)
+    encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride)
     for camera in cameras:
-        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera), encoder, batch_size=batch_size,
+        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride), encoder, batch_size=batch_size,
                              device=device)
     return cache
 
@@ -60,10 +61,11 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
 
     demos = load_demonstrations(data_dir, cameras=config.cameras)
     if int(os.environ.get("RANK", "0")) == 0:
-        cache = prepare_cache(data_dir, config.device, image_size=config.image_size, cameras=config.cameras)
+        cache = prepare_cache(data_dir, config.device, image_size=config.image_size, cameras=config.cameras,
+                              image_stride=config.image_stride)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
-        index = camera_cache_dir(cache, config.cameras[-1]) / "index.json"  # cameras are built in order
+        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride) / "index.json"  # cameras are built in order
         deadline = time.monotonic() + 3600.0
         while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
                    and json.loads(index.read_text()).get("complete")):
@@ -73,8 +75,8 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
     _, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
-    encoder_id = f"efficientnet-lite0@{config.image_size}"
-    features = [load_camera_features(cache, c, len(demos.frames), encoder_id) for c in config.cameras]
+    encoder_id = image_encoder_id("efficientnet-lite0", config.image_size, config.image_stride)
+    features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride) for c in config.cameras]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)

@@ -66,6 +66,7 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
                          kl_weight=config.kl_weight, use_state=config.use_state, image_size=config.image_size,
+                         image_stride=config.image_stride,
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 
@@ -109,7 +110,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         model, _ = load_checkpoint(config.init_from)
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
-                      ("image_size", config.image_size), ("cameras", config.cameras), ("horizon", config.horizon))
+                      ("image_size", config.image_size), ("image_stride", config.image_stride),
+                      ("cameras", config.cameras), ("horizon", config.horizon))
                       if getattr(c, k) != v}
         if mismatched:
             raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")

@@ -9,7 +9,8 @@
 #   DAgger: `setup` (carry as above), then at once `CKPT=path dagger` (carry the checkpoint), `progress`, and
 #          `RUNS=s:dagger finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
-#                                                    RUNS="s:front s:front,wrist l:front,wrist": variant:cameras)
+#                                                    RUNS="s:front s:front,wrist l:front,wrist:16": variant:cameras[:stride],
+#                                                    stride 32 (default) or 16, the image feature map the model reads)
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -18,7 +19,8 @@ set -uo pipefail
 RUN=/root/run; SIM=/root/sim; CODE=/root/code
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 RUNS=${RUNS:-"s:front l:front"}
-name_of() { echo "${1/:/_}" | tr , _; }  # s:front,wrist -> s_front_wrist
+name_of() { echo "$1" | tr ':,' '__'; }  # s:front,wrist:16 -> s_front_wrist_16
+strides() { for r in $RUNS; do f=${r#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
 setup() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
@@ -44,13 +46,14 @@ JOB
 start)
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cat > $RUN/job.sh <<JOB
-name_of() { echo "\${1/:/_}" | tr , _; }
+name_of() { echo "\$1" | tr ':,' '__'; }
 cd $CODE
 python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes ${EPS:-1000} \
   --first-seed 10000 --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} --out $SIM \
   --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
-python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=tuple('${CAMERAS:-front}'.split()))" > $RUN/log_features.txt 2>&1
-for r in $RUNS; do v=\${r%%:*}; cams=\${r#*:}; python3 -m nanovla_ros.cli train --data $SIM --variant \$v --cameras \${cams//,/ } \
+for s in $(strides); do python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=tuple('${CAMERAS:-front}'.split()), image_stride=\$s)" >> $RUN/log_features.txt 2>&1; done
+for r in $RUNS; do v=\${r%%:*}; f=\${r#*:}; cams=\${f%%:*}; s=32; [ "\$f" != "\$cams" ] && s=\${f#*:}
+  python3 -m nanovla_ros.cli train --data $SIM --variant \$v --cameras \${cams//,/ } --image-stride \$s \
   --out $RUN/\$(name_of \$r) --image-size ${IMG:-320} --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_\$(name_of \$r).txt 2>&1 & done
 wait
 JOB
