@@ -200,3 +200,38 @@ def test_the_stride16_map_is_twice_as_fine_and_the_policy_reads_it():
         NanoVLAPolicy(model, coarse)  # a stride-16 model refuses the final map's encoder
     with pytest.raises(ConfigError, match="image_stride"):
         NanoVLAConfig(image_stride=8)
+
+
+def test_instructions_are_centred_and_scaled_and_checkpoints_without_that_still_load(tmp_path, image_encoder):
+    """Sentence vectors of similar instructions share most of their direction; the model reads them centred on
+    the training instructions' mean with unit variance, so a colour word is not a small perturbation."""
+    from safetensors.torch import load_file, save_file
+
+    from nanovla_ros.model.modeling_nanovla import language_statistics
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=16)
+    vectors = common + 0.05 * rng.normal(size=(12, 16))  # cosine ~0.99 between any two
+    mean, std = language_statistics(vectors)
+    normalised = (vectors - mean) / std
+    assert np.allclose(normalised.mean(0), 0, atol=1e-5) and np.sqrt((normalised ** 2).mean()) == pytest.approx(1, rel=1e-4)
+    assert np.ptp(std) == 0  # one scale for every dimension
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).eval()
+    model.set_normalization(np.zeros(6), np.ones(6), np.zeros(6), np.ones(6), mean, std)
+    policy = NanoVLAPolicy(model, image_encoder)
+    image, state = np.full((64, 64, 3), 90, np.uint8), np.zeros(6, np.float32)
+    chunks = [policy.predict_chunk(image, state, v.astype(np.float32)) for v in vectors[:2]]
+    assert np.abs(chunks[0] - chunks[1]).max() > 1e-3  # the instruction reaches the output
+    path = save_checkpoint(model, tmp_path / "new.safetensors")
+    loaded, _ = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded.language_std.numpy(), std)
+    np.testing.assert_array_equal(NanoVLAPolicy(loaded, image_encoder).predict_chunk(image, state, vectors[0].astype(np.float32)),
+                                  chunks[0])
+    # A checkpoint written before instruction statistics existed loads with the identity it was trained with.
+    state_dict = load_file(str(path))
+    metadata = __import__("safetensors").safe_open(str(path), framework="pt").metadata()
+    save_file({k: v for k, v in state_dict.items() if k not in ("language_mean", "language_std")}, str(tmp_path / "old.safetensors"),
+              metadata=metadata)
+    old, _ = load_checkpoint(tmp_path / "old.safetensors")
+    assert old.language_mean.abs().sum() == 0 and torch.all(old.language_std == 1)

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nanovla_ros.data.demos import build_dataset
 from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
@@ -100,6 +101,8 @@ def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):
     assert index16["image_encoder_id"] == "efficientnet-lite0@96/s16" and index16["feature_shape"] == [112, 6, 6]
     assert json.loads((cache_dir_of(tmp_path / "ds") / "index.json").read_text()) == index  # side by side
     assert load_checkpoint(fine)[0].config.image_stride == 16
+    trained = load_checkpoint(best)[0]
+    assert trained.language_mean.abs().sum() > 0 and torch.all(trained.language_std > 0)  # from the training episodes
 
 
 def test_wilson_interval():

@@ -56,6 +56,9 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
+LANGUAGE_STATISTICS = ("language_mean", "language_std")  # instruction normalisation, added after the first checkpoints
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     expected_language_encoder_id: str | None = None) -> tuple[NanoVLA, dict]:
     """Rebuild the model from the file alone; return (model in eval mode, extra metadata)."""
@@ -72,6 +75,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k).float() for k in f.keys()}
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in LANGUAGE_STATISTICS]  # older checkpoints: identity, as trained
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its config: missing {missing}, unexpected {unexpected}")
     return model.to(device).eval(), json.loads(metadata.get("extra", "{}"))

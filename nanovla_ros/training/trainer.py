@@ -21,7 +21,7 @@ import torch
 from nanovla_ros.data.demos import Demonstrations
 from nanovla_ros.model.checkpoint import save_checkpoint
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
-from nanovla_ros.model.modeling_nanovla import NanoVLA
+from nanovla_ros.model.modeling_nanovla import NanoVLA, language_statistics
 from nanovla_ros.training.config import TrainConfig
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, latent_dim=8)
@@ -120,7 +120,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         samples = np.flatnonzero(np.isin(demos.episode, train_eps))
         targets = demos.actions[demos.action_index[samples]]
         model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
-                                targets.std(0))
+                                targets.std(0), *language_statistics(instruction_vectors[train_eps]))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history = {"train": [], "val": [], "config": config.to_dict(), "train_episodes": len(train_eps),

@@ -67,7 +67,7 @@ finish)
     done_all=1; for r in $RUNS; do grep -q "steps in" "$RUN/log_$(name_of "$r").txt" 2>/dev/null || done_all=0; done
     [ $done_all = 1 ] && break; sleep 1
   done
-  pkill -f "nanovla_ros.cli train" ; sleep 2
+  for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
   cd $CODE
   for r in $RUNS; do
     v=$(name_of "$r")
