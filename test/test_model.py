@@ -235,3 +235,21 @@ def test_instructions_are_centred_and_scaled_and_checkpoints_without_that_still_
               metadata=metadata)
     old, _ = load_checkpoint(tmp_path / "old.safetensors")
     assert old.language_mean.abs().sum() == 0 and torch.all(old.language_std == 1)
+
+
+def test_film_starts_as_the_identity_and_lets_the_instruction_scale_image_channels(image_encoder):
+    """language_film: a per-channel scale and shift of the image tokens from the instruction, zero-initialised."""
+    torch.manual_seed(0)
+    plain = NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).eval()
+    torch.manual_seed(0)
+    film = NanoVLA(NanoVLAConfig(language_dim=16, language_film=True, **TINY)).eval()
+    film.load_state_dict(plain.state_dict(), strict=False)  # every weight but FiLM's (zeros) shared
+    args = (torch.randn(2, 1280, 2, 2), torch.randn(2, 16), torch.randn(2, 6))
+    torch.testing.assert_close(film(*args)[0], plain(*args)[0])  # the identity until trained
+    with torch.no_grad():
+        film.film.weight.normal_()
+    assert not torch.allclose(film(*args)[0], plain(*args)[0])
+    assert set(film.state_dict()) - set(plain.state_dict()) == {"film.weight", "film.bias"}
+    two = NanoVLA(NanoVLAConfig(language_dim=16, language_film=True, cameras=("front", "wrist"), **TINY)).eval()
+    out, _ = two(torch.randn(2, 2, 1280, 2, 2), torch.randn(2, 16), torch.randn(2, 6))  # one scale per sample, both cameras
+    assert out.shape == (2, 8, 6)

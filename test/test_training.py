@@ -96,12 +96,13 @@ def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):
 
     fine = run_training(tmp_path / "ds", tmp_path / "run16",
                         TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
-                                    warmup_steps=1, val_fraction=0.0, image_size=96, image_stride=16))
+                                    warmup_steps=1, val_fraction=0.0, image_size=96, image_stride=16, language_film=True))
     index16 = json.loads((cache_dir_of(tmp_path / "ds") / "s16" / "index.json").read_text())
     assert index16["image_encoder_id"] == "efficientnet-lite0@96/s16" and index16["feature_shape"] == [112, 6, 6]
     assert json.loads((cache_dir_of(tmp_path / "ds") / "index.json").read_text()) == index  # side by side
-    assert load_checkpoint(fine)[0].config.image_stride == 16
+    assert load_checkpoint(fine)[0].config.image_stride == 16 and load_checkpoint(fine)[0].config.language_film
     trained = load_checkpoint(best)[0]
+    assert not trained.config.language_film  # TrainConfig's default
     assert trained.language_mean.abs().sum() > 0 and torch.all(trained.language_std > 0)  # from the training episodes
 
 

@@ -26,6 +26,10 @@ class NanoVLAConfig:
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
     language_dim: int = param(384, "Width of the pooled instruction vector (384 MiniLM, 640 Gemma-3-270M).")
+    language_film: bool = param(False, "Condition the image tokens on the instruction before fusion (FiLM: a per-channel "
+                                       "scale and shift from the instruction vector, as RT-1's FiLM-EfficientNet but "
+                                       "after the frozen encoder), so that the instruction can single out the asked "
+                                       "cube's colour. New models are trained with it (TrainConfig.language_film).")
     # --- late-fusion transformer
     d_model: int = param(256, "Token width D.")
     n_heads: int = param(8, "Attention heads.")

@@ -197,6 +197,12 @@ class NanoVLA(nn.Module):
         d = c.d_model
         self.image_proj = nn.Conv2d(c.image_feature_dim, d, kernel_size=1)  # 1x1 conv per location
         self.language_proj = nn.Linear(c.language_dim, d)
+        if c.language_film:  # zero-initialised: the identity until training finds a use for it
+            self.film = nn.Linear(c.language_dim, 2 * d)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        else:
+            self.film = None
         self.state_proj = nn.Linear(c.state_dim, d)
         self.env_proj = nn.Linear(c.env_dim, d) if c.env_dim else None
         self.latent_proj = nn.Linear(c.latent_dim, d)
@@ -295,6 +301,9 @@ class NanoVLA(nn.Module):
         if n_cameras != len(c.cameras):
             raise ValueError(f"got features of {n_cameras} camera(s), the model reads {list(c.cameras)}")
         fmap = self.image_proj(image_features.flatten(0, 1))  # (B*N, D, h', w')
+        if self.film is not None:
+            gamma, beta = self.film(instruction_n).repeat_interleave(n_cameras, dim=0).chunk(2, dim=-1)  # (B*N, D) each
+            fmap = fmap * (1.0 + gamma[..., None, None]) + beta[..., None, None]
         h, w = fmap.shape[-2:]
         tokens_img = fmap.flatten(2).transpose(1, 2).reshape(B, n_cameras * h * w, -1)  # (B, N*h'*w', D)
         pos_img = self._image_pos(h, w, fmap.device)[None].expand(n_cameras, -1, -1)  # (N, h'*w', D)

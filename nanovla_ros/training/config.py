@@ -28,6 +28,9 @@ class TrainConfig:
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
                                   "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
+    language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
+                                       "Off by default: in the grounding probe it learned the colour faster but ended "
+                                       "no better (README, diagnosis 6); not yet tried in closed loop.")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
                                "normalisation are kept; image_size, cameras and horizon must match it.")

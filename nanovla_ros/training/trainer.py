@@ -66,7 +66,7 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
                          kl_weight=config.kl_weight, use_state=config.use_state, image_size=config.image_size,
-                         image_stride=config.image_stride,
+                         image_stride=config.image_stride, language_film=config.language_film,
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Does a trained policy head for the cube its instruction names? (the README's "data loop" diagnosis)
+
+For scenes with the arm at home, the checkpoint is asked "touch the <colour> cube" for each colour and a fresh
+scripted expert plans the same task; both chunks' command ``--step`` (forward kinematics of the gripper frame)
+is compared with the cubes: which cube each is nearest to (a confusion matrix, rows = the colour asked), the
+distance to the asked cube, and how far the policy's answers for the three colours lie apart in one scene
+(near zero: the instruction's colour is ignored).
+
+    python scripts/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
+import mujoco
+
+from nanovla_ros.evaluation.closed_loop import instruction_embeddings
+from nanovla_ros.model.checkpoint import load_checkpoint
+from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+from nanovla_ros.sim.dagger import expert_chunk
+from nanovla_ros.sim.tasks import Task, sample_layout
+from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
+
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--step", type=int, default=99, help="which command of the chunk (0-based)")
+    parser.add_argument("--first-seed", type=int, default=50000)
+    parser.add_argument("--table-dir", default="", help="feature cache with instruction tables (else the encoder runs)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, _ = load_checkpoint(args.checkpoint)
+    policy = NanoVLAPolicy(model)
+    embeddings = instruction_embeddings(model.config.language_encoder_id, args.table_dir or None)
+    workcell = Workcell()
+    m, d = workcell.model, workcell.data
+    site, kinematics = m.site("gripperframe").id, mujoco.MjData(m)
+
+    def gripper_at(q: np.ndarray) -> np.ndarray:
+        kinematics.qpos[:] = d.qpos
+        for value, name in zip(q, JOINTS):
+            kinematics.qpos[m.jnt_qposadr[m.joint(name).id]] = value
+        mujoco.mj_kinematics(m, kinematics)
+        return kinematics.site_xpos[site].copy()
+
+    confusion = {"policy": np.zeros((3, 3), int), "expert": np.zeros((3, 3), int)}
+    error = {"policy": [], "expert": []}
+    spread = []
+    for seed in range(args.first_seed, args.first_seed + args.scenes):
+        layout = sample_layout(np.random.default_rng(seed))
+        workcell.place(layout.cubes, layout.squares)
+        views = {c: workcell.render(c) for c in model.config.cameras}
+        q = workcell.joint_positions.astype(np.float32)
+        answers = []
+        for i, colour in enumerate(CUBE_COLOURS):
+            text = f"touch the {colour} cube"
+            chunks = {"policy": policy.predict_chunk(views, q, embeddings[text]),
+                      "expert": expert_chunk(workcell, Task("touch", colour, "", text, "train"), q, 100, 0.05)}
+            for who, chunk in chunks.items():
+                point = gripper_at(chunk[min(args.step, len(chunk) - 1)])
+                distances = [np.linalg.norm(point[:2] - np.asarray(layout.cubes[c])) for c in CUBE_COLOURS]
+                confusion[who][i, int(np.argmin(distances))] += 1
+                error[who].append(distances[i])
+                if who == "policy":
+                    answers.append(point)
+        spread.append(np.mean([np.linalg.norm(a - b) for a in answers for b in answers if a is not b]))
+    print(json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
+                      "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
+                      "median_distance_to_asked_cube_cm": {k: round(float(np.median(v)) * 100, 1) for k, v in error.items()},
+                      "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1)}, indent=1))
+    workcell.close()
+
+
+if __name__ == "__main__":
+    main()
