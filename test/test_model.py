@@ -253,3 +253,20 @@ def test_film_starts_as_the_identity_and_lets_the_instruction_scale_image_channe
     two = NanoVLA(NanoVLAConfig(language_dim=16, language_film=True, cameras=("front", "wrist"), **TINY)).eval()
     out, _ = two(torch.randn(2, 2, 1280, 2, 2), torch.randn(2, 16), torch.randn(2, 6))  # one scale per sample, both cameras
     assert out.shape == (2, 8, 6)
+
+
+def test_state_dropout_hides_the_state_in_training_only():
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=16, state_dropout=1.0, **{**TINY, "dropout": 0.0}))
+    image, text = torch.randn(1, 1280, 2, 2), torch.randn(1, 16)
+    states = torch.randn(2, 6)
+    model.train()
+    with torch.no_grad():
+        a, b = (model(image, text, s[None])[0] for s in states)  # z = 0 without targets
+    torch.testing.assert_close(a, b)  # every state token dropped
+    model.eval()
+    with torch.no_grad():
+        a, b = (model(image, text, s[None])[0] for s in states)
+    assert not torch.allclose(a, b)  # inference reads the state
+    with pytest.raises(ConfigError, match="state_dropout"):
+        NanoVLAConfig(state_dropout=1.5)

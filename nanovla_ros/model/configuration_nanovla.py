@@ -40,6 +40,9 @@ class NanoVLAConfig:
     state_dim: int = param(6, "Joint-state width (SO-101: 6, radians).")
     use_state: bool = param(True, "Feed the joint state as a token. False leaves it at zero (an experiment against "
                                   "copycat behaviour: commands at 30 Hz are predictable from the state alone).")
+    state_dropout: float = param(0.0, "Training only: the probability that a sample's joint-state token is zeroed, "
+                                      "so that the commands must also be read from the images and the instruction "
+                                      "(against the copycat shortcut; README, diagnosis 7).")
     action_dim: int = param(6, "Action width: joint position targets (radians).")
     env_dim: int = param(0, "Width of an optional environment vector (0 = no env token).")
     horizon: int = param(100, "H_train: actions predicted per pass.")
@@ -62,6 +65,7 @@ class NanoVLAConfig:
             require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         require(self.env_dim >= 0, f"env_dim={self.env_dim} must be >= 0")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
+        require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(self.kl_weight >= 0.0, f"kl_weight={self.kl_weight} must be >= 0")
         require_choice("loss", self.loss, ("l1", "l2"))
         require(self.image_encoder != "resnet18" or bool(self.image_weights_path),

@@ -277,6 +277,9 @@ class NanoVLA(nn.Module):
         state_n = (state - self.state_mean) / self.state_std  # (B, S)
         if not c.use_state:
             state_n = torch.zeros_like(state_n)
+        elif self.training and c.state_dropout > 0:
+            keep = torch.rand(B, 1, device=state_n.device) >= c.state_dropout  # (B, 1)
+            state_n = state_n * keep
         loss = None
         if actions is not None:
             if action_mask is None:

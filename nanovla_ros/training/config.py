@@ -24,6 +24,7 @@ class TrainConfig:
     bf16: bool = param(True, "bfloat16 autocast on CUDA.")
     tiny: bool = param(False, "A tiny randomly initialised transformer (tests, CPU smoke runs).")
     use_state: bool = param(True, "Feed the joint state to the model (False: image and instruction only).")
+    state_dropout: float = param(0.0, "Probability of zeroing a sample's joint-state token in training (0: never).")
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
@@ -47,6 +48,7 @@ class TrainConfig:
                 f"cameras={self.cameras!r}: front first, each camera once")
         require_choice("image_stride", self.image_stride, (32, 16))
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
+        require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
 

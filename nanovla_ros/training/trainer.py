@@ -65,7 +65,8 @@ class DeviceBatches:
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
-                         kl_weight=config.kl_weight, use_state=config.use_state, image_size=config.image_size,
+                         kl_weight=config.kl_weight, use_state=config.use_state, state_dropout=config.state_dropout,
+                         image_size=config.image_size,
                          image_stride=config.image_stride, language_film=config.language_film,
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
