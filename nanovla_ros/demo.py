@@ -26,6 +26,7 @@ from nanovla_ros.launcher import LaunchError, Launcher
 
 TASK_KIND, SEED = "pick_place", 1000
 EPISODE_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 60.0  # the workcell and the driver, after the nodes are on the graph
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "nanovla_s_workcell.safetensors"
 STRIP_FRAMES = 6
 
@@ -44,8 +45,11 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
     from sensor_msgs.msg import Image
 
     from nanovla_ros.client import NanovlaClient
-    from nanovla_ros.msg import ActionChunk
-    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, IMAGE_TOPIC, SENSOR_QOS
+    from sensor_msgs.msg import JointState
+
+    from nanovla_ros.msg import ActionChunk, EpisodeStatus
+    from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC,
+                                          LATCHED_QOS, SENSOR_QOS)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(out_dir)
@@ -84,6 +88,20 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
             client.node.create_subscription(Image, IMAGE_TOPIC, frames.append, SENSOR_QOS)
             client.node.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC,
                                             lambda _: chunks.__setitem__(0, chunks[0] + 1), COMMAND_QOS)
+            # "Up" means on the ROS graph; the workcell renders its first frame and opens the servo bus, and the
+            # driver activates, a few seconds later (longer on a first run). The instruction waits for both, as a
+            # user would wait for the arm: an instruction that reached the teleoperating expert before the driver
+            # was up once left the arm still for the whole episode (seen on a fresh clone).
+            ready = {"workcell": False, "driver": False}
+            client.node.create_subscription(EpisodeStatus, EPISODE_TOPIC, lambda _: ready.update(workcell=True),
+                                            LATCHED_QOS)
+            client.node.create_subscription(JointState, JOINT_STATES_TOPIC, lambda _: ready.update(driver=True),
+                                            SENSOR_QOS)
+            if not client.spin_until(lambda: all(ready.values()), READY_TIMEOUT_S):
+                print(f"[demo] FAILED: not ready after {READY_TIMEOUT_S:g} s: "
+                      f"{[name for name, seen in ready.items() if not seen]} (see {log_path})")
+                return 1
+            print(f"[demo] workcell and driver ready in {time.monotonic() - start:.1f} s", flush=True)
             first = client.set_instruction(instruction, "auto", timeout_s=90.0)
             if not first.accepted:
                 print(f"[demo] FAILED: instruction rejected: {first.message}")
