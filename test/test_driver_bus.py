@@ -123,3 +123,22 @@ def test_reg_write_takes_effect_on_action(bus, emulator):
     with bus._lock:
         packets.action(bus._port, ct.BROADCAST_ID)
     assert wait_until(lambda: emulator.servos[5].get("Goal_Velocity") == 777, 2.0)
+
+
+def test_a_ping_whose_model_read_gets_a_dataless_reply_is_retried(bus):
+    """scservo_sdk's ping indexes the model-number reply unchecked: a dataless status packet there (a late
+    reply to an earlier ping) raised IndexError out of the driver's configure. It is a corrupt reply: retried."""
+    real = bus._packets.readTxRx
+    calls = []
+
+    def late_reply_first(port, servo_id, address, length):
+        calls.append(servo_id)
+        if len(calls) == 1:
+            return [], scs.COMM_SUCCESS, 0  # what the SDK returns when it reads a ping's status as the read's
+        return real(port, servo_id, address, length)
+
+    bus._packets.readTxRx = late_reply_first
+    assert bus.ping(3) == ct.MODEL_STS3215
+    assert calls == [3, 3] and bus.stats.corrupt == 1 and bus.stats.per_servo_failures == {3: 1}
+    bus._packets.readTxRx = lambda *args: ([], scs.COMM_SUCCESS, 0)
+    assert bus.ping(3, attempts=2) is None  # never a model: no answer, no exception

@@ -126,10 +126,21 @@ class FeetechBus:
             self.stats.per_servo_failures[servo_id] = self.stats.per_servo_failures.get(servo_id, 0) + 1
 
     def ping(self, servo_id: int, attempts: int | None = None) -> int | None:
-        """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1)."""
+        """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1).
+
+        scservo_sdk's ping reads the model number and indexes the reply without checking its length: a status
+        packet without data (a late reply to an earlier ping, which the SDK takes for the read's) raises
+        IndexError. Seen when the workcell's emulator stalled at start-up: the driver's configure died silently
+        and the arm never moved. Here it counts as a corrupt reply and the ping is retried on a clean line."""
         for _ in range(attempts or self.retries + 1):
-            with self._lock:
-                model, result, _ = self._packets.ping(self._port, servo_id)
+            try:
+                with self._lock:
+                    model, result, _ = self._packets.ping(self._port, servo_id)
+            except IndexError:
+                with self._lock:
+                    self._port.clearPort()
+                model, result = None, scs.COMM_RX_CORRUPT
+                self._count_failure(result, [servo_id])
             self.stats.transactions += 1
             if result == scs.COMM_SUCCESS:
                 return model

@@ -92,6 +92,11 @@ class So101DriverNode(LifecycleNode):
             self.get_logger().error(self._problem)
             self._release()
             return FAILURE
+        except Exception as error:  # a transition that raises ends in rclpy's ErrorProcessing without a word
+            self._problem = f"configure failed: {type(error).__name__}: {error}"
+            self.get_logger().error(self._problem)
+            self._release()
+            return FAILURE
         self.loop = ControlLoop(self.arm, self._publish_state, self._publish_command)
         self.loop.start()
         self._problem = ""
