@@ -214,7 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny", "image_size", "image_stride", "language_film", "state_dropout", "dropout", "weight_decay", "cameras",
+                                            "val_every", "tiny", "image_size", "image_stride", "language_film",
+                                            "state_dropout", "dropout", "weight_decay", "cameras",
                                             "init_from", "warmup_steps")
               if getattr(args, k) is not None}
     if "cameras" in values:

@@ -42,10 +42,9 @@ def scene_instruction(kind: str, seed: int) -> str:
 
 def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool = False,
              checkpoint: str | None = None) -> int:
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image, JointState
 
     from nanovla_ros.client import NanovlaClient
-    from sensor_msgs.msg import JointState
 
     from nanovla_ros.msg import ActionChunk, EpisodeStatus
     from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC,

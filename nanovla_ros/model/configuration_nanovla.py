@@ -29,7 +29,7 @@ class NanoVLAConfig:
     language_film: bool = param(False, "Condition the image tokens on the instruction before fusion (FiLM: a per-channel "
                                        "scale and shift from the instruction vector, as RT-1's FiLM-EfficientNet but "
                                        "after the frozen encoder), so that the instruction can single out the asked "
-                                       "cube's colour. New models are trained with it (TrainConfig.language_film).")
+                                       "cube's colour. Off unless asked for (TrainConfig.language_film).")
     # --- late-fusion transformer
     d_model: int = param(256, "Token width D.")
     n_heads: int = param(8, "Attention heads.")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, NanoVLAConfig, image_encoder_id
 
 
 # ---------------------------------------------------------------------------------------- embeddings
@@ -97,8 +97,6 @@ class FrozenImageEncoder(nn.Module):
 
     def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32) -> None:
         super().__init__()
-        from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, image_encoder_id
-
         if stride not in IMAGE_STRIDES:
             raise ValueError(f"image stride {stride} is not one of {list(IMAGE_STRIDES)}")
         self.name, self.image_size, self.stride = name, image_size, stride

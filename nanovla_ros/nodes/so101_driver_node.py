@@ -87,13 +87,9 @@ class So101DriverNode(LifecycleNode):
             self.arm.connect()
             if c.leader_mode:
                 self.arm.disable()
-        except (BusError, CalibrationError) as error:
-            self._problem = f"configure failed: {error}"
-            self.get_logger().error(self._problem)
-            self._release()
-            return FAILURE
         except Exception as error:  # a transition that raises ends in rclpy's ErrorProcessing without a word
-            self._problem = f"configure failed: {type(error).__name__}: {error}"
+            detail = error if isinstance(error, (BusError, CalibrationError)) else f"{type(error).__name__}: {error}"
+            self._problem = f"configure failed: {detail}"
             self.get_logger().error(self._problem)
             self._release()
             return FAILURE

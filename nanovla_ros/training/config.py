@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from nanovla_ros.configuration import param, require, require_choice
+from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class TrainConfig:
                                   "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
                                        "Off by default: in the grounding probe it learned the colour faster but ended "
-                                       "no better (README, diagnosis 6); not yet tried in closed loop.")
+                                       "no better (README, diagnosis 7); not yet tried in closed loop.")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
                                "normalisation are kept; image_size, cameras and horizon must match it.")
@@ -46,7 +47,7 @@ class TrainConfig:
         require(self.image_size >= 32, f"image_size={self.image_size} must be >= 32")
         require(len(self.cameras) >= 1 and self.cameras[0] == "front" and len(set(self.cameras)) == len(self.cameras),
                 f"cameras={self.cameras!r}: front first, each camera once")
-        require_choice("image_stride", self.image_stride, (32, 16))
+        require_choice("image_stride", self.image_stride, IMAGE_STRIDES)
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")

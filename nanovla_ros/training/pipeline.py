@@ -49,7 +49,8 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
     encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride)
     for camera in cameras:
-        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride), encoder, batch_size=batch_size,
+        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride), encoder,
+                             batch_size=batch_size,
                              device=device)
     return cache
 
@@ -65,7 +66,8 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
                               image_stride=config.image_stride)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
-        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride) / "index.json"  # cameras are built in order
+        # cameras are built in order
+        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride) / "index.json"
         deadline = time.monotonic() + 3600.0
         while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
                    and json.loads(index.read_text()).get("complete")):
@@ -76,7 +78,8 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     _, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
     encoder_id = image_encoder_id("efficientnet-lite0", config.image_size, config.image_stride)
-    features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride) for c in config.cameras]
+    features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride)
+                for c in config.cameras]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
