@@ -215,7 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "language_film",
-                                            "state_dropout", "dropout", "weight_decay", "cameras",
+                                            "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
                                             "init_from", "warmup_steps")
               if getattr(args, k) is not None}
     if "cameras" in values:
@@ -363,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
     tr.add_argument("--state-dropout", type=float, help="probability of zeroing the joint-state token per training sample")
+    tr.add_argument("--task-loss-weight", type=float,
+                    help="weight of the auxiliary head that predicts the named cube's and its goal's x, y (0: none)")
     tr.add_argument("--language-film", action="store_true", default=None,
                     help="FiLM-condition the image tokens on the instruction (a per-channel scale and shift)")
     tr.add_argument("--image-stride", type=int, choices=(32, 16),

@@ -5,7 +5,8 @@ For scenes with the arm at home, the checkpoint is asked "touch the <colour> cub
 scripted expert plans the same task; both chunks' command ``--step`` (forward kinematics of the gripper frame)
 is compared with the cubes: which cube each is nearest to (a confusion matrix, rows = the colour asked), the
 distance to the asked cube, and how far the policy's answers for the three colours lie apart in one scene
-(near zero: the instruction's colour is ignored).
+(near zero: the instruction's colour is ignored). A model with a task head (``--task-loss-weight``) is also
+asked where it thinks the named cube is: the same confusion matrix and distance for the head's answer.
 
     python scripts/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
 """
@@ -53,8 +54,9 @@ def main() -> None:
         mujoco.mj_kinematics(m, kinematics)
         return kinematics.site_xpos[site].copy()
 
-    confusion = {"policy": np.zeros((3, 3), int), "expert": np.zeros((3, 3), int)}
-    error = {"policy": [], "expert": []}
+    who_all = ("policy", "expert") + (("task_head",) if model.task_head is not None else ())
+    confusion = {who: np.zeros((3, 3), int) for who in who_all}
+    error = {who: [] for who in who_all}
     spread = []
     for seed in range(args.first_seed, args.first_seed + args.scenes):
         layout = sample_layout(np.random.default_rng(seed))
@@ -66,8 +68,13 @@ def main() -> None:
             text = f"touch the {colour} cube"
             chunks = {"policy": policy.predict_chunk(views, q, embeddings[text]),
                       "expert": expert_chunk(workcell, Task("touch", colour, "", text, "train"), q, 100, 0.05)}
-            for who, chunk in chunks.items():
-                point = gripper_at(chunk[min(args.step, len(chunk) - 1)])
+            points = {who: gripper_at(chunk[min(args.step, len(chunk) - 1)]) for who, chunk in chunks.items()}
+            if model.task_head is not None:
+                features = policy.image_encoder(torch.from_numpy(np.stack([views[c] for c in model.config.cameras])))
+                xy = model.predict_task_xy(features[None], torch.from_numpy(embeddings[text])[None],
+                                           torch.from_numpy(q)[None])[0, :2].numpy()
+                points["task_head"] = np.array([xy[0], xy[1], 0.0])
+            for who, point in points.items():
                 distances = [np.linalg.norm(point[:2] - np.asarray(layout.cubes[c])) for c in CUBE_COLOURS]
                 confusion[who][i, int(np.argmin(distances))] += 1
                 error[who].append(distances[i])

@@ -270,3 +270,46 @@ def test_state_dropout_hides_the_state_in_training_only():
     assert not torch.allclose(a, b)  # inference reads the state
     with pytest.raises(ConfigError, match="state_dropout"):
         NanoVLAConfig(state_dropout=1.5)
+
+
+def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
+    """task_loss_weight > 0: a head on the encoded instruction token predicts the named cube's and goal's x, y.
+    Here the answer depends on the instruction alone (two instructions, two places), which the head must learn;
+    rows without positions (NaN: bags of a real arm) add nothing."""
+    torch.manual_seed(0)
+    config = NanoVLAConfig(language_dim=16, task_loss_weight=1.0, **TINY)
+    model = NanoVLA(config)
+    assert {"task_mean", "task_std"} <= set(model.state_dict())
+    assert "task_mean" not in NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).state_dict()  # older checkpoints load
+    places = torch.tensor([[0.2, 0.1, 0.25, -0.1], [0.15, -0.1, 0.2, 0.05]])  # metres
+    model.set_normalization(np.zeros(6), np.ones(6), np.zeros(6), np.ones(6), task_mean=places.mean(0).numpy(),
+                            task_std=places.std(0).numpy())
+    words = torch.randn(2, 16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    which = torch.arange(32) % 2
+
+    def step(task_xy: torch.Tensor) -> dict:
+        _, loss = model(torch.randn(32, 1280, 2, 2), words[which], torch.randn(32, 6), torch.randn(32, 8, 6),
+                        task_xy=task_xy)
+        optimizer.zero_grad()
+        loss["loss"].backward()
+        optimizer.step()
+        return loss
+
+    first = float(step(places[which])["task"])
+    for _ in range(150):
+        last = float(step(places[which])["task"])
+    assert last < 0.2 * first
+    model.eval()
+    answer = model.predict_task_xy(torch.randn(2, 1280, 2, 2), words, torch.zeros(2, 6))
+    assert (answer - places).abs().max() < 0.03  # metres
+    unknown = places[which].clone()
+    unknown[::2] = float("nan")
+    model.train()
+    assert torch.isfinite(step(unknown)["loss"])  # the NaN rows are masked, not propagated
+    assert float(step(torch.full((32, 4), float("nan")))["task"]) == 0.0
+    with pytest.raises(ValueError, match="no task head"):
+        NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).predict_task_xy(torch.randn(1, 1280, 2, 2), words[:1],
+                                                                         torch.zeros(1, 6))
+    with pytest.raises(ConfigError, match="task_loss_weight"):
+        NanoVLAConfig(task_loss_weight=-1.0)

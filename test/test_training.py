@@ -113,7 +113,7 @@ def test_wilson_interval():
     assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] > 0.92
 
 
-def test_a_wrist_camera_model_trains_from_in_process_shards(tmp_path):
+def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
     from nanovla_ros.data.demos import DatasetError, load_demonstrations, write_shard
     from nanovla_ros.sim.demos import expert_episode
     from nanovla_ros.sim.workcell import Workcell
@@ -133,6 +133,8 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(tmp_path):
         workcell.close()
     demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
     assert len(demos.frames_of("wrist")) == len(demos.frames)
+    assert demos.task_xy.shape == (len(demos.states), 4) and np.isfinite(demos.task_xy).all()  # simulated: recorded
+    assert np.isnan(load_demonstrations(dataset / "ds").task_xy).all()  # bags of a real arm: unknown
     assert np.abs(demos.frames_of("wrist")[0].astype(int) - demos.frames[0]).mean() > 5  # another view, not a copy
     texts = sorted(set(demos.instructions))
     write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 384)))
@@ -142,5 +144,19 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(tmp_path):
     assert (cache_dir_of(tmp_path / "ds") / "cameras" / "wrist" / "index.json").is_file()
     model, _ = load_checkpoint(best)
     assert model.config.cameras == ("front", "wrist")
+    # The auxiliary task head trains from the recorded positions and reports its error at validation.
+    head = run_training(tmp_path / "ds", tmp_path / "run_task",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.5, image_size=64, cameras=("front", "wrist"),
+                                    task_loss_weight=1.0))
+    history = json.loads((tmp_path / "run_task" / "history.json").read_text())
+    assert history["val"][-1]["task_cube_cm"] > 0
+    assert load_checkpoint(head)[0].task_std.min() > 0
+    from nanovla_ros.configuration import ConfigError
+
+    with pytest.raises(ConfigError, match="task_xy"):  # bags without positions cannot train the head
+        run_training(dataset / "ds", tmp_path / "run_bags",
+                     TrainConfig(tiny=True, device="cpu", steps=2, batch_size=4, horizon=16, warmup_steps=1,
+                                 val_fraction=0.0, task_loss_weight=1.0))
     with pytest.raises(DatasetError, match="no frames of camera 'wrist'.*--cameras front wrist"):
         load_demonstrations(tmp_path / "front", cameras=("front", "wrist"))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from nanovla_ros.sim.experts import run_expert_episode
-from nanovla_ros.sim.tasks import (HELDOUT_PAIRS, KINDS, TEMPLATES, SuccessMonitor, Task, sample_layout,
-                                   sample_task)
+from nanovla_ros.sim.tasks import (DIRECTIONS, HELDOUT_PAIRS, KINDS, PUSH_DISTANCE_M, TEMPLATES, SuccessMonitor, Task,
+                                   sample_layout, sample_task, task_positions)
 from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
 
 
@@ -218,3 +218,22 @@ def test_a_resumed_expert_descends_where_a_fresh_one_climbs_back(workcell):
         else:
             assert height(e) > start + 0.003  # back up to the approach height
     workcell.restore(snapshot)
+
+
+def test_task_positions_name_the_cube_and_its_goal(workcell):
+    """The auxiliary head's targets: the named cube's x, y and where it should go, per task kind."""
+    layout = sample_layout(np.random.default_rng(3))
+    workcell.place(layout.cubes, layout.squares)
+    start = {c: workcell.cube_position(c) for c in layout.cubes}
+    cases = {Task("touch", "red", "", "", "train"): layout.cubes["red"],
+             Task("pick_place", "red", "yellow", "", "train"): layout.squares["yellow"],
+             Task("stack", "red", "blue", "", "train"): layout.cubes["blue"],
+             Task("push", "red", "left", "", "train"): np.add(layout.cubes["red"], PUSH_DISTANCE_M * DIRECTIONS["left"])}
+    for task, goal in cases.items():
+        xy = task_positions(task, workcell, start)
+        assert xy.shape == (4,) and xy.dtype == np.float32
+        np.testing.assert_allclose(xy[:2], layout.cubes["red"], atol=2e-3)  # settled on the table
+        np.testing.assert_allclose(xy[2:], goal, atol=2e-3)
+    _set_cube(workcell, "red", (0.2, 0.05, 0.2))  # in the air (as if carried): the cube's position now
+    np.testing.assert_allclose(task_positions(Task("touch", "red", "", "", "train"), workcell, start)[:2],
+                               workcell.cube_position("red")[:2], atol=1e-6)

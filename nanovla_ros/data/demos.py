@@ -173,7 +173,7 @@ def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None
     tmp = path.with_suffix(".partial.npz")
     np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"],
              states=episode["states"], actions=episode["actions"], action_index=episode["action_index"],
-             **({"action_end": episode["action_end"]} if "action_end" in episode else {}),
+             **{k: episode[k] for k in ("action_end", "task_xy") if k in episode},
              meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
                                        **(extra or {}), **episode["metadata"]})))
     tmp.replace(path)
@@ -260,6 +260,9 @@ class Demonstrations:
     instructions: list[str]  # per episode
     meta: list[dict] = field(default_factory=list)
     camera_frames: dict[str, JpegFrames] = field(default_factory=dict)  # cameras besides the front one, same rows
+    # (N, 4) metres: the named cube's x, y and its goal's at each sample (simulated episodes record them:
+    # ``nanovla_ros.sim.tasks.task_positions``); NaN rows where a shard has none (bags of a real arm).
+    task_xy: np.ndarray | None = None
 
     def frames_of(self, camera: str) -> JpegFrames:
         if camera == "front":
@@ -281,6 +284,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
     files = sorted((Path(out_dir) / "shards").glob("*.npz"))
     files = [f for f in files if not f.name.endswith(".partial.npz")]
     blobs, offsets, frame_index, states, actions, action_index, action_end, episode = [], [0], [], [], [], [], [], []
+    task_xy = []
     instructions, metas = [], []
     extra = [c for c in cameras if c != "front"]
     extra_blobs: dict[str, list] = {c: [] for c in extra}
@@ -307,6 +311,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             # each sample has its own label chunk).
             ends = z["action_end"] if "action_end" in z.files else np.full(len(z["states"]), len(z["actions"]) - 1)
             action_end.append(ends + n_actions)
+            task_xy.append(z["task_xy"] if "task_xy" in z.files else np.full((len(z["states"]), 4), np.nan, np.float32))
             episode.append(np.full(len(z["states"]), e))
             n_frames += len(z["jpeg_offsets"]) - 1
             n_actions += len(z["actions"])
@@ -318,4 +323,4 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
                           np.concatenate(states), np.concatenate(actions), np.concatenate(action_index),
                           np.concatenate(action_end), np.concatenate(episode), instructions, metas,
                           {c: JpegFrames(np.concatenate(extra_blobs[c]), np.asarray(extra_offsets[c], np.int64))
-                           for c in extra})
+                           for c in extra}, np.concatenate(task_xy).astype(np.float32))

@@ -51,6 +51,11 @@ class NanoVLAConfig:
     vae_layers: int = param(4, "Layers of the posterior encoder over (state, action chunk).")
     kl_weight: float = param(10.0, "beta: weight of KL(q || N(0, I)).")
     loss: str = param("l1", "Reconstruction loss over valid steps: l1 or l2.")
+    # --- auxiliary task head (training signal only; inference does not need it)
+    task_loss_weight: float = param(0.0, "Weight of an auxiliary loss: a head on the encoded instruction token predicts "
+                                         "the x, y of the cube the instruction names and of its goal (L1, normalised), "
+                                         "so that the fused tokens must single out the asked cube (trained policies "
+                                         "ignored the colour word: README, diagnosis 7). 0: no head.")
 
     def __post_init__(self) -> None:
         require_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
@@ -67,6 +72,7 @@ class NanoVLAConfig:
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(self.kl_weight >= 0.0, f"kl_weight={self.kl_weight} must be >= 0")
+        require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
         require_choice("loss", self.loss, ("l1", "l2"))
         require(self.image_encoder != "resnet18" or bool(self.image_weights_path),
                 "image_encoder='resnet18' needs image_weights_path (no ResNet weights ship in a package)")

@@ -14,6 +14,8 @@ from torch import nn
 
 from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, NanoVLAConfig, image_encoder_id
 
+TASK_XY_DIM = 4  # the auxiliary head's output: named cube x, y and its goal's x, y (nanovla_ros.sim.tasks.task_positions)
+
 
 # ---------------------------------------------------------------------------------------- embeddings
 def sinusoidal_2d(height: int, width: int, dim: int) -> torch.Tensor:
@@ -231,16 +233,24 @@ class NanoVLA(nn.Module):
         # training instructions' mean and scaled to unit variance per dimension on average (one scale for all
         # dimensions: a held-out paraphrase does not blow up a dimension that the training ones left still).
         # Checkpoints from before carry no instruction statistics and keep the identity (0, 1).
-        for name, dim in (("state", c.state_dim), ("action", c.action_dim), ("language", c.language_dim)):
+        normalised = [("state", c.state_dim), ("action", c.action_dim), ("language", c.language_dim)]
+        # Auxiliary task head (task_loss_weight > 0): from the instruction token after the encoder, the x, y of the
+        # named cube and of its goal (TASK_XY_DIM metres, normalised like the actions).
+        self.task_head = None
+        if c.task_loss_weight > 0:
+            self.task_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, TASK_XY_DIM))
+            normalised.append(("task", TASK_XY_DIM))
+        for name, dim in normalised:
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
 
     def set_normalization(self, state_mean, state_std, action_mean, action_std, language_mean=None,
-                          language_std=None) -> None:
+                          language_std=None, task_mean=None, task_std=None) -> None:
         for name, value in (("state_mean", state_mean), ("state_std", state_std),
                             ("action_mean", action_mean), ("action_std", action_std),
-                            ("language_mean", language_mean), ("language_std", language_std)):
-            if value is None:
+                            ("language_mean", language_mean), ("language_std", language_std),
+                            ("task_mean", task_mean), ("task_std", task_std)):
+            if value is None or not hasattr(self, name):
                 continue
             value = torch.as_tensor(np.asarray(value), dtype=torch.float32)
             if name.endswith("std"):
@@ -265,33 +275,16 @@ class NanoVLA(nn.Module):
         stats = self.vae_out(self.vae_norm(x[:, 0]))  # (B, 2*latent)
         return stats.chunk(2, dim=-1)
 
-    def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
-                actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                env: torch.Tensor | None = None):
-        """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
-        a dict with the total loss and its parts. Without targets, z = 0 (inference)."""
+    def encode(self, image_features: torch.Tensor, instruction: torch.Tensor, state_n: torch.Tensor, z: torch.Tensor,
+               env: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The late fusion: (memory, memory_pos), each (B, T, D); token 0 is the instruction's."""
         c = self.config
         B = image_features.shape[0]
-        state_n = (state - self.state_mean) / self.state_std  # (B, S)
-        if not c.use_state:
-            state_n = torch.zeros_like(state_n)
-        elif self.training and c.state_dropout > 0:
-            keep = torch.rand(B, 1, device=state_n.device) >= c.state_dropout  # (B, 1)
-            state_n = state_n * keep
-        loss = None
-        if actions is not None:
-            if action_mask is None:
-                action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
-            actions_n = (actions - self.action_mean) / self.action_std  # (B, H, A)
-            mu, logvar = self.posterior(state_n, actions_n, action_mask)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        else:
-            z = torch.zeros(B, c.latent_dim, device=image_features.device)
         # 1D tokens with learned index embeddings
         instruction_n = (instruction - self.language_mean) / self.language_std  # (B, L)
         one_d = [self.language_proj(instruction_n), self.state_proj(state_n)]
         if self.env_proj is not None:
-            one_d.append(self.env_proj(env if env is not None else torch.zeros(B, c.env_dim, device=state.device)))
+            one_d.append(self.env_proj(env if env is not None else torch.zeros(B, c.env_dim, device=state_n.device)))
         one_d.append(self.latent_proj(z))
         tokens_1d = torch.stack(one_d, dim=1)  # (B, n_1d, D)
         pos_1d = self.index_embed.weight[None].expand(B, -1, -1)  # (B, n_1d, D)
@@ -315,7 +308,37 @@ class NanoVLA(nn.Module):
         memory_pos = torch.cat([pos_1d, pos_img], dim=1)  # (B, T, D)
         for layer in self.encoder:
             memory = layer(memory, memory_pos)
-        memory = self.encoder_norm(memory)
+        return self.encoder_norm(memory), memory_pos
+
+    def _state_n(self, state: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        state_n = (state - self.state_mean) / self.state_std  # (B, S)
+        if not c.use_state:
+            return torch.zeros_like(state_n)
+        if self.training and c.state_dropout > 0:
+            keep = torch.rand(state_n.shape[0], 1, device=state_n.device) >= c.state_dropout  # (B, 1)
+            return state_n * keep
+        return state_n
+
+    def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
+                actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+                env: torch.Tensor | None = None, task_xy: torch.Tensor | None = None):
+        """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
+        a dict with the total loss and its parts. Without targets, z = 0 (inference). ``task_xy`` (B, 4) metres,
+        NaN rows unknown: the auxiliary head's targets (used when the model has the head)."""
+        c = self.config
+        B = image_features.shape[0]
+        state_n = self._state_n(state)
+        loss = None
+        if actions is not None:
+            if action_mask is None:
+                action_mask = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device)
+            actions_n = (actions - self.action_mean) / self.action_std  # (B, H, A)
+            mu, logvar = self.posterior(state_n, actions_n, action_mask)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        else:
+            z = torch.zeros(B, c.latent_dim, device=image_features.device)
+        memory, memory_pos = self.encode(image_features, instruction, state_n, z, env)
         # decoder: H zero-initialised action slots
         query_pos = self.query_pos.weight[None].expand(B, -1, -1)  # (B, H, D)
         x = torch.zeros_like(query_pos)
@@ -328,7 +351,29 @@ class NanoVLA(nn.Module):
             recon = (err * mask).sum() / (mask.sum() * c.action_dim).clamp(min=1.0)
             kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=-1).mean()
             loss = {"loss": recon + c.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
+            if self.task_head is not None and task_xy is not None:
+                task = self.task_error(memory, task_xy)
+                loss["loss"] = loss["loss"] + c.task_loss_weight * task
+                loss["task"] = task.detach()
         return pred_n, loss
+
+    def task_error(self, memory: torch.Tensor, task_xy: torch.Tensor) -> torch.Tensor:
+        """Mean L1 of the task head (normalised units) over the rows whose ``task_xy`` is known."""
+        known = torch.isfinite(task_xy).all(dim=-1)  # (B,)
+        target_n = (torch.nan_to_num(task_xy) - self.task_mean) / self.task_std  # (B, 4)
+        err = (self.task_head(memory[:, 0]).float() - target_n).abs().mean(dim=-1)  # (B,)
+        return (err * known).sum() / known.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def predict_task_xy(self, image_features: torch.Tensor, instruction: torch.Tensor,
+                        state: torch.Tensor) -> torch.Tensor:
+        """The task head's answer (B, 4): x, y of the named cube and of its goal, metres (z = 0). A probe of what the
+        fused tokens know; the policy's actions do not go through it."""
+        if self.task_head is None:
+            raise ValueError("this model has no task head (trained with task_loss_weight = 0)")
+        z = torch.zeros(image_features.shape[0], self.config.latent_dim, device=image_features.device)
+        memory, _ = self.encode(image_features, instruction, self._state_n(state), z)
+        return self.task_head(memory[:, 0]) * self.task_std + self.task_mean
 
     def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
         return actions_n * self.action_std + self.action_mean

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import Task
-from nanovla_ros.sim.workcell import Workcell
+from nanovla_ros.sim.tasks import Task, task_positions
+from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 
 def expert_chunk(workcell: Workcell, task: Task, last_command: np.ndarray, horizon: int,
@@ -57,12 +57,16 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
     horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
     cameras = policy.config.cameras
     frames: dict[str, list] = {c: [] for c in cameras}
-    states, chunks, tasks = [], [], []
+    states, chunks, tasks, positions = [], [], [], []
+    start = {}  # the cubes where the episode began (a push's goal is measured from there)
 
     def record(task: Task, step: int, last: np.ndarray) -> dict[str, np.ndarray] | None:
         if step % sample_every:
             return None
         tasks.append(task)
+        if not start:
+            start.update({c: workcell.cube_position(c) for c in CUBE_COLOURS})
+        positions.append(task_positions(task, workcell, start))
         views = {c: workcell.render(c) for c in cameras}
         for c in cameras:
             frames[c].append(views[c])
@@ -75,7 +79,7 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
     return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
             "actions": np.concatenate(chunks), "action_index": np.arange(n, dtype=np.int64) * horizon,
-            "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1,
+            "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1, "task_xy": np.stack(positions),
             "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "source": "dagger", "policy_success": str(result.success).lower(),

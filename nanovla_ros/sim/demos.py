@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
+from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task, task_positions
 from nanovla_ros.sim.workcell import Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`
@@ -44,7 +44,8 @@ class JointNoise:
 def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int = 4,
                    max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
                    noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",)) -> dict:
-    """One expert episode as shard fields (frames, states, actions, indices, instruction, metadata).
+    """One expert episode as shard fields (frames, states, actions, indices, the task's positions at each sample
+    (``task_positions``), instruction, metadata).
 
     ``cameras``: front always; others (``wrist``) are rendered with it, at the same moments.
     ``noise_rad``: the largest standard deviation of the executed-command noise; each episode draws its own
@@ -58,7 +59,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
     workcell.place(layout.cubes, layout.squares)
     expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
     last = workcell.joint_positions  # the driver's last command: it holds the arm where it is
-    frames, states, actions, action_index = [], [], [], []
+    frames, states, actions, action_index, positions = [], [], [], [], []
     camera_frames: dict[str, list] = {c: [] for c in cameras if c != "front"}
     settle = 0
     for k in range(max_steps + SETTLE_STEPS):
@@ -67,6 +68,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
             for camera, taken in camera_frames.items():
                 taken.append(workcell.render(camera, image_size))
             states.append(workcell.joint_positions.astype(np.float32))
+            positions.append(task_positions(task, workcell, monitor.start))
             action_index.append(k)
         target = expert.act()
         command = np.clip(target, last - max_step_rad, last + max_step_rad)
@@ -80,8 +82,8 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
                 break
     return {"frames": frames, "camera_frames": camera_frames, "frame_index": np.arange(len(frames), dtype=np.int64),
             "states": np.stack(states), "actions": np.stack(actions),
-            "action_index": np.asarray(action_index, np.int64), "instruction": task.instruction,
-            "success": bool(monitor.success()),
+            "action_index": np.asarray(action_index, np.int64), "task_xy": np.stack(positions),
+            "instruction": task.instruction, "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
                          "sample_every": sample_every, "noise_std_rad": round(float(noise.std), 4)}}

@@ -155,6 +155,23 @@ class SuccessMonitor:
         return bool(on_top and self._on_table(base))
 
 
+def task_positions(task: Task, workcell: Workcell, start: dict[str, np.ndarray]) -> np.ndarray:
+    """(4,) metres: the x, y of the cube the instruction names and of where it should go (the square of a
+    pick_place, the other cube of a stack, PUSH_DISTANCE_M from the cube's ``start`` along a push's direction,
+    the cube itself for touch), now. The policy's auxiliary task head learns to read these from the images and
+    the instruction (NanoVLAConfig.task_loss_weight)."""
+    cube = workcell.cube_position(task.cube)[:2]
+    if task.kind == "pick_place":
+        goal = workcell.square_position(task.target)[:2]
+    elif task.kind == "stack":
+        goal = workcell.cube_position(task.target)[:2]
+    elif task.kind == "push":
+        goal = np.asarray(start[task.cube])[:2] + PUSH_DISTANCE_M * DIRECTIONS[task.target]
+    else:
+        goal = cube
+    return np.concatenate([cube, goal]).astype(np.float32)
+
+
 def all_instructions() -> list[str]:
     """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
     texts = set()

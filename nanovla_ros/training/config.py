@@ -26,6 +26,9 @@ class TrainConfig:
     tiny: bool = param(False, "A tiny randomly initialised transformer (tests, CPU smoke runs).")
     use_state: bool = param(True, "Feed the joint state to the model (False: image and instruction only).")
     state_dropout: float = param(0.0, "Probability of zeroing a sample's joint-state token in training (0: never).")
+    task_loss_weight: float = param(0.0, "Weight of the auxiliary task head's loss (NanoVLAConfig.task_loss_weight): the "
+                                         "named cube's and its goal's x, y from the fused instruction token. Needs "
+                                         "episodes that record them (simulated ones do); 0: no head.")
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
@@ -50,6 +53,7 @@ class TrainConfig:
         require_choice("image_stride", self.image_stride, IMAGE_STRIDES)
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
+        require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
 

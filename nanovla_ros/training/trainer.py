@@ -51,6 +51,8 @@ class DeviceBatches:
         self.actions = to(demos.actions, torch.float32)  # (M, A), all episodes
         self.start = to(demos.action_index[samples], torch.long)
         self.end = to(demos.action_end[samples], torch.long)
+        task_xy = demos.task_xy[samples] if demos.task_xy is not None else np.full((len(samples), 4), np.nan)
+        self.task_xy = to(task_xy, torch.float32)  # (N, 4), NaN rows unknown
         self.steps = torch.arange(horizon, device=device)
         self.n = len(samples)
 
@@ -59,13 +61,14 @@ class DeviceBatches:
         end = self.end[idx, None]
         return {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
                 "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
-                "action_mask": rows <= end}
+                "action_mask": rows <= end, "task_xy": self.task_xy[idx]}
 
 
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
                          kl_weight=config.kl_weight, use_state=config.use_state, state_dropout=config.state_dropout,
+                         task_loss_weight=config.task_loss_weight,
                          image_size=config.image_size,
                          image_stride=config.image_stride, language_film=config.language_film,
                          dropout=config.dropout, cameras=config.cameras, **extra)
@@ -120,8 +123,18 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
         samples = np.flatnonzero(np.isin(demos.episode, train_eps))
         targets = demos.actions[demos.action_index[samples]]
+        task_stats = (None, None)
+        if config.task_loss_weight > 0:
+            known = demos.task_xy[samples] if demos.task_xy is not None else np.zeros((0, 4))
+            known = known[np.isfinite(known).all(axis=1)]
+            if len(known) == 0:
+                from nanovla_ros.configuration import ConfigError
+
+                raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy: "
+                                  "simulated episodes do, bags of a real arm do not)")
+            task_stats = (known.mean(0), known.std(0))
         model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
-                                targets.std(0), *language_statistics(instruction_vectors[train_eps]))
+                                targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history = {"train": [], "val": [], "config": config.to_dict(), "train_episodes": len(train_eps),
@@ -141,9 +154,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank + step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (config.bf16 and device.type == "cuda") else _Null()
 
-    def validate() -> float:
+    def validate() -> tuple[float, float | None]:
+        """(action L1, normalised, z = 0 as deployed; the task head's median error to the named cube, cm)."""
         model.eval()
-        losses = []
+        losses, cube_errors = [], []
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
                 idx = torch.arange(start, min(val_data.n, start + 512), device=device)
@@ -152,8 +166,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 target_n = (b["actions"] - model.action_mean) / model.action_std
                 mask = b["action_mask"][..., None].float()
                 losses.append(float(((pred_n.float() - target_n).abs() * mask).sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
+                known = torch.isfinite(b["task_xy"]).all(dim=-1)
+                if model.task_head is not None and bool(known.any()):
+                    xy = model.predict_task_xy(b["image_features"][known], b["instruction"][known], b["state"][known])
+                    cube_errors.append((xy[:, :2].float() - b["task_xy"][known, :2]).norm(dim=-1))
         model.train()
-        return sum(losses) / val_data.n
+        cube_errors = torch.cat(cube_errors) if cube_errors else torch.zeros(0)
+        return sum(losses) / val_data.n, float(cube_errors.median()) * 100 if len(cube_errors) else None
 
     bar = None
     if progress and rank == 0:
@@ -168,7 +187,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
         b = train_data.batch(idx)
         with autocast:
-            _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"])
+            _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
+                          task_xy=b["task_xy"])
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -176,23 +196,27 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         step += 1
         if step % 50 == 0:
             recon, kl = float(loss["recon"]), float(loss["kl"])
-            history["train"].append({"step": step, "recon_l1": recon, "kl": kl})
+            history["train"].append({"step": step, "recon_l1": recon, "kl": kl,
+                                     **({"task_l1": float(loss["task"])} if "task" in loss else {})})
             if bar is not None:
-                bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}")
+                bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}",
+                                **({"task": f"{float(loss['task']):.3f}"} if "task" in loss else {}))
         if bar is not None:
             bar.update(1)
         if step % config.val_every == 0 or step == config.steps:
             if rank == 0:
                 extra = {"train": config.to_dict(), "step": step}
                 if val_data is not None:
-                    val = validate()
-                    history["val"].append({"step": step, "l1": val})
+                    val, cube_cm = validate()
+                    history["val"].append({"step": step, "l1": val,
+                                           **({"task_cube_cm": cube_cm} if cube_cm is not None else {})})
                     extra["val_l1"] = val
                     if val < best:
                         best = val
                         save_checkpoint(model, out / "best.safetensors", extra)
                     if bar is not None:
-                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f})")
+                        head = f"; task head: named cube within {cube_cm:.1f} cm (median)" if cube_cm is not None else ""
+                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f}){head}")
                 save_checkpoint(model, out / "last.safetensors", extra)
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                             "best": best, "history": history, "rng_cpu": torch.get_rng_state()}, state_path)
