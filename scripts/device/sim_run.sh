@@ -10,7 +10,10 @@
 #          `RUNS=s:dagger finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
 #                                                    RUNS="s:front s:front,wrist l:front,wrist:16": variant:cameras[:stride],
-#                                                    stride 32 (default) or 16, the image feature map the model reads)
+#                                                    stride 32 (default) or 16, the image feature map the model reads;
+#                                                    name=variant:cameras[:stride][/--flag=value...] names a run and
+#                                                    passes it training flags, e.g.
+#                                                    RUNS="task=s:front,wrist/--task-loss-weight=1")
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -19,8 +22,11 @@ set -uo pipefail
 RUN=/root/run; SIM=/root/sim; CODE=/root/code
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 RUNS=${RUNS:-"s:front l:front"}
-name_of() { echo "$1" | tr ':,' '__'; }  # s:front,wrist:16 -> s_front_wrist_16
-strides() { for r in $RUNS; do f=${r#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
+# s:front,wrist:16 -> s_front_wrist_16; task=s:front,wrist/--task-loss-weight=1 -> task
+name_of() { case "${1%%/*}" in *=*) echo "${1%%=*}" ;; *) echo "$1" | tr ':,' '__' ;; esac; }
+spec_of() { local r=${1%%/*}; echo "${r#*=}"; }  # variant:cameras[:stride]
+flags_of() { case "$1" in */*) echo "${1#*/}" | tr '/' ' ' ;; esac; }
+strides() { for r in $RUNS; do f=$(spec_of "$r"); f=${f#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
 setup() {
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
@@ -46,15 +52,16 @@ JOB
 start)
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cat > $RUN/job.sh <<JOB
-name_of() { echo "\$1" | tr ':,' '__'; }
 cd $CODE
 python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes ${EPS:-1000} \
   --first-seed 10000 --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} --out $SIM \
   --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
 for s in $(strides); do python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=tuple('${CAMERAS:-front}'.split()), image_stride=\$s)" >> $RUN/log_features.txt 2>&1; done
-for r in $RUNS; do v=\${r%%:*}; f=\${r#*:}; cams=\${f%%:*}; s=32; [ "\$f" != "\$cams" ] && s=\${f#*:}
-  python3 -m nanovla_ros.cli train --data $SIM --variant \$v --cameras \${cams//,/ } --image-stride \$s \
-  --out $RUN/\$(name_of \$r) --image-size ${IMG:-320} --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_\$(name_of \$r).txt 2>&1 & done
+$(for r in $RUNS; do n=$(name_of "$r"); x=$(spec_of "$r"); v=${x%%:*}; f=${x#*:}; cams=${f%%:*}; st=32
+  [ "$f" != "$cams" ] && st=${f#*:}
+  echo "python3 -m nanovla_ros.cli train --data $SIM --variant $v --cameras ${cams//,/ } --image-stride $st $(flags_of "$r") \\"
+  echo "  --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-8000} --batch-size 256 --device cuda > $RUN/log_$n.txt 2>&1 &"
+done)
 wait
 JOB
   setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
@@ -76,6 +83,8 @@ finish)
     split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
     python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
       --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
+    python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
+      > "$OUT/$v.probe.json" 2>/dev/null; cat "$OUT/$v.probe.json"
   done
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
 *) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
