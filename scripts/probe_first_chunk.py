@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=99, help="which command of the chunk (0-based)")
     parser.add_argument("--first-seed", type=int, default=50000)
     parser.add_argument("--table-dir", default="", help="feature cache with instruction tables (else the encoder runs)")
+    parser.add_argument("--out", default="", help="also write the JSON here (stdout carries the encoder's messages too)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, _ = load_checkpoint(args.checkpoint)
@@ -81,10 +82,14 @@ def main() -> None:
                 if who == "policy":
                     answers.append(point)
         spread.append(np.mean([np.linalg.norm(a - b) for a in answers for b in answers if a is not b]))
-    print(json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
-                      "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
-                      "median_distance_to_asked_cube_cm": {k: round(float(np.median(v)) * 100, 1) for k, v in error.items()},
-                      "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1)}, indent=1))
+    text = json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
+                       "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
+                       "median_distance_to_asked_cube_cm": {k: round(float(np.median(v)) * 100, 1) for k, v in error.items()},
+                       "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1)}, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
     workcell.close()
 
 

@@ -308,6 +308,14 @@ def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
     model.train()
     assert torch.isfinite(step(unknown)["loss"])  # the NaN rows are masked, not propagated
     assert float(step(torch.full((32, 4), float("nan")))["task"]) == 0.0
+    # Colour queries: another instruction and where its cube is; the head answers from the same scene.
+    _, loss = model(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.randn(4, 6), torch.randn(4, 8, 6),
+                    task_xy=places[[0, 0, 1, 1]], query_instruction=words[[1, 1, 0, 0]],
+                    query_xy=places[[1, 1, 0, 0], :2])
+    assert float(loss["query"]) < 0.5 and float(loss["task"]) < 0.5  # the head knows both places by now
+    _, wrong = model(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.randn(4, 6), torch.randn(4, 8, 6),
+                     query_instruction=words[[1, 1, 0, 0]], query_xy=places[[0, 0, 1, 1], :2])
+    assert float(wrong["query"]) > 3 * float(loss["query"])  # answering for the episode's own cube is wrong
     with pytest.raises(ValueError, match="no task head"):
         NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).predict_task_xy(torch.randn(1, 1280, 2, 2), words[:1],
                                                                          torch.zeros(1, 6))

@@ -134,7 +134,11 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
     demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
     assert len(demos.frames_of("wrist")) == len(demos.frames)
     assert demos.task_xy.shape == (len(demos.states), 4) and np.isfinite(demos.task_xy).all()  # simulated: recorded
-    assert np.isnan(load_demonstrations(dataset / "ds").task_xy).all()  # bags of a real arm: unknown
+    assert demos.cubes_xy.shape == (len(demos.states), 6) and np.isfinite(demos.cubes_xy).all()
+    named = demos.cubes_xy.reshape(-1, 3, 2)[np.arange(len(demos.states)), demos.named_cube[demos.episode]]
+    np.testing.assert_allclose(named, demos.task_xy[:, :2])  # the instruction's cube among all of them
+    bags = load_demonstrations(dataset / "ds")
+    assert np.isnan(bags.task_xy).all() and (bags.named_cube == -1).all()  # bags of a real arm: unknown
     assert np.abs(demos.frames_of("wrist")[0].astype(int) - demos.frames[0]).mean() > 5  # another view, not a copy
     texts = sorted(set(demos.instructions))
     write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 384)))
@@ -150,7 +154,8 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
                                     warmup_steps=1, val_fraction=0.5, image_size=64, cameras=("front", "wrist"),
                                     task_loss_weight=1.0))
     history = json.loads((tmp_path / "run_task" / "history.json").read_text())
-    assert history["val"][-1]["task_cube_cm"] > 0
+    assert history["val"][-1]["task_cube_cm"] > 0 and history["val"][-1]["query_cube_cm"] > 0
+    assert 0 <= history["val"][-1]["query_nearest"] <= 1
     assert load_checkpoint(head)[0].task_std.min() > 0
     from nanovla_ros.configuration import ConfigError
 

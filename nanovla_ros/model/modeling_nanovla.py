@@ -322,10 +322,15 @@ class NanoVLA(nn.Module):
 
     def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
                 actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                env: torch.Tensor | None = None, task_xy: torch.Tensor | None = None):
+                env: torch.Tensor | None = None, task_xy: torch.Tensor | None = None,
+                query_instruction: torch.Tensor | None = None, query_xy: torch.Tensor | None = None):
         """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
-        a dict with the total loss and its parts. Without targets, z = 0 (inference). ``task_xy`` (B, 4) metres,
-        NaN rows unknown: the auxiliary head's targets (used when the model has the head)."""
+        a dict with the total loss and its parts. Without targets, z = 0 (inference).
+
+        Auxiliary task head (used when the model has one), NaN rows unknown: ``task_xy`` (B, 4) metres, the named
+        cube's and its goal's x, y; ``query_instruction`` (B, L) another episode's instruction and ``query_xy``
+        (B, 2) the x, y in this scene of the cube it names (a colour query: the arm's motion says where the episode's
+        own cube is, not where another one is, so only the colour word answers it)."""
         c = self.config
         B = image_features.shape[0]
         state_n = self._state_n(state)
@@ -355,13 +360,20 @@ class NanoVLA(nn.Module):
                 task = self.task_error(memory, task_xy)
                 loss["loss"] = loss["loss"] + c.task_loss_weight * task
                 loss["task"] = task.detach()
+            if self.task_head is not None and query_instruction is not None and query_xy is not None:
+                query_memory, _ = self.encode(image_features, query_instruction, state_n, z, env)
+                query = self.task_error(query_memory, query_xy)
+                loss["loss"] = loss["loss"] + c.task_loss_weight * query
+                loss["query"] = query.detach()
         return pred_n, loss
 
-    def task_error(self, memory: torch.Tensor, task_xy: torch.Tensor) -> torch.Tensor:
-        """Mean L1 of the task head (normalised units) over the rows whose ``task_xy`` is known."""
-        known = torch.isfinite(task_xy).all(dim=-1)  # (B,)
-        target_n = (torch.nan_to_num(task_xy) - self.task_mean) / self.task_std  # (B, 4)
-        err = (self.task_head(memory[:, 0]).float() - target_n).abs().mean(dim=-1)  # (B,)
+    def task_error(self, memory: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """Mean L1 of the task head (normalised units) against ``xy`` (B, 4), or (B, 2) for the named cube only,
+        over the rows that are known (finite)."""
+        k = xy.shape[-1]
+        known = torch.isfinite(xy).all(dim=-1)  # (B,)
+        target_n = (torch.nan_to_num(xy) - self.task_mean[:k]) / self.task_std[:k]  # (B, k)
+        err = (self.task_head(memory[:, 0])[:, :k].float() - target_n).abs().mean(dim=-1)  # (B,)
         return (err * known).sum() / known.sum().clamp(min=1)
 
     @torch.no_grad()

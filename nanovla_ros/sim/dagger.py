@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import Task, task_positions
+from nanovla_ros.sim.tasks import Task, cube_positions, task_positions
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 
@@ -57,7 +57,7 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
     horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
     cameras = policy.config.cameras
     frames: dict[str, list] = {c: [] for c in cameras}
-    states, chunks, tasks, positions = [], [], [], []
+    states, chunks, tasks, positions, cubes = [], [], [], [], []
     start = {}  # the cubes where the episode began (a push's goal is measured from there)
 
     def record(task: Task, step: int, last: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -67,6 +67,7 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
         if not start:
             start.update({c: workcell.cube_position(c) for c in CUBE_COLOURS})
         positions.append(task_positions(task, workcell, start))
+        cubes.append(cube_positions(workcell))
         views = {c: workcell.render(c) for c in cameras}
         for c in cameras:
             frames[c].append(views[c])
@@ -80,7 +81,8 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
             "actions": np.concatenate(chunks), "action_index": np.arange(n, dtype=np.int64) * horizon,
             "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1, "task_xy": np.stack(positions),
+            "cubes_xy": np.stack(cubes),
             "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
-                         "source": "dagger", "policy_success": str(result.success).lower(),
+                         "cube_colours": list(CUBE_COLOURS), "source": "dagger", "policy_success": str(result.success).lower(),
                          "label_horizon": horizon, "sample_every": sample_every}}

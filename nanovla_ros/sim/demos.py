@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task, task_positions
-from nanovla_ros.sim.workcell import Workcell
+from nanovla_ros.sim.tasks import SuccessMonitor, cube_positions, sample_layout, sample_task, task_positions
+from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`
 NOISE_JOINTS = slice(0, 4)  # pan, lift, elbow, wrist flex (roll and gripper stay clean)
@@ -45,7 +45,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
                    max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
                    noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",)) -> dict:
     """One expert episode as shard fields (frames, states, actions, indices, the task's positions at each sample
-    (``task_positions``), instruction, metadata).
+    (``task_positions``) and every cube's (``cube_positions``), instruction, metadata).
 
     ``cameras``: front always; others (``wrist``) are rendered with it, at the same moments.
     ``noise_rad``: the largest standard deviation of the executed-command noise; each episode draws its own
@@ -59,7 +59,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
     workcell.place(layout.cubes, layout.squares)
     expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
     last = workcell.joint_positions  # the driver's last command: it holds the arm where it is
-    frames, states, actions, action_index, positions = [], [], [], [], []
+    frames, states, actions, action_index, positions, cubes = [], [], [], [], [], []
     camera_frames: dict[str, list] = {c: [] for c in cameras if c != "front"}
     settle = 0
     for k in range(max_steps + SETTLE_STEPS):
@@ -69,6 +69,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
                 taken.append(workcell.render(camera, image_size))
             states.append(workcell.joint_positions.astype(np.float32))
             positions.append(task_positions(task, workcell, monitor.start))
+            cubes.append(cube_positions(workcell))
             action_index.append(k)
         target = expert.act()
         command = np.clip(target, last - max_step_rad, last + max_step_rad)
@@ -83,7 +84,7 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
     return {"frames": frames, "camera_frames": camera_frames, "frame_index": np.arange(len(frames), dtype=np.int64),
             "states": np.stack(states), "actions": np.stack(actions),
             "action_index": np.asarray(action_index, np.int64), "task_xy": np.stack(positions),
-            "instruction": task.instruction, "success": bool(monitor.success()),
+            "cubes_xy": np.stack(cubes), "instruction": task.instruction, "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
-                         "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
+                         "cube_colours": list(CUBE_COLOURS), "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
                          "sample_every": sample_every, "noise_std_rad": round(float(noise.std), 4)}}

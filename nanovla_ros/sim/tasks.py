@@ -172,6 +172,12 @@ def task_positions(task: Task, workcell: Workcell, start: dict[str, np.ndarray])
     return np.concatenate([cube, goal]).astype(np.float32)
 
 
+def cube_positions(workcell: Workcell) -> np.ndarray:
+    """(2 * len(CUBE_COLOURS),) metres: every cube's x, y now, in CUBE_COLOURS order (the task head's colour
+    queries: "where is the <colour> cube" for a colour the episode's instruction does not name)."""
+    return np.concatenate([workcell.cube_position(c)[:2] for c in CUBE_COLOURS]).astype(np.float32)
+
+
 def all_instructions() -> list[str]:
     """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
     texts = set()

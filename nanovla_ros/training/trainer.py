@@ -53,15 +53,34 @@ class DeviceBatches:
         self.end = to(demos.action_end[samples], torch.long)
         task_xy = demos.task_xy[samples] if demos.task_xy is not None else np.full((len(samples), 4), np.nan)
         self.task_xy = to(task_xy, torch.float32)  # (N, 4), NaN rows unknown
+        # Colour queries for the task head: every cube's x, y per sample, and the episodes' instructions with the
+        # index of the cube each names (those that name a known one).
+        cubes = demos.cubes_xy[samples] if demos.cubes_xy is not None and demos.cubes_xy.shape[1] else None
+        self.cubes_xy = to(cubes.reshape(len(samples), -1, 2), torch.float32) if cubes is not None else None
+        named = demos.named_cube[episodes] if demos.named_cube is not None else np.zeros(0, np.int64)
+        self.query_instruction = to(instruction_vectors[episodes[named >= 0]], torch.float32)  # (Q, L)
+        self.query_cube = to(named[named >= 0], torch.long)  # (Q,)
         self.steps = torch.arange(horizon, device=device)
         self.n = len(samples)
 
-    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def has_queries(self) -> bool:
+        return self.cubes_xy is not None and len(self.query_cube) > 0
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The samples ``idx``; with a ``generator`` and cube positions, a colour query for each (a random
+        episode's instruction and where the cube it names is in this sample's scene)."""
         rows = self.start[idx, None] + self.steps[None]  # (B, H)
         end = self.end[idx, None]
-        return {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
-                "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
-                "action_mask": rows <= end, "task_xy": self.task_xy[idx]}
+        out = {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
+               "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
+               "action_mask": rows <= end, "task_xy": self.task_xy[idx]}
+        if generator is not None and self.has_queries:
+            q = torch.randint(0, len(self.query_cube), (len(idx),), device=idx.device, generator=generator)
+            out["query_instruction"] = self.query_instruction[q]
+            out["query_xy"] = self.cubes_xy[idx, self.query_cube[q]]  # (B, 2)
+            out["query_cube"] = self.query_cube[q]
+        return out
 
 
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
@@ -154,14 +173,18 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank + step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (config.bf16 and device.type == "cuda") else _Null()
 
-    def validate() -> tuple[float, float | None]:
-        """(action L1, normalised, z = 0 as deployed; the task head's median error to the named cube, cm)."""
+    query_generator = torch.Generator(device=device).manual_seed(config.seed)  # the same queries each validation
+
+    def validate() -> tuple[float, dict]:
+        """(action L1, normalised, z = 0 as deployed; the task head's figures: median error to the named cube, cm,
+        and for colour queries the median error and how often the answer is nearest the asked cube)."""
         model.eval()
-        losses, cube_errors = [], []
+        losses, cube_errors, query_errors, query_hits = [], [], [], []
+        query_generator.manual_seed(config.seed)
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
                 idx = torch.arange(start, min(val_data.n, start + 512), device=device)
-                b = val_data.batch(idx)
+                b = val_data.batch(idx, query_generator)
                 pred_n, _ = model(b["image_features"], b["instruction"], b["state"])  # z = 0, as deployed
                 target_n = (b["actions"] - model.action_mean) / model.action_std
                 mask = b["action_mask"][..., None].float()
@@ -170,9 +193,22 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 if model.task_head is not None and bool(known.any()):
                     xy = model.predict_task_xy(b["image_features"][known], b["instruction"][known], b["state"][known])
                     cube_errors.append((xy[:, :2].float() - b["task_xy"][known, :2]).norm(dim=-1))
+                if model.task_head is not None and "query_xy" in b:
+                    known = torch.isfinite(val_data.cubes_xy[idx]).all(dim=-1).all(dim=-1)
+                    xy = model.predict_task_xy(b["image_features"][known], b["query_instruction"][known],
+                                               b["state"][known])[:, None, :2].float()  # (b, 1, 2)
+                    distances = (xy - val_data.cubes_xy[idx][known]).norm(dim=-1)  # (b, K)
+                    asked = b["query_cube"][known]
+                    query_errors.append(distances.gather(1, asked[:, None])[:, 0])
+                    query_hits.append((distances.argmin(dim=1) == asked).float())
         model.train()
-        cube_errors = torch.cat(cube_errors) if cube_errors else torch.zeros(0)
-        return sum(losses) / val_data.n, float(cube_errors.median()) * 100 if len(cube_errors) else None
+        head = {}
+        if cube_errors:
+            head["task_cube_cm"] = float(torch.cat(cube_errors).median()) * 100
+        if query_errors:
+            head["query_cube_cm"] = float(torch.cat(query_errors).median()) * 100
+            head["query_nearest"] = float(torch.cat(query_hits).mean())
+        return sum(losses) / val_data.n, head
 
     bar = None
     if progress and rank == 0:
@@ -185,10 +221,11 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
         idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
-        b = train_data.batch(idx)
+        b = train_data.batch(idx, generator if model.task_head is not None else None)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
-                          task_xy=b["task_xy"])
+                          task_xy=b["task_xy"], query_instruction=b.get("query_instruction"),
+                          query_xy=b.get("query_xy"))
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -196,27 +233,31 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         step += 1
         if step % 50 == 0:
             recon, kl = float(loss["recon"]), float(loss["kl"])
+            head = {k: float(loss[k]) for k in ("task", "query") if k in loss}
             history["train"].append({"step": step, "recon_l1": recon, "kl": kl,
-                                     **({"task_l1": float(loss["task"])} if "task" in loss else {})})
+                                     **{f"{k}_l1": v for k, v in head.items()}})
             if bar is not None:
-                bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}",
-                                **({"task": f"{float(loss['task']):.3f}"} if "task" in loss else {}))
+                bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}", **{k: f"{v:.3f}" for k, v in head.items()})
         if bar is not None:
             bar.update(1)
         if step % config.val_every == 0 or step == config.steps:
             if rank == 0:
                 extra = {"train": config.to_dict(), "step": step}
                 if val_data is not None:
-                    val, cube_cm = validate()
-                    history["val"].append({"step": step, "l1": val,
-                                           **({"task_cube_cm": cube_cm} if cube_cm is not None else {})})
+                    val, head = validate()
+                    history["val"].append({"step": step, "l1": val, **head})
                     extra["val_l1"] = val
                     if val < best:
                         best = val
                         save_checkpoint(model, out / "best.safetensors", extra)
                     if bar is not None:
-                        head = f"; task head: named cube within {cube_cm:.1f} cm (median)" if cube_cm is not None else ""
-                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f}){head}")
+                        words = ""
+                        if "task_cube_cm" in head:
+                            words += f"; task head: named cube within {head['task_cube_cm']:.1f} cm (median)"
+                        if "query_cube_cm" in head:
+                            words += (f", colour queries {head['query_cube_cm']:.1f} cm, nearest the asked cube "
+                                      f"{100 * head['query_nearest']:.0f} %")
+                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f}){words}")
                 save_checkpoint(model, out / "last.safetensors", extra)
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                             "best": best, "history": history, "rng_cpu": torch.get_rng_state()}, state_path)

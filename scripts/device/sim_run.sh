@@ -84,7 +84,7 @@ finish)
     python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
       --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
-      > "$OUT/$v.probe.json" 2>/dev/null; cat "$OUT/$v.probe.json"
+      --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
 *) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
