@@ -20,6 +20,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["nanovla_ros", "nanovla_ros.*"]),
-    package_data={"nanovla_ros": ["entry_points.txt"]},
+    package_data={"nanovla_ros": ["entry_points.txt", "checkpoints/*.safetensors"]},
     entry_points={"console_scripts": ENTRY_POINTS},
 )

@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.set_defaults(func=cmd_task)
 
     demo = sub.add_parser("demo", help="launch the suite on the simulated workcell, instruct it, report what happened")
-    demo.add_argument("--task", default="pick_place", choices=["pick_place", "push", "touch", "stack"])
+    demo.add_argument("--task", default="touch", choices=["pick_place", "push", "touch", "stack"],
+                      help="task kind of the scene (touch: what the shipped checkpoint does best; pick_place and "
+                           "stack it does not do yet, --teleop shows them with the scripted expert)")
     demo.add_argument("--seed", type=int, default=1000, help="workcell scene seed (evaluation seeds start at 1000)")
     demo.add_argument("--teleop", action="store_true", help="drive the arm with the scripted expert (teleoperation)")
     demo.add_argument("--checkpoint", default=None, help="NanoVLA-S checkpoint (default: the shipped one)")

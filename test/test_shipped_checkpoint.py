@@ -1,0 +1,69 @@
+"""The checkpoint that ships with the package (what `make demo` runs): self-describing, small, and a policy that
+heads for the cube its instruction names (the failure that runs 6-12 had: README, diagnosis 7 and 8)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
+import mujoco
+
+from nanovla_ros.demo import SHIPPED_CHECKPOINT
+from nanovla_ros.language.encoders import encoder_id, load_encoder
+from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+from nanovla_ros.sim.tasks import sample_layout
+from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
+
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+
+def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
+    assert SHIPPED_CHECKPOINT.stat().st_size < 30e6  # the issue's limit
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert "checkpoints/*.safetensors" in setup  # installed with the package
+    metadata = read_metadata(SHIPPED_CHECKPOINT)
+    assert metadata["language_encoder_id"] == encoder_id("small")  # NanoVLA-S, on the packaged MiniLM
+    assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
+    extra = json.loads(metadata["extra"])
+    assert extra["train"]["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels with it
+    from safetensors import safe_open
+
+    with safe_open(str(SHIPPED_CHECKPOINT), framework="pt") as f:
+        assert f.get_tensor("action_head.weight").dtype == torch.float16
+        assert f.get_tensor("action_mean").dtype == torch.float32  # normalisation statistics stay fp32
+
+
+def test_the_shipped_policy_heads_for_the_named_cube():
+    """From home, in unseen scenes, command 100 of the first chunk for "touch the <colour> cube" (gripper by forward
+    kinematics) must be nearest that colour's cube in most cases (chance: a third; colour-blind policies scored
+    that: run 12's checkpoint is nearest in 4 / 9 here, this one in 9 / 9)."""
+    torch.set_num_threads(2)
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    policy = NanoVLAPolicy(model)
+    texts = [f"touch the {c} cube" for c in CUBE_COLOURS]
+    vectors = dict(zip(texts, load_encoder("small").encode(texts)))
+    workcell = Workcell()
+    try:
+        m, d = workcell.model, workcell.data
+        kinematics, site = mujoco.MjData(m), m.site("gripperframe").id
+        hits, total = 0, 0
+        for seed in (50000, 50001, 50002):
+            layout = sample_layout(np.random.default_rng(seed))
+            workcell.place(layout.cubes, layout.squares)
+            views = {c: workcell.render(c) for c in model.config.cameras}
+            q = workcell.joint_positions.astype(np.float32)
+            for colour, text in zip(CUBE_COLOURS, texts):
+                chunk = policy.predict_chunk(views, q, vectors[text])
+                assert chunk.shape == (100, 6) and np.isfinite(chunk).all()
+                kinematics.qpos[:] = d.qpos
+                for value, name in zip(chunk[-1], JOINTS):
+                    kinematics.qpos[m.jnt_qposadr[m.joint(name).id]] = value
+                mujoco.mj_kinematics(m, kinematics)
+                xy = kinematics.site_xpos[site][:2]
+                nearest = min(CUBE_COLOURS, key=lambda c: np.linalg.norm(xy - np.asarray(layout.cubes[c])))
+                hits, total = hits + (nearest == colour), total + 1
+    finally:
+        workcell.close()
+    assert hits >= 7, f"nearest the named cube in {hits} / {total} cases"
