@@ -288,9 +288,9 @@ def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     which = torch.arange(32) % 2
 
-    def step(task_xy: torch.Tensor) -> dict:
+    def step(task_xy_m: torch.Tensor) -> dict:
         _, loss = model(torch.randn(32, 1280, 2, 2), words[which], torch.randn(32, 6), torch.randn(32, 8, 6),
-                        task_xy=task_xy)
+                        task_xy_m=task_xy_m)
         optimizer.zero_grad()
         loss["loss"].backward()
         optimizer.step()
@@ -310,11 +310,11 @@ def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
     assert float(step(torch.full((32, 4), float("nan")))["task"]) == 0.0
     # Colour queries: another instruction and where its cube is; the head answers from the same scene.
     _, loss = model(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.randn(4, 6), torch.randn(4, 8, 6),
-                    task_xy=places[[0, 0, 1, 1]], query_instruction=words[[1, 1, 0, 0]],
-                    query_xy=places[[1, 1, 0, 0], :2])
+                    task_xy_m=places[[0, 0, 1, 1]], query_instruction=words[[1, 1, 0, 0]],
+                    query_xy_m=places[[1, 1, 0, 0], :2])
     assert float(loss["query"]) < 0.5 and float(loss["task"]) < 0.5  # the head knows both places by now
     _, wrong = model(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.randn(4, 6), torch.randn(4, 8, 6),
-                     query_instruction=words[[1, 1, 0, 0]], query_xy=places[[0, 0, 1, 1], :2])
+                     query_instruction=words[[1, 1, 0, 0]], query_xy_m=places[[0, 0, 1, 1], :2])
     assert float(wrong["query"]) > 3 * float(loss["query"])  # answering for the episode's own cube is wrong
     with pytest.raises(ValueError, match="no task head"):
         NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).predict_task_xy(torch.randn(1, 1280, 2, 2), words[:1],

@@ -133,12 +133,12 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
         workcell.close()
     demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
     assert len(demos.frames_of("wrist")) == len(demos.frames)
-    assert demos.task_xy.shape == (len(demos.states), 4) and np.isfinite(demos.task_xy).all()  # simulated: recorded
-    assert demos.cubes_xy.shape == (len(demos.states), 6) and np.isfinite(demos.cubes_xy).all()
-    named = demos.cubes_xy.reshape(-1, 3, 2)[np.arange(len(demos.states)), demos.named_cube[demos.episode]]
-    np.testing.assert_allclose(named, demos.task_xy[:, :2])  # the instruction's cube among all of them
+    assert demos.task_xy_m.shape == (len(demos.states), 4) and np.isfinite(demos.task_xy_m).all()  # simulated: recorded
+    assert demos.cubes_xy_m.shape == (len(demos.states), 6) and np.isfinite(demos.cubes_xy_m).all()
+    named = demos.cubes_xy_m.reshape(-1, 3, 2)[np.arange(len(demos.states)), demos.named_cube[demos.episode]]
+    np.testing.assert_allclose(named, demos.task_xy_m[:, :2])  # the instruction's cube among all of them
     bags = load_demonstrations(dataset / "ds")
-    assert np.isnan(bags.task_xy).all() and (bags.named_cube == -1).all()  # bags of a real arm: unknown
+    assert np.isnan(bags.task_xy_m).all() and (bags.named_cube == -1).all()  # bags of a real arm: unknown
     assert np.abs(demos.frames_of("wrist")[0].astype(int) - demos.frames[0]).mean() > 5  # another view, not a copy
     texts = sorted(set(demos.instructions))
     write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 384)))
@@ -159,7 +159,7 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
     assert load_checkpoint(head)[0].task_std.min() > 0
     from nanovla_ros.configuration import ConfigError
 
-    with pytest.raises(ConfigError, match="task_xy"):  # bags without positions cannot train the head
+    with pytest.raises(ConfigError, match="task_xy_m"):  # bags without positions cannot train the head
         run_training(dataset / "ds", tmp_path / "run_bags",
                      TrainConfig(tiny=True, device="cpu", steps=2, batch_size=4, horizon=16, warmup_steps=1,
                                  val_fraction=0.0, task_loss_weight=1.0))

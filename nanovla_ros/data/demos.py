@@ -173,7 +173,7 @@ def write_shard(path: Path, episode: dict, jpeg_quality: int, extra: dict | None
     tmp = path.with_suffix(".partial.npz")
     np.savez(tmp, jpeg=jpeg, jpeg_offsets=offsets, **cameras, frame_index=episode["frame_index"],
              states=episode["states"], actions=episode["actions"], action_index=episode["action_index"],
-             **{k: episode[k] for k in ("action_end", "task_xy", "cubes_xy") if k in episode},
+             **{k: episode[k] for k in ("action_end", "task_xy_m", "cubes_xy_m") if k in episode},
              meta=np.array(json.dumps({"instruction": episode["instruction"], "stale_samples": episode.get("stale", 0),
                                        **(extra or {}), **episode["metadata"]})))
     tmp.replace(path)
@@ -262,10 +262,10 @@ class Demonstrations:
     camera_frames: dict[str, JpegFrames] = field(default_factory=dict)  # cameras besides the front one, same rows
     # (N, 4) metres: the named cube's x, y and its goal's at each sample (simulated episodes record them:
     # ``nanovla_ros.sim.tasks.task_positions``); NaN rows where a shard has none (bags of a real arm).
-    task_xy: np.ndarray | None = None
+    task_xy_m: np.ndarray | None = None
     # (N, 2K) metres: every cube's x, y at each sample, in the order of the episode's ``cube_colours`` metadata, and
     # (E,) the index in that order of the cube each episode's instruction names; NaN / -1 where unknown.
-    cubes_xy: np.ndarray | None = None
+    cubes_xy_m: np.ndarray | None = None
     named_cube: np.ndarray | None = None
 
     def frames_of(self, camera: str) -> JpegFrames:
@@ -288,7 +288,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
     files = sorted((Path(out_dir) / "shards").glob("*.npz"))
     files = [f for f in files if not f.name.endswith(".partial.npz")]
     blobs, offsets, frame_index, states, actions, action_index, action_end, episode = [], [0], [], [], [], [], [], []
-    task_xy, cubes_xy, named_cube = [], [], []
+    task_xy_m, cubes_xy_m, named_cube = [], [], []
     n_cubes = None
     instructions, metas = [], []
     extra = [c for c in cameras if c != "front"]
@@ -316,14 +316,15 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             # each sample has its own label chunk).
             ends = z["action_end"] if "action_end" in z.files else np.full(len(z["states"]), len(z["actions"]) - 1)
             action_end.append(ends + n_actions)
-            task_xy.append(z["task_xy"] if "task_xy" in z.files else np.full((len(z["states"]), 4), np.nan, np.float32))
+            unknown = np.full((len(z["states"]), 4), np.nan, np.float32)
+            task_xy_m.append(z["task_xy_m"] if "task_xy_m" in z.files else unknown)
             colours = meta.get("cube_colours", [])
-            if "cubes_xy" in z.files and n_cubes in (None, len(colours)) and meta.get("cube") in colours:
+            if "cubes_xy_m" in z.files and n_cubes in (None, len(colours)) and meta.get("cube") in colours:
                 n_cubes = len(colours)
-                cubes_xy.append(z["cubes_xy"])
+                cubes_xy_m.append(z["cubes_xy_m"])
                 named_cube.append(colours.index(meta["cube"]))
             else:
-                cubes_xy.append(None)
+                cubes_xy_m.append(None)
                 named_cube.append(-1)
             episode.append(np.full(len(z["states"]), e))
             n_frames += len(z["jpeg_offsets"]) - 1
@@ -336,7 +337,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
                           np.concatenate(states), np.concatenate(actions), np.concatenate(action_index),
                           np.concatenate(action_end), np.concatenate(episode), instructions, metas,
                           {c: JpegFrames(np.concatenate(extra_blobs[c]), np.asarray(extra_offsets[c], np.int64))
-                           for c in extra}, np.concatenate(task_xy).astype(np.float32),
+                           for c in extra}, np.concatenate(task_xy_m).astype(np.float32),
                           np.concatenate([np.full((len(s), 2 * (n_cubes or 0)), np.nan, np.float32) if c is None else c
-                                          for c, s in zip(cubes_xy, states)]).astype(np.float32),
+                                          for c, s in zip(cubes_xy_m, states)]).astype(np.float32),
                           np.asarray(named_cube, np.int64))

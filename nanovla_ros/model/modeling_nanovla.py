@@ -14,7 +14,8 @@ from torch import nn
 
 from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, NanoVLAConfig, image_encoder_id
 
-TASK_XY_DIM = 4  # the auxiliary head's output: named cube x, y and its goal's x, y (nanovla_ros.sim.tasks.task_positions)
+# The auxiliary head's output: the named cube's x, y and its goal's x, y (nanovla_ros.sim.tasks.task_positions).
+TASK_XY_DIM = 4
 
 
 # ---------------------------------------------------------------------------------------- embeddings
@@ -322,13 +323,13 @@ class NanoVLA(nn.Module):
 
     def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
                 actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                env: torch.Tensor | None = None, task_xy: torch.Tensor | None = None,
-                query_instruction: torch.Tensor | None = None, query_xy: torch.Tensor | None = None):
+                env: torch.Tensor | None = None, task_xy_m: torch.Tensor | None = None,
+                query_instruction: torch.Tensor | None = None, query_xy_m: torch.Tensor | None = None):
         """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
         a dict with the total loss and its parts. Without targets, z = 0 (inference).
 
-        Auxiliary task head (used when the model has one), NaN rows unknown: ``task_xy`` (B, 4) metres, the named
-        cube's and its goal's x, y; ``query_instruction`` (B, L) another episode's instruction and ``query_xy``
+        Auxiliary task head (used when the model has one), NaN rows unknown: ``task_xy_m`` (B, 4) metres, the named
+        cube's and its goal's x, y; ``query_instruction`` (B, L) another episode's instruction and ``query_xy_m``
         (B, 2) the x, y in this scene of the cube it names (a colour query: the arm's motion says where the episode's
         own cube is, not where another one is, so only the colour word answers it)."""
         c = self.config
@@ -356,13 +357,13 @@ class NanoVLA(nn.Module):
             recon = (err * mask).sum() / (mask.sum() * c.action_dim).clamp(min=1.0)
             kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=-1).mean()
             loss = {"loss": recon + c.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
-            if self.task_head is not None and task_xy is not None:
-                task = self.task_error(memory, task_xy)
+            if self.task_head is not None and task_xy_m is not None:
+                task = self.task_error(memory, task_xy_m)
                 loss["loss"] = loss["loss"] + c.task_loss_weight * task
                 loss["task"] = task.detach()
-            if self.task_head is not None and query_instruction is not None and query_xy is not None:
+            if self.task_head is not None and query_instruction is not None and query_xy_m is not None:
                 query_memory, _ = self.encode(image_features, query_instruction, state_n, z, env)
-                query = self.task_error(query_memory, query_xy)
+                query = self.task_error(query_memory, query_xy_m)
                 loss["loss"] = loss["loss"] + c.task_loss_weight * query
                 loss["query"] = query.detach()
         return pred_n, loss

@@ -80,9 +80,10 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
     return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
             "actions": np.concatenate(chunks), "action_index": np.arange(n, dtype=np.int64) * horizon,
-            "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1, "task_xy": np.stack(positions),
-            "cubes_xy": np.stack(cubes),
+            "action_end": np.arange(1, n + 1, dtype=np.int64) * horizon - 1, "task_xy_m": np.stack(positions),
+            "cubes_xy_m": np.stack(cubes),
             "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
-                         "cube_colours": list(CUBE_COLOURS), "source": "dagger", "policy_success": str(result.success).lower(),
+                         "cube_colours": list(CUBE_COLOURS), "source": "dagger",
+                         "policy_success": str(result.success).lower(),
                          "label_horizon": horizon, "sample_every": sample_every}}

@@ -83,8 +83,9 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
                 break
     return {"frames": frames, "camera_frames": camera_frames, "frame_index": np.arange(len(frames), dtype=np.int64),
             "states": np.stack(states), "actions": np.stack(actions),
-            "action_index": np.asarray(action_index, np.int64), "task_xy": np.stack(positions),
-            "cubes_xy": np.stack(cubes), "instruction": task.instruction, "success": bool(monitor.success()),
+            "action_index": np.asarray(action_index, np.int64), "task_xy_m": np.stack(positions),
+            "cubes_xy_m": np.stack(cubes), "instruction": task.instruction, "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
-                         "cube_colours": list(CUBE_COLOURS), "source": "in_process_expert", "task_success": str(bool(monitor.success())).lower(),
+                         "cube_colours": list(CUBE_COLOURS), "source": "in_process_expert",
+                         "task_success": str(bool(monitor.success())).lower(),
                          "sample_every": sample_every, "noise_std_rad": round(float(noise.std), 4)}}

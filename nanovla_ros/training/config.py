@@ -26,16 +26,19 @@ class TrainConfig:
     tiny: bool = param(False, "A tiny randomly initialised transformer (tests, CPU smoke runs).")
     use_state: bool = param(True, "Feed the joint state to the model (False: image and instruction only).")
     state_dropout: float = param(0.0, "Probability of zeroing a sample's joint-state token in training (0: never).")
-    task_loss_weight: float = param(0.0, "Weight of the auxiliary task head's loss (NanoVLAConfig.task_loss_weight): the "
-                                         "named cube's and its goal's x, y from the fused instruction token. Needs "
-                                         "episodes that record them (simulated ones do); 0: no head.")
+    task_loss_weight: float = param(0.0, "Weight of the auxiliary task head's losses (NanoVLAConfig.task_loss_weight): "
+                                         "the named cube's and its goal's x, y from the fused instruction token, and "
+                                         "colour queries (where another instruction's cube is in the same scene). "
+                                         "Needs episodes that record positions (simulated ones do); 0: no head. The "
+                                         "shipped checkpoint used 1 (README, diagnosis 8).")
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
                                   "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
                                        "Off by default: in the grounding probe it learned the colour faster but ended "
-                                       "no better (README, diagnosis 7); not yet tried in closed loop.")
+                                       "no better (README, diagnosis 7); with the task head it did worse in closed "
+                                       "loop (run 13: 60 / 400 against 83 / 400).")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
                                "normalisation are kept; image_size, cameras and horizon must match it.")

@@ -51,12 +51,12 @@ class DeviceBatches:
         self.actions = to(demos.actions, torch.float32)  # (M, A), all episodes
         self.start = to(demos.action_index[samples], torch.long)
         self.end = to(demos.action_end[samples], torch.long)
-        task_xy = demos.task_xy[samples] if demos.task_xy is not None else np.full((len(samples), 4), np.nan)
-        self.task_xy = to(task_xy, torch.float32)  # (N, 4), NaN rows unknown
+        task_xy_m = demos.task_xy_m[samples] if demos.task_xy_m is not None else np.full((len(samples), 4), np.nan)
+        self.task_xy_m = to(task_xy_m, torch.float32)  # (N, 4), NaN rows unknown
         # Colour queries for the task head: every cube's x, y per sample, and the episodes' instructions with the
         # index of the cube each names (those that name a known one).
-        cubes = demos.cubes_xy[samples] if demos.cubes_xy is not None and demos.cubes_xy.shape[1] else None
-        self.cubes_xy = to(cubes.reshape(len(samples), -1, 2), torch.float32) if cubes is not None else None
+        cubes = demos.cubes_xy_m[samples] if demos.cubes_xy_m is not None and demos.cubes_xy_m.shape[1] else None
+        self.cubes_xy_m = to(cubes.reshape(len(samples), -1, 2), torch.float32) if cubes is not None else None
         named = demos.named_cube[episodes] if demos.named_cube is not None else np.zeros(0, np.int64)
         self.query_instruction = to(instruction_vectors[episodes[named >= 0]], torch.float32)  # (Q, L)
         self.query_cube = to(named[named >= 0], torch.long)  # (Q,)
@@ -65,7 +65,7 @@ class DeviceBatches:
 
     @property
     def has_queries(self) -> bool:
-        return self.cubes_xy is not None and len(self.query_cube) > 0
+        return self.cubes_xy_m is not None and len(self.query_cube) > 0
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The samples ``idx``; with a ``generator`` and cube positions, a colour query for each (a random
@@ -74,11 +74,11 @@ class DeviceBatches:
         end = self.end[idx, None]
         out = {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
                "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
-               "action_mask": rows <= end, "task_xy": self.task_xy[idx]}
+               "action_mask": rows <= end, "task_xy_m": self.task_xy_m[idx]}
         if generator is not None and self.has_queries:
             q = torch.randint(0, len(self.query_cube), (len(idx),), device=idx.device, generator=generator)
             out["query_instruction"] = self.query_instruction[q]
-            out["query_xy"] = self.cubes_xy[idx, self.query_cube[q]]  # (B, 2)
+            out["query_xy_m"] = self.cubes_xy_m[idx, self.query_cube[q]]  # (B, 2)
             out["query_cube"] = self.query_cube[q]
         return out
 
@@ -144,12 +144,12 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         targets = demos.actions[demos.action_index[samples]]
         task_stats = (None, None)
         if config.task_loss_weight > 0:
-            known = demos.task_xy[samples] if demos.task_xy is not None else np.zeros((0, 4))
+            known = demos.task_xy_m[samples] if demos.task_xy_m is not None else np.zeros((0, 4))
             known = known[np.isfinite(known).all(axis=1)]
             if len(known) == 0:
                 from nanovla_ros.configuration import ConfigError
 
-                raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy: "
+                raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy_m: "
                                   "simulated episodes do, bags of a real arm do not)")
             task_stats = (known.mean(0), known.std(0))
         model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
@@ -189,15 +189,15 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 target_n = (b["actions"] - model.action_mean) / model.action_std
                 mask = b["action_mask"][..., None].float()
                 losses.append(float(((pred_n.float() - target_n).abs() * mask).sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
-                known = torch.isfinite(b["task_xy"]).all(dim=-1)
+                known = torch.isfinite(b["task_xy_m"]).all(dim=-1)
                 if model.task_head is not None and bool(known.any()):
                     xy = model.predict_task_xy(b["image_features"][known], b["instruction"][known], b["state"][known])
-                    cube_errors.append((xy[:, :2].float() - b["task_xy"][known, :2]).norm(dim=-1))
-                if model.task_head is not None and "query_xy" in b:
-                    known = torch.isfinite(val_data.cubes_xy[idx]).all(dim=-1).all(dim=-1)
+                    cube_errors.append((xy[:, :2].float() - b["task_xy_m"][known, :2]).norm(dim=-1))
+                if model.task_head is not None and "query_xy_m" in b:
+                    known = torch.isfinite(val_data.cubes_xy_m[idx]).all(dim=-1).all(dim=-1)
                     xy = model.predict_task_xy(b["image_features"][known], b["query_instruction"][known],
                                                b["state"][known])[:, None, :2].float()  # (b, 1, 2)
-                    distances = (xy - val_data.cubes_xy[idx][known]).norm(dim=-1)  # (b, K)
+                    distances = (xy - val_data.cubes_xy_m[idx][known]).norm(dim=-1)  # (b, K)
                     asked = b["query_cube"][known]
                     query_errors.append(distances.gather(1, asked[:, None])[:, 0])
                     query_hits.append((distances.argmin(dim=1) == asked).float())
@@ -224,8 +224,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         b = train_data.batch(idx, generator if model.task_head is not None else None)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
-                          task_xy=b["task_xy"], query_instruction=b.get("query_instruction"),
-                          query_xy=b.get("query_xy"))
+                          task_xy_m=b["task_xy_m"], query_instruction=b.get("query_instruction"),
+                          query_xy_m=b.get("query_xy_m"))
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
