@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from nanovla_ros.evaluation.graph_mode import run_graph_episodes
 
         report = run_graph_episodes(args.checkpoint, args.task, args.split[0], args.episodes, args.first_seed,
-                                    str(Path(args.out).parent / "graph_logs"))
+                                    str(Path(args.out).parent / "graph_logs"), max_steps=args.max_steps)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
         print(f"[graph-eval] {report['successes']}/{report['count']} succeeded through the graph; camera -> chunk "
@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--first-seed", type=int, default=1000)
     ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
-                    "(default: touch 240, push 300, pick_place and stack 450)")
+                    "(default: touch 240, push 300, pick_place and stack 450; --graph: that many 30 Hz periods of "
+                    "wall-clock time)")
     ev.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
     ev.add_argument("--graph", action="store_true", help="run the episodes through the launched graph "
                     "(one launch per episode; first --split only) and report latency along it")

@@ -153,3 +153,47 @@ def test_frame_pump_thread_delivers_and_stops():
     pump.stop()
     assert [f.sequence for f in frames[:3]] == [0, 1, 2]
     assert frames[1].capture_time_ns >= frames[0].capture_time_ns
+
+
+def test_a_frame_reader_does_not_take_a_block_without_a_frame_size():
+    """The workcell creates its shared block zeroed and writes the frame size just after; a camera node that
+    attached in between read 0x0 frames, and its resize raised in the capture thread (seen in a graph run)."""
+    import os
+    from multiprocessing import shared_memory
+
+    from nanovla_ros.sim.frames import HEADER, SharedFrameReader
+
+    name = f"nanovla_test_frames_{os.getpid()}"
+    block = shared_memory.SharedMemory(name=name, create=True, size=HEADER.itemsize + 4 * 4 * 3)  # no size yet
+    try:
+        with pytest.raises(TimeoutError, match="no frame size"):
+            SharedFrameReader(name, timeout_s=0.05)
+        header = np.ndarray((1,), HEADER, block.buf[:HEADER.itemsize])
+        header[0] = (2, 123, 4, 4)  # what the writer does: its size, then one complete frame
+        reader = SharedFrameReader(name, timeout_s=1.0)
+        frame, stamp_ns = reader.read()
+        assert frame.shape == (4, 4, 3) and stamp_ns == 123
+        reader.close()
+        del header
+    finally:
+        block.close()
+        block.unlink()
+
+
+def test_an_unexpected_source_error_ends_the_pump_with_a_message():
+    class Broken:
+        paced = True
+
+        def read(self):
+            raise ValueError("bad frame")
+
+        def close(self):
+            pass
+
+    errors = []
+    done = threading.Event()
+    pump = FramePump(Broken(), 30.0, 100.0, lambda frame: None, lambda e: (errors.append(e), done.set()))
+    pump.start()
+    assert done.wait(5.0)
+    pump.stop()
+    assert isinstance(errors[0], CameraOpenError) and "ValueError: bad frame" in str(errors[0])

@@ -205,6 +205,8 @@ class SimulatedCameraSource:
             return SharedFrameReader(self._name, timeout_s=timeout_s)
         except FileNotFoundError:
             raise CameraOpenError(f"no workcell frames under {self._name!r}: is the workcell running?") from None
+        except TimeoutError as error:
+            raise CameraOpenError(f"workcell frames under {self._name!r}: {error}") from None
 
     def read(self) -> np.ndarray:
         start = last_attach = time.monotonic()
@@ -292,6 +294,9 @@ class FramePump:
                 rgb = self._source.read()
             except (CameraOpenError, SourceExhausted) as error:
                 self._on_error(error)
+                return
+            except Exception as error:  # noqa: BLE001  anything else ends the capture too, but said, not silently
+                self._on_error(CameraOpenError(f"the camera source failed: {type(error).__name__}: {error}"))
                 return
             captured = getattr(self._source, "last_capture_ns", None)  # sources that know their capture time
             self.deliver(Frame(rgb, captured if captured is not None else self._clock_ns(), sequence))

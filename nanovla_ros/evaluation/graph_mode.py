@@ -19,7 +19,8 @@ from nanovla_ros.evaluation.closed_loop import MAX_STEPS
 
 
 def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: int, first_seed: int,
-                       out_dir: str = "out/eval_graph", control_rate_hz: float = 30.0) -> dict:
+                       out_dir: str = "out/eval_graph", control_rate_hz: float = 30.0,
+                       max_steps: int | None = None) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
 
     from nanovla_ros.client import NanovlaClient
@@ -64,7 +65,9 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                     instruction = status[-1].instruction
                     accepted = client.set_instruction(instruction, "auto", timeout_s=90.0)
                     started = time.monotonic()
-                    limit_s = MAX_STEPS[kind] / control_rate_hz
+                    # The in-process harness's episode length as wall-clock time (``max_steps``: another length;
+                    # on a slow host the chunks arrive late and the arm gets there later than in process).
+                    limit_s = (max_steps or MAX_STEPS[kind]) / control_rate_hz
                     success = accepted.accepted and client.spin_until(lambda: status[-1].success, limit_s)
                     elapsed = time.monotonic() - started
                     if diagnostics:  # one more diagnostics period, so the last chunks are counted

@@ -37,7 +37,7 @@ class SharedFrameWriter:
         self._header[0]["seq"] = seq + 2  # even: complete
 
     def close(self) -> None:
-        del self._header, self._frame
+        self._header = self._frame = None  # views into the block go before it closes
         self._shm.close()
         self._shm.unlink()
 
@@ -59,6 +59,13 @@ class SharedFrameReader:
 
         resource_tracker.unregister(self._shm._name, "shared_memory")  # noqa: SLF001
         self._header = np.ndarray((1,), HEADER, self._shm.buf[:HEADER.itemsize])
+        # The writer creates the block (zeroed) and then writes its size: a reader that attaches in between
+        # must wait for the size, or it reads empty frames (seen: a camera node resized a 0x0 frame and died).
+        while not (int(self._header[0]["height"]) and int(self._header[0]["width"])):
+            if time.monotonic() > deadline:
+                self.close()
+                raise TimeoutError(f"shared frame block {name!r} has no frame size after {timeout_s:g} s")
+            time.sleep(0.005)
         h, w = int(self._header[0]["height"]), int(self._header[0]["width"])
         self._frame = np.ndarray((h, w, 3), np.uint8, self._shm.buf[HEADER.itemsize:])
         self._last_seq = 0
@@ -76,5 +83,5 @@ class SharedFrameReader:
         return None
 
     def close(self) -> None:
-        del self._header, self._frame
+        self._header = self._frame = None  # views into the block go before it closes
         self._shm.close()
