@@ -253,11 +253,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{report['camera_to_chunk_ms']}, camera -> servo {report['camera_to_servo_ms']}")
         return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
-                       args.device, args.table_dir, args.first_seed, max_steps=args.max_steps)
+                       args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
+                       latency_steps=args.latency_steps)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_h": args.execute_h, "summary": rows,
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_h": args.execute_h,
+                               "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
         print(f"[evaluate] {r['kind']:<10} {r['split']:<7} {r['successes']:>3}/{r['episodes']:<3} = {r['rate']:.0%} "
@@ -392,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", nargs="+", default=["train", "heldout"])
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
     ev.add_argument("--execute-h", type=int, default=10, help="actions executed per chunk (long-short chunking)")
+    ev.add_argument("--latency-steps", type=int, default=0,
+                    help="in process: each chunk reaches the arm this many control steps after its observation, "
+                         "executed time-aligned (what a slow host's graph does; 10 = ~330 ms at 30 Hz)")
     ev.add_argument("--workers", type=int, default=1)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--first-seed", type=int, default=1000)

@@ -165,3 +165,35 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
                                  val_fraction=0.0, task_loss_weight=1.0))
     with pytest.raises(DatasetError, match="no frames of camera 'wrist'.*--cameras front wrist"):
         load_demonstrations(tmp_path / "front", cameras=("front", "wrist"))
+
+
+def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_aligned():
+    """latency_steps L: the arm holds until the first chunk arrives at step L, then runs it from index L, as the
+    driver runs a late chunk; L = 0 runs index 0 at once."""
+    from nanovla_ros.sim.workcell import Workcell
+
+    class Ramp:  # chunk index i -> every joint at 0.001 * (i + 1) rad from where the state was
+        class config:
+            cameras, horizon = ("front",), 30
+
+        def predict_chunk(self, image, state, embedding):
+            return state[None] + 0.001 * np.arange(1, 31, dtype=np.float32)[:, None].repeat(6, axis=1)
+
+    workcell = Workcell()
+    try:
+        from nanovla_ros.sim.tasks import sample_layout, sample_task
+
+        rng = np.random.default_rng(1000)
+        sample_layout(rng)
+        instruction = sample_task(rng, "touch", "train").instruction
+        for latency in (0, 4):
+            sent = []
+            step = workcell.step
+            workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
+            run_policy_episode(workcell, Ramp(), {instruction: np.zeros(384, np.float32)}, "touch", "train", 1000,
+                               execute_h=10, max_steps=12, latency_steps=latency)
+            workcell.step = step
+            np.testing.assert_allclose(sent[:latency], 0.0)  # held at home until the chunk arrives
+            np.testing.assert_allclose(sent[latency], 0.001 * (latency + 1), atol=1e-6)  # index L first
+    finally:
+        workcell.close()

@@ -45,10 +45,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
-                       execute_h: int, max_steps: int | None = None, on_step=None) -> EpisodeResult:
+                       execute_h: int, max_steps: int | None = None, on_step=None,
+                       latency_steps: int = 0) -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
-    states it visits this way)."""
+    states it visits this way).
+
+    ``latency_steps`` L: what the deployed graph does on a slow host, reproducibly. The chunk planned from the
+    observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
+    driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay."""
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
@@ -62,21 +67,24 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     # so that the in-process harness moves the arm as the deployed graph does.
     max_step_rad = DriverConfig().max_step_rad
     last = workcell.joint_positions.astype(np.float64)
-    chunk, index, sustained, timings = None, 0, 0, []
+    chunk, captured, in_flight, sustained, timings = None, 0, [], 0, []  # in_flight: (captured step, chunk)
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
         views = on_step(task, step, last) if on_step is not None else None
-        if chunk is None or index >= execute_h:
+        if step % execute_h == 0:
             # At the camera's size (what the camera node publishes and the demonstrations recorded), not the
             # encoder's: the policy resizes frames itself, as it does in the graph.
             image = views or {name: workcell.render(name) for name in policy.config.cameras}
             started = time.perf_counter()
-            chunk = policy.predict_chunk(image, workcell.joint_positions.astype(np.float32), embedding)
+            in_flight.append((step, policy.predict_chunk(image, workcell.joint_positions.astype(np.float32),
+                                                         embedding)))
             timings.append((time.perf_counter() - started) * 1e3)
-            index = 0
-        last = np.clip(chunk[index], last - max_step_rad, last + max_step_rad)
+        while in_flight and step >= in_flight[0][0] + latency_steps:  # arrived: the newest one replaces the last
+            captured, chunk = in_flight.pop(0)
+        if chunk is not None:
+            target = chunk[min(step - captured, len(chunk) - 1)]  # time-aligned with its observation
+            last = np.clip(target, last - max_step_rad, last + max_step_rad)
         workcell.step(last)
-        index += 1
         monitor.update()
         sustained = sustained + 1 if monitor.success() else 0
         if sustained >= SUSTAIN_STEPS:
@@ -100,10 +108,10 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
 
 
-def _run_one(job: tuple[str, str, int, int, int | None]) -> EpisodeResult:
-    kind, split, seed, execute_h, max_steps = job
+def _run_one(job: tuple[str, str, int, int, int | None, int]) -> EpisodeResult:
+    kind, split, seed, execute_h, max_steps, latency_steps = job
     return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_h,
-                              max_steps)
+                              max_steps, latency_steps=latency_steps)
 
 
 def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None) -> dict[str, np.ndarray]:
@@ -128,9 +136,10 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_h: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
-             progress: bool = True, max_steps: int | None = None) -> list[EpisodeResult]:
+             progress: bool = True, max_steps: int | None = None, latency_steps: int = 0) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
-    episode length for every task (default: ``MAX_STEPS`` per task)."""
+    episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
+    ``run_policy_episode``."""
     import multiprocessing as mp
 
     from nanovla_ros.model.checkpoint import read_metadata
@@ -138,7 +147,8 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
 
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(k, s, first_seed + i, execute_h, max_steps) for k in kinds for s in splits for i in range(episodes)]
+    jobs = [(k, s, first_seed + i, execute_h, max_steps, latency_steps)
+            for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model
 
