@@ -246,7 +246,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from nanovla_ros.evaluation.graph_mode import run_graph_episodes
 
         report = run_graph_episodes(args.checkpoint, args.task, args.split[0], args.episodes, args.first_seed,
-                                    str(Path(args.out).parent / "graph_logs"), max_steps=args.max_steps)
+                                    str(Path(args.out).parent / "graph_logs"), max_steps=args.max_steps,
+                                    params_file=args.params_file)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
         print(f"[graph-eval] {report['successes']}/{report['count']} succeeded through the graph; camera -> chunk "
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
     ev.add_argument("--graph", action="store_true", help="run the episodes through the launched graph "
                     "(one launch per episode; first --split only) and report latency along it")
+    ev.add_argument("--params-file", default="", help="--graph: the nodes' parameter YAML (default: config/so101.yaml)")
     ev.add_argument("--out", default="out/eval/results.json")
     ev.set_defaults(func=cmd_evaluate)
 

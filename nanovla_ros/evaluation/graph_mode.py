@@ -20,7 +20,7 @@ from nanovla_ros.evaluation.closed_loop import MAX_STEPS
 
 def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: int, first_seed: int,
                        out_dir: str = "out/eval_graph", control_rate_hz: float = 30.0,
-                       max_steps: int | None = None) -> dict:
+                       max_steps: int | None = None, params_file: str = "") -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
 
     from nanovla_ros.client import NanovlaClient
@@ -40,7 +40,9 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
         for seed in range(first_seed, first_seed + episodes):
             log_file = (out / f"{kind}_{split}_{seed}.log").open("w")
             launcher = Launcher({"workcell": "true", "checkpoint": str(Path(checkpoint).resolve()), "task": kind,
-                                 "seed": str(seed), "split": split, "wrist_camera": wrist}, out=log_file)
+                                 "seed": str(seed), "split": split, "wrist_camera": wrist,
+                                 **({"params_file": str(Path(params_file).resolve())} if params_file else {})},
+                                out=log_file)
             try:
                 launcher.start(timeout_s=180.0)
                 with NanovlaClient(node_name="nanovla_eval") as client:
