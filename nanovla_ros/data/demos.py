@@ -316,8 +316,8 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             # each sample has its own label chunk).
             ends = z["action_end"] if "action_end" in z.files else np.full(len(z["states"]), len(z["actions"]) - 1)
             action_end.append(ends + n_actions)
-            unknown = np.full((len(z["states"]), 4), np.nan, np.float32)
-            task_xy_m.append(z["task_xy_m"] if "task_xy_m" in z.files else unknown)
+            task_xy_m.append(z["task_xy_m"] if "task_xy_m" in z.files
+                             else np.full((len(z["states"]), 4), np.nan, np.float32))
             colours = meta.get("cube_colours", [])
             if "cubes_xy_m" in z.files and n_cubes in (None, len(colours)) and meta.get("cube") in colours:
                 n_cubes = len(colours)

@@ -184,21 +184,25 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
                 idx = torch.arange(start, min(val_data.n, start + 512), device=device)
-                b = val_data.batch(idx, query_generator)
+                b = val_data.batch(idx, query_generator if model.task_head is not None else None)
                 pred_n, _ = model(b["image_features"], b["instruction"], b["state"])  # z = 0, as deployed
                 target_n = (b["actions"] - model.action_mean) / model.action_std
                 mask = b["action_mask"][..., None].float()
                 losses.append(float(((pred_n.float() - target_n).abs() * mask).sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
-                known = torch.isfinite(b["task_xy_m"]).all(dim=-1)
-                if model.task_head is not None and bool(known.any()):
-                    xy = model.predict_task_xy(b["image_features"][known], b["instruction"][known], b["state"][known])
-                    cube_errors.append((xy[:, :2].float() - b["task_xy_m"][known, :2]).norm(dim=-1))
-                if model.task_head is not None and "query_xy_m" in b:
-                    known = torch.isfinite(val_data.cubes_xy_m[idx]).all(dim=-1).all(dim=-1)
-                    xy = model.predict_task_xy(b["image_features"][known], b["query_instruction"][known],
-                                               b["state"][known])[:, None, :2].float()  # (b, 1, 2)
-                    distances = (xy - val_data.cubes_xy_m[idx][known]).norm(dim=-1)  # (b, K)
-                    asked = b["query_cube"][known]
+                if model.task_head is None:
+                    continue
+                placed = torch.isfinite(b["task_xy_m"]).all(dim=-1)  # samples that recorded positions
+                if bool(placed.any()):
+                    xy = model.predict_task_xy(b["image_features"][placed], b["instruction"][placed],
+                                               b["state"][placed])  # (b, 4)
+                    cube_errors.append((xy[:, :2].float() - b["task_xy_m"][placed, :2]).norm(dim=-1))
+                if "query_xy_m" in b:
+                    cubes = val_data.cubes_xy_m[idx]  # (b, K, 2)
+                    placed = torch.isfinite(cubes).all(dim=-1).all(dim=-1)
+                    xy = model.predict_task_xy(b["image_features"][placed], b["query_instruction"][placed],
+                                               b["state"][placed])[:, None, :2].float()  # (b, 1, 2)
+                    distances = (xy - cubes[placed]).norm(dim=-1)  # (b, K)
+                    asked = b["query_cube"][placed]
                     query_errors.append(distances.gather(1, asked[:, None])[:, 0])
                     query_hits.append((distances.argmin(dim=1) == asked).float())
         model.train()
