@@ -27,7 +27,7 @@ RUNS=${RUNS:-"s:front l:front"}
 # s:front,wrist:16 -> s_front_wrist_16; task=s:front,wrist/--task-loss-weight=1 -> task
 name_of() { case "${1%%/*}" in *=*) echo "${1%%=*}" ;; *) echo "$1" | tr ':,' '__' ;; esac; }
 spec_of() { local r=${1%%/*}; echo "${r#*=}"; }  # variant:cameras[:stride]
-flags_of() { case "$1" in */*) echo "${1#*/}" | tr '/' ' ' ;; esac; }
+flags_of() { case "$1" in */*) echo "${1#*/}" | sed 's#/--# --#g' ;; esac; }  # flags may hold paths
 strides() { for r in $RUNS; do f=$(spec_of "$r"); f=${f#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
 setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a call carries 64 MiB at most)
   for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
