@@ -16,8 +16,8 @@ def chunk(chunk_id, stamp, values, execute_steps=10, names=JOINTS):
     return make_chunk(chunk_id, stamp, DT, execute_steps, list(names), table.ravel(), table.shape[0], JOINTS)
 
 
-def executor(max_step=10.0, blend=0, limits=((-3.0, 3.0), (-3.0, 3.0))):
-    ex = ChunkExecutor(list(limits), max_step, blend_steps=blend, chunk_timeout_s=0.5)
+def executor(max_step=10.0, blend=0, limits=((-3.0, 3.0), (-3.0, 3.0)), overrun=0):
+    ex = ChunkExecutor(list(limits), max_step, blend_steps=blend, chunk_timeout_s=0.5, overrun_steps=overrun)
     ex.reset(np.zeros(2))
     return ex
 
@@ -37,6 +37,34 @@ def test_at_most_h_actions_then_hold():
     assert [c.source for c in commands] == ["chunk"] * 5 + ["hold"] * 3
     assert commands[-1].positions[0] == pytest.approx(0.04)  # holds the last executed target
     assert ex.idle_for_s(100.0 + 7 * DT) == pytest.approx(0.2)
+
+
+def test_a_late_chunk_runs_h_actions_from_the_one_due_at_its_arrival():
+    # A slow host: the chunk arrives 3.5 steps after its observation. Its past actions are skipped, and it still
+    # runs h = 5 (counting from its arrival), where counting from the observation left 1.5 and, once the delay
+    # exceeds h steps, none at all (the graph on a 2-core CPU held the arm through most chunks that way).
+    ex = executor()
+    ex.submit(chunk(1, 100.0, np.arange(20) * 0.01, execute_steps=5), 100.35)
+    commands = [ex.step(100.35 + k * DT, np.zeros(2)) for k in range(7)]
+    assert [c.step_index for c in commands] == [3, 4, 5, 6, 7, -1, -1]
+    assert [c.source for c in commands] == ["chunk"] * 5 + ["hold"] * 2
+
+
+def test_overrun_follows_the_plan_while_the_next_chunk_is_late_then_holds():
+    ex = executor(overrun=2)
+    ex.submit(chunk(1, 100.0, np.arange(20) * 0.01, execute_steps=5), 100.0)
+    commands = [ex.step(100.0 + k * DT, np.zeros(2)) for k in range(9)]
+    assert [c.step_index for c in commands] == [0, 1, 2, 3, 4, 5, 6, -1, -1]
+    assert commands[-1].positions[0] == pytest.approx(0.06)  # holds the last planned target
+
+
+def test_a_new_chunk_ends_the_overrun_at_once():
+    ex = executor(overrun=2)
+    ex.submit(chunk(1, 100.0, np.arange(20) * 0.01, execute_steps=5), 100.0)
+    assert [ex.step(100.0 + k * DT, np.zeros(2)).step_index for k in range(6)] == [0, 1, 2, 3, 4, 5]
+    ex.submit(chunk(2, 100.55, np.ones(20), execute_steps=5), 100.6)
+    cmd = ex.step(100.6, np.zeros(2))
+    assert (cmd.chunk_id, cmd.positions[0]) == (2, pytest.approx(1.0))
 
 
 def test_new_chunk_is_cross_faded_in():

@@ -35,6 +35,8 @@ class DriverConfig:
     chunk_timeout_ms: float = param(500.0, "Chunks whose observation is older than this are rejected; the arm holds.")
     max_step_rad: float = param(0.05, "Largest change of a joint target per control step.")
     blend_steps: int = param(3, "Control steps over which a new chunk is cross-faded into the previous one.")
+    overrun_steps: int = param(10, "Actions a chunk may run past its h (counted from its arrival) while the next "
+                                   "chunk is late, before the arm holds; 0: hold right after h.")
     servo_timeout_ms: float = param(200.0, "A servo silent for this long is a fault: hold the others, refuse chunks.")
     joint_names: tuple[str, ...] = param(SO101_JOINTS, "Joint order of commands and states (LeRobot motor names).")
 
@@ -55,4 +57,5 @@ class DriverConfig:
         require(self.control_rate_hz <= self.state_rate_hz,
                 f"control_rate_hz={self.control_rate_hz} must not exceed state_rate_hz={self.state_rate_hz}")
         require(self.blend_steps >= 0, f"blend_steps={self.blend_steps} must be >= 0")
+        require(self.overrun_steps >= 0, f"overrun_steps={self.overrun_steps} must be >= 0")
         require(self.servo_timeout_ms > 0.0, f"servo_timeout_ms={self.servo_timeout_ms} must be positive")

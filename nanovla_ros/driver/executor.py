@@ -4,12 +4,14 @@ A chunk holds H planned joint targets; action k is due at ``stamp_s + k * dt_s``
 of the observation the policy saw). On every control tick the executor:
 
 1. picks the current chunk's action by time, so actions whose time has passed are skipped, never
-   replayed late; it runs at most ``execute_steps`` (h) actions of a chunk, then holds the last target
-   until the next chunk arrives (the policy replans every h steps);
+   replayed late; from the action due when the chunk arrived it runs ``execute_steps`` (h) actions (the
+   policy replans every h steps), and up to ``overrun_steps`` more while the next chunk is late, then holds
+   the last target until one arrives. Counting h from the arrival, not from the observation, is what lets
+   a slow host work at all: a chunk that arrives 350 ms after its frame (an inference on two CPU cores)
+   would otherwise find its h = 10 actions at 30 Hz all in the past and never move the arm;
 2. blends a newly arrived chunk into the one it replaces: for ``blend_steps`` ticks the target is a
    linear cross-fade, ``(1 - w) * old + w * new`` with ``w = i / (blend_steps + 1)`` for i = 1..blend_steps,
-   where ``old`` is what the old chunk would command at that time (or its last target once its window
-   ended). That removes the jump at chunk boundaries that makes arms stutter;
+   where ``old`` is what the old chunk would command at that time (or its last target once it ended). That removes the jump at chunk boundaries that makes arms stutter;
 3. clamps to the calibrated joint limits and limits the change per tick to ``max_step_rad``; the result
    is the command actually sent.
 
@@ -38,17 +40,13 @@ class Chunk:
     execute_steps: int  # h
     positions: np.ndarray  # (H, J) radians, in the driver's joint order
 
-    @property
-    def window(self) -> int:
-        """How many actions of this chunk may run."""
-        return min(self.execute_steps, self.positions.shape[0])
-
     def index_at(self, now_s: float) -> int:
         """Index of the action due at ``now_s`` (earlier ones are past; negative stamps clamp to 0)."""
         return max(0, int(math.floor((now_s - self.stamp_s) / self.dt_s + 1e-9)))
 
-    def end_s(self) -> float:
-        return self.stamp_s + self.window * self.dt_s
+    def last_index(self, start_index: int, overrun_steps: int) -> int:
+        """The last action that may run when the chunk started at ``start_index`` (see the module docstring)."""
+        return min(start_index + self.execute_steps + overrun_steps, self.positions.shape[0]) - 1
 
 
 def make_chunk(chunk_id: int, stamp_s: float, dt_s: float, execute_steps: int, joint_names: list[str],
@@ -84,14 +82,16 @@ class Command:
 
 class ChunkExecutor:
     def __init__(self, limits_rad: list[tuple[float, float]], max_step_rad: float, blend_steps: int = 3,
-                 chunk_timeout_s: float = 0.5) -> None:
+                 chunk_timeout_s: float = 0.5, overrun_steps: int = 10) -> None:
         self._low = np.array([lo for lo, _ in limits_rad])  # (J,)
         self._high = np.array([hi for _, hi in limits_rad])  # (J,)
         self.max_step_rad = max_step_rad
         self.blend_steps = blend_steps
         self.chunk_timeout_s = chunk_timeout_s
+        self.overrun_steps = overrun_steps
         self._chunk: Chunk | None = None
         self._previous: Chunk | None = None  # the chunk being blended out
+        self._start = self._previous_start = 0  # index of the action due when each arrived
         self._blend_left = 0
         self._last: np.ndarray | None = None  # last command sent, (J,)
         # Observation stamp -> first action of each chunk sent to the servos, seconds (latest 500 chunks).
@@ -118,13 +118,13 @@ class ChunkExecutor:
             raise ChunkRejected(f"chunk {chunk.chunk_id} is stale: its observation is "
                                 f"{(now_s - chunk.stamp_s) * 1e3:.0f} ms old, over chunk_timeout_ms={self.chunk_timeout_s * 1e3:.0f}")
         if self._chunk is not None and self.blend_steps > 0:
-            self._previous, self._blend_left = self._chunk, self.blend_steps
-        self._chunk = chunk
+            self._previous, self._previous_start, self._blend_left = self._chunk, self._start, self.blend_steps
+        self._chunk, self._start = chunk, chunk.index_at(now_s)
         self.accepted += 1
 
-    def _planned(self, chunk: Chunk, now_s: float) -> tuple[np.ndarray | None, int]:
+    def _planned(self, chunk: Chunk, start_index: int, now_s: float) -> tuple[np.ndarray | None, int]:
         index = chunk.index_at(now_s)
-        if index >= chunk.window:
+        if index > chunk.last_index(start_index, self.overrun_steps):
             return None, index
         return chunk.positions[index], index
 
@@ -134,7 +134,7 @@ class ChunkExecutor:
             self._last = np.asarray(present_rad, dtype=np.float64).copy()
         target, source, chunk_id, index = None, "hold", -1, -1
         if self._chunk is not None:
-            target, index = self._planned(self._chunk, now_s)
+            target, index = self._planned(self._chunk, self._start, now_s)
             chunk_id = self._chunk.chunk_id
             if target is not None:
                 source = "chunk"
@@ -142,7 +142,7 @@ class ChunkExecutor:
                     self._started_chunk = chunk_id
                     self.first_action_latency_s.append(now_s - self._chunk.stamp_s)
                 if self._blend_left > 0 and self._previous is not None:
-                    old, _ = self._planned(self._previous, now_s)
+                    old, _ = self._planned(self._previous, self._previous_start, now_s)
                     old = self._last if old is None else old
                     i = self.blend_steps - self._blend_left + 1
                     w = i / (self.blend_steps + 1)
@@ -163,4 +163,5 @@ class ChunkExecutor:
         """How long no chunk action has been due (0 while one runs); for diagnostics."""
         if self._chunk is None:
             return math.inf
-        return max(0.0, now_s - self._chunk.end_s())
+        chunk = self._chunk
+        return max(0.0, now_s - (chunk.stamp_s + (chunk.last_index(self._start, self.overrun_steps) + 1) * chunk.dt_s))
