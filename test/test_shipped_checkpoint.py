@@ -27,7 +27,9 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert metadata["language_encoder_id"] == encoder_id("small")  # NanoVLA-S, on the packaged MiniLM
     assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
     extra = json.loads(metadata["extra"])
-    assert extra["train"]["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels with it
+    assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
+    # with it: run 15 fine-tuned run 13 (task head, colour queries) on the no-wait experts' episodes
+    assert extra["train"]["init_from"] and extra["init"]["train"]["task_loss_weight"] > 0 and extra["init"]["step"] > 0
     from safetensors import safe_open
 
     with safe_open(str(SHIPPED_CHECKPOINT), framework="pt") as f:

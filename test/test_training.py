@@ -47,6 +47,18 @@ def test_training_writes_checkpoints_validates_and_resumes(dataset, caplog):
     assert [v["step"] for v in json.loads((out / "history.json").read_text())["val"]] == [10, 20, 30]
 
 
+def test_fine_tuning_keeps_the_model_and_records_where_it_started(dataset, tmp_path):
+    config = TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16, warmup_steps=1,
+                         val_fraction=0.0, dropout=0.2)
+    start = run_training(dataset / "ds", tmp_path / "start", config)
+    fine = run_training(dataset / "ds", tmp_path / "fine",
+                        TrainConfig(**{**config.to_dict(), "dropout": 0.1, "init_from": str(start), "steps": 3}))
+    model, extra = load_checkpoint(fine)
+    assert model.config.dropout == 0.2  # the starting checkpoint's model, not TrainConfig's
+    assert extra["train"]["init_from"] == str(start) and extra["step"] == 3
+    assert extra["init"] == load_checkpoint(start)[1]  # its lineage travels with it (the shipped one was fine-tuned)
+
+
 def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
     from nanovla_ros.sim.workcell import Workcell

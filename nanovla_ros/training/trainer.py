@@ -128,9 +128,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
     if config.init_from:  # fine-tuning: the checkpoint's weights and normalisation
         from nanovla_ros.configuration import ConfigError
-        from nanovla_ros.model.checkpoint import load_checkpoint
+        from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
 
         model, _ = load_checkpoint(config.init_from)
+        lineage = json.loads(read_metadata(config.init_from).get("extra", "{}"))  # how the starting point was made
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
                       ("image_size", config.image_size), ("image_stride", config.image_stride),
@@ -139,6 +140,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if mismatched:
             raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")
     else:
+        lineage = None
         model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
         samples = np.flatnonzero(np.isin(demos.episode, train_eps))
         targets = demos.actions[demos.action_index[samples]]
@@ -247,6 +249,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if step % config.val_every == 0 or step == config.steps:
             if rank == 0:
                 extra = {"train": config.to_dict(), "step": step}
+                if lineage is not None:  # fine-tuned: the model's settings are the starting checkpoint's
+                    extra["init"] = lineage
                 if val_data is not None:
                     val, head = validate()
                     history["val"].append({"step": step, "l1": val, **head})
