@@ -15,7 +15,9 @@
 #                                                    stride 32 (default) or 16, the image feature map the model reads;
 #                                                    name=variant:cameras[:stride][/--flag=value...] names a run and
 #                                                    passes it training flags, e.g.
-#                                                    RUNS="task=s:front,wrist/--task-loss-weight=1")
+#                                                    RUNS="task=s:front,wrist/--task-loss-weight=1";
+#                                                    SEED=first seed (10000: the same episodes each time);
+#                                                    EXTRA_TASKS="pick_place stack" EXTRA_EPS=1000: more of those)
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -58,8 +60,11 @@ start)
   cat > $RUN/job.sh <<JOB
 cd $CODE
 python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes ${EPS:-1000} \
-  --first-seed 10000 --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} --out $SIM \
+  --first-seed ${SEED:-10000} --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} --out $SIM \
   --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
+$([ -n "${EXTRA_TASKS:-}" ] && echo "python3 -m nanovla_ros.cli collect --in-process --task $EXTRA_TASKS --episodes ${EXTRA_EPS:-1000} \
+  --first-seed $(( ${SEED:-10000} + ${EPS:-1000} )) --sample-every ${EVERY:-8} --noise-rad ${NOISE:-0.05} --cameras ${CAMERAS:-front} \
+  --out $SIM --workers \$(( \$(nproc) - 1 )) >> $RUN/log_collect.txt 2>&1")
 for s in $(strides); do python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=tuple('${CAMERAS:-front}'.split()), image_stride=\$s)" >> $RUN/log_features.txt 2>&1; done
 $(for r in $RUNS; do n=$(name_of "$r"); x=$(spec_of "$r"); v=${x%%:*}; f=${x#*:}; cams=${f%%:*}; st=32
   [ "$f" != "$cams" ] && st=${f#*:}
