@@ -209,3 +209,38 @@ def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_align
             np.testing.assert_allclose(sent[latency], 0.001 * (latency + 1), atol=1e-6)  # index L first
     finally:
         workcell.close()
+
+
+def test_the_harness_moves_the_arm_through_the_drivers_executor():
+    """The in-process harness executes chunks as the driver does: calibrated joint limits and the per-step limit
+    apply (a chunk far outside the range ends at the limit, reached at max_step_rad per step)."""
+    from nanovla_ros.driver.config import DriverConfig
+    from nanovla_ros.sim.servo_bridge import sim_calibration
+    from nanovla_ros.sim.tasks import sample_layout, sample_task
+    from nanovla_ros.sim.workcell import Workcell
+
+    class Far:
+        class config:
+            cameras, horizon = ("front",), 30
+
+        def predict_chunk(self, image, state, embedding):
+            return np.full((30, 6), 10.0, dtype=np.float32)
+
+    workcell = Workcell()
+    try:
+        rng = np.random.default_rng(1000)
+        sample_layout(rng)
+        instruction = sample_task(rng, "touch", "train").instruction
+        sent = []
+        step = workcell.step
+        workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
+        home = workcell.joint_positions.copy()
+        run_policy_episode(workcell, Far(), {instruction: np.zeros(384, np.float32)}, "touch", "train", 1000,
+                           execute_h=10, max_steps=90)
+        upper = np.array([hi for _, hi in sim_calibration(workcell).limits_rad(DriverConfig().joint_names)])
+        sent = np.array(sent)
+        assert np.all(sent <= upper + 1e-9) and np.allclose(sent[-1], upper)
+        steps = np.abs(np.diff(np.vstack([home, sent]), axis=0))
+        assert steps.max() <= DriverConfig().max_step_rad + 1e-9
+    finally:
+        workcell.close()

@@ -2,8 +2,10 @@
 
 Each episode: the scene of ``seed`` (the same layout and task the workcell node lays out for that seed),
 the arm at home; every ``execute_h`` control steps the model's cameras are rendered, the policy predicts a chunk
-of H_train joint targets from (image, joint positions, instruction embedding), and the first ``execute_h`` are
-executed (long-short chunking). An episode succeeds when the task's success check holds for
+of H_train joint targets from (image, joint positions, instruction embedding), and ``execute_h`` of them are
+executed (long-short chunking) by the driver's own ``ChunkExecutor`` with its default settings (time-aligned
+execution, the cross-fade between chunks, the calibrated joint limits, the per-step limit), so that the harness
+moves the arm as the deployed graph does. An episode succeeds when the task's success check holds for
 ``SUSTAIN_STEPS`` consecutive steps (a cube dropped in its square must stay there) within ``max_steps``.
 
 Evaluation seeds start at 1000, away from the seeds demonstrations are collected with (0..).
@@ -53,8 +55,11 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
 
     ``latency_steps`` L: what the deployed graph does on a slow host, reproducibly. The chunk planned from the
     observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
-    driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay."""
+    driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay. A chunk
+    older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
     from nanovla_ros.driver.config import DriverConfig
+    from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected
+    from nanovla_ros.sim.servo_bridge import sim_calibration
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
     rng = np.random.default_rng(seed)
@@ -63,11 +68,13 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     workcell.place(layout.cubes, layout.squares)
     monitor = SuccessMonitor(task, workcell)
     embedding = embeddings[task.instruction]
-    # The driver limits each joint target's change per control step (DriverConfig.max_step_rad); so does this loop,
-    # so that the in-process harness moves the arm as the deployed graph does.
-    max_step_rad = DriverConfig().max_step_rad
+    driver = DriverConfig()
+    executor = ChunkExecutor(sim_calibration(workcell).limits_rad(driver.joint_names), driver.max_step_rad,
+                             driver.blend_steps, driver.chunk_timeout_ms / 1e3, driver.overrun_steps)
+    executor.reset(workcell.joint_positions.astype(np.float64))
+    dt_s = 1.0 / workcell.config.control_rate_hz
     last = workcell.joint_positions.astype(np.float64)
-    chunk, captured, in_flight, sustained, timings = None, 0, [], 0, []  # in_flight: (captured step, chunk)
+    in_flight, sustained, timings = [], 0, []  # in_flight: (captured step, chunk)
     steps = max_steps or MAX_STEPS[kind]
     for step in range(steps):
         views = on_step(task, step, last) if on_step is not None else None
@@ -81,9 +88,12 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
             timings.append((time.perf_counter() - started) * 1e3)
         while in_flight and step >= in_flight[0][0] + latency_steps:  # arrived: the newest one replaces the last
             captured, chunk = in_flight.pop(0)
-        if chunk is not None:
-            target = chunk[min(step - captured, len(chunk) - 1)]  # time-aligned with its observation
-            last = np.clip(target, last - max_step_rad, last + max_step_rad)
+            try:
+                executor.submit(Chunk(captured, captured * dt_s, dt_s, execute_h, np.asarray(chunk, np.float64)),
+                                step * dt_s)
+            except ChunkRejected:
+                pass  # stale: the driver drops it too, and the arm goes on with what it has
+        last = executor.step(step * dt_s, workcell.joint_positions.astype(np.float64)).positions
         workcell.step(last)
         monitor.update()
         sustained = sustained + 1 if monitor.success() else 0
