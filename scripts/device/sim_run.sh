@@ -8,8 +8,9 @@
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
 #          A call carries 64 MiB with the tracked tree (27 MB since the checkpoint ships), so split it:
 #          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
-#   DAgger: `setup` (carry as above), then at once `CKPT=path dagger` (carry the checkpoint), `progress`, and
-#          `RUNS=s:dagger finish`
+#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=300 DAGGER_TASKS="pick_place stack" LABEL=30 dagger`
+#          carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one, carried
+#          or made on this machine), `progress` in a loop, and `RUNS=s:dagger finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
 #                                                    RUNS="s:front s:front,wrist l:front,wrist:16": variant:cameras[:stride],
 #                                                    stride 32 (default) or 16, the image feature map the model reads;
@@ -41,12 +42,19 @@ setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a
 case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 dagger)
-  # After `setup` on the same warm machine; carry the checkpoint CKPT. DAgger episodes of CKPT (nanovla_ros.sim.dagger),
-  # then fine-tune CKPT on them (RUNS="s:dagger" for `finish`).
-  rm -rf $CODE && cp -r "$PWD" $CODE && cp "$CKPT" $RUN/init.safetensors
+  # DAgger episodes of CKPT (default: the shipped checkpoint; nanovla_ros.sim.dagger) on DAGGER_TASKS, aggregated
+  # with DEMO_EPS fresh expert episodes of every task (seeds 14000+, so the other tasks are not forgotten; 0: DAgger
+  # data only), then fine-tune CKPT on both.
+  # Time it: a DAgger episode took ~1.3 s of the machine with LABEL=50 (15 workers), most of it the expert's IK
+  # for the labels, so LABEL=30 (h = 10 runs anyway) and the failing tasks only go further.
+  setup && rm -rf $CODE && cp -r "$PWD" $CODE
+  cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/init.safetensors || exit 1
   cat > $RUN/job.sh <<JOB
 cd $CODE
-python3 -m nanovla_ros.cli collect --dagger $RUN/init.safetensors --task pick_place stack push touch --episodes ${DEPS:-100} \
+$([ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch \\
+  --episodes $DEMO_EPS --first-seed 14000 --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front wrist --out $SIM \\
+  --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1")
+python3 -m nanovla_ros.cli collect --dagger $RUN/init.safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} --episodes ${DEPS:-100} \
   --first-seed 20000 --sample-every ${EVERY:-10} --label-steps ${LABEL:-50} --device cuda --table-dir $SIM/cache --out $SIM \
   --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
 python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=('front', 'wrist'))" > $RUN/log_features.txt 2>&1
