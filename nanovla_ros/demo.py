@@ -24,12 +24,12 @@ import numpy as np
 
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
 from nanovla_ros.language.encoders import ENCODER_SPECS
+from nanovla_ros.graph import SHIPPED_CHECKPOINT
 from nanovla_ros.launcher import LaunchError, Launcher
 
 TASK_KIND, SEED = "touch", 1000  # the shipped checkpoint's best task (README: results)
 EPISODE_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0  # the workcell and the driver, after the nodes are on the graph
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "nanovla_s_workcell.safetensors"
 STRIP_FRAMES = 6
 
 
@@ -68,10 +68,7 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
     if teleop:
         arguments["teleop"] = "true"
     else:
-        from nanovla_ros.model.checkpoint import checkpoint_cameras
-
-        arguments["checkpoint"] = checkpoint
-        arguments["wrist_camera"] = str("wrist" in checkpoint_cameras(checkpoint)).lower()
+        arguments["checkpoint"] = checkpoint  # the wrist camera follows the checkpoint (wrist_camera:=auto)
     launcher = Launcher(arguments, out=log_file)
     instruction = scene_instruction(kind, seed)
     report: list[str] = []

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE = "nanovla_ros"
+# The NanoVLA-S checkpoint trained in the simulated workcell that ships with the package (`checkpoint:=shipped`).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "nanovla_s_workcell.safetensors"
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,12 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("camera_source", "test_pattern", "Camera source: test_pattern, v4l2, video or folder."),
     LaunchArgument("camera_device", "/dev/video0", "V4L2 device for camera_source:=v4l2."),
     LaunchArgument("camera_path", "", "Video file or image folder for camera_source:=video|folder."),
-    LaunchArgument("wrist_camera", "false", "true: a second camera node publishes the wrist view on wrist_camera/* "
-                                            "(with workcell:=true the workcell renders it); wrist-camera checkpoints "
-                                            "need it."),
+    LaunchArgument("wrist_camera", "auto", "true: a second camera node publishes the wrist view on wrist_camera/* "
+                                           "(with workcell:=true the workcell renders it); auto: when the checkpoint "
+                                           "reads the wrist camera."),
     LaunchArgument("wrist_camera_device", "/dev/video2", "V4L2 device of the wrist camera (camera_source:=v4l2)."),
-    LaunchArgument("checkpoint", "", "NanoVLA-S checkpoint for the policy (empty = none: the policy stays idle)."),
+    LaunchArgument("checkpoint", "", "NanoVLA-S checkpoint for the policy (empty = none: the policy stays idle; "
+                                     "shipped = the package's workcell-trained one, for workcell:=true)."),
     LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none)."),
     LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
@@ -106,7 +109,23 @@ def resolve_arguments(overrides: dict[str, str]) -> dict[str, str]:
     values = {**known, **overrides}
     if not values["params_file"]:
         values["params_file"] = str(default_params_file())
+    if values["checkpoint"].strip() == "shipped":
+        values["checkpoint"] = str(SHIPPED_CHECKPOINT)
+    if values["wrist_camera"].strip().lower() == "auto":
+        values["wrist_camera"] = str(any("wrist" in checkpoint_cameras(values[name])
+                                         for name in ("checkpoint", "checkpoint_large"))).lower()
     return values
+
+
+def checkpoint_cameras(path: str) -> tuple[str, ...]:
+    """The cameras a checkpoint reads, from its safetensors header (no torch: launch files import this); () for
+    no path or an unreadable file (the policy node then says what is wrong with it)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return tuple(json.loads(header["__metadata__"]["config"]).get("cameras", ["front"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
 
 
 def _true(value: str) -> bool:

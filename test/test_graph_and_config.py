@@ -93,6 +93,20 @@ def test_the_wrist_camera_is_a_second_camera_node_on_its_own_topics():
     assert "wrist_camera" not in [s.name for s in active_nodes(resolve_arguments({}))]
 
 
+def test_checkpoint_shipped_names_the_packaged_one_and_the_wrist_camera_follows_the_checkpoint(tmp_path):
+    from nanovla_ros.graph import SHIPPED_CHECKPOINT
+
+    values = resolve_arguments({"workcell": "true", "checkpoint": "shipped"})
+    assert values["checkpoint"] == str(SHIPPED_CHECKPOINT) and SHIPPED_CHECKPOINT.is_file()
+    assert values["wrist_camera"] == "true"  # it reads front + wrist (auto, from its header)
+    assert "wrist_camera" in [s.name for s in active_nodes(values)]
+    assert resolve_arguments({"workcell": "true", "checkpoint": "shipped", "wrist_camera": "false"})["wrist_camera"] == "false"
+    assert resolve_arguments({})["wrist_camera"] == "false"  # no checkpoint: no wrist camera
+    missing = resolve_arguments({"checkpoint": str(tmp_path / "none.safetensors")})
+    assert missing["wrist_camera"] == "false"  # the policy node reports the missing file, not the launcher
+    assert resolve_arguments({})["checkpoint"] == ""  # never a simulation-trained policy on a real arm by default
+
+
 def test_router_placeholder_uses_the_default_unless_a_backbone_is_requested():
     router = BackboneRouter(RouterConfig(default_backbone="small", threshold=0.7))
     auto = router.route("touch the red cube", "auto")

@@ -30,9 +30,6 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                                           LATCHED_QOS, ns_from_stamp)
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from nanovla_ros.model.checkpoint import checkpoint_cameras
-
-    wrist = str("wrist" in checkpoint_cameras(checkpoint)).lower()  # a wrist-camera checkpoint gets the second camera
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, chunk_ms, servo_p50, servo_p95 = [], [], [], []
@@ -40,7 +37,7 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
         for seed in range(first_seed, first_seed + episodes):
             log_file = (out / f"{kind}_{split}_{seed}.log").open("w")
             launcher = Launcher({"workcell": "true", "checkpoint": str(Path(checkpoint).resolve()), "task": kind,
-                                 "seed": str(seed), "split": split, "wrist_camera": wrist,
+                                 "seed": str(seed), "split": split,  # wrist_camera:=auto follows the checkpoint
                                  **({"params_file": str(Path(params_file).resolve())} if params_file else {})},
                                 out=log_file)
             try:

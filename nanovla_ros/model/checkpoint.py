@@ -81,6 +81,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), json.loads(metadata.get("extra", "{}"))
 
 
-def checkpoint_cameras(path: str | Path) -> tuple[str, ...]:
-    """The cameras a checkpoint's model reads (from its metadata; older checkpoints read the front one)."""
-    return tuple(json.loads(read_metadata(path)["config"]).get("cameras", ["front"]))
