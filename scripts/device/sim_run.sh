@@ -17,6 +17,8 @@
 #                                                    name=variant:cameras[:stride][/--flag=value...] names a run and
 #                                                    passes it training flags, e.g.
 #                                                    RUNS="task=s:front,wrist/--task-loss-weight=1";
+#                                                    the chunking ablation's fixed arm: RUNS="H5=s:front,wrist/--horizon=5 ..."
+#                                                    (`finish` evaluates such a run with --execute-h 5);
 #                                                    SEED=first seed (10000: the same episodes each time);
 #                                                    EXTRA_TASKS="pick_place stack" EXTRA_EPS=1000: more of those)
 #          bash scripts/device/sim_run.sh progress
@@ -98,8 +100,9 @@ finish)
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
     split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
+    h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
     python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
-      --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
+      --execute-h "${h:-10}" --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
