@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
-from nanovla_ros.language.encoders import ENCODER_SPECS
 from nanovla_ros.graph import SHIPPED_CHECKPOINT
+from nanovla_ros.language.encoders import ENCODER_SPECS
 from nanovla_ros.launcher import LaunchError, Launcher
 
 TASK_KIND, SEED = "touch", 1000  # the shipped checkpoint's best task (README: results)

@@ -100,7 +100,8 @@ def test_checkpoint_shipped_names_the_packaged_one_and_the_wrist_camera_follows_
     assert values["checkpoint"] == str(SHIPPED_CHECKPOINT) and SHIPPED_CHECKPOINT.is_file()
     assert values["wrist_camera"] == "true"  # it reads front + wrist (auto, from its header)
     assert "wrist_camera" in [s.name for s in active_nodes(values)]
-    assert resolve_arguments({"workcell": "true", "checkpoint": "shipped", "wrist_camera": "false"})["wrist_camera"] == "false"
+    asked_off = resolve_arguments({"workcell": "true", "checkpoint": "shipped", "wrist_camera": "false"})
+    assert asked_off["wrist_camera"] == "false"
     assert resolve_arguments({})["wrist_camera"] == "false"  # no checkpoint: no wrist camera
     missing = resolve_arguments({"checkpoint": str(tmp_path / "none.safetensors")})
     assert missing["wrist_camera"] == "false"  # the policy node reports the missing file, not the launcher

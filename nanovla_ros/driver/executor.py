@@ -11,7 +11,8 @@ of the observation the policy saw). On every control tick the executor:
    would otherwise find its h = 10 actions at 30 Hz all in the past and never move the arm;
 2. blends a newly arrived chunk into the one it replaces: for ``blend_steps`` ticks the target is a
    linear cross-fade, ``(1 - w) * old + w * new`` with ``w = i / (blend_steps + 1)`` for i = 1..blend_steps,
-   where ``old`` is what the old chunk would command at that time (or its last target once it ended). That removes the jump at chunk boundaries that makes arms stutter;
+   where ``old`` is what the old chunk would command at that time (or its last target once it ended).
+   That removes the jump at chunk boundaries that makes arms stutter;
 3. clamps to the calibrated joint limits and limits the change per tick to ``max_step_rad``; the result
    is the command actually sent.
 
