@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-# The shipped checkpoint is run 13 of the README: SOURCE=sim (the defaults below), 3530 successful episodes, front
-# and wrist cameras at 320 px, the auxiliary task head with colour queries, 6000 steps at batch 256 (~5 min on one
-# H100; scripts/device/sim_run.sh is the same recipe on a lent GPU machine).
+# The shipped checkpoint is run 15 of the README: run 13 (this recipe, SOURCE=sim: 3530 successful episodes of the
+# experts as they were then, front and wrist cameras at 320 px, the auxiliary task head with colour queries, 6000
+# steps at batch 256, ~9 min on one H100) fine-tuned 4000 steps on this recipe's episodes from today's experts (which
+# no longer wait at the grasp): `nanovla train ... --init-from out/train_s/best.safetensors --steps 4000` on fresh
+# data. scripts/device/sim_run.sh is the same recipe on a lent GPU machine (README "Data loop" for its commands).
 # SOURCE=sim: the in-process fast path (1000 episodes per task, DART noise; ~5 min on 15 cores). SOURCE=graph: record
 # through the ROS graph, as with a real arm; its bags carry no object positions, so the task head is off there.
 SOURCE=${SOURCE:-sim}
