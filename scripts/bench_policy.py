@@ -88,7 +88,7 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     state = np.zeros(6, np.float32)
     if variant == "shipped_s":
-        from nanovla_ros.demo import SHIPPED_CHECKPOINT
+        from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.checkpoint import load_checkpoint
         from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 

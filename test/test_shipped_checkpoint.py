@@ -9,7 +9,7 @@ import torch
 import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
 import mujoco
 
-from nanovla_ros.demo import SHIPPED_CHECKPOINT
+from nanovla_ros.graph import SHIPPED_CHECKPOINT
 from nanovla_ros.language.encoders import encoder_id, load_encoder
 from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy

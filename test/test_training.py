@@ -18,6 +18,20 @@ from test_dataset import write_episode
 TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
 
 
+def touch_episode_recording(workcell, policy, embedding: np.ndarray, **kwargs):
+    """Run the harness's touch episode of seed 1000; return its result, its instruction and the joint targets sent
+    to the workcell at each control step, (steps, 6)."""
+    from nanovla_ros.demo import scene_instruction
+
+    instruction, sent, step = scene_instruction("touch", 1000), [], workcell.step
+    workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
+    try:
+        result = run_policy_episode(workcell, policy, {instruction: embedding}, "touch", "train", 1000, **kwargs)
+    finally:
+        workcell.step = step
+    return result, instruction, np.array(sent)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
@@ -70,16 +84,8 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     policy = NanoVLAPolicy(model)
     workcell = Workcell()
     try:
-        from nanovla_ros.sim.tasks import sample_layout, sample_task
-
-        rng = np.random.default_rng(1000)
-        sample_layout(rng)
-        instruction = sample_task(rng, "touch", "train").instruction
-        sent = []
-        step = workcell.step
-        workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))  # record what is sent
-        result = run_policy_episode(workcell, policy, {instruction: np.ones(384, np.float32) / 20}, "touch", "train",
-                                    1000, execute_h=5, max_steps=12)
+        result, instruction, sent = touch_episode_recording(workcell, policy, np.ones(384, np.float32) / 20,
+                                                            execute_h=5, max_steps=12)
     finally:
         workcell.close()
     assert result.instruction == instruction and result.steps == 12 and len(result.inference_ms) == 3
@@ -193,18 +199,9 @@ def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_align
 
     workcell = Workcell()
     try:
-        from nanovla_ros.sim.tasks import sample_layout, sample_task
-
-        rng = np.random.default_rng(1000)
-        sample_layout(rng)
-        instruction = sample_task(rng, "touch", "train").instruction
         for latency in (0, 4):
-            sent = []
-            step = workcell.step
-            workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
-            run_policy_episode(workcell, Ramp(), {instruction: np.zeros(384, np.float32)}, "touch", "train", 1000,
-                               execute_h=10, max_steps=12, latency_steps=latency)
-            workcell.step = step
+            _, _, sent = touch_episode_recording(workcell, Ramp(), np.zeros(384, np.float32), execute_h=10,
+                                                 max_steps=12, latency_steps=latency)
             np.testing.assert_allclose(sent[:latency], 0.0)  # held at home until the chunk arrives
             np.testing.assert_allclose(sent[latency], 0.001 * (latency + 1), atol=1e-6)  # index L first
     finally:
@@ -216,7 +213,6 @@ def test_the_harness_moves_the_arm_through_the_drivers_executor():
     apply (a chunk far outside the range ends at the limit, reached at max_step_rad per step)."""
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.servo_bridge import sim_calibration
-    from nanovla_ros.sim.tasks import sample_layout, sample_task
     from nanovla_ros.sim.workcell import Workcell
 
     class Far:
@@ -228,17 +224,9 @@ def test_the_harness_moves_the_arm_through_the_drivers_executor():
 
     workcell = Workcell()
     try:
-        rng = np.random.default_rng(1000)
-        sample_layout(rng)
-        instruction = sample_task(rng, "touch", "train").instruction
-        sent = []
-        step = workcell.step
-        workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
         home = workcell.joint_positions.copy()
-        run_policy_episode(workcell, Far(), {instruction: np.zeros(384, np.float32)}, "touch", "train", 1000,
-                           execute_h=10, max_steps=90)
+        _, _, sent = touch_episode_recording(workcell, Far(), np.zeros(384, np.float32), execute_h=10, max_steps=90)
         upper = np.array([hi for _, hi in sim_calibration(workcell).limits_rad(DriverConfig().joint_names)])
-        sent = np.array(sent)
         assert np.all(sent <= upper + 1e-9) and np.allclose(sent[-1], upper)
         steps = np.abs(np.diff(np.vstack([home, sent]), axis=0))
         assert steps.max() <= DriverConfig().max_step_rad + 1e-9

@@ -68,8 +68,7 @@ class So101Arm:
             self.ids = {n: i for i, n in enumerate(self.joints, start=1)}  # LeRobot's SO-101 ids 1-6
         self.health = ArmHealth(telemetry={n: JointTelemetry() for n in self.joints})
         limits = calibration.limits_rad(self.joints) if calibration else [(-np.pi, np.pi)] * len(self.joints)
-        self.executor = ChunkExecutor(limits, config.max_step_rad, config.blend_steps, config.chunk_timeout_ms / 1e3,
-                                      config.overrun_steps)
+        self.executor = ChunkExecutor.from_config(config, limits)
         self.positions_rad = np.zeros(len(self.joints))  # last known, (J,)
         self.raw_ticks = {n: ct.HALF_TURN_TICKS for n in self.joints}
         self._lock = threading.RLock()  # guards mode changes against the loop

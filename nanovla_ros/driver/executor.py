@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanovla_ros.driver.config import DriverConfig
+
 
 class ChunkRejected(ValueError):
     """A chunk that must not be executed; the message says why."""
@@ -100,6 +102,12 @@ class ChunkExecutor:
         self._started_chunk = -1
         self.rejected = 0
         self.accepted = 0
+
+    @classmethod
+    def from_config(cls, config: DriverConfig, limits_rad: list[tuple[float, float]]) -> "ChunkExecutor":
+        """The executor a driver with ``config`` runs (the driver itself and the in-process harness)."""
+        return cls(limits_rad, config.max_step_rad, config.blend_steps, config.chunk_timeout_ms / 1e3,
+                   config.overrun_steps)
 
     @property
     def n_joints(self) -> int:

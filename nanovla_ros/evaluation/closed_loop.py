@@ -69,8 +69,7 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     monitor = SuccessMonitor(task, workcell)
     embedding = embeddings[task.instruction]
     driver = DriverConfig()
-    executor = ChunkExecutor(sim_calibration(workcell).limits_rad(driver.joint_names), driver.max_step_rad,
-                             driver.blend_steps, driver.chunk_timeout_ms / 1e3, driver.overrun_steps)
+    executor = ChunkExecutor.from_config(driver, sim_calibration(workcell).limits_rad(driver.joint_names))
     executor.reset(workcell.joint_positions.astype(np.float64))
     dt_s = 1.0 / workcell.config.control_rate_hz
     last = workcell.joint_positions.astype(np.float64)

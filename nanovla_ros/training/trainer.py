@@ -128,10 +128,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
     if config.init_from:  # fine-tuning: the checkpoint's weights and normalisation
         from nanovla_ros.configuration import ConfigError
-        from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+        from nanovla_ros.model.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(config.init_from)
-        lineage = json.loads(read_metadata(config.init_from).get("extra", "{}"))  # how the starting point was made
+        model, lineage = load_checkpoint(config.init_from)  # lineage: how the starting point was made
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
                       ("image_size", config.image_size), ("image_stride", config.image_stride),
