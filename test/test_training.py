@@ -71,6 +71,8 @@ def test_fine_tuning_keeps_the_model_and_records_where_it_started(dataset, tmp_p
     assert model.config.dropout == 0.2  # the starting checkpoint's model, not TrainConfig's
     assert extra["train"]["init_from"] == str(start) and extra["step"] == 3
     assert extra["init"] == load_checkpoint(start)[1]  # its lineage travels with it (the shipped one was fine-tuned)
+    history = json.loads((tmp_path / "fine" / "history.json").read_text())
+    assert history["model"]["dropout"] == 0.2 and history["config"]["dropout"] == 0.1  # what ran, and what was asked
 
 
 def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):

@@ -40,8 +40,9 @@ class TrainConfig:
                                        "no better (README, diagnosis 7); with the task head it did worse in closed "
                                        "loop (run 13: 60 / 400 against 83 / 400).")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
-    init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights and "
-                               "normalisation are kept; image_size, cameras and horizon must match it.")
+    init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights, its "
+                               "normalisation and its model settings (task head, dropout, FiLM, ...: history.json's "
+                               "\"model\" records them) are kept; image_size, cameras and horizon must match it.")
     cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "
                                                  "shows the cube between the jaws, where the front view is coarse).")
 

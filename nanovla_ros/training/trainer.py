@@ -157,7 +157,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                                 targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history = {"train": [], "val": [], "config": config.to_dict(), "train_episodes": len(train_eps),
+    # "model": the settings in force; fine-tuning keeps the checkpoint's (task head, dropout, ...), whatever the
+    # run's own fields say, so "config" alone would misreport such a run.
+    history = {"train": [], "val": [], "config": config.to_dict(), "model": model.config.to_dict(),
+               "train_episodes": len(train_eps),
                "val_episodes": len(val_eps), "train_samples": train_data.n}
     step, best = 0, float("inf")
     state_path = out / "last_state.pt"
