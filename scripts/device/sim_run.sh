@@ -8,9 +8,9 @@
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
 #          A call carries 64 MiB with the tracked tree (27 MB since the checkpoint ships), so split it:
 #          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
-#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=300 DAGGER_TASKS="pick_place stack" LABEL=30 dagger`
-#          carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one, carried
-#          or made on this machine), `progress` in a loop, and `RUNS=s:dagger finish`
+#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=800 DAGGER_TASKS="pick_place stack" DEPS=200 ROUNDS=2
+#          dagger` carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one,
+#          carried or made on this machine), `progress` in a loop, and `RUNS="dagger1=s:x dagger2=s:x" finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
 #                                                    RUNS="s:front s:front,wrist l:front,wrist:16": variant:cameras[:stride],
 #                                                    stride 32 (default) or 16, the image feature map the model reads;
@@ -44,25 +44,34 @@ setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a
 case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 dagger)
-  # DAgger episodes of CKPT (default: the shipped checkpoint; nanovla_ros.sim.dagger) on DAGGER_TASKS, aggregated
-  # with DEMO_EPS fresh expert episodes of every task (seeds 14000+, so the other tasks are not forgotten; 0: DAgger
-  # data only), then fine-tune CKPT on both.
-  # Time it: a DAgger episode took ~1.3 s of the machine with LABEL=50 (15 workers), most of it the expert's IK
-  # for the labels, so LABEL=30 (h = 10 runs anyway) and the failing tasks only go further.
+  # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
+  # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds 14000+, so the other tasks
+  # are not forgotten; 0: DAgger data only). Round r: DEPS episodes per task driven by the last round's policy
+  # (seeds 20000 + 1000 (r - 1)), labelled by the expert; then fine-tune the last round's model on everything so
+  # far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to $RUN/dagger<r>.safetensors for the next round.
+  # Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish`.
+  # Time it (H100, 15 workers, LABEL=30): 400 DAgger episodes in 3.5-4.7 min, 1000 expert episodes in 1.4 min,
+  # features ~40 s, 2000-2500 training steps at ~9 steps/s with 26-42k samples (run 17-18, README).
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
-  cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/init.safetensors || exit 1
-  cat > $RUN/job.sh <<JOB
-cd $CODE
-$([ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push touch \\
-  --episodes $DEMO_EPS --first-seed 14000 --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front wrist --out $SIM \\
-  --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1")
-python3 -m nanovla_ros.cli collect --dagger $RUN/init.safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} --episodes ${DEPS:-100} \
-  --first-seed 20000 --sample-every ${EVERY:-10} --label-steps ${LABEL:-50} --device cuda --table-dir $SIM/cache --out $SIM \
-  --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect.txt 2>&1
-python3 -c "from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, image_size=${IMG:-320}, cameras=('front', 'wrist'))" > $RUN/log_features.txt 2>&1
-python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/init.safetensors --out $RUN/s_dagger \
-  --image-size ${IMG:-320} --steps ${STEPS:-1500} --lr ${LR:-3e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_s_dagger.txt 2>&1
-JOB
+  cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/dagger0.safetensors || exit 1
+  {
+    echo "cd $CODE"
+    [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
+  touch --episodes $DEMO_EPS --first-seed 14000 --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
+  wrist --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
+    for r in $(seq 1 "${ROUNDS:-1}"); do
+      echo "python3 -m nanovla_ros.cli collect --dagger $RUN/dagger$((r - 1)).safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} \
+  --episodes ${DEPS:-100} --first-seed $((20000 + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} --device cuda \
+  --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
+      echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
+  image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
+      echo "python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
+  --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
+  --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
+      echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
+  $RUN/dagger$r.safetensors > /dev/null 2>&1"
+    done
+  } > $RUN/job.sh
   setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
   sleep 20 ;;
 start)
