@@ -265,6 +265,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"[evaluate] {r['kind']:<10} {r['split']:<7} {r['successes']:>3}/{r['episodes']:<3} = {r['rate']:.0%} "
               f"(95% CI {r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}); inference p50 {r['inference_ms_p50']:.1f} ms")
+        if r["stages"]:
+            stages = ", ".join(f"{name} {count}" for name, count in r["stages"].items())
+            print(f"[evaluate]   {stages}; closest approach of the jaws' centre to the cube's centre: "
+                  f"median {r['closest_cm_p50']:.1f} cm")
     print(f"[evaluate] results: {out}")
     return 0
 

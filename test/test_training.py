@@ -96,6 +96,9 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     assert steps.max() <= 0.05 + 1e-9
     rows = summarise([result, result])
     assert rows[0]["episodes"] == 2 and rows[0]["successes"] == 2 * int(result.success)
+    # How far it got (nanovla_ros.sim.outcome): a touch ends in one of its three stages, counted per row.
+    assert result.outcome["stage"] in ("success", "touched another cube", "missed")
+    assert rows[0]["stages"] == {result.outcome["stage"]: 2} and rows[0]["closest_cm_p50"] > 0
 
 
 def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):

@@ -33,6 +33,7 @@ class EpisodeResult:
     success: bool
     steps: int
     inference_ms: list[float] = field(default_factory=list)
+    outcome: dict | None = None  # nanovla_ros.sim.outcome.EpisodeOutcome as a dict: how far the episode got
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -59,6 +60,7 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected
+    from nanovla_ros.sim.outcome import OutcomeMonitor
     from nanovla_ros.sim.servo_bridge import sim_calibration
     from nanovla_ros.sim.tasks import SuccessMonitor, sample_layout, sample_task
 
@@ -66,7 +68,7 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     layout = sample_layout(rng)
     task = sample_task(rng, kind, split)
     workcell.place(layout.cubes, layout.squares)
-    monitor = SuccessMonitor(task, workcell)
+    monitor, outcome = SuccessMonitor(task, workcell), OutcomeMonitor(task, workcell)
     embedding = embeddings[task.instruction]
     driver = DriverConfig()
     executor = ChunkExecutor.from_config(driver, sim_calibration(workcell).limits_rad(driver.joint_names))
@@ -95,10 +97,13 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
         last = executor.step(step * dt_s, workcell.joint_positions.astype(np.float64)).positions
         workcell.step(last)
         monitor.update()
+        outcome.update()
         sustained = sustained + 1 if monitor.success() else 0
         if sustained >= SUSTAIN_STEPS:
             break
-    return EpisodeResult(kind, split, seed, task.instruction, sustained >= SUSTAIN_STEPS, step + 1, timings)
+    success = sustained >= SUSTAIN_STEPS
+    return EpisodeResult(kind, split, seed, task.instruction, success, step + 1, timings,
+                         asdict(outcome.outcome(success)))
 
 
 # --------------------------------------------------------------------------- several processes
@@ -196,9 +201,15 @@ def summarise(results: list[EpisodeResult]) -> list[dict]:
         wins = sum(r.success for r in rs)
         low, high = wilson_interval(wins, len(rs))
         latency = [t for r in rs for t in r.inference_ms]
+        outcomes = [r.outcome for r in rs if r.outcome]
+        stages: dict[str, int] = {}
+        for o in outcomes:
+            stages[o["stage"]] = stages.get(o["stage"], 0) + 1
         rows.append({"kind": kind, "split": split, "episodes": len(rs), "successes": wins, "rate": wins / len(rs),
                      "ci95": [low, high], "inference_ms_p50": float(np.percentile(latency, 50)) if latency else None,
-                     "inference_ms_p95": float(np.percentile(latency, 95)) if latency else None})
+                     "inference_ms_p95": float(np.percentile(latency, 95)) if latency else None,
+                     "stages": dict(sorted(stages.items(), key=lambda kv: -kv[1])),
+                     "closest_cm_p50": float(np.median([o["closest_cm"] for o in outcomes])) if outcomes else None})
     return rows
 
 

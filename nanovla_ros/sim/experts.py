@@ -63,8 +63,7 @@ class ScriptedExpert:
 
     # --- geometry
     def grasp_point(self) -> np.ndarray:
-        d = self.w.data
-        return d.site_xpos[self._site] + d.site_xmat[self._site].reshape(3, 3) @ self._offset
+        return self.w.grasp_point()
 
     def _make_plan(self) -> list[Waypoint]:
         t, w = self.task, self.w

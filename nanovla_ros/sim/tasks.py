@@ -101,6 +101,20 @@ def sample_task(rng: np.random.Generator, kind: str | None = None, split: str = 
     return Task(kind, cube, target, text, split)
 
 
+def arm_geoms(model: mujoco.MjModel) -> set[int]:
+    """The geoms of the arm (everything below its shoulder body): a contact of one of them with a cube is a touch."""
+    root = model.body("shoulder").id
+
+    def descends(body: int) -> bool:
+        while body > 0:
+            if body == root:
+                return True
+            body = model.body_parentid[body]
+        return False
+
+    return {g for g in range(model.ngeom) if descends(model.geom_bodyid[g])}
+
+
 @dataclass
 class SuccessMonitor:
     """Watches an episode step by step (touch needs history) and says whether the task is done."""
@@ -112,18 +126,8 @@ class SuccessMonitor:
 
     def __post_init__(self) -> None:
         self.start = {c: self.workcell.cube_position(c) for c in CUBE_COLOURS}
-        m = self.workcell.model
-        self._cube_geom = m.geom(f"cube_{self.task.cube}").id
-        arm_root = m.body("shoulder").id
-        self._arm_geoms = {g for g in range(m.ngeom) if self._descends(m, m.geom_bodyid[g], arm_root)}
-
-    @staticmethod
-    def _descends(model: mujoco.MjModel, body: int, root: int) -> bool:
-        while body > 0:
-            if body == root:
-                return True
-            body = model.body_parentid[body]
-        return False
+        self._cube_geom = self.workcell.model.geom(f"cube_{self.task.cube}").id
+        self._arm_geoms = arm_geoms(self.workcell.model)
 
     def update(self) -> None:
         """Call after every control step."""

