@@ -50,7 +50,8 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("wrist_camera_device", "/dev/video2", "V4L2 device of the wrist camera (camera_source:=v4l2)."),
     LaunchArgument("checkpoint", "", "NanoVLA-S checkpoint for the policy (empty = none: the policy stays idle; "
                                      "shipped = the package's workcell-trained one, for workcell:=true)."),
-    LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none)."),
+    LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none; with a checkpoint "
+                                           "but none here the instruction encoder loads only the small backbone)."),
     LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
@@ -167,6 +168,11 @@ def node_parameter_overrides(spec: NodeSpec, arguments: dict[str, str]) -> dict[
     the workcell to create it, as it would for a USB adapter being plugged in).
     """
     overrides = {p: _typed(a, arguments[a]) for p, a in spec.argument_parameters.items() if arguments.get(a, "") != ""}
+    small_policy_only = arguments.get("checkpoint", "") and not arguments.get("checkpoint_large", "")
+    if spec.name == "instruction_encoder" and small_policy_only:
+        # A policy without a large checkpoint has no use for Gemma's features: loading it cost 7 s of a 2-core
+        # CPU and ~0.5 GB at start-up, while the policy loaded beside it (stale frames and chunks at first).
+        overrides["backbones"] = ["small"]
     if _true(arguments.get("workcell", "false")):
         paths = workcell_paths(arguments)
         wrist = _true(arguments.get("wrist_camera", "false"))

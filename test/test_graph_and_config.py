@@ -108,6 +108,17 @@ def test_checkpoint_shipped_names_the_packaged_one_and_the_wrist_camera_follows_
     assert resolve_arguments({})["checkpoint"] == ""  # never a simulation-trained policy on a real arm by default
 
 
+def test_the_instruction_encoder_loads_gemma_only_for_a_large_checkpoint():
+    from nanovla_ros.graph import NODES, node_parameter_overrides
+
+    encoder = next(s for s in NODES if s.name == "instruction_encoder")
+    small_only = resolve_arguments({"checkpoint": "s.safetensors"})
+    assert node_parameter_overrides(encoder, small_only) == {"backbones": ["small"]}
+    both = resolve_arguments({"checkpoint": "s.safetensors", "checkpoint_large": "l.safetensors"})
+    assert "backbones" not in node_parameter_overrides(encoder, both)  # the parameter file's: small and large
+    assert "backbones" not in node_parameter_overrides(encoder, resolve_arguments({}))  # no policy: the file's
+
+
 def test_router_placeholder_uses_the_default_unless_a_backbone_is_requested():
     router = BackboneRouter(RouterConfig(default_backbone="small", threshold=0.7))
     auto = router.route("touch the red cube", "auto")
