@@ -16,9 +16,12 @@ from nanovla_ros.sim.workcell import CUBE_HALF_M, TABLE_Z, Workcell
 ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 APPROACH_AXIS, JAW_AXIS = 0, 2  # gripperframe: x out along the jaws, z from the fixed to the moving jaw
 JAW_DIRECTION = np.array([0.0, 1.0, 0.0])  # jaws close along world y on an axis-aligned cube
-GRIPPER_OPEN, GRIPPER_CLOSED = 0.8, 0.3  # radians. 0.46 rad = pads 40 mm apart; the cube is 30 mm.
-# A grasp target just past contact squeezes enough to lift; closing harder wedges the cube into the moving
-# jaw, which then drags it off its goal on release (seen: stack 1/10 at -0.15 rad, 10/10 at 0.3).
+GRIPPER_OPEN, GRIPPER_CLOSED = 0.8, 0.25  # radians. 0.46 rad = pads 40 mm apart; the cube is 30 mm.
+# The closed target sits well inside what holds the cube (README, diagnosis 12; 65-80 seeds per level). Less
+# closed lets the cube slip out on the way: pick_place 11/65 and stack 0/15 at 0.4. Much harder wedges the cube
+# into the moving jaw, which drags it off its goal on release: stack 73 % at 0.1, 86 % at 0.2, 94 % at 0.25,
+# 96 % at 0.3 (1/10 at -0.15). A policy's gripper command runs ~0.05-0.15 rad more open than its
+# demonstrations' (it averages towards the open jaw): at the earlier 0.3 that dropped cubes in flight.
 GRIPPER_FIST = -0.15  # jaws shut, for touching and pushing
 GRIPPER_RELEASE = 0.8  # fully open, but slowly (gripper_ramp_steps): a fast swing of the jaw drags the cube along
 HOVER_M, LIFT_M = 0.07, 0.07  # heights above the table for the grasp point
@@ -84,8 +87,12 @@ class ScriptedExpert:
             push_z = grasp_z
             return [Waypoint(above(start, HOVER_M), GRIPPER_FIST),
                     Waypoint(above(start, push_z), GRIPPER_FIST),
-                    Waypoint(above(end, push_z), GRIPPER_FIST, timeout_steps=90),
-                    Waypoint(above(end, HOVER_M), GRIPPER_FIST)]
+                    # No waiting for the arm at the end of the push and above it: near the reach limit the arm
+                    # stalls short of these targets, and the expert used to wait there until its timeouts (71 and
+                    # 54 steps, median) with the arm still: the pattern that taught policies to stop (point 9 of
+                    # the README's diagnosis, at the grasp).
+                    Waypoint(above(end, push_z), GRIPPER_FIST, timeout_steps=90, wait_for_arm=False),
+                    Waypoint(above(end, HOVER_M), GRIPPER_FIST, wait_for_arm=False)]
         if t.kind == "pick_place":
             goal, place_z = w.square_position(t.target), grasp_z + 0.003
         else:  # stack
