@@ -82,8 +82,9 @@ class ScriptedExpert:
         if t.kind == "push":
             direction = np.r_[DIRECTIONS[t.target], 0.0]
             start = cube - direction * (CUBE_HALF_M + 0.03)
-            # Overshoot: the contact face is behind the grasp point, and the IK falls short near the reach limit.
-            end = cube + direction * (PUSH_DISTANCE_M + (0.07 if t.target == "forward" else 0.045))
+            # Overshoot: the contact face is behind the grasp point, and the IK falls short near the reach limit
+            # (1 cm more since the push stopped waiting for the arm there: 46 -> 48 / 50 seeds).
+            end = cube + direction * (PUSH_DISTANCE_M + (0.08 if t.target == "forward" else 0.055))
             push_z = grasp_z
             return [Waypoint(above(start, HOVER_M), GRIPPER_FIST),
                     Waypoint(above(start, push_z), GRIPPER_FIST),
