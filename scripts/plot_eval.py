@@ -4,6 +4,10 @@ and the long-short chunking ablation (execute h of H_train = 100 vs fixed chunki
 
     python scripts/plot_eval.py --eval-dir out/eval --out-dir docs/eval
 Expects s.json, l.json (all tasks and splits), sweep_h<h>.json and fixed_H<h>.json (train split).
+
+    python scripts/plot_eval.py --outcomes "run 15=A.json" "run 17=B.json" --out-dir docs/eval
+plots how far the episodes of each results file got, per task (outcomes.png: the stages of
+nanovla_ros/sim/outcome.py, which every evaluation since run 17 records).
 """
 from __future__ import annotations
 
@@ -46,13 +50,50 @@ def table(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+STAGES = {  # in the order an episode gets through them, with a colour each
+    "success": "#2a9d5c", "lifted, not placed": "#8fd18f", "reached, not lifted": "#f2d06b",
+    "pushed short or off line": "#a8c8f0", "grasp missed": "#f0a35e", "touched another cube": "#d9534f",
+    "missed": "#9e9e9e"}
+
+
+def plot_outcomes(reports: dict[str, dict], path: Path) -> None:
+    """One horizontal bar per (task, results file): the share of its episodes ending in each stage."""
+    kinds = sorted({e["kind"] for rep in reports.values() for e in rep["episodes"]})
+    rows = [(k, name) for k in kinds for name in reports]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    for y, (kind, name) in enumerate(rows):
+        episodes = [e for e in reports[name]["episodes"] if e["kind"] == kind and e.get("outcome")]
+        left = 0.0
+        for stage, colour in STAGES.items():
+            share = sum(e["outcome"]["stage"] == stage for e in episodes) / max(1, len(episodes))
+            if share:
+                ax.barh(y, share, left=left, color=colour, edgecolor="white",
+                        label=stage if stage not in ax.get_legend_handles_labels()[1] else None)
+                ax.text(left + share / 2, y, f"{round(share * len(episodes))}", ha="center", va="center", fontsize=7)
+                left += share
+    ax.set_yticks(range(len(rows)), [f"{kind} ({name}, {sum(e['kind'] == kind for e in reports[name]['episodes'])})"
+                                     for kind, name in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of episodes, by how far they got (counts in the bars)")
+    ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--eval-dir", default="out/eval")
     parser.add_argument("--out-dir", default="docs/eval")
+    parser.add_argument("--outcomes", nargs="+", metavar="NAME=JSON", help="results files to compare stage by stage")
     args = parser.parse_args()
     eval_dir, out = Path(args.eval_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.outcomes:
+        plot_outcomes({spec.split("=", 1)[0]: load(Path(spec.split("=", 1)[1])) for spec in args.outcomes},
+                      out / "outcomes.png")
+        print(f"plot: {out / 'outcomes.png'}")
+        return
     reports = {name: r for name, r in (("NanoVLA-S", load(eval_dir / "s.json")), ("NanoVLA-L", load(eval_dir / "l.json"))) if r}
     if reports:
         print(table(reports))
