@@ -154,7 +154,7 @@ def _init_dagger_worker(checkpoint: str, embeddings: dict, device: str) -> None:
     _WORKER.update(workcell=Workcell(), policy=NanoVLAPolicy(model).to(device), embeddings=embeddings)
 
 
-def _one_dagger_episode(job: tuple) -> tuple[str, bool]:
+def _one_dagger_episode(job: tuple) -> tuple[str, str, str]:
     from nanovla_ros.data.demos import write_shard
     from nanovla_ros.sim.dagger import dagger_episode
 
@@ -163,7 +163,7 @@ def _one_dagger_episode(job: tuple) -> tuple[str, bool]:
                              sample_every=sample_every, label_steps=label_steps)
     name = f"dagger_{episode_name(kind, split, seed)}"
     write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
-    return name, episode["success"]
+    return name, kind, episode["metadata"]["policy_stage"]
 
 
 def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
@@ -188,9 +188,16 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
             for s in range(first_seed, first_seed + episodes)
             if not (shards / f"dagger_{episode_name(k, split, s)}.npz").exists()]
     build_model()
-    results = []
+    stages: dict[str, dict[str, int]] = {}  # kind -> how far the policy got (nanovla_ros.sim.outcome) -> episodes
     with mp.get_context("spawn").Pool(max(1, workers), _init_dagger_worker, (checkpoint, embeddings, device)) as pool:
-        for name, ok in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs), desc="DAgger episodes"):
-            results.append(ok)
-    print(f"[collect] {len(results)} DAgger episodes written to {shards}; the policy succeeded in {sum(results)}")
+        for _, kind, stage in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs),
+                                   desc="DAgger episodes"):
+            stages.setdefault(kind, {}).setdefault(stage, 0)
+            stages[kind][stage] += 1
+    wins = sum(by.get("success", 0) for by in stages.values())
+    print(f"[collect] {sum(sum(by.values()) for by in stages.values())} DAgger episodes written to {shards}; "
+          f"the policy succeeded in {wins}")
+    for kind, by in sorted(stages.items()):
+        counts = sorted(by.items(), key=lambda kv: -kv[1])
+        print(f"[collect]   {kind}: " + ", ".join(f"{stage} {n}" for stage, n in counts))
     return 0

@@ -185,6 +185,7 @@ def test_dagger_labels_are_the_experts_and_leave_the_episode_alone(workcell, tmp
     assert episode["actions"].shape == (24, 6)
     np.testing.assert_array_equal(episode["action_index"], [0, 8, 16])
     np.testing.assert_array_equal(episode["action_end"], [7, 15, 23])  # each sample's targets end with its label
+    assert episode["metadata"]["policy_stage"] in ("success", "touched another cube", "missed")  # how far it got
     from nanovla_ros.data.demos import load_demonstrations, write_shard
 
     (tmp_path / "shards").mkdir()

@@ -85,5 +85,5 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
             "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "cube_colours": list(CUBE_COLOURS), "source": "dagger",
-                         "policy_success": str(result.success).lower(),
+                         "policy_success": str(result.success).lower(), "policy_stage": result.outcome["stage"],
                          "label_horizon": horizon, "sample_every": sample_every}}
