@@ -154,7 +154,8 @@ def _init_dagger_worker(checkpoint: str, embeddings: dict, device: str) -> None:
     _WORKER.update(workcell=Workcell(), policy=NanoVLAPolicy(model).to(device), embeddings=embeddings)
 
 
-def _one_dagger_episode(job: tuple) -> tuple[str, str, str]:
+def _one_dagger_episode(job: tuple) -> tuple[str, str]:
+    """Runs and writes one DAgger episode; returns (task kind, how far the policy got)."""
     from nanovla_ros.data.demos import write_shard
     from nanovla_ros.sim.dagger import dagger_episode
 
@@ -163,7 +164,7 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str, str]:
                              sample_every=sample_every, label_steps=label_steps)
     name = f"dagger_{episode_name(kind, split, seed)}"
     write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
-    return name, kind, episode["metadata"]["policy_stage"]
+    return kind, episode["metadata"]["policy_stage"]
 
 
 def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
@@ -190,8 +191,8 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
     build_model()
     stages: dict[str, dict[str, int]] = {}  # kind -> how far the policy got (nanovla_ros.sim.outcome) -> episodes
     with mp.get_context("spawn").Pool(max(1, workers), _init_dagger_worker, (checkpoint, embeddings, device)) as pool:
-        for _, kind, stage in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs),
-                                   desc="DAgger episodes"):
+        for kind, stage in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs),
+                                desc="DAgger episodes"):
             stages.setdefault(kind, {}).setdefault(stage, 0)
             stages[kind][stage] += 1
     wins = sum(by.get("success", 0) for by in stages.values())
