@@ -51,7 +51,8 @@ def table(reports: dict[str, dict]) -> str:
 
 
 STAGES = {  # in the order an episode gets through them, with a colour each
-    "success": "#2a9d5c", "lifted, not placed": "#8fd18f", "reached, not lifted": "#f2d06b",
+    "success": "#2a9d5c", "lifted, not placed": "#8fd18f", "lifted, dropped": "#b6a0d8",
+    "reached, not lifted": "#f2d06b",
     "pushed short or off line": "#a8c8f0", "grasp missed": "#f0a35e", "touched another cube": "#d9534f",
     "missed": "#9e9e9e"}
 

@@ -59,9 +59,17 @@ def test_jaws_around_the_cube_but_never_closed_are_reached_not_lifted(workcell):
     assert o.stage == "reached, not lifted" and o.closest_cm <= 1.0 and not o.lifted
 
 
+def test_a_cube_that_slips_out_of_the_jaws_is_lifted_dropped(workcell, monkeypatch):
+    from nanovla_ros.sim import experts
+
+    monkeypatch.setattr(experts, "GRIPPER_CLOSED", 0.4)  # too open to hold it: it slips out on the way
+    _, o = _run(workcell, "pick_place", 0)
+    assert o.stage == "lifted, dropped" and o.lifted and o.dropped
+
+
 def test_a_cube_carried_but_not_put_down_is_lifted_not_placed(workcell):
     _, o = _run(workcell, "stack", 2001, until_waypoint=5)  # stopped at lift height over the other cube
-    assert o.stage == "lifted, not placed" and o.lifted
+    assert o.stage == "lifted, not placed" and o.lifted and not o.dropped
 
 
 def test_an_arm_that_never_moves_missed(workcell):

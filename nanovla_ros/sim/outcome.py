@@ -7,8 +7,9 @@ the stage where the episode stopped:
 - push: ``success``, ``touched another cube``, ``missed`` or ``pushed short or off line`` (the named cube was
   touched but did not end ``PUSH_DISTANCE_M`` along the direction);
 - pick_place and stack: ``success``, ``grasp missed`` (the point between the jaws never came within
-  ``REACH_M`` of the cube's centre: the jaws forgive about 1 cm), ``reached, not lifted`` or ``lifted, not
-  placed``.
+  ``REACH_M`` of the cube's centre: the jaws forgive about 1 cm), ``reached, not lifted``, ``lifted, dropped``
+  (the cube came down with the jaws away from it: it slipped out in flight, or fell off the other cube) or
+  ``lifted, not placed`` (put down or still held away from its goal).
 
 It also records the closest the point between the jaws came to the named cube's centre, the cubes the arm
 touched, and how far the named cube ended from its goal (the x, y of ``task_positions``). These turn README
@@ -25,6 +26,7 @@ from nanovla_ros.sim.workcell import CUBE_COLOURS, CUBE_HALF_M, TABLE_Z, Workcel
 
 REACH_M = 0.01  # the jaws close around a cube whose centre is within about this of the point between them
 LIFT_M = 0.01  # a cube this far above its resting height has been lifted
+DROP_M = 0.025  # a lifted cube coming back down with the jaws' centre this far from it fell rather than was put down
 
 
 @dataclass
@@ -33,6 +35,7 @@ class EpisodeOutcome:
     closest_cm: float  # nearest the point between the jaws came to the named cube's centre
     touched: list[str]  # cubes the arm touched, sorted
     lifted: bool  # the named cube was lifted (above the table by LIFT_M)
+    dropped: bool  # ... and came down with the jaws away from it (DROP_M)
     final_to_goal_cm: float | None  # the named cube's x, y from its goal at the end (None for touch)
 
 
@@ -47,12 +50,16 @@ class OutcomeMonitor:
         self._start = {c: workcell.cube_position(c) for c in CUBE_COLOURS}
         self._closest_m = float("inf")
         self._touched: set[str] = set()
-        self._lifted = False
+        self._lifted = self._up = self._dropped = False
 
     def update(self) -> None:
         cube = self.w.cube_position(self.task.cube)
-        self._closest_m = min(self._closest_m, float(np.linalg.norm(self.w.grasp_point() - cube)))
-        self._lifted |= bool(cube[2] > TABLE_Z + CUBE_HALF_M + LIFT_M)
+        distance = float(np.linalg.norm(self.w.grasp_point() - cube))
+        self._closest_m = min(self._closest_m, distance)
+        up = bool(cube[2] > TABLE_Z + CUBE_HALF_M + LIFT_M)
+        self._dropped |= self._up and not up and distance > DROP_M  # came down out of the jaws
+        self._lifted |= up
+        self._up = up
         data = self.w.data
         for i in range(data.ncon):
             a, b = int(data.contact[i].geom1), int(data.contact[i].geom2)
@@ -67,7 +74,7 @@ class OutcomeMonitor:
             goal = task_positions(t, self.w, self._start)[2:]
             final = round(100 * float(np.linalg.norm(self.w.cube_position(t.cube)[:2] - goal)), 1)
         return EpisodeOutcome(self._stage(success), round(100 * self._closest_m, 1), sorted(self._touched),
-                              self._lifted, final)
+                              self._lifted, self._dropped, final)
 
     def _stage(self, success: bool) -> str:
         t = self.task
@@ -77,6 +84,8 @@ class OutcomeMonitor:
             if t.cube in self._touched:
                 return "pushed short or off line"  # touch succeeds on contact: only a push gets here
             return "touched another cube" if self._touched else "missed"
+        if self._dropped:
+            return "lifted, dropped"
         if self._lifted:
             return "lifted, not placed"
         return "reached, not lifted" if self._closest_m <= REACH_M else "grasp missed"
