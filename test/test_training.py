@@ -178,6 +178,7 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
                                     task_loss_weight=1.0))
     history = json.loads((tmp_path / "run_task" / "history.json").read_text())
     assert history["val"][-1]["task_cube_cm"] > 0 and history["val"][-1]["query_cube_cm"] > 0
+    assert history["val"][-1]["task_goal_cm"] > 0
     assert 0 <= history["val"][-1]["query_nearest"] <= 1
     assert load_checkpoint(head)[0].task_std.min() > 0
     from nanovla_ros.configuration import ConfigError

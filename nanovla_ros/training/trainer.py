@@ -180,10 +180,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     query_generator = torch.Generator(device=device).manual_seed(config.seed)  # the same queries each validation
 
     def validate() -> tuple[float, dict]:
-        """(action L1, normalised, z = 0 as deployed; the task head's figures: median error to the named cube, cm,
-        and for colour queries the median error and how often the answer is nearest the asked cube)."""
+        """(action L1, normalised, z = 0 as deployed; the task head's figures: median error to the named cube and to
+        its goal, cm, and for colour queries the median error and how often the answer is nearest the asked cube)."""
         model.eval()
-        losses, cube_errors, query_errors, query_hits = [], [], [], []
+        losses, cube_errors, goal_errors, query_errors, query_hits = [], [], [], [], []
         query_generator.manual_seed(config.seed)
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
@@ -200,6 +200,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                     xy = model.predict_task_xy(b["image_features"][placed], b["instruction"][placed],
                                                b["state"][placed])  # (b, 4)
                     cube_errors.append((xy[:, :2].float() - b["task_xy_m"][placed, :2]).norm(dim=-1))
+                    goal_errors.append((xy[:, 2:].float() - b["task_xy_m"][placed, 2:]).norm(dim=-1))
                 if "query_xy_m" in b:
                     cubes = val_data.cubes_xy_m[idx]  # (b, K, 2)
                     placed = torch.isfinite(cubes).all(dim=-1).all(dim=-1)
@@ -213,6 +214,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         head = {}
         if cube_errors:
             head["task_cube_cm"] = float(torch.cat(cube_errors).median()) * 100
+            head["task_goal_cm"] = float(torch.cat(goal_errors).median()) * 100
         if query_errors:
             head["query_cube_cm"] = float(torch.cat(query_errors).median()) * 100
             head["query_nearest"] = float(torch.cat(query_hits).mean())
@@ -263,7 +265,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                     if bar is not None:
                         words = ""
                         if "task_cube_cm" in head:
-                            words += f"; task head: named cube within {head['task_cube_cm']:.1f} cm (median)"
+                            words += (f"; task head: named cube within {head['task_cube_cm']:.1f} cm, its goal within "
+                                      f"{head['task_goal_cm']:.1f} cm (medians)")
                         if "query_cube_cm" in head:
                             words += (f", colour queries {head['query_cube_cm']:.1f} cm, nearest the asked cube "
                                       f"{100 * head['query_nearest']:.0f} %")
