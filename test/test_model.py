@@ -316,6 +316,16 @@ def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
     _, wrong = model(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.randn(4, 6), torch.randn(4, 8, 6),
                      query_instruction=words[[1, 1, 0, 0]], query_xy_m=places[[0, 0, 1, 1], :2])
     assert float(wrong["query"]) > 3 * float(loss["query"])  # answering for the episode's own cube is wrong
+    # Goal queries: (B, 4), the goal half unknown (NaN) for some: each value counts where it is known.
+    model.eval()
+    memory, _ = model.encode(torch.randn(4, 1280, 2, 2), words[[0, 0, 1, 1]], torch.zeros(4, 6),
+                             torch.zeros(4, model.config.latent_dim))
+    half = places[[1, 1, 0, 0]].clone()
+    half[:, 2:] = float("nan")
+    torch.testing.assert_close(model.task_error(memory, half), model.task_error(memory, places[[1, 1, 0, 0], :2]))
+    right, other = model.task_error(memory, places[[0, 0, 1, 1]]), model.task_error(memory, places[[1, 1, 0, 0]])
+    assert float(other) > 3 * float(right)  # the goal half counts: the other instruction's places are far off
+    model.train()
     with pytest.raises(ValueError, match="no task head"):
         NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).predict_task_xy(torch.randn(1, 1280, 2, 2), words[:1],
                                                                          torch.zeros(1, 6))

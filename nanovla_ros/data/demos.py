@@ -267,6 +267,13 @@ class Demonstrations:
     # (E,) the index in that order of the cube each episode's instruction names; NaN / -1 where unknown.
     cubes_xy_m: np.ndarray | None = None
     named_cube: np.ndarray | None = None
+    # Goal queries: (E, S, 2) metres, each episode's target squares (in SQUARE_QUERY_COLOURS order; NaN unknown),
+    # and per episode where its instruction's goal is in any scene: the index of a cube (stack: the other cube;
+    # touch: the named one) or of a square (pick_place), -1 where neither (push, whose goal depends on where the
+    # cube started, and episodes without positions).
+    squares_xy_m: np.ndarray | None = None
+    goal_cube: np.ndarray | None = None
+    goal_square: np.ndarray | None = None
 
     def frames_of(self, camera: str) -> JpegFrames:
         if camera == "front":
@@ -333,6 +340,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
             metas.append(meta)
     if not instructions:
         raise DatasetError(f"no shards in {str(out_dir)!r}: build the dataset first (nanovla dataset build)")
+    squares, goal_cube, goal_square = goal_references(metas, named_cube)
     return Demonstrations(JpegFrames(np.concatenate(blobs), np.asarray(offsets, np.int64)), np.concatenate(frame_index),
                           np.concatenate(states), np.concatenate(actions), np.concatenate(action_index),
                           np.concatenate(action_end), np.concatenate(episode), instructions, metas,
@@ -340,4 +348,28 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
                            for c in extra}, np.concatenate(task_xy_m).astype(np.float32),
                           np.concatenate([np.full((len(s), 2 * (n_cubes or 0)), np.nan, np.float32) if c is None else c
                                           for c, s in zip(cubes_xy_m, states)]).astype(np.float32),
-                          np.asarray(named_cube, np.int64))
+                          np.asarray(named_cube, np.int64), squares, goal_cube, goal_square)
+
+
+SQUARE_QUERY_COLOURS = ("yellow", "white", "purple")  # the workcell's squares (nanovla_ros.sim.workcell)
+
+
+def goal_references(metas: list[dict], named_cube: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per episode: its squares (E, S, 2) and where its instruction's goal is (see ``Demonstrations``)."""
+    squares = np.full((len(metas), len(SQUARE_QUERY_COLOURS), 2), np.nan, np.float32)
+    goal_cube, goal_square = np.full(len(metas), -1, np.int64), np.full(len(metas), -1, np.int64)
+    for e, meta in enumerate(metas):
+        known = meta.get("squares_xy_m") or {}
+        for k, colour in enumerate(SQUARE_QUERY_COLOURS):
+            if colour in known:
+                squares[e, k] = known[colour]
+        colours, kind, target = meta.get("cube_colours", []), meta.get("task_kind"), meta.get("target")
+        if named_cube[e] < 0:
+            continue
+        if kind == "touch":
+            goal_cube[e] = named_cube[e]
+        elif kind == "stack" and target in colours:
+            goal_cube[e] = colours.index(target)
+        elif kind == "pick_place" and target in SQUARE_QUERY_COLOURS:
+            goal_square[e] = SQUARE_QUERY_COLOURS.index(target)
+    return squares, goal_cube, goal_square

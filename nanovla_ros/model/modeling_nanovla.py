@@ -330,8 +330,9 @@ class NanoVLA(nn.Module):
 
         Auxiliary task head (used when the model has one), NaN rows unknown: ``task_xy_m`` (B, 4) metres, the named
         cube's and its goal's x, y; ``query_instruction`` (B, L) another episode's instruction and ``query_xy_m``
-        (B, 2) the x, y in this scene of the cube it names (a colour query: the arm's motion says where the episode's
-        own cube is, not where another one is, so only the colour word answers it)."""
+        (B, 2) the x, y in this scene of the cube it names, or (B, 4) with its goal's x, y too (NaN where unknown): a
+        colour query; the arm's motion says where the episode's own cube and goal are, not where another
+        instruction's are, so only the colour words answer it."""
         c = self.config
         B = image_features.shape[0]
         state_n = self._state_n(state)
@@ -370,11 +371,11 @@ class NanoVLA(nn.Module):
 
     def task_error(self, memory: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         """Mean L1 of the task head (normalised units) against ``xy`` (B, 4), or (B, 2) for the named cube only,
-        over the rows that are known (finite)."""
+        over the values that are known (finite: a query may know its cube and not its goal)."""
         k = xy.shape[-1]
-        known = torch.isfinite(xy).all(dim=-1)  # (B,)
+        known = torch.isfinite(xy)  # (B, k)
         target_n = (torch.nan_to_num(xy) - self.task_mean[:k]) / self.task_std[:k]  # (B, k)
-        err = (self.task_head(memory[:, 0])[:, :k].float() - target_n).abs().mean(dim=-1)  # (B,)
+        err = (self.task_head(memory[:, 0])[:, :k].float() - target_n).abs()  # (B, k)
         return (err * known).sum() / known.sum().clamp(min=1)
 
     @torch.no_grad()

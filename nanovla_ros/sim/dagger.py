@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import Task, cube_positions, task_positions
+from nanovla_ros.sim.tasks import Task, cube_positions, square_positions, task_positions
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 
@@ -85,5 +85,6 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
             "instruction": task.instruction, "success": result.success,
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "cube_colours": list(CUBE_COLOURS), "source": "dagger",
+                         "squares_xy_m": square_positions(workcell),
                          "policy_success": str(result.success).lower(), "policy_stage": result.outcome["stage"],
                          "label_horizon": horizon, "sample_every": sample_every}}

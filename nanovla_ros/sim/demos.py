@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import SuccessMonitor, cube_positions, sample_layout, sample_task, task_positions
+from nanovla_ros.sim.tasks import (SuccessMonitor, cube_positions, sample_layout, sample_task, square_positions,
+                                   task_positions)
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`
@@ -87,5 +88,6 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
             "cubes_xy_m": np.stack(cubes), "instruction": task.instruction, "success": bool(monitor.success()),
             "metadata": {"task_kind": kind, "cube": task.cube, "target": task.target, "split": split, "seed": seed,
                          "cube_colours": list(CUBE_COLOURS), "source": "in_process_expert",
+                         "squares_xy_m": square_positions(workcell),
                          "task_success": str(bool(monitor.success())).lower(),
                          "sample_every": sample_every, "noise_std_rad": round(float(noise.std), 4)}}

@@ -182,6 +182,12 @@ def cube_positions(workcell: Workcell) -> np.ndarray:
     return np.concatenate([workcell.cube_position(c)[:2] for c in CUBE_COLOURS]).astype(np.float32)
 
 
+def square_positions(workcell: Workcell) -> dict[str, list[float]]:
+    """{colour: [x, y]} metres of the target squares (they do not move: one per episode, in its metadata; the task
+    head's goal queries ask where another instruction's square is in a scene)."""
+    return {c: [round(float(v), 5) for v in workcell.square_position(c)[:2]] for c in SQUARE_COLOURS}
+
+
 def all_instructions() -> list[str]:
     """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
     texts = set()

@@ -60,6 +60,15 @@ class DeviceBatches:
         named = demos.named_cube[episodes] if demos.named_cube is not None else np.zeros(0, np.int64)
         self.query_instruction = to(instruction_vectors[episodes[named >= 0]], torch.float32)  # (Q, L)
         self.query_cube = to(named[named >= 0], torch.long)  # (Q,)
+        # Goal queries: where that instruction's goal is in this scene (a square, or a cube), -1 unknown; the squares
+        # of each sample's episode (they do not move).
+        no_goal = np.full(len(demos.instructions), -1, np.int64)
+        goal_cube = demos.goal_cube if demos.goal_cube is not None else no_goal
+        goal_square = demos.goal_square if demos.goal_square is not None else no_goal
+        self.query_goal_cube = to(goal_cube[episodes[named >= 0]], torch.long)  # (Q,)
+        self.query_goal_square = to(goal_square[episodes[named >= 0]], torch.long)  # (Q,)
+        squares = demos.squares_xy_m[demos.episode[samples]] if demos.squares_xy_m is not None else None
+        self.squares_xy_m = to(squares, torch.float32) if squares is not None else None  # (N, S, 2)
         self.steps = torch.arange(horizon, device=device)
         self.n = len(samples)
 
@@ -78,9 +87,22 @@ class DeviceBatches:
         if generator is not None and self.has_queries:
             q = torch.randint(0, len(self.query_cube), (len(idx),), device=idx.device, generator=generator)
             out["query_instruction"] = self.query_instruction[q]
-            out["query_xy_m"] = self.cubes_xy_m[idx, self.query_cube[q]]  # (B, 2)
+            out["query_xy_m"] = torch.cat([self.cubes_xy_m[idx, self.query_cube[q]], self.query_goal(idx, q)], dim=-1)
             out["query_cube"] = self.query_cube[q]
         return out
+
+
+    def query_goal(self, idx: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """(B, 2) metres: where query instruction q's goal is in sample idx's scene (the other cube of a stack, the
+        named cube of a touch, the square of a pick-and-place), NaN where unknown (a push, no recorded squares)."""
+        goal = torch.full((len(idx), 2), float("nan"), device=idx.device)
+        cube, square = self.query_goal_cube[q], self.query_goal_square[q]
+        by_cube = cube >= 0
+        goal[by_cube] = self.cubes_xy_m[idx[by_cube], cube[by_cube]]
+        if self.squares_xy_m is not None:
+            by_square = square >= 0
+            goal[by_square] = self.squares_xy_m[idx[by_square], square[by_square]]
+        return goal
 
 
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
@@ -181,9 +203,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
 
     def validate() -> tuple[float, dict]:
         """(action L1, normalised, z = 0 as deployed; the task head's figures: median error to the named cube and to
-        its goal, cm, and for colour queries the median error and how often the answer is nearest the asked cube)."""
+        its goal, cm, and for colour queries the median error, how often the answer is nearest the asked cube, and
+        the median error to the queried instruction's goal)."""
         model.eval()
-        losses, cube_errors, goal_errors, query_errors, query_hits = [], [], [], [], []
+        losses, cube_errors, goal_errors, query_errors, query_hits, query_goal_errors = [], [], [], [], [], []
         query_generator.manual_seed(config.seed)
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
@@ -210,6 +233,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                     asked = b["query_cube"][placed]
                     query_errors.append(distances.gather(1, asked[:, None])[:, 0])
                     query_hits.append((distances.argmin(dim=1) == asked).float())
+                    goal = b["query_xy_m"][placed, 2:]
+                    known = torch.isfinite(goal).all(dim=-1)
+                    if bool(known.any()):
+                        answer = model.predict_task_xy(b["image_features"][placed][known],
+                                                       b["query_instruction"][placed][known],
+                                                       b["state"][placed][known])[:, 2:].float()
+                        query_goal_errors.append((answer - goal[known]).norm(dim=-1))
         model.train()
         head = {}
         if cube_errors:
@@ -218,6 +248,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if query_errors:
             head["query_cube_cm"] = float(torch.cat(query_errors).median()) * 100
             head["query_nearest"] = float(torch.cat(query_hits).mean())
+        if query_goal_errors:
+            head["query_goal_cm"] = float(torch.cat(query_goal_errors).median()) * 100
         return sum(losses) / val_data.n, head
 
     bar = None
@@ -270,6 +302,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                         if "query_cube_cm" in head:
                             words += (f", colour queries {head['query_cube_cm']:.1f} cm, nearest the asked cube "
                                       f"{100 * head['query_nearest']:.0f} %")
+                        if "query_goal_cm" in head:
+                            words += f", their goals {head['query_goal_cm']:.1f} cm"
                         bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f}){words}")
                 save_checkpoint(model, out / "last.safetensors", extra)
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
