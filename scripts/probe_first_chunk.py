@@ -6,7 +6,10 @@ scripted expert plans the same task; both chunks' command ``--step`` (forward ki
 is compared with the cubes: which cube each is nearest to (a confusion matrix, rows = the colour asked), the
 distance to the asked cube, and how far the policy's answers for the three colours lie apart in one scene
 (near zero: the instruction's colour is ignored). A model with a task head (``--task-loss-weight``) is also
-asked where it thinks the named cube is: the same confusion matrix and distance for the head's answer.
+asked where it thinks the named cube is: the same confusion matrix and distance for the head's answer, and
+where it thinks the goal is (README diagnosis 14): asked "put the <cube> cube in the <colour> square" for each
+square, which square its goal answer is nearest to (a confusion matrix) and how far from the asked one; asked
+"stack the <cube> cube on the <other> cube", how often its goal answer is nearest the other cube named.
 
     python scripts/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
 """
@@ -25,8 +28,8 @@ from nanovla_ros.evaluation.closed_loop import instruction_embeddings
 from nanovla_ros.model.checkpoint import load_checkpoint
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 from nanovla_ros.sim.dagger import expert_chunk
-from nanovla_ros.sim.tasks import Task, sample_layout
-from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
+from nanovla_ros.sim.tasks import TEMPLATES, Task, sample_layout
+from nanovla_ros.sim.workcell import CUBE_COLOURS, SQUARE_COLOURS, Workcell
 
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 
@@ -59,6 +62,13 @@ def main() -> None:
     confusion = {who: np.zeros((3, 3), int) for who in who_all}
     error = {who: [] for who in who_all}
     spread = []
+    goal_confusion, goal_error, stack_hits, stack_error = np.zeros((3, 3), int), [], [], []
+
+    def head_goal(views: dict, q: np.ndarray, text: str) -> np.ndarray:
+        features = policy.image_encoder(torch.from_numpy(np.stack([views[c] for c in model.config.cameras])))
+        return model.predict_task_xy(features[None], torch.from_numpy(embeddings[text])[None],
+                                     torch.from_numpy(q)[None])[0, 2:].numpy()
+
     for seed in range(args.first_seed, args.first_seed + args.scenes):
         layout = sample_layout(np.random.default_rng(seed))
         workcell.place(layout.cubes, layout.squares)
@@ -82,10 +92,29 @@ def main() -> None:
                 if who == "policy":
                     answers.append(point)
         spread.append(np.mean([np.linalg.norm(a - b) for a in answers for b in answers if a is not b]))
+        if model.task_head is not None:
+            cube = list(CUBE_COLOURS)[seed % len(CUBE_COLOURS)]
+            with torch.inference_mode():
+                for i, square in enumerate(SQUARE_COLOURS):
+                    goal = head_goal(views, q, TEMPLATES["pick_place"][0][0].format(cube=cube, target=square))
+                    distances = [np.linalg.norm(goal - np.asarray(layout.squares[c])) for c in SQUARE_COLOURS]
+                    goal_confusion[i, int(np.argmin(distances))] += 1
+                    goal_error.append(distances[i])
+                for other in (c for c in CUBE_COLOURS if c != cube):
+                    goal = head_goal(views, q, TEMPLATES["stack"][0][0].format(cube=cube, target=other))
+                    distances = {c: np.linalg.norm(goal - np.asarray(layout.cubes[c])) for c in CUBE_COLOURS if c != cube}
+                    stack_hits.append(min(distances, key=distances.get) == other)
+                    stack_error.append(distances[other])
     text = json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
                        "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
                        "median_distance_to_asked_cube_cm": {k: round(float(np.median(v)) * 100, 1) for k, v in error.items()},
-                       "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1)}, indent=1)
+                       "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1),
+                       **({"task_head_goal": {
+                           "pick_place_confusion_rows_asked_square_cols_nearest": goal_confusion.tolist(),
+                           "pick_place_median_distance_to_asked_square_cm": round(float(np.median(goal_error)) * 100, 1),
+                           "stack_nearest_the_named_other_cube": round(float(np.mean(stack_hits)), 2),
+                           "stack_median_distance_to_it_cm": round(float(np.median(stack_error)) * 100, 1)}}
+                          if goal_error else {})}, indent=1)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
