@@ -102,19 +102,20 @@ def main() -> None:
                     goal_error.append(distances[i])
                 for other in (c for c in CUBE_COLOURS if c != cube):
                     goal = head_goal(views, q, TEMPLATES["stack"][0][0].format(cube=cube, target=other))
-                    distances = {c: np.linalg.norm(goal - np.asarray(layout.cubes[c])) for c in CUBE_COLOURS if c != cube}
+                    distances = {c: np.linalg.norm(goal - np.asarray(layout.cubes[c]))
+                                 for c in CUBE_COLOURS if c != cube}
                     stack_hits.append(min(distances, key=distances.get) == other)
                     stack_error.append(distances[other])
+    cm = lambda values: round(float(np.median(values)) * 100, 1)  # noqa: E731
+    goal = {"pick_place_confusion_rows_asked_square_cols_nearest": goal_confusion.tolist(),
+            "pick_place_median_distance_to_asked_square_cm": cm(goal_error) if goal_error else None,
+            "stack_nearest_the_named_other_cube": round(float(np.mean(stack_hits)), 2) if stack_hits else None,
+            "stack_median_distance_to_it_cm": cm(stack_error) if stack_error else None}
     text = json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
                        "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
-                       "median_distance_to_asked_cube_cm": {k: round(float(np.median(v)) * 100, 1) for k, v in error.items()},
-                       "policy_answers_apart_across_colours_cm": round(float(np.median(spread)) * 100, 1),
-                       **({"task_head_goal": {
-                           "pick_place_confusion_rows_asked_square_cols_nearest": goal_confusion.tolist(),
-                           "pick_place_median_distance_to_asked_square_cm": round(float(np.median(goal_error)) * 100, 1),
-                           "stack_nearest_the_named_other_cube": round(float(np.mean(stack_hits)), 2),
-                           "stack_median_distance_to_it_cm": round(float(np.median(stack_error)) * 100, 1)}}
-                          if goal_error else {})}, indent=1)
+                       "median_distance_to_asked_cube_cm": {k: cm(v) for k, v in error.items()},
+                       "policy_answers_apart_across_colours_cm": cm(spread),
+                       **({"task_head_goal": goal} if goal_error else {})}, indent=1)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
