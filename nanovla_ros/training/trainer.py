@@ -91,7 +91,6 @@ class DeviceBatches:
             out["query_cube"] = self.query_cube[q]
         return out
 
-
     def query_goal(self, idx: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """(B, 2) metres: where query instruction q's goal is in sample idx's scene (the other cube of a stack, the
         named cube of a touch, the square of a pick-and-place), NaN where unknown (a push, no recorded squares)."""
@@ -227,19 +226,15 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 if "query_xy_m" in b:
                     cubes = val_data.cubes_xy_m[idx]  # (b, K, 2)
                     placed = torch.isfinite(cubes).all(dim=-1).all(dim=-1)
-                    xy = model.predict_task_xy(b["image_features"][placed], b["query_instruction"][placed],
-                                               b["state"][placed])[:, None, :2].float()  # (b, 1, 2)
-                    distances = (xy - cubes[placed]).norm(dim=-1)  # (b, K)
+                    answer = model.predict_task_xy(b["image_features"][placed], b["query_instruction"][placed],
+                                                   b["state"][placed]).float()  # (b, 4)
+                    distances = (answer[:, None, :2] - cubes[placed]).norm(dim=-1)  # (b, K)
                     asked = b["query_cube"][placed]
                     query_errors.append(distances.gather(1, asked[:, None])[:, 0])
                     query_hits.append((distances.argmin(dim=1) == asked).float())
                     goal = b["query_xy_m"][placed, 2:]
-                    known = torch.isfinite(goal).all(dim=-1)
-                    if bool(known.any()):
-                        answer = model.predict_task_xy(b["image_features"][placed][known],
-                                                       b["query_instruction"][placed][known],
-                                                       b["state"][placed][known])[:, 2:].float()
-                        query_goal_errors.append((answer - goal[known]).norm(dim=-1))
+                    known = torch.isfinite(goal).all(dim=-1)  # not for pushes, nor squares never recorded
+                    query_goal_errors.append((answer[known, 2:] - goal[known]).norm(dim=-1))
         model.train()
         head = {}
         if cube_errors:
@@ -248,7 +243,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if query_errors:
             head["query_cube_cm"] = float(torch.cat(query_errors).median()) * 100
             head["query_nearest"] = float(torch.cat(query_hits).mean())
-        if query_goal_errors:
+        if query_goal_errors and len(torch.cat(query_goal_errors)):
             head["query_goal_cm"] = float(torch.cat(query_goal_errors).median()) * 100
         return sum(losses) / val_data.n, head
 
