@@ -22,6 +22,30 @@ def _episode(workcell, kind, seed, split="train"):
     return task
 
 
+def _expert_arrivals(workcell, task, settle_steps):
+    """Run the expert with the driver's rate limit; return (success after ``settle_steps`` more steps, the last
+    command, and for every step on which the active waypoint's command had arrived: (its index, the waypoint, the
+    index after the step))."""
+    from nanovla_ros.sim.experts import ScriptedExpert
+
+    expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
+    arrivals, last = [], workcell.joint_positions
+    for _ in range(450):
+        index = expert._index
+        waypoint = expert._plan[index]
+        last = np.clip(expert.act(), last - 0.05, last + 0.05)
+        if isinstance(waypoint.position, np.ndarray) and np.linalg.norm(expert._command - waypoint.position) < 1e-9:
+            arrivals.append((index, waypoint, expert._index))
+        workcell.step(last)
+        monitor.update()
+        if expert.done:
+            break
+    for _ in range(settle_steps):
+        workcell.step(last)
+        monitor.update()
+    return monitor.success(), last, arrivals
+
+
 def _set_cube(workcell, colour, xyz):
     adr = workcell.model.joint(f"cube_{colour}").qposadr[0]
     workcell.data.qpos[adr:adr + 7] = [*xyz, 1, 0, 0, 0]
@@ -210,25 +234,13 @@ def test_the_experts_grip_holds_a_command_more_open_than_their_own(workcell, mon
 def test_the_push_expert_moves_on_when_its_command_arrives(workcell):
     """Near the reach limit the arm stalls short of the push's end; the expert used to wait there for its timeout
     (71 steps, median) and again above it (54), showing the arm standing still for ~4 s of each demonstration."""
-    from nanovla_ros.sim.experts import ScriptedExpert
-
     task = _episode(workcell, "push", 3)
-    expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
-    after_arrival, last = {}, workcell.joint_positions
-    for _ in range(450):
-        index = expert._index
-        waypoint = expert._plan[index]
-        last = np.clip(expert.act(), last - 0.05, last + 0.05)
-        if index >= 2 and np.linalg.norm(expert._command - waypoint.position) < 1e-9:
+    success, _, arrivals = _expert_arrivals(workcell, task, settle_steps=15)
+    after_arrival = {}
+    for index, _, _ in arrivals:
+        if index >= 2:
             after_arrival[index] = after_arrival.get(index, 0) + 1
-        workcell.step(last)
-        monitor.update()
-        if expert.done:
-            break
-    for _ in range(15):
-        workcell.step(last)
-        monitor.update()
-    assert monitor.success()
+    assert success
     assert after_arrival == {2: 1, 3: 1}, after_arrival  # one step each: the one on which it arrived
 
 
@@ -281,27 +293,13 @@ def test_the_expert_closes_and_opens_the_jaws_without_waiting_for_the_arm(workce
     """The arm's settling time after a command arrives is invisible to a policy; an expert that waited for it at the
     grasp (median 15 steps, up to 106) taught policies to sit at the cube with open jaws. Now the jaws start
     closing (and, at the goal, opening) the step after the descent's command arrives, and the tasks still succeed."""
-    from nanovla_ros.sim.experts import GRIPPER_OPEN, ScriptedExpert
+    from nanovla_ros.sim.experts import GRIPPER_OPEN
 
     for kind, seed in (("pick_place", 2000), ("stack", 2001)):
         task = _episode(workcell, kind, seed)
-        expert, monitor = ScriptedExpert(workcell, task), SuccessMonitor(task, workcell)
-        waits, last = [], workcell.joint_positions
-        for _ in range(450):
-            index = expert._index
-            waypoint = expert._plan[index]
-            last = np.clip(expert.act(), last - 0.05, last + 0.05)
-            arrived = (isinstance(waypoint.position, np.ndarray)
-                       and np.linalg.norm(expert._command - waypoint.position) < 1e-9)
-            if arrived and not waypoint.wait_for_arm:
-                waits.append(expert._index == index)  # still on the descent after its command arrived
-            workcell.step(last)
-            monitor.update()
-            if expert.done:
-                break
-        for _ in range(18):
-            workcell.step(last)
-            monitor.update()
-        assert monitor.success(), kind
+        success, last, arrivals = _expert_arrivals(workcell, task, settle_steps=18)
+        # still on the descent after its command arrived
+        waits = [after == index for index, waypoint, after in arrivals if not waypoint.wait_for_arm]
+        assert success, kind
         assert waits and not any(waits), f"{kind}: waited {sum(waits)} steps after the descent arrived"
         assert last[5] >= GRIPPER_OPEN - 1e-6  # ends with the jaws open
