@@ -46,9 +46,10 @@ setup) setup ;;  # alone: the next call carries something else (the carry limit 
 dagger)
   # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
   # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds 14000+, so the other tasks
-  # are not forgotten; 0: DAgger data only). Round r: DEPS episodes per task driven by the last round's policy
-  # (seeds 20000 + 1000 (r - 1)), labelled by the expert; then fine-tune the last round's model on everything so
-  # far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to $RUN/dagger<r>.safetensors for the next round.
+  # are not forgotten; 0: DAgger data only; DEMO_SEED: another first seed). Round r: DEPS episodes per task driven
+  # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
+  # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
+  # $RUN/dagger<r>.safetensors for the next round.
   # Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish`.
   # Time it (H100, 15 workers, LABEL=30): 400 DAgger episodes in 3.5-4.7 min, 1000 expert episodes in 1.4 min,
   # features ~40 s, 2000-2500 training steps at ~9 steps/s with 26-42k samples (run 17-18, README).
@@ -57,11 +58,11 @@ dagger)
   {
     echo "cd $CODE"
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
-  touch --episodes $DEMO_EPS --first-seed 14000 --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
+  touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
   wrist --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
     for r in $(seq 1 "${ROUNDS:-1}"); do
       echo "python3 -m nanovla_ros.cli collect --dagger $RUN/dagger$((r - 1)).safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} \
-  --episodes ${DEPS:-100} --first-seed $((20000 + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} --device cuda \
+  --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
   image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
