@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-# The shipped checkpoint is run 15 of the README: run 13 (this recipe, SOURCE=sim: 3530 successful episodes of the
+# The shipped checkpoint is run 22 of the README: run 13 (this recipe, SOURCE=sim: 3530 successful episodes of the
 # experts as they were then, front and wrist cameras at 320 px, the auxiliary task head with colour queries, 6000
-# steps at batch 256, ~9 min on one H100) fine-tuned 4000 steps on this recipe's episodes from today's experts (which
-# no longer wait at the grasp): `nanovla train ... --init-from out/train_s/best.safetensors --steps 4000` on fresh
-# data. scripts/device/sim_run.sh is the same recipe on a lent GPU machine (README "Data loop" for its commands).
+# steps at batch 256, ~9 min on one H100), fine-tuned 4000 steps on fresh episodes of the no-wait experts (run 15),
+# then four DAgger rounds (step 5 below, DAGGER_ROUNDS=2, twice: runs 19-22), each with fresh expert episodes of the
+# experts as they are now (grip 0.25 rad, a push that moves on). scripts/device/sim_run.sh is the same recipe on a
+# lent GPU machine (README "Data loop" for its commands).
 # SOURCE=sim: the in-process fast path (1000 episodes per task, DART noise; ~5 min on 15 cores). SOURCE=graph: record
 # through the ROS graph, as with a real arm; its bags carry no object positions, so the task head is off there.
 SOURCE=${SOURCE:-sim}
@@ -29,14 +30,30 @@ fi
 $PY -c "from nanovla_ros.training.pipeline import write_instruction_tables, cache_dir_of
 from nanovla_ros.sim.tasks import all_instructions
 write_instruction_tables(cache_dir_of('data/demos'), all_instructions())"
-# 3. train (image features are cached on the first run), several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...
+# 3. train (image features are cached on the first run); several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli
+#    train ...
 for variant in s l; do
   $PY -m nanovla_ros.cli train --data data/demos --variant $variant --out out/train_$variant --device cuda \
       --image-size "$IMAGE_SIZE" --cameras $CAMERAS $TASK_HEAD --steps 6000 --batch-size 256
 done
 # 4. ship the small one in fp16
-$PY -m nanovla_ros.cli export out/train_s/best.safetensors nanovla_ros/checkpoints/nanovla_s_workcell.safetensors
-# 5. closed-loop success, 50 episodes per task and split (seeds 1000..), and a few through the deployed graph
+SHIPPED=nanovla_ros/checkpoints/nanovla_s_workcell.safetensors
+$PY -m nanovla_ros.cli export out/train_s/best.safetensors "$SHIPPED"
+# 5. DAgger rounds (README, point 15): the last checkpoint drives pick-and-place, stacking and pushing, the expert
+#    labels where it went (30-step labels at every 10th step), and the model is fine-tuned on everything so far.
+CKPT=$SHIPPED
+TABLES=$($PY -c "from nanovla_ros.training.pipeline import cache_dir_of; print(cache_dir_of('data/demos'))")
+for r in $(seq 1 "${DAGGER_ROUNDS:-0}"); do
+  $PY -m nanovla_ros.cli collect --dagger "$CKPT" --task pick_place stack push --episodes 150 \
+      --first-seed $((20000 + 1000 * r)) --sample-every 10 --label-steps 30 --device cuda \
+      --table-dir "$TABLES" --workers "$(nproc)" --out data/demos
+  $PY -m nanovla_ros.cli train --data data/demos --variant s --cameras $CAMERAS --image-size "$IMAGE_SIZE" \
+      --init-from "$CKPT" --out out/dagger$r --steps 2000 --lr 5e-5 --warmup-steps 100 --batch-size 256 --device cuda
+  CKPT=out/dagger$r.safetensors
+  $PY -m nanovla_ros.cli export out/dagger$r/best.safetensors "$CKPT"
+done
+[ "$CKPT" = "$SHIPPED" ] || cp "$CKPT" "$SHIPPED"
+# 6. closed-loop success, 50 episodes per task and split (seeds 1000..), and a few through the deployed graph
 $PY -m nanovla_ros.cli evaluate nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --workers 2 --out out/eval/s.json
 $PY -m nanovla_ros.cli evaluate nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --graph --task touch \
     --split train --episodes 5 --out out/eval/s_graph.json
