@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Where a policy lets go of the cube (README "Data loop", diagnosis 16): for each episode, the step the cube
+leaves the jaws in the air, the gripper commands before it, the cube's height and its x, y distance from the goal
+(the other cube for `stack`, the square for `pick_place`) at that moment, and where it ended up.
+
+    .venv/bin/python scripts/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
+        --task stack --seeds 1001,1004,1006 [--split train] [--table-dir data/tables]
+
+One JSON line per episode, in process on the CPU (the harness of `nanovla evaluate`, h = 10).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
+from nanovla_ros.evaluation.closed_loop import instruction_embeddings, run_policy_episode
+from nanovla_ros.model.checkpoint import load_checkpoint
+from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
+
+HELD_M = 0.015  # the cube's centre within this of the jaws' centre: held
+
+
+def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str, split: str, seed: int) -> dict:
+    rows = []
+
+    def on_step(task, step, last_command):
+        goal = workcell.cube_position(task.target) if kind == "stack" else workcell.square_position(task.target)
+        rows.append((*workcell.cube_position(task.cube), float(last_command[5]), *workcell.grasp_point(), *goal[:2]))
+
+    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, 10, on_step=on_step)
+    a = np.asarray(rows)
+    cube, command, jaws, goal = a[:, 0:3], a[:, 3], a[:, 4:7], a[:, 7:9]
+    held = (np.linalg.norm(cube - jaws, axis=1) < HELD_M) & (cube[:, 2] > CUBE_HALF_M + 0.01)
+    report = {"seed": seed, "instruction": result.instruction, "success": bool(result.success),
+              "stage": result.outcome["stage"]}
+    if not held.any():
+        return {**report, "released": None}
+    last = int(np.flatnonzero(held)[-1])
+    return {**report, "held_steps": int(held.sum()), "released_at_step": last,
+            "gripper_command_rad_before": [round(float(c), 2) for c in command[max(0, last - 20):last + 1:5]],
+            "cube_z_cm": round(100 * float(cube[last, 2]), 1),
+            "cube_to_goal_xy_cm": round(100 * float(np.linalg.norm(cube[last, :2] - goal[last])), 1),
+            "final_to_goal_xy_cm": round(100 * float(np.linalg.norm(cube[-1, :2] - goal[-1])), 1),
+            "final_z_cm": round(100 * float(cube[-1, 2]), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--task", choices=("stack", "pick_place"), default="stack")
+    parser.add_argument("--seeds", required=True, help="comma-separated episode seeds")
+    parser.add_argument("--split", choices=("train", "heldout"), default="train")
+    parser.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, _ = load_checkpoint(args.checkpoint, "cpu")
+    policy = NanoVLAPolicy(model)
+    embeddings = instruction_embeddings(model.config.language_encoder_id, args.table_dir)
+    workcell = Workcell()
+    try:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(json.dumps(trace(workcell, policy, embeddings, args.task, args.split, seed)), flush=True)
+    finally:
+        workcell.close()
+
+
+if __name__ == "__main__":
+    main()
