@@ -28,8 +28,9 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
     extra = json.loads(metadata["extra"])
     assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
-    # with it: run 20 fine-tuned run 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained from scratch
-    # with the task head and colour queries (a fine-tune takes the head's weight from the checkpoint it starts from)
+    # with it: run 22 fine-tuned run 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained
+    # from scratch with the task head and colour queries (a fine-tune's model settings, the head's weight included,
+    # are those of the checkpoint it starts from; its "train" record holds the run's own arguments)
     lineage = [extra]
     while lineage[-1].get("init"):
         assert lineage[-1]["train"]["init_from"] and lineage[-1]["init"]["step"] > 0

@@ -8,7 +8,7 @@
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
 #          A call carries 64 MiB with the tracked tree (27 MB since the checkpoint ships), so split it:
 #          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
-#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=800 DAGGER_TASKS="pick_place stack" DEPS=200 ROUNDS=2
+#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=1000 DAGGER_TASKS="pick_place stack push" DEPS=150 ROUNDS=2
 #          dagger` carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one,
 #          carried or made on this machine), `progress` in a loop, and `RUNS="dagger1=s:x dagger2=s:x" finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
@@ -45,14 +45,15 @@ case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 dagger)
   # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
-  # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds 14000+, so the other tasks
-  # are not forgotten; 0: DAgger data only; DEMO_SEED: another first seed). Round r: DEPS episodes per task driven
+  # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds DEMO_SEED (14000) on, so the
+  # other tasks are not forgotten; 0: DAgger data only). Round r: DEPS episodes per task driven
   # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
   # Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish`.
-  # Time it (H100, 15 workers, LABEL=30): 400 DAgger episodes in 3.5-4.7 min, 1000 expert episodes in 1.4 min,
-  # features ~40 s, 2000-2500 training steps at ~9 steps/s with 26-42k samples (run 17-18, README).
+  # Time it (H100 / H200, 15 workers, LABEL=30): 4000 expert episodes in 3.3 min, 450 DAgger episodes in ~3 min,
+  # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min (runs 19-22,
+  # README): DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes.
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/dagger0.safetensors || exit 1
   {
