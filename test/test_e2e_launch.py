@@ -11,6 +11,10 @@ import pytest
 from conftest import wait_until
 from nanovla_ros.language.encoders import default_cache_dir
 
+# Longer than the launcher's own start-up deadline (120 s), so that a node that never appears on the graph shows
+# up in the output as the launcher's error naming it, not as a bare timeout of the test.
+STARTUP_WAIT_S = 150
+
 pytestmark = pytest.mark.e2e
 
 
@@ -82,7 +86,7 @@ def _alive(pid: int) -> bool:
 def test_launch_instruct_and_ctrl_c(env):
     launcher = LauncherProcess(env=env)
     try:
-        assert launcher.wait_for_line(r"all 5 nodes are up", 120), launcher.output()
+        assert launcher.wait_for_line(r"all 5 nodes are up", STARTUP_WAIT_S), launcher.output()
         pids = launcher.pids()
         assert len(pids) == 5
 
@@ -137,7 +141,7 @@ def test_launched_driver_follows_action_chunks_and_drops_torque_on_ctrl_c(env):
 
     launcher = LauncherProcess(env=env)
     try:
-        assert launcher.wait_for_line(r"all 5 nodes are up", 120), launcher.output()
+        assert launcher.wait_for_line(r"all 5 nodes are up", STARTUP_WAIT_S), launcher.output()
         with NanovlaClient(node_name="chunk_source") as client:
             states = []
             client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
