@@ -122,6 +122,27 @@ def test_heldout_split_has_unseen_pairings_and_paraphrases():
         assert not set(train_templates) & set(heldout_templates)
 
 
+def test_more_phrasings_say_training_tasks_other_ways_never_the_held_out_ones():
+    from nanovla_ros.sim.tasks import TRAINING_ONLY_TEMPLATES, all_instructions, rephrased
+
+    rng = np.random.default_rng(1)
+    heldout_texts = {sample_task(rng, kind, "heldout").instruction for kind in KINDS for _ in range(300)}
+    heldout_texts -= {sample_task(rng, kind).instruction for kind in KINDS for _ in range(300)}  # pick_place's
+    known = set(all_instructions())  # the embedding tables cover every phrasing
+    for kind in KINDS:
+        tasks = [sample_task(rng, kind) for _ in range(200)]
+        said = [rephrased(t, np.random.default_rng([i, 11])) for i, t in enumerate(tasks)]
+        assert all((s.kind, s.cube, s.target, s.split) == (t.kind, t.cube, t.target, t.split)
+                   for s, t in zip(said, tasks))  # the same task, said another way
+        texts = {s.instruction for s in said}
+        assert texts <= known and not texts & heldout_texts
+        only = {template.split("{")[0] for template in TRAINING_ONLY_TEMPLATES[kind]}
+        assert any(text.startswith(tuple(only)) for text in texts), kind  # the new phrasings are drawn
+        assert not set(TRAINING_ONLY_TEMPLATES[kind]) & set(TEMPLATES[kind][1])
+    heldout = sample_task(rng, "stack", "heldout")
+    assert rephrased(heldout, rng) == heldout  # held-out tasks keep their paraphrase
+
+
 def test_cameras_render_the_scene(workcell):
     _episode(workcell, "touch", 0)
     front, wrist = workcell.render("front", 64), workcell.render("wrist", 64)
@@ -150,6 +171,9 @@ def test_noise_injection_perturbs_the_arm_not_the_labels(workcell):
     clean = expert_episode(workcell, "touch", "train", 3, sample_every=8)
     noisy = expert_episode(workcell, "touch", "train", 3, sample_every=8, noise_rad=0.15)
     assert noisy["instruction"] == clean["instruction"]  # the noise has its own generator: same scene and task
+    said = expert_episode(workcell, "touch", "train", 3, sample_every=8, more_phrasings=True)
+    np.testing.assert_allclose(said["cubes_xy_m"][0], clean["cubes_xy_m"][0])  # the seed's scene, the same task
+    assert said["metadata"]["cube"] == clean["metadata"]["cube"] and said["success"] == clean["success"]
     assert 0.0 < noisy["metadata"]["noise_std_rad"] <= 0.15 and clean["metadata"]["noise_std_rad"] == 0.0
     np.testing.assert_allclose(noisy["actions"][0], clean["actions"][0])  # labels: the expert's own commands
 

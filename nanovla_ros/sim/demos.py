@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import (SuccessMonitor, cube_positions, sample_layout, sample_task, square_positions,
-                                   task_positions)
+from nanovla_ros.sim.tasks import (SuccessMonitor, cube_positions, rephrased, sample_layout, sample_task,
+                                   square_positions, task_positions)
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`
@@ -44,17 +44,21 @@ class JointNoise:
 
 def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int = 4,
                    max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
-                   noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",)) -> dict:
+                   noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",), more_phrasings: bool = False) -> dict:
     """One expert episode as shard fields (frames, states, actions, indices, the task's positions at each sample
     (``task_positions``) and every cube's (``cube_positions``), instruction, metadata).
 
     ``cameras``: front always; others (``wrist``) are rendered with it, at the same moments.
     ``noise_rad``: the largest standard deviation of the executed-command noise; each episode draws its own
     in [0, noise_rad] (a mixture of clean and perturbed episodes), from a generator of its own so that the
-    layout and task of a seed do not depend on it."""
+    layout and task of a seed do not depend on it.
+    ``more_phrasings``: say a training task with any of its training phrasings, the training-only ones included
+    (``tasks.rephrased``; its own generator too: the scene stays the seed's)."""
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng)
     task = sample_task(rng, kind, split)
+    if more_phrasings:
+        task = rephrased(task, np.random.default_rng([seed, 11]))
     noise_rng = np.random.default_rng([seed, 7])
     noise = JointNoise(noise_rng, noise_rng.uniform(0.0, noise_rad), 1.0 / workcell.config.control_rate_hz)
     workcell.place(layout.cubes, layout.squares)

@@ -46,7 +46,9 @@ setup) setup ;;  # alone: the next call carries something else (the carry limit 
 dagger)
   # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
   # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds DEMO_SEED (14000) on, so the
-  # other tasks are not forgotten; 0: DAgger data only). Round r: DEPS episodes per task driven
+  # other tasks are not forgotten; 0: DAgger data only; PHRASINGS=1: said with the training-only phrasings too,
+  # which the carried data/tables must hold: regenerate them after a change of sim/tasks.py). Round r: DEPS
+  # episodes per task driven
   # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
@@ -60,7 +62,7 @@ dagger)
     echo "cd $CODE"
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
-  wrist --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
+  wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
     for r in $(seq 1 "${ROUNDS:-1}"); do
       echo "python3 -m nanovla_ros.cli collect --dagger $RUN/dagger$((r - 1)).safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} \
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} --device cuda \
