@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from nanovla_ros.launcher import LaunchError, Launcher
@@ -191,16 +192,13 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
             for s in range(first_seed, first_seed + episodes)
             if not (shards / f"dagger_{episode_name(k, split, s)}.npz").exists()]
     build_model()
-    stages: dict[str, dict[str, int]] = {}  # kind -> how far the policy got (nanovla_ros.sim.outcome) -> episodes
+    stages: dict[str, Counter] = defaultdict(Counter)  # kind -> how far the policy got (sim.outcome) -> episodes
     with mp.get_context("spawn").Pool(max(1, workers), _init_dagger_worker, (checkpoint, embeddings, device)) as pool:
         for kind, stage in tqdm(pool.imap_unordered(_one_dagger_episode, jobs), total=len(jobs),
                                 desc="DAgger episodes"):
-            stages.setdefault(kind, {}).setdefault(stage, 0)
             stages[kind][stage] += 1
-    wins = sum(by.get("success", 0) for by in stages.values())
     print(f"[collect] {sum(sum(by.values()) for by in stages.values())} DAgger episodes written to {shards}; "
-          f"the policy succeeded in {wins}")
+          f"the policy succeeded in {sum(by['success'] for by in stages.values())}")
     for kind, by in sorted(stages.items()):
-        counts = sorted(by.items(), key=lambda kv: -kv[1])
-        print(f"[collect]   {kind}: " + ", ".join(f"{stage} {n}" for stage, n in counts))
+        print(f"[collect]   {kind}: " + ", ".join(f"{stage} {n}" for stage, n in by.most_common()))
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -202,13 +203,11 @@ def summarise(results: list[EpisodeResult]) -> list[dict]:
         low, high = wilson_interval(wins, len(rs))
         latency = [t for r in rs for t in r.inference_ms]
         outcomes = [r.outcome for r in rs if r.outcome]
-        stages: dict[str, int] = {}
-        for o in outcomes:
-            stages[o["stage"]] = stages.get(o["stage"], 0) + 1
+        stages = Counter(o["stage"] for o in outcomes)
         rows.append({"kind": kind, "split": split, "episodes": len(rs), "successes": wins, "rate": wins / len(rs),
                      "ci95": [low, high], "inference_ms_p50": float(np.percentile(latency, 50)) if latency else None,
                      "inference_ms_p95": float(np.percentile(latency, 95)) if latency else None,
-                     "stages": dict(sorted(stages.items(), key=lambda kv: -kv[1])),
+                     "stages": dict(stages.most_common()),
                      "closest_cm_p50": float(np.median([o["closest_cm"] for o in outcomes])) if outcomes else None})
     return rows
 

