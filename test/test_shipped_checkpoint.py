@@ -28,7 +28,7 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
     extra = json.loads(metadata["extra"])
     assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
-    # with it: run 22 fine-tuned run 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained
+    # with it: run 23 fine-tuned run 22, 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained
     # from scratch with the task head and colour queries (a fine-tune's model settings, the head's weight included,
     # are those of the checkpoint it starts from; its "train" record holds the run's own arguments)
     lineage = [extra]
@@ -47,7 +47,7 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
 def test_the_shipped_policy_heads_for_the_named_cube():
     """From home, in unseen scenes, command 100 of the first chunk for "touch the <colour> cube" (gripper by forward
     kinematics) must be nearest that colour's cube in most cases (chance: a third; colour-blind policies scored
-    that: run 12's checkpoint is nearest in 4 / 9 here, run 15 in 9 / 9, run 22 in 8 / 9)."""
+    that: run 12's checkpoint is nearest in 4 / 9 here, run 15 in 9 / 9, runs 22 and 23 in 8 / 9)."""
     torch.set_num_threads(2)
     model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
     policy = NanoVLAPolicy(model)
