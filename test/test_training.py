@@ -11,8 +11,10 @@ from nanovla_ros.data.demos import build_dataset
 from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
 from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
 from nanovla_ros.model.feature_cache import write_instruction_table
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.training.config import TrainConfig
 from nanovla_ros.training.pipeline import cache_dir_of, run_training
+from nanovla_ros.training.trainer import shorter_horizon
 from test_dataset import write_episode
 
 TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
@@ -73,6 +75,33 @@ def test_fine_tuning_keeps_the_model_and_records_where_it_started(dataset, tmp_p
     assert extra["init"] == load_checkpoint(start)[1]  # its lineage travels with it (the shipped one was fine-tuned)
     history = json.loads((tmp_path / "fine" / "history.json").read_text())
     assert history["model"]["dropout"] == 0.2 and history["config"]["dropout"] == 0.1  # what ran, and what was asked
+
+
+def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_path):
+    """The chunking ablation's fixed arm (trained with H = h) may start from an H_train checkpoint: the first h action
+    slots keep their learned positions, and every other weight is the long model's."""
+    config = TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16, warmup_steps=1,
+                         val_fraction=0.0)
+    start = run_training(dataset / "ds", tmp_path / "long", config)
+    long_model, _ = load_checkpoint(start)
+    short_model = shorter_horizon(long_model, 5)
+    assert short_model.config.horizon == 5 and short_model.query_pos.weight.shape[0] == 5
+    torch.manual_seed(0)
+    features = torch.randn(2, long_model.config.image_feature_dim, 3, 3)
+    instruction, state = torch.randn(2, long_model.config.language_dim), torch.randn(2, 6)
+    with torch.no_grad():
+        short_chunk, _ = short_model(features, instruction, state)
+    assert short_chunk.shape == (2, 5, 6) and torch.isfinite(short_chunk).all()
+    kept = {k: v for k, v in long_model.state_dict().items() if k != "query_pos.weight"}
+    assert all(torch.equal(v, short_model.state_dict()[k]) for k, v in kept.items())
+    assert torch.equal(short_model.query_pos.weight, long_model.query_pos.weight[:5])
+    fine = run_training(dataset / "ds", tmp_path / "fixed5", TrainConfig(**{**config.to_dict(), "horizon": 5,
+                                                                         "init_from": str(start)}))
+    model, extra = load_checkpoint(fine)
+    assert model.config.horizon == 5 and extra["train"]["horizon"] == 5 and extra["init"]["train"]["horizon"] == 16
+    with pytest.raises(ConfigError, match="horizon"):  # a longer chunk than the start's has no positions to keep
+        run_training(dataset / "ds", tmp_path / "long32", TrainConfig(**{**config.to_dict(), "horizon": 32,
+                                                                       "init_from": str(start)}))
 
 
 def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):

@@ -42,7 +42,9 @@ class TrainConfig:
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights, its "
                                "normalisation and its model settings (task head, dropout, FiLM, ...: history.json's "
-                               "\"model\" records them) are kept; image_size, cameras and horizon must match it.")
+                               "\"model\" records them) are kept; image_size and cameras must match it, and "
+                               "horizon may be shorter than its (the fixed-chunking arm of the chunking ablation: "
+                               "the first horizon action slots are kept).")
     cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "
                                                  "shows the cube between the jaws, where the front view is coarse).")
 

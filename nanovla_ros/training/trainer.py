@@ -114,6 +114,19 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 
+def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
+    """The same model predicting the first ``horizon`` actions of its chunk: the fixed-chunking arm of the chunking
+    ablation (trained with H = h) fine-tuned from an H_train checkpoint. Only the action slots' learned positions
+    depend on H (the posterior's positions are a fixed table): the first ``horizon`` of them are kept."""
+    from dataclasses import replace
+
+    short = NanoVLA(replace(model.config, horizon=horizon))
+    state = model.state_dict()
+    state["query_pos.weight"] = state["query_pos.weight"][:horizon]
+    short.load_state_dict(state)
+    return short.eval()
+
+
 def _lr(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -155,10 +168,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
                       ("image_size", config.image_size), ("image_stride", config.image_stride),
-                      ("cameras", config.cameras), ("horizon", config.horizon))
-                      if getattr(c, k) != v}
+                      ("cameras", config.cameras)) if getattr(c, k) != v}
+        if config.horizon > c.horizon:
+            mismatched["horizon"] = (c.horizon, config.horizon)
         if mismatched:
             raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")
+        if config.horizon < c.horizon:
+            model = shorter_horizon(model, config.horizon)
     else:
         lineage = None
         model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))

@@ -19,8 +19,15 @@
 #                                                    RUNS="task=s:front,wrist/--task-loss-weight=1";
 #                                                    the chunking ablation's fixed arm: RUNS="H5=s:front,wrist/--horizon=5 ..."
 #                                                    (`finish` evaluates such a run with --execute-h 5);
+#                                                    from the shipped checkpoint: see "ablation" below;
 #                                                    SEED=first seed (10000: the same episodes each time);
 #                                                    EXTRA_TASKS="pick_place stack" EXTRA_EPS=1000: more of those)
+#   ablation (issue #6, long-short vs fixed chunking, both arms fine-tuned alike from the shipped H_train = 100 model):
+#          I=/root/code/nanovla_ros/checkpoints/nanovla_s_workcell.safetensors; CAMERAS="front wrist" EPS=600 STEPS=1500
+#          RUNS="H100=s:front,wrist/--init-from=$I fixed_H5=s:front,wrist/--horizon=5/--init-from=$I ... fixed_H50=..." start,
+#          (add /--lr=5e-5 to each), then SPLIT=train SWEEP_RUN=H100 SWEEP_H="5 20 50 100" RUNS="$RUNS" finish:
+#          fixed_H<h>.json and sweep_h<h>.json in $OUT (H100.json is its h = 10: copy it to sweep_h10.json), what
+#          `scripts/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -115,9 +122,16 @@ finish)
     split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
     python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
-      --execute-h "${h:-10}" --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 | grep "^\[evaluate\]"
+      --execute-h "${h:-10}" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 \
+      | grep "^\[evaluate\]"
+    [ -n "$h" ] && continue  # the probe reads command 100 of a chunk
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
+  done
+  for h in ${SWEEP_H:-}; do  # the long-short arm: run SWEEP_RUN (H_train = 100) executing h of each chunk
+    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors --episodes "${N:-50}" \
+      --workers 15 --execute-h "$h" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache \
+      --out "$OUT/sweep_h$h.json" 2>&1 | grep "^\[evaluate\]"
   done
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
 *) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
