@@ -294,6 +294,35 @@ def test_a_resumed_expert_descends_where_a_fresh_one_climbs_back(workcell):
     workcell.restore(snapshot)
 
 
+@pytest.mark.parametrize("kind", ["pick_place", "stack"])
+def test_a_resumed_expert_over_the_goal_puts_the_cube_down_without_climbing(workcell, kind):
+    """A DAgger label from a carry that is over the goal and below the lift height goes on down and places the cube.
+    Resuming at the lift-height waypoint instead climbed ~1.5 cm first: the ~10 steps a policy executes of a label
+    said "up" there, and policies hovered holding the cube over its square until time ran out (diagnosis 18)."""
+    from nanovla_ros.sim.experts import ScriptedExpert
+
+    task = _episode(workcell, kind, 4)
+    expert = ScriptedExpert(workcell, task)
+    last = workcell.joint_positions
+    while expert._index < 5:  # grasp, lift, carry to above the goal
+        last = np.clip(expert.act(), last - 0.05, last + 0.05)
+        workcell.step(last)
+    for _ in range(2):  # the first steps of the descent onto the goal
+        last = np.clip(expert.act(), last - 0.05, last + 0.05)
+        workcell.step(last)
+    start_z = workcell.grasp_point()[2]
+    resumed = ScriptedExpert(workcell, task, resume=True)
+    assert resumed._index == 5
+    monitor, heights = SuccessMonitor(task, workcell), []
+    for _ in range(150):
+        last = np.clip(resumed.act(), last - 0.05, last + 0.05)
+        workcell.step(last)
+        monitor.update()
+        heights.append(workcell.grasp_point()[2])
+    assert max(heights[:10]) < start_z + 0.002  # no climb before the descent
+    assert monitor.success()
+
+
 def test_task_positions_name_the_cube_and_its_goal(workcell):
     """The auxiliary head's targets: the named cube's x, y and where it should go, per task kind."""
     layout = sample_layout(np.random.default_rng(3))

@@ -10,7 +10,7 @@ import numpy as np
 from lerobot_env_so101.ik_control import roll_to_align_axis, solve_ik
 
 from nanovla_ros.sim.tasks import DIRECTIONS, PUSH_DISTANCE_M, Task
-from nanovla_ros.sim.workcell import CUBE_HALF_M, TABLE_Z, Workcell
+from nanovla_ros.sim.workcell import CUBE_HALF_M, SQUARE_HALF_M, TABLE_Z, Workcell
 
 ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 APPROACH_AXIS, JAW_AXIS = 0, 2  # gripperframe: x out along the jaws, z from the fixed to the moving jaw
@@ -26,7 +26,7 @@ GRIPPER_RELEASE = 0.8  # fully open, but slowly (gripper_ramp_steps): a fast swi
 HOVER_M, LIFT_M = 0.07, 0.07  # heights above the table for the grasp point
 SPEED_M_S = 0.25
 TOLERANCE_M = 0.006
-RESUME_XY_M = 0.015  # resume=True: within this of the first waypoint's x, y and below it, that waypoint is behind
+RESUME_XY_M = 0.015  # resume=True: within this of an approach waypoint's x, y and below it, that waypoint is behind
 
 
 @dataclass
@@ -47,7 +47,8 @@ class Waypoint:
 class ScriptedExpert:
     """``resume=True`` starts at the first waypoint not already behind the arm (labels for a state mid-task, as
     DAgger asks for): above the cube and below the approach height it descends instead of climbing back up,
-    and with the cube lifted in the jaws it carries it on. Without it the plan starts at the approach."""
+    and with the cube lifted in the jaws it carries it on (over the goal and below the lift height: down to place
+    it). Without it the plan starts at the approach."""
 
     def __init__(self, workcell: Workcell, task: Task, resume: bool = False) -> None:
         self.w, self.task = workcell, task
@@ -121,7 +122,16 @@ class ScriptedExpert:
             cube = self.w.cube_position(t.cube)
             carried = cube[2] > TABLE_Z + CUBE_HALF_M + 0.01 and np.linalg.norm(grasp[:2] - cube[:2]) < 0.03
             if carried:
-                return 4  # the steer-to-goal waypoint at lift height
+                steer = self._plan[4].position  # the steer-to-goal waypoint at lift height
+                above_goal = steer() if callable(steer) else steer
+                # Over the goal (the cube inside its square whole; within RESUME_XY_M of the other cube's centre)
+                # and on the way down: go on down, straightening the x, y on the way, and let go. Climbing back to
+                # lift height first labelled the descent "up" for the ~10 steps a policy executes before it
+                # replans, and policies hovered there holding the cube until time ran out (README, diagnosis 18).
+                near = SQUARE_HALF_M - CUBE_HALF_M if t.kind == "pick_place" else RESUME_XY_M
+                if np.linalg.norm(grasp[:2] - above_goal[:2]) < near and grasp[2] < above_goal[2]:
+                    return 5
+                return 4
         first = self._plan[0].position
         if np.linalg.norm(grasp[:2] - first[:2]) < RESUME_XY_M and grasp[2] < first[2]:
             return 1  # already over it and on the way down
