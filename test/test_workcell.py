@@ -5,7 +5,7 @@ import pytest
 from nanovla_ros.sim.experts import run_expert_episode
 from nanovla_ros.sim.tasks import (DIRECTIONS, HELDOUT_PAIRS, KINDS, PUSH_DISTANCE_M, TEMPLATES, SuccessMonitor, Task,
                                    sample_layout, sample_task, task_positions)
-from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
+from nanovla_ros.sim.workcell import CUBE_COLOURS, CUBE_HALF_M, Workcell
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +321,37 @@ def test_a_resumed_expert_over_the_goal_puts_the_cube_down_without_climbing(work
         heights.append(workcell.grasp_point()[2])
     assert max(heights[:10]) < start_z + 0.002  # no climb before the descent
     assert monitor.success()
+
+
+def test_a_resumed_push_expert_pushes_on_and_one_beside_the_cube_comes_round_again(workcell):
+    """A DAgger label from the middle of a push goes on pushing (it used to go back up to the approach behind the
+    cube, which moves with it: every push that had begun was labelled "back off"); one from beside the cube at
+    push height still comes round to the start again."""
+    from nanovla_ros.sim.experts import ScriptedExpert
+
+    task = _episode(workcell, "push", 5)  # away from the robot
+    monitor = SuccessMonitor(task, workcell)
+    start = workcell.cube_position(task.cube).copy()
+    expert, last = ScriptedExpert(workcell, task), workcell.joint_positions
+    while np.linalg.norm(workcell.cube_position(task.cube)[:2] - start[:2]) < 0.015:  # 1.5 cm into the push
+        last = np.clip(expert.act(), last - 0.05, last + 0.05)
+        workcell.step(last)
+        monitor.update()
+    snapshot = workcell.snapshot()
+    resumed = ScriptedExpert(workcell, task, resume=True)
+    assert resumed._index == 2
+    for _ in range(120):
+        last = np.clip(resumed.act(), last - 0.05, last + 0.05)
+        workcell.step(last)
+        monitor.update()
+    assert monitor.success()
+    workcell.restore(snapshot)
+    direction = np.asarray(DIRECTIONS[task.target])
+    cubes = {c: workcell.cube_position(c)[:2] for c in CUBE_COLOURS}
+    cubes[task.cube] = cubes[task.cube] + 0.03 * np.array([-direction[1], direction[0]])  # 3 cm to the side
+    workcell.place(cubes, {}, joints=workcell.joint_positions)
+    assert ScriptedExpert(workcell, task, resume=True)._index == 0
+    workcell.restore(snapshot)
 
 
 def test_task_positions_name_the_cube_and_its_goal(workcell):

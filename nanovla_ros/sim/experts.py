@@ -26,6 +26,8 @@ GRIPPER_RELEASE = 0.8  # fully open, but slowly (gripper_ramp_steps): a fast swi
 HOVER_M, LIFT_M = 0.07, 0.07  # heights above the table for the grasp point
 SPEED_M_S = 0.25
 TOLERANCE_M = 0.006
+PUSH_BEHIND_M = 0.03  # the push starts this far behind the cube's face
+PUSH_PAST_M, PUSH_LOW_M = 0.025, 0.035  # resume=True: a push goes on from in line with the cube, low
 RESUME_XY_M = 0.015  # resume=True: within this of an approach waypoint's x, y and below it, that waypoint is behind
 
 
@@ -80,7 +82,7 @@ class ScriptedExpert:
                     Waypoint(above(cube, 2 * CUBE_HALF_M - 0.004), GRIPPER_FIST, hold_steps=10, timeout_steps=40)]
         if t.kind == "push":
             direction = np.r_[DIRECTIONS[t.target], 0.0]
-            start = cube - direction * (CUBE_HALF_M + 0.03)
+            start = cube - direction * (CUBE_HALF_M + PUSH_BEHIND_M)
             # Overshoot: the contact face is behind the grasp point, and the IK falls short near the reach limit
             # (1 cm more since the push stopped waiting for the arm there: 46 -> 48 / 50 seeds).
             end = cube + direction * (PUSH_DISTANCE_M + (0.08 if t.target == "forward" else 0.055))
@@ -132,6 +134,19 @@ class ScriptedExpert:
                 if np.linalg.norm(grasp[:2] - above_goal[:2]) < near and grasp[2] < above_goal[2]:
                     return 5
                 return 4
+        if t.kind == "push":
+            # Mid-push (low, behind the cube and in line with it): push on. Back to the approach above the start,
+            # which moves with the cube, labelled every push that had begun "back off and come round again", the
+            # pattern of diagnosis 18 at the push (README).
+            direction = np.r_[DIRECTIONS[t.target], 0.0]
+            offset = self.w.cube_position(t.cube) - grasp
+            along = float(offset @ direction)
+            across = float(np.linalg.norm(offset[:2] - along * direction[:2]))
+            # The jaws touch the cube with their side: while the expert pushes, its grasp point runs from 4.7 cm
+            # behind the cube's centre to 1.8 cm past it, depending on the direction (12 pushes, 6 seeds).
+            in_line = -PUSH_PAST_M < along < CUBE_HALF_M + PUSH_BEHIND_M + 0.01 and across < CUBE_HALF_M
+            if in_line and grasp[2] < TABLE_Z + PUSH_LOW_M:
+                return 2
         first = self._plan[0].position
         if np.linalg.norm(grasp[:2] - first[:2]) < RESUME_XY_M and grasp[2] < first[2]:
             return 1  # already over it and on the way down
