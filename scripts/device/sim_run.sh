@@ -62,7 +62,8 @@ dagger)
   # Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish`.
   # Time it (H100 / H200, 15 workers, LABEL=30): 4000 expert episodes in 3.3 min, 450 DAgger episodes in ~3 min,
   # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min (runs 19-22,
-  # README): DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes.
+  # README): DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes (N: episodes per cell of the
+  # evaluation of each round but the last, which runs during the next round; give `finish` the same N).
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/dagger0.safetensors || exit 1
   {
@@ -81,7 +82,12 @@ dagger)
   --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
+      # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15: run 23's
+      # 400 episodes took ~3 min so); `finish` takes these results instead of evaluating again.
+      [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
+  --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
     done
+    echo wait
   } > $RUN/job.sh
   setsid nohup bash $RUN/job.sh > $RUN/job.log 2>&1 < /dev/null &
   sleep 20 ;;
@@ -121,9 +127,13 @@ finish)
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
     split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
-    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
-      --execute-h "${h:-10}" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" 2>&1 \
-      | grep "^\[evaluate\]"
+    if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
+      cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
+    else
+      python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
+        --execute-h "${h:-10}" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
+        2>&1 | grep "^\[evaluate\]"
+    fi
     [ -n "$h" ] && continue  # the probe reads command 100 of a chunk
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
