@@ -14,7 +14,7 @@ height it goes on down and lets go), low and in line behind a pushed cube it pus
 at the approach above the cube (the recovery from a miss). A first version restarted every label at the approach:
 states on the way down were then labelled "climb back up", and one round of fine-tuning on such labels made
 the policy hover 3-5 cm above the cubes (0 / 400, README "run 8"). The same fault, left at the placing and the
-push until run 24 (README, diagnosis 18), labelled a descent onto the goal "climb back to lift height first" and
+push through run 24 (README, diagnosis 18), labelled a descent onto the goal "climb back to lift height first" and
 a push under way "back off to the approach".
 
 Shards have the format of ``nanovla_ros.data.demos``; sample i's label chunk is rows i*L .. i*L + L - 1 of

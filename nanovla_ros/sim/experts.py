@@ -49,8 +49,8 @@ class Waypoint:
 class ScriptedExpert:
     """``resume=True`` starts at the first waypoint not already behind the arm (labels for a state mid-task, as
     DAgger asks for): above the cube and below the approach height it descends instead of climbing back up,
-    and with the cube lifted in the jaws it carries it on (over the goal and below the lift height: down to place
-    it). Without it the plan starts at the approach."""
+    with the cube lifted in the jaws it carries it on (over the goal and below the lift height: down to place it),
+    and low, in line with a pushed cube, it pushes on. Without it the plan starts at the approach."""
 
     def __init__(self, workcell: Workcell, task: Task, resume: bool = False) -> None:
         self.w, self.task = workcell, task
@@ -144,7 +144,7 @@ class ScriptedExpert:
             across = float(np.linalg.norm(offset[:2] - along * direction[:2]))
             # The jaws touch the cube with their side: while the expert pushes, its grasp point runs from 4.7 cm
             # behind the cube's centre to 1.8 cm past it, depending on the direction (12 pushes, 6 seeds).
-            in_line = -PUSH_PAST_M < along < CUBE_HALF_M + PUSH_BEHIND_M + 0.01 and across < CUBE_HALF_M
+            in_line = -PUSH_PAST_M < along < CUBE_HALF_M + PUSH_BEHIND_M + 0.01 and across < CUBE_HALF_M  # 5.5 cm
             if in_line and grasp[2] < TABLE_Z + PUSH_LOW_M:
                 return 2
         first = self._plan[0].position
