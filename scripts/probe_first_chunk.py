@@ -9,7 +9,9 @@ distance to the asked cube, and how far the policy's answers for the three colou
 asked where it thinks the named cube is: the same confusion matrix and distance for the head's answer, and
 where it thinks the goal is (README diagnosis 14): asked "put the <cube> cube in the <colour> square" for each
 square, which square its goal answer is nearest to (a confusion matrix) and how far from the asked one; asked
-"stack the <cube> cube on the <other> cube", how often its goal answer is nearest the other cube named.
+"stack the <cube> cube on the <other> cube", how often its goal answer is nearest the other cube named; asked
+with the held-out stacking paraphrase, whether its goal is nearest the other cube, the named one or a square
+(README diagnosis 17: the paraphrase reads as a pick-and-place).
 
     python scripts/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
 """
@@ -63,6 +65,7 @@ def main() -> None:
     error = {who: [] for who in who_all}
     spread = []
     goal_confusion, goal_error, stack_hits, stack_error = np.zeros((3, 3), int), [], [], []
+    heldout_stack = {"other cube": 0, "named cube": 0, "a square": 0}  # the held-out paraphrase's goal, nearest to
 
     def head_goal(views: dict, q: np.ndarray, text: str) -> np.ndarray:
         features = policy.image_encoder(torch.from_numpy(np.stack([views[c] for c in model.config.cameras])))
@@ -106,11 +109,17 @@ def main() -> None:
                                  for c in CUBE_COLOURS if c != cube}
                     stack_hits.append(min(distances, key=distances.get) == other)
                     stack_error.append(distances[other])
+                    goal = head_goal(views, q, TEMPLATES["stack"][1][0].format(cube=cube, target=other))
+                    places = {"other cube": np.linalg.norm(goal - np.asarray(layout.cubes[other])),
+                              "named cube": np.linalg.norm(goal - np.asarray(layout.cubes[cube])),
+                              "a square": min(np.linalg.norm(goal - np.asarray(xy)) for xy in layout.squares.values())}
+                    heldout_stack[min(places, key=places.get)] += 1
     cm = lambda values: round(float(np.median(values)) * 100, 1)  # noqa: E731
     goal = {"pick_place_confusion_rows_asked_square_cols_nearest": goal_confusion.tolist(),
             "pick_place_median_distance_to_asked_square_cm": cm(goal_error) if goal_error else None,
             "stack_nearest_the_named_other_cube": round(float(np.mean(stack_hits)), 2) if stack_hits else None,
-            "stack_median_distance_to_it_cm": cm(stack_error) if stack_error else None}
+            "stack_median_distance_to_it_cm": cm(stack_error) if stack_error else None,
+            "stack_heldout_paraphrase_goal_nearest": heldout_stack if stack_error else None}
     text = json.dumps({"checkpoint": args.checkpoint, "scenes": args.scenes, "step": args.step,
                        "confusion_rows_asked_cols_nearest": {k: v.tolist() for k, v in confusion.items()},
                        "median_distance_to_asked_cube_cm": {k: cm(v) for k, v in error.items()},
