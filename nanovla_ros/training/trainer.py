@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,6 @@ def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
     """The same model predicting the first ``horizon`` actions of its chunk: the fixed-chunking arm of the chunking
     ablation (trained with H = h) fine-tuned from an H_train checkpoint. Only the action slots' learned positions
     depend on H (the posterior's positions are a fixed table): the first ``horizon`` of them are kept."""
-    from dataclasses import replace
-
     short = NanoVLA(replace(model.config, horizon=horizon))
     state = model.state_dict()
     state["query_pos.weight"] = state["query_pos.weight"][:horizon]
