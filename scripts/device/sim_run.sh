@@ -28,6 +28,9 @@
 #          (add /--lr=5e-5 to each), then SPLIT=train SWEEP_RUN=H100 SWEEP_H="5 20 50 100" RUNS="$RUNS" finish:
 #          fixed_H<h>.json and sweep_h<h>.json in $OUT (H100.json is its h = 10: copy it to sweep_h10.json), what
 #          `scripts/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
+#          Or beside the last DAgger round (same data, init, steps): FIXED_H="5 10 20 50" ... dagger, then
+#          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
+#          RUNS="fixed_H5=s:x/--horizon=5 fixed_H10=s:x/--horizon=10 ..." finish (results.tgz past 8 files).
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
@@ -77,6 +80,13 @@ dagger)
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
   image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
+      # FIXED_H="5 10 20 50": the chunking ablation's fixed arms, trained beside the last round alike (same data,
+      # init, steps, lr) but with H = h -> $RUN/fixed_H<h>; `finish` evaluates them executing all h of each chunk.
+      [ "$r" = "${ROUNDS:-1}" ] && for h in ${FIXED_H:-}; do
+        echo "python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
+  $RUN/dagger$((r - 1)).safetensors --horizon $h --out $RUN/fixed_H$h --image-size ${IMG:-320} --steps ${STEPS:-2000} \
+  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_fixed_H$h.txt 2>&1 &"
+      done
       echo "python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
   --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
   --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
@@ -125,13 +135,14 @@ finish)
     v=$(name_of "$r")
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
-    split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # files come back at 16 MiB at most
+    [ -z "${NO_CKPT:-}" ] && split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # 16 MiB a file
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
     if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
       cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
     else
-      python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "${N:-50}" --workers 15 \
-        --execute-h "${h:-10}" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
+      split=${SPLIT:-}; n=${N:-50}; [ -n "$h" ] && split=${ABL_SPLIT:-$split} && n=${ABL_N:-$n}  # fixed arms: ABL_*
+      python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "$n" --workers 15 \
+        --execute-h "${h:-10}" ${split:+--split $split} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
         2>&1 | grep "^\[evaluate\]"
     fi
     [ -n "$h" ] && continue  # the probe reads command 100 of a chunk
@@ -139,10 +150,13 @@ finish)
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
   for h in ${SWEEP_H:-}; do  # the long-short arm: run SWEEP_RUN (H_train = 100) executing h of each chunk
-    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors --episodes "${N:-50}" \
-      --workers 15 --execute-h "$h" ${SPLIT:+--split $SPLIT} --device cuda --table-dir $SIM/cache \
+    split=${ABL_SPLIT:-${SPLIT:-}}
+    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors --episodes "${ABL_N:-${N:-50}}" \
+      --workers 15 --execute-h "$h" ${split:+--split $split} --device cuda --table-dir $SIM/cache \
       --out "$OUT/sweep_h$h.json" 2>&1 | grep "^\[evaluate\]"
   done
-  (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt) ;;
+  (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
+  # at most 8 files come back: past that, the results travel as one archive
+  [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
 *) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
 esac
