@@ -168,7 +168,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         return run_collect_dagger(args.out, args.dagger, args.task, args.episodes, args.split, args.first_seed,
                                   args.workers, args.sample_every, args.device, args.table_dir,
-                                  label_steps=args.label_steps)
+                                  label_steps=args.label_steps, execute_h=args.execute_h)
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras),
@@ -217,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "language_film",
                                             "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
-                                            "init_from", "warmup_steps")
+                                            "init_from", "warmup_steps", "select_first_steps")
               if getattr(args, k) is not None}
     if "cameras" in values:
         values["cameras"] = tuple(values["cameras"])
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--label-steps", type=int, default=50, help="--dagger: steps of each expert label chunk "
                      "(the rest of the model's horizon is masked out of the loss)")
     col.add_argument("--table-dir", default=None, help="--dagger: feature cache with instruction tables (else the encoder)")
+    col.add_argument("--execute-h", type=int, default=10, help="--dagger: actions the policy executes per chunk (as "
+                     "deployed: the shipped H = 20 checkpoint executes 20)")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
@@ -373,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--horizon", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--val-every", type=int)
+    tr.add_argument("--select-first-steps", type=int,
+                    help="best checkpoint by the validation L1 of the chunks' first this many actions (0: all H)")
     tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
     tr.add_argument("--state-dropout", type=float, help="probability of zeroing the joint-state token per training sample")
     tr.add_argument("--task-loss-weight", type=float,

@@ -162,9 +162,9 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str]:
     from nanovla_ros.data.demos import write_shard
     from nanovla_ros.sim.dagger import dagger_episode
 
-    out, kind, split, seed, sample_every, quality, label_steps = job
+    out, kind, split, seed, sample_every, quality, label_steps, execute_h = job
     episode = dagger_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
-                             sample_every=sample_every, label_steps=label_steps)
+                             execute_h=execute_h, sample_every=sample_every, label_steps=label_steps)
     name = f"dagger_{episode_name(kind, split, seed)}"
     write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
     return kind, episode["metadata"]["policy_stage"]
@@ -172,9 +172,11 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str]:
 
 def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
                        first_seed: int = 0, workers: int = 1, sample_every: int = 6, device: str = "cpu",
-                       table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50) -> int:
-    """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, the expert labels every
-    ``sample_every``-th state with its own chunk; every episode is written (failures are the point)."""
+                       table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50,
+                       execute_h: int = 10) -> int:
+    """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, executing ``execute_h`` actions of
+    each chunk (as it is deployed), the expert labels every ``sample_every``-th state with its own chunk; every
+    episode is written (failures are the point)."""
     import json
     import multiprocessing as mp
 
@@ -188,7 +190,7 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
     shards.mkdir(parents=True, exist_ok=True)
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps) for k in kinds
+    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps, execute_h) for k in kinds
             for s in range(first_seed, first_seed + episodes)
             if not (shards / f"dagger_{episode_name(k, split, s)}.npz").exists()]
     build_model()

@@ -50,13 +50,17 @@ def test_training_writes_checkpoints_validates_and_resumes(dataset, caplog):
     caplog.set_level("INFO")
     out = dataset / "run"
     config = TrainConfig(tiny=True, device="cpu", steps=20, val_every=10, batch_size=8, horizon=16, warmup_steps=5,
-                         val_fraction=0.25)
+                         val_fraction=0.25, select_first_steps=4)
     best = run_training(dataset / "ds", out, config)
     history = json.loads((out / "history.json").read_text())
     assert [v["step"] for v in history["val"]] == [10, 20] and history["val_episodes"] == 1
     assert json.loads(read_metadata(best)["config"])["language_encoder_id"] == TABLE_ID
     model, extra = load_checkpoint(best)
     assert extra["step"] in (10, 20) and model.config.horizon == 16
+    # best: the lowest L1 over the chunks' first actions (what the driver executes), logged beside the whole chunk's
+    first = [v["l1_first_4"] for v in history["val"]]
+    assert extra["step"] == history["val"][int(np.argmin(first))]["step"]
+    assert extra["val_selected"]["value"] == min(first) and all(v["l1"] > 0 for v in history["val"])
     # Resume: a longer run continues from step 20, it does not start over.
     run_training(dataset / "ds", out, TrainConfig(**{**config.to_dict(), "steps": 30}))
     assert "resumed at step 20" in caplog.text

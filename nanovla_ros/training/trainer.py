@@ -3,7 +3,8 @@ with warm-up and cosine decay, periodic validation loss and checkpoints, resume,
 GPUs through torchrun (DistributedDataParallel; each process draws its own batches).
 
 Checkpoints (``out_dir``): ``last.safetensors`` (the model, self-describing), ``last_state.pt`` (optimiser,
-step, RNG) for resume, ``best.safetensors`` (lowest validation loss), ``history.json`` (loss curves).
+step, RNG) for resume, ``best.safetensors`` (lowest validation L1 over the first
+``select_first_steps`` actions of each chunk), ``history.json`` (loss curves).
 """
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
 def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
           language_encoder_id: str, config: TrainConfig, out_dir: str | Path, resume: bool = True,
           progress: bool = True) -> Path:
-    """Train; return the path of the best checkpoint (lowest validation loss; the last without validation)."""
+    """Train; return the path of the best checkpoint (lowest validation L1 over the chunks' first
+    ``config.select_first_steps`` actions; the last without validation)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
     if distributed:
@@ -220,7 +222,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         its goal, cm, and for colour queries the median error, how often the answer is nearest the asked cube, and
         the median error to the queried instruction's goal)."""
         model.eval()
-        losses, cube_errors, goal_errors, query_errors, query_hits, query_goal_errors = [], [], [], [], [], []
+        losses, first_losses = [], []
+        cube_errors, goal_errors, query_errors, query_hits, query_goal_errors = [], [], [], [], []
+        first = config.select_first_steps or model.config.horizon
         query_generator.manual_seed(config.seed)
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
@@ -229,7 +233,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 pred_n, _ = model(b["image_features"], b["instruction"], b["state"])  # z = 0, as deployed
                 target_n = (b["actions"] - model.action_mean) / model.action_std
                 mask = b["action_mask"][..., None].float()
-                losses.append(float(((pred_n.float() - target_n).abs() * mask).sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
+                error = (pred_n.float() - target_n).abs() * mask  # (b, H, A)
+                losses.append(float(error.sum() / (mask.sum() * target_n.shape[-1])) * len(idx))
+                first_mask = mask[:, :first].sum().clamp(min=1) * target_n.shape[-1]
+                first_losses.append(float(error[:, :first].sum() / first_mask) * len(idx))
                 if model.task_head is None:
                     continue
                 placed = torch.isfinite(b["task_xy_m"]).all(dim=-1)  # samples that recorded positions
@@ -260,6 +267,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             head["query_nearest"] = float(torch.cat(query_hits).mean())
         if query_goal_errors and len(torch.cat(query_goal_errors)):
             head["query_goal_cm"] = float(torch.cat(query_goal_errors).median()) * 100
+        head[f"l1_first_{min(first, model.config.horizon)}"] = sum(first_losses) / val_data.n
         return sum(losses) / val_data.n, head
 
     bar = None
@@ -301,8 +309,11 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                     val, head = validate()
                     history["val"].append({"step": step, "l1": val, **head})
                     extra["val_l1"] = val
-                    if val < best:
-                        best = val
+                    selected = next(v for k, v in head.items() if k.startswith("l1_first_"))
+                    extra["val_selected"] = {"metric": next(k for k in head if k.startswith("l1_first_")),
+                                             "value": selected}
+                    if selected < best:
+                        best = selected
                         save_checkpoint(model, out / "best.safetensors", extra)
                     if bar is not None:
                         words = ""
@@ -314,7 +325,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                                       f"{100 * head['query_nearest']:.0f} %")
                         if "query_goal_cm" in head:
                             words += f", their goals {head['query_goal_cm']:.1f} cm"
-                        bar.write(f"[train] step {step}: validation L1 {val:.4f} (best {best:.4f}){words}")
+                        bar.write(f"[train] step {step}: validation L1 {val:.4f}, over the first actions "
+                                  f"{selected:.4f} (best {best:.4f}){words}")
                 save_checkpoint(model, out / "last.safetensors", extra)
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                             "best": best, "history": history, "rng_cpu": torch.get_rng_state()}, state_path)
