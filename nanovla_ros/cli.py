@@ -234,7 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import export_checkpoint
 
-    export_checkpoint(args.checkpoint, args.out)
+    export_checkpoint(args.checkpoint, args.out, args.execute_steps)
     return 0
 
 
@@ -254,6 +254,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"[graph-eval] {report['successes']}/{report['count']} succeeded through the graph; camera -> chunk "
               f"{report['camera_to_chunk_ms']}, camera -> servo {report['camera_to_servo_ms']}")
         return 0
+    if args.execute_h is None:
+        from nanovla_ros.model.checkpoint import declared_execute_steps, read_metadata
+
+        args.execute_h = declared_execute_steps(json.loads(read_metadata(args.checkpoint)["extra"]))
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps)
@@ -347,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--label-steps", type=int, default=50, help="--dagger: steps of each expert label chunk "
                      "(the rest of the model's horizon is masked out of the loss)")
     col.add_argument("--table-dir", default=None, help="--dagger: feature cache with instruction tables (else the encoder)")
-    col.add_argument("--execute-h", type=int, default=10, help="--dagger: actions the policy executes per chunk (as "
-                     "deployed: the shipped H = 20 checkpoint executes 20)")
+    col.add_argument("--execute-h", type=int, help="--dagger: actions the policy executes per chunk (default: what "
+                     "the checkpoint declares, as deployed, else 10)")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
@@ -398,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="fp16 copy of a trained checkpoint, for shipping")
     ex.add_argument("checkpoint")
     ex.add_argument("out")
+    ex.add_argument("--execute-steps", type=int, help="h the checkpoint is meant to run with (as evaluated), declared "
+                    "in it: the policy node's execute_steps: 0 and `evaluate` take it (none declared: 10)")
     ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="closed-loop episodes of a checkpoint in the workcell (in process)")
@@ -405,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", nargs="+", default=["pick_place", "push", "touch", "stack"])
     ev.add_argument("--split", nargs="+", default=["train", "heldout"])
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
-    ev.add_argument("--execute-h", type=int, default=10, help="actions executed per chunk (long-short chunking)")
+    ev.add_argument("--execute-h", type=int, help="actions executed per chunk (default: what the checkpoint declares, "
+                    "else 10)")
     ev.add_argument("--latency-steps", type=int, default=0,
                     help="in process: each chunk reaches the arm this many control steps after its observation, "
                          "executed time-aligned (what a slow host's graph does; 10 = ~330 ms at 30 Hz)")

@@ -173,9 +173,9 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str]:
 def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
                        first_seed: int = 0, workers: int = 1, sample_every: int = 6, device: str = "cpu",
                        table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50,
-                       execute_h: int = 10) -> int:
+                       execute_h: int | None = None) -> int:
     """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, executing ``execute_h`` actions of
-    each chunk (as it is deployed), the expert labels every ``sample_every``-th state with its own chunk; every
+    each chunk (None: what the checkpoint declares, as it is deployed), the expert labels every ``sample_every``-th state with its own chunk; every
     episode is written (failures are the point)."""
     import json
     import multiprocessing as mp
@@ -183,12 +183,14 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
     from tqdm import tqdm
 
     from nanovla_ros.evaluation.closed_loop import instruction_embeddings
-    from nanovla_ros.model.checkpoint import read_metadata
+    from nanovla_ros.model.checkpoint import declared_execute_steps, read_metadata
     from nanovla_ros.sim.workcell import build_model
 
     shards = Path(out_dir) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
-    language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
+    metadata = read_metadata(checkpoint)
+    language_id = json.loads(metadata["config"])["language_encoder_id"]
+    execute_h = execute_h or declared_execute_steps(json.loads(metadata["extra"]))
     embeddings = instruction_embeddings(language_id, table_dir)
     jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps, execute_h) for k in kinds
             for s in range(first_seed, first_seed + episodes)

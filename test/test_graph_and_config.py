@@ -132,7 +132,7 @@ def test_router_placeholder_uses_the_default_unless_a_backbone_is_requested():
 
 @pytest.mark.parametrize("cls, kwargs, quoted", [
     (RouterConfig, dict(default_backbone="medium"), "'medium'"), (RouterConfig, dict(threshold=1.5), "1.5"),
-    (PolicyNodeConfig, dict(device="tpu"), "'tpu'"), (PolicyNodeConfig, dict(execute_steps=0), "execute_steps=0"),
+    (PolicyNodeConfig, dict(device="tpu"), "'tpu'"), (PolicyNodeConfig, dict(execute_steps=-1), "execute_steps=-1"),
     (DriverConfig, dict(max_step_rad=0.0), "0.0"), (DriverConfig, dict(joint_names=("a", "a")), "['a', 'a']"),
 ])
 def test_configs_reject_bad_values_quoting_them(cls, kwargs, quoted):

@@ -90,6 +90,21 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
     assert policy.runner.policies["small"].config.horizon == 12
 
 
+def test_h_is_what_the_checkpoint_declares_unless_the_parameter_says(checkpoint, tmp_path):
+    from nanovla_ros.configuration import ConfigError as Refused
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import PolicyRunner
+    from nanovla_ros.training.pipeline import export_checkpoint
+
+    declaring = export_checkpoint(checkpoint, tmp_path / "h7.safetensors", execute_steps=7)
+    auto = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(declaring)))  # execute_steps: 0, the default
+    assert auto.execute_steps == 7 and auto.period_s == pytest.approx(7 / 30)
+    assert PolicyRunner(PolicyNodeConfig(checkpoint_small=str(declaring), execute_steps=5)).execute_steps == 5
+    assert PolicyRunner(PolicyNodeConfig(checkpoint_small=str(checkpoint))).execute_steps == 10  # declares none
+    with pytest.raises(Refused, match="execute_steps=13"):  # more than its horizon (12)
+        export_checkpoint(checkpoint, tmp_path / "h13.safetensors", execute_steps=13)
+
+
 def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):
     policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=100.0)
     assert wait_until(lambda: images.get_subscription_count() > 0, 10)

@@ -9,7 +9,7 @@ import torch
 import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
 from nanovla_ros.graph import SHIPPED_CHECKPOINT
 from nanovla_ros.language.encoders import encoder_id, load_encoder
-from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint, read_metadata
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 from nanovla_ros.sim.tasks import sample_layout
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
@@ -24,6 +24,9 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
     extra = json.loads(metadata["extra"])
     assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
+    # fixed chunking: trained with H = 20, evaluated executing all 20, and it says so (the policy node and
+    # `nanovla evaluate` take h from it)
+    assert json.loads(metadata["config"])["horizon"] == 20 and declared_execute_steps(extra) == 20
     # with it: run 25 (the chunking ablation's fixed arm, H = 20) fine-tuned run 23, which fine-tuned run 22, 21, 20
     # and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained from scratch with the task head and colour
     # queries (a fine-tune's model settings, the head's weight included, are those of the checkpoint it starts from,
@@ -46,14 +49,14 @@ ROLLOUT_STEPS = 100  # control steps (3.3 s at 30 Hz): the experts reach a touch
 
 def test_the_shipped_policy_heads_for_the_named_cube():
     """From home, in unseen scenes, "touch the <colour> cube" run closed loop for ROLLOUT_STEPS control steps
-    (replanning every min(10, H) steps, whatever horizon H the checkpoint has): the point between the jaws must
-    end nearest that colour's cube in most cases (chance: a third; colour-blind policies scored that). The first
-    chunk's command 100 was read before run 25 (H = 20): run 12's checkpoint was nearest in 4 / 9, run 15 in 9 / 9,
-    runs 22 and 23 in 8 / 9; run 25 scores 8 / 9 in this rollout."""
+    (executing the h the checkpoint declares of each chunk): the point between the jaws must end nearest that
+    colour's cube in most cases (chance: a third; colour-blind policies scored that). Before run 25 (H = 20) the
+    first chunk's command 100 was read instead: run 12's checkpoint was nearest in 4 / 9, run 15 in 9 / 9, runs 22
+    and 23 in 8 / 9; run 25 is nearest in 9 / 9 in this rollout."""
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    model, extra = load_checkpoint(SHIPPED_CHECKPOINT)
     policy = NanoVLAPolicy(model)
-    execute_h = min(10, model.config.horizon)
+    execute_h = min(declared_execute_steps(extra), model.config.horizon)
     texts = [f"touch the {c} cube" for c in CUBE_COLOURS]
     vectors = dict(zip(texts, load_encoder("small").encode(texts)))
     workcell = Workcell()

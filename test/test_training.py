@@ -9,11 +9,11 @@ import torch
 
 from nanovla_ros.data.demos import build_dataset
 from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
-from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint, read_metadata
 from nanovla_ros.model.feature_cache import write_instruction_table
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.training.config import TrainConfig
-from nanovla_ros.training.pipeline import cache_dir_of, run_training
+from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, run_training
 from nanovla_ros.training.trainer import shorter_horizon
 from test_dataset import write_episode
 
@@ -79,6 +79,15 @@ def test_fine_tuning_keeps_the_model_and_records_where_it_started(dataset, tmp_p
     assert extra["init"] == load_checkpoint(start)[1]  # its lineage travels with it (the shipped one was fine-tuned)
     history = json.loads((tmp_path / "fine" / "history.json").read_text())
     assert history["model"]["dropout"] == 0.2 and history["config"]["dropout"] == 0.1  # what ran, and what was asked
+    # the h a starting point declares (nanovla export --execute-steps) carries over to its fine-tunes, unless the
+    # horizon changes
+    declaring = export_checkpoint(start, tmp_path / "start_h8.safetensors", execute_steps=8)
+    same = run_training(dataset / "ds", tmp_path / "same",
+                        TrainConfig(**{**config.to_dict(), "init_from": str(declaring), "steps": 1}))
+    shorter = run_training(dataset / "ds", tmp_path / "shorter",
+                           TrainConfig(**{**config.to_dict(), "init_from": str(declaring), "steps": 1, "horizon": 8}))
+    assert declared_execute_steps(load_checkpoint(same)[1]) == 8
+    assert declared_execute_steps(load_checkpoint(shorter)[1]) == 10  # none declared: the default
 
 
 def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_path):

@@ -56,6 +56,15 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
+DEFAULT_EXECUTE_STEPS = 10  # h for a checkpoint that declares none (long-short chunking of an H = 100 model)
+
+
+def declared_execute_steps(extra: dict) -> int:
+    """h, the actions of each chunk a checkpoint is meant to execute (what it was evaluated with: ``nanovla export
+    --execute-steps``, kept in its "extra" metadata; the shipped H = 20 model says 20), else DEFAULT_EXECUTE_STEPS."""
+    return int(extra.get("execute_steps") or DEFAULT_EXECUTE_STEPS)
+
+
 LANGUAGE_STATISTICS = ("language_mean", "language_std")  # instruction normalisation, added after the first checkpoints
 
 

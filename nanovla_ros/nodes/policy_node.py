@@ -57,7 +57,7 @@ class PolicyNode(Node):
         self.create_timer(self.runner.period_s, self._on_replan_timer, callback_group=MutuallyExclusiveCallbackGroup())
         loaded = sorted(self.runner.policies) or ["none"]
         self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
-                               f"h={self.config.execute_steps}, device {self.config.device}")
+                               f"h={self.runner.execute_steps}, device {self.config.device}")
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:
@@ -118,7 +118,7 @@ class PolicyNode(Node):
         horizon, joints = result.positions.shape
         msg = ActionChunk(chunk_id=next(self._chunk_ids), instruction_id=result.instruction_id,
                           backbone=result.backbone, dt_s=1.0 / self.config.control_rate_hz,
-                          execute_steps=self.config.execute_steps, joint_names=list(result.joint_names),
+                          execute_steps=self.runner.execute_steps, joint_names=list(result.joint_names),
                           horizon=horizon, positions=result.positions.astype(np.float64).ravel().tolist(),
                           inference_latency_ms=float(result.latency_ms))
         msg.header.stamp = stamp_from_ns(result.stamp_ns)

@@ -16,14 +16,15 @@ class PolicyNodeConfig:
     device: str = param("cpu", "Inference device: cpu or cuda.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     # --- scheduling (long-short chunking)
-    execute_steps: int = param(10, "h: actions of each chunk the driver executes before it needs the next.")
+    execute_steps: int = param(0, "h: actions of each chunk the driver executes before it needs the next; 0 = what "
+                                  "the checkpoint declares (the shipped H = 20 one: 20), else 10.")
     control_rate_hz: float = param(30.0, "Rate at which chunk actions are spaced (dt_s = 1 / control_rate_hz).")
     replan_rate_hz: float = param(0.0, "Fixed replanning rate; 0 = replan every execute_steps control steps.")
     max_obs_age_ms: float = param(150.0, "Images or joint states older than this are never used for inference.")
 
     def __post_init__(self) -> None:
         require_choice("device", self.device, DEVICES)
-        require(self.execute_steps >= 1, f"execute_steps={self.execute_steps} must be >= 1")
+        require(self.execute_steps >= 0, f"execute_steps={self.execute_steps} must be >= 0 (0: the checkpoint's)")
         require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")
         require(self.replan_rate_hz >= 0.0, f"replan_rate_hz={self.replan_rate_hz} must be >= 0")
         require(self.max_obs_age_ms > 0.0, f"max_obs_age_ms={self.max_obs_age_ms} must be positive")

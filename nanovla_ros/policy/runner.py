@@ -57,16 +57,18 @@ class Skip:
 
 class PolicyRunner:
     def __init__(self, config: PolicyNodeConfig) -> None:
-        from nanovla_ros.model.checkpoint import load_checkpoint
+        from nanovla_ros.model.checkpoint import DEFAULT_EXECUTE_STEPS, declared_execute_steps, load_checkpoint
         from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder, NanoVLAPolicy
 
         self.config = config
         self.policies: dict[str, NanoVLAPolicy] = {}
+        declared: list[int] = []  # the h each loaded checkpoint declares
         image_encoders: dict[str, FrozenImageEncoder] = {}  # S and L share one frozen image encoder
         for backbone, path in (("small", config.checkpoint_small), ("large", config.checkpoint_large)):
             if not path:
                 continue
-            model, _ = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
+            model, extra = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
+            declared.append(min(declared_execute_steps(extra), model.config.horizon))
             c = model.config
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "
@@ -78,7 +80,11 @@ class PolicyRunner:
             self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
             if config.compile:
                 self.policies[backbone].compile()
-            log.info("NanoVLA-%s loaded from %s (H=%d)", backbone[0].upper(), path, c.horizon)
+            log.info("NanoVLA-%s loaded from %s (H=%d, declares h=%d)", backbone[0].upper(), path, c.horizon,
+                     declared[-1])
+        # h: the parameter, else what the checkpoints declare (one timer replans for both: the smaller, so that
+        # neither runs out of actions)
+        self.execute_steps = config.execute_steps or min(declared, default=DEFAULT_EXECUTE_STEPS)
 
     @property
     def other_cameras(self) -> list[str]:
@@ -90,7 +96,7 @@ class PolicyRunner:
         """Replanning period: every execute_steps control steps, or 1 / replan_rate_hz."""
         if self.config.replan_rate_hz > 0:
             return 1.0 / self.config.replan_rate_hz
-        return self.config.execute_steps / self.config.control_rate_hz
+        return self.execute_steps / self.config.control_rate_hz
 
     def step(self, observation: Observation | None, task: Task | None, now_s: float) -> ChunkResult | Skip:
         if task is None:

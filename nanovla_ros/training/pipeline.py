@@ -85,13 +85,19 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
 
 
-def export_checkpoint(source: str | Path, destination: str | Path) -> Path:
-    """fp16 copy of a trained checkpoint (the normalisation statistics stay fp32), for shipping."""
+def export_checkpoint(source: str | Path, destination: str | Path, execute_steps: int | None = None) -> Path:
+    """fp16 copy of a trained checkpoint (the normalisation statistics stay fp32), for shipping; ``execute_steps``:
+    the h it is meant to run with, declared in it (the policy node and the evaluation take it unless told otherwise)."""
     import torch
 
+    from nanovla_ros.configuration import ConfigError
     from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
     model, extra = load_checkpoint(source)
+    if execute_steps is not None:
+        if not 1 <= execute_steps <= model.config.horizon:
+            raise ConfigError(f"execute_steps={execute_steps} must be within [1, {model.config.horizon}] (the horizon)")
+        extra = {**extra, "execute_steps": execute_steps}
     path = save_checkpoint(model, destination, {**extra, "exported_from": Path(source).name}, dtype=torch.float16)
     log.info(f"{path}: {path.stat().st_size / 1e6:.1f} MB (fp16)")
     return path

@@ -174,9 +174,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             mismatched["horizon"] = (c.horizon, config.horizon)
         if mismatched:
             raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")
+        # a fine-tune runs as its starting point declared it does (nanovla export --execute-steps), unless its
+        # horizon changed (the fixed-chunking arms: exported with their own h)
+        inherited_h = lineage.get("execute_steps") if config.horizon == c.horizon else None
         if config.horizon < c.horizon:
             model = shorter_horizon(model, config.horizon)
     else:
+        inherited_h = None
         lineage = None
         model = NanoVLA(model_config(config, language_encoder_id, instruction_vectors.shape[1]))
         samples = np.flatnonzero(np.isin(demos.episode, train_eps))
@@ -305,6 +309,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 extra = {"train": config.to_dict(), "step": step}
                 if lineage is not None:  # fine-tuned: the model's settings are the starting checkpoint's
                     extra["init"] = lineage
+                if inherited_h:
+                    extra["execute_steps"] = inherited_h
                 if val_data is not None:
                     val, head = validate()
                     history["val"].append({"step": step, "l1": val, **head})

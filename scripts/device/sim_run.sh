@@ -62,8 +62,9 @@ dagger)
   # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
-  # DAGGER_H: actions the policy executes per chunk while it collects (10; the shipped H = 20 model: 20), and in
-  # the early evaluations. Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish` (EXEC_H=20 for an H = 20 model).
+  # DAGGER_H: actions the policy executes per chunk while it collects and in the early evaluations (default: what
+  # the checkpoint declares, `nanovla export --execute-steps`: the shipped H = 20 model says 20; its fine-tunes
+  # inherit it). Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish` (NO_PROBE=1 for a model of H < 100).
   # Time it (H100 / H200, 15 workers, LABEL=30): 4000 expert episodes in 3.3 min, 450 DAgger episodes in ~3 min,
   # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min (runs 19-22,
   # README): DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes (N: episodes per cell of the
@@ -78,7 +79,7 @@ dagger)
     for r in $(seq 1 "${ROUNDS:-1}"); do
       echo "python3 -m nanovla_ros.cli collect --dagger $RUN/dagger$((r - 1)).safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} \
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
-  --execute-h ${DAGGER_H:-10} --device cuda \
+  ${DAGGER_H:+--execute-h $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
   image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
@@ -97,7 +98,7 @@ dagger)
       # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15: run 23's
       # 400 episodes took ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
-  --execute-h ${DAGGER_H:-10} --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
+  ${DAGGER_H:+--execute-h $DAGGER_H} --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
     done
     echo wait
   } > $RUN/job.sh
@@ -136,18 +137,20 @@ finish)
   for r in $RUNS; do
     v=$(name_of "$r")
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
-    python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors
-    [ -z "${NO_CKPT:-}" ] && split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # 16 MiB a file
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
+    python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors ${h:+--execute-steps $h}
+    declared=$(python3 -c "import json, sys; from nanovla_ros.model.checkpoint import declared_execute_steps as d, \
+read_metadata as m; print(d(json.loads(m(sys.argv[1])['extra'])))" $RUN/nanovla_${v}_workcell.safetensors)
+    [ -z "${NO_CKPT:-}" ] && split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # 16 MiB a file
     if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
       cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
     else
       split=${SPLIT:-}; n=${N:-50}; [ -n "$h" ] && split=${ABL_SPLIT:-$split} && n=${ABL_N:-$n}  # fixed arms: ABL_*
       python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "$n" --workers 15 \
-        --execute-h "${h:-${EXEC_H:-10}}" ${split:+--split $split} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
+        --execute-h "${h:-${EXEC_H:-$declared}}" ${split:+--split $split} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
         2>&1 | grep "^\[evaluate\]"
     fi
-    [ -n "$h${EXEC_H:-}" ] && continue  # the probe reads command 100 of a chunk (EXEC_H: a model of H = EXEC_H)
+    [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
