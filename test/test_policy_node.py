@@ -1,4 +1,5 @@
 """policy_node in process: image + state + task -> one ActionChunk of H x 6 with the observation's stamp."""
+import math
 import time
 
 import numpy as np
@@ -83,7 +84,8 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
     assert wait_until(observation_arrived, 20, interval_s=0.05)
     chunk = chunks[0]
     assert chunk.horizon == 12 and len(chunk.positions) == 12 * 6 and list(chunk.joint_names) == JOINTS
-    assert chunk.instruction_id == 7 and chunk.backbone == "small" and chunk.execute_steps == 10
+    assert chunk.instruction_id == 7 and chunk.backbone == "small"
+    assert 12 - 10 <= chunk.execute_steps <= 10  # h = 10 (none declared), less by the steps the chunk came late
     assert chunk.dt_s == pytest.approx(1 / 30) and chunk.inference_latency_ms > 0
     stamp_ns = chunk.header.stamp.sec * 1_000_000_000 + chunk.header.stamp.nanosec
     assert stamp_ns in stamps  # the observation's time, not the publish time
@@ -103,6 +105,29 @@ def test_h_is_what_the_checkpoint_declares_unless_the_parameter_says(checkpoint,
     assert PolicyRunner(PolicyNodeConfig(checkpoint_small=str(checkpoint))).execute_steps == 10  # declares none
     with pytest.raises(Refused, match="execute_steps=13"):  # more than its horizon (12)
         export_checkpoint(checkpoint, tmp_path / "h13.safetensors", execute_steps=13)
+
+
+def test_a_chunk_that_arrives_late_runs_fewer_actions_so_the_next_comes_in_time(checkpoint, tmp_path):
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import Observation, PolicyRunner, Task
+    from nanovla_ros.training.pipeline import export_checkpoint
+
+    fixed = export_checkpoint(checkpoint, tmp_path / "h12.safetensors", execute_steps=12)  # H = 12, runs all 12
+    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(fixed)))
+    assert (runner.execute_steps, runner.effective_steps, runner.delay_steps) == (12, 12, 0)  # nothing measured yet
+    task = Task(7, "small", encoder_id("small"), np.ones(384, np.float32))
+    now_s = 1000.0
+    image_ns = int((now_s - 0.1) * 1e9)  # 100 ms old: 3 control steps at 30 Hz, plus the inference
+    observation = Observation(np.zeros((48, 64, 3), np.uint8), image_ns, np.zeros(6), image_ns, tuple(JOINTS))
+    result = runner.step(observation, task, now_s)
+    assert result.positions.shape == (12, 6)
+    late = math.ceil((0.1 + result.latency_ms / 1e3) * 30)  # 4 unless the (warmed-up) pass took over 33 ms
+    assert late >= 4 and runner.delay_steps == late and runner.effective_steps == max(1, 12 - late)
+    assert runner.period_s == pytest.approx(max(1, 12 - late) / 30)
+    asked = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(fixed), execute_steps=5))
+    result = asked.step(observation, task, now_s)
+    late = math.ceil((0.1 + result.latency_ms / 1e3) * 30)
+    assert asked.effective_steps == max(1, min(5, 12 - late))  # 5 unless the chunk comes over 7 steps late
 
 
 def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):

@@ -54,7 +54,9 @@ class PolicyNode(Node):
                                      SENSOR_QOS, callback_group=latest)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, SENSOR_QOS, callback_group=latest)
         self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS, callback_group=latest)
-        self.create_timer(self.runner.period_s, self._on_replan_timer, callback_group=MutuallyExclusiveCallbackGroup())
+        self._replan_group = MutuallyExclusiveCallbackGroup()
+        self._timer_period_s = self.runner.period_s
+        self._timer = self.create_timer(self._timer_period_s, self._on_replan_timer, callback_group=self._replan_group)
         loaded = sorted(self.runner.policies) or ["none"]
         self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
                                f"h={self.runner.execute_steps}, device {self.config.device}")
@@ -104,11 +106,26 @@ class PolicyNode(Node):
         self._last_skip = ""
         try:
             self._chunk_pub.publish(self._to_message(result))
+            self._follow_the_delay()
         except InvalidHandle:
             # The node was destroyed (shutdown) while this inference ran on the other executor thread: the
             # chunk has nowhere to go, and nothing should move on it anyway.
             if not self._destroying:
                 raise
+
+    def _follow_the_delay(self) -> None:
+        """Replan sooner where chunks arrive too late to run h actions (runner.effective_steps), later again
+        where they no longer do."""
+        period_s = self.runner.period_s
+        if period_s == self._timer_period_s:
+            return
+        self.get_logger().info(f"chunks are ready {self.runner.delay_steps} control steps after their image: "
+                               f"h={self.runner.effective_steps} (of {self.runner.execute_steps}), replanning every "
+                               f"{period_s * 1e3:.0f} ms")
+        self._timer.cancel()
+        self.destroy_timer(self._timer)
+        self._timer_period_s = period_s
+        self._timer = self.create_timer(period_s, self._on_replan_timer, callback_group=self._replan_group)
 
     def destroy_node(self) -> None:
         self._destroying = True
@@ -118,7 +135,7 @@ class PolicyNode(Node):
         horizon, joints = result.positions.shape
         msg = ActionChunk(chunk_id=next(self._chunk_ids), instruction_id=result.instruction_id,
                           backbone=result.backbone, dt_s=1.0 / self.config.control_rate_hz,
-                          execute_steps=self.runner.execute_steps, joint_names=list(result.joint_names),
+                          execute_steps=self.runner.effective_steps, joint_names=list(result.joint_names),
                           horizon=horizon, positions=result.positions.astype(np.float64).ravel().tolist(),
                           inference_latency_ms=float(result.latency_ms))
         msg.header.stamp = stamp_from_ns(result.stamp_ns)

@@ -2,7 +2,9 @@
 observation is fresh enough, and one NanoVLA pass producing an action chunk."""
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -80,23 +82,51 @@ class PolicyRunner:
             self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
             if config.compile:
                 self.policies[backbone].compile()
+            self._warm_up(self.policies[backbone])
             log.info("NanoVLA-%s loaded from %s (H=%d, declares h=%d)", backbone[0].upper(), path, c.horizon,
                      declared[-1])
         # h: the parameter, else what the checkpoints declare (one timer replans for both: the smaller, so that
-        # neither runs out of actions)
+        # neither runs out of actions); the most a chunk runs (effective_steps: less on a slow host)
         self.execute_steps = config.execute_steps or min(declared, default=DEFAULT_EXECUTE_STEPS)
+        self.horizon = min((p.config.horizon for p in self.policies.values()), default=self.execute_steps)
+        self._delays_s: collections.deque[float] = collections.deque(maxlen=9)  # image -> chunk ready, recent
 
     @property
     def other_cameras(self) -> list[str]:
         """Cameras besides the front one that the loaded checkpoints read (each needs its image topic)."""
         return sorted({c for p in self.policies.values() for c in p.config.cameras if c != "front"})
 
+    @staticmethod
+    def _warm_up(policy) -> None:
+        """One pass on a blank observation at load: the first pass is several times slower (allocations, kernels),
+        which would otherwise delay the first chunk and count in delay_steps."""
+        c = policy.config
+        blank = np.zeros((c.image_size, c.image_size, 3), np.uint8)
+        policy.predict_chunk(blank if len(c.cameras) == 1 else {camera: blank for camera in c.cameras},
+                             np.zeros(c.state_dim, np.float32), np.zeros(c.language_dim, np.float32))
+
+    @property
+    def delay_steps(self) -> int:
+        """Control steps from an image to its chunk being ready (the image's age at inference plus the inference;
+        the median of the last few chunks, rounded up): the actions of a chunk that are past when it arrives."""
+        if not self._delays_s:
+            return 0
+        return math.ceil(float(np.median(self._delays_s)) * self.config.control_rate_hz - 1e-9)
+
+    @property
+    def effective_steps(self) -> int:
+        """h for the next chunk: execute_steps, less where a chunk would run out before the next one arrives. A
+        chunk reaches the driver delay_steps (D) after its image, the driver skips the past actions and runs h from
+        there, and the next chunk comes h steps later: it needs h <= H - D (at least 1). An H = 100 model at h = 10
+        never meets it; the shipped H = 20 one at h = 20 does on a CPU host (~350 ms, D ~ 10: h = 10), not on a GPU."""
+        return max(1, min(self.execute_steps, self.horizon - self.delay_steps))
+
     @property
     def period_s(self) -> float:
-        """Replanning period: every execute_steps control steps, or 1 / replan_rate_hz."""
+        """Replanning period: every effective_steps control steps, or 1 / replan_rate_hz."""
         if self.config.replan_rate_hz > 0:
             return 1.0 / self.config.replan_rate_hz
-        return self.execute_steps / self.config.control_rate_hz
+        return self.effective_steps / self.config.control_rate_hz
 
     def step(self, observation: Observation | None, task: Task | None, now_s: float) -> ChunkResult | Skip:
         if task is None:
@@ -130,5 +160,6 @@ class PolicyRunner:
         positions = policy.predict_chunk(image, observation.state.astype(np.float32),
                                          np.asarray(task.embedding, dtype=np.float32))
         latency_ms = (time.perf_counter() - start) * 1e3
+        self._delays_s.append(now_s - observation.image_stamp_ns / 1e9 + latency_ms / 1e3)
         return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,
                            observation.joint_names)
