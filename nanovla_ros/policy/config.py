@@ -17,7 +17,7 @@ class PolicyNodeConfig:
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     # --- scheduling (long-short chunking)
     execute_steps: int = param(0, "h: actions of each chunk the driver executes before it needs the next; 0 = what "
-                                  "the checkpoint declares (the shipped H = 20 one: 20), else 10.")
+                                  "the checkpoint declares (nanovla export --execute-steps), else 10.")
     control_rate_hz: float = param(30.0, "Rate at which chunk actions are spaced (dt_s = 1 / control_rate_hz).")
     replan_rate_hz: float = param(0.0, "Fixed replanning rate; 0 = replan every execute_steps control steps.")
     max_obs_age_ms: float = param(150.0, "Images or joint states older than this are never used for inference.")

@@ -118,7 +118,7 @@ class PolicyRunner:
         """h for the next chunk: execute_steps, less where a chunk would run out before the next one arrives. A
         chunk reaches the driver delay_steps (D) after its image, the driver skips the past actions and runs h from
         there, and the next chunk comes h steps later: it needs h <= H - D (at least 1). An H = 100 model at h = 10
-        never meets it; the shipped H = 20 one at h = 20 does on a CPU host (~350 ms, D ~ 10: h = 10), not on a GPU."""
+        never meets it; run 25's H = 20 one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
         return max(1, min(self.execute_steps, self.horizon - self.delay_steps))
 
     @property

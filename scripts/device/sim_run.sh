@@ -63,7 +63,7 @@ dagger)
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
   # DAGGER_H: actions the policy executes per chunk while it collects and in the early evaluations (default: what
-  # the checkpoint declares, `nanovla export --execute-steps`: the shipped H = 20 model says 20; its fine-tunes
+  # the checkpoint declares, `nanovla export --execute-steps`: run 25's H = 20 model says 20; its fine-tunes
   # inherit it). Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish` (NO_PROBE=1 for a model of H < 100).
   # Time it (H100 / H200, 15 workers, LABEL=30): 4000 expert episodes in 3.3 min, 450 DAgger episodes in ~3 min,
   # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min (runs 19-22,
