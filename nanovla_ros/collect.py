@@ -175,8 +175,8 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
                        table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50,
                        execute_h: int | None = None) -> int:
     """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, executing ``execute_h`` actions of
-    each chunk (None: what the checkpoint declares, as it is deployed), the expert labels every ``sample_every``-th state with its own chunk; every
-    episode is written (failures are the point)."""
+    each chunk (None: what the checkpoint declares, as it is deployed), the expert labels every
+    ``sample_every``-th state with its own chunk; every episode is written (failures are the point)."""
     import json
     import multiprocessing as mp
 
