@@ -162,6 +162,13 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     from nanovla_ros.model.checkpoint import read_metadata
     import json
 
+    from nanovla_ros.driver.config import DriverConfig
+    from nanovla_ros.sim.workcell import CONTROL_RATE_HZ
+
+    timeout_ms = DriverConfig().chunk_timeout_ms
+    if latency_steps * 1e3 / CONTROL_RATE_HZ > timeout_ms:
+        print(f"[evaluate] warning: latency_steps={latency_steps} is more than the driver's chunk_timeout_ms="
+              f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir)
     jobs = [(k, s, first_seed + i, execute_h, max_steps, latency_steps)
