@@ -122,14 +122,12 @@ def test_a_chunk_that_arrives_late_runs_fewer_actions_so_the_next_comes_in_time(
     result = runner.step(observation, task, now_s)
     assert result.positions.shape == (12, 6)
     late = math.ceil((0.1 + result.latency_ms / 1e3) * 30)  # 4 unless the (warmed-up) pass took over 33 ms
-    passes = max(1, math.ceil(result.latency_ms / 1e3 * 30))  # never replan faster than one inference takes
-    assert late >= 4 and runner.delay_steps == late and runner.inference_steps == passes
-    assert runner.effective_steps == min(12, max(12 - late, passes))
-    assert runner.period_s == pytest.approx(min(12, max(12 - late, passes)) / 30)
+    assert late >= 4 and runner.delay_steps == late and runner.effective_steps == max(1, 12 - late)
+    assert runner.period_s == pytest.approx(max(1, 12 - late) / 30)
     asked = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(fixed), execute_steps=5))
     result = asked.step(observation, task, now_s)
-    late, passes = math.ceil((0.1 + result.latency_ms / 1e3) * 30), max(1, math.ceil(result.latency_ms / 1e3 * 30))
-    assert asked.effective_steps == min(5, max(12 - late, passes))  # 5 unless the chunk comes over 7 steps late
+    late = math.ceil((0.1 + result.latency_ms / 1e3) * 30)
+    assert asked.effective_steps == max(1, min(5, 12 - late))  # 5 unless the chunk comes over 7 steps late
 
 
 def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):

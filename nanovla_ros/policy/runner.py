@@ -90,7 +90,6 @@ class PolicyRunner:
         self.execute_steps = config.execute_steps or min(declared, default=DEFAULT_EXECUTE_STEPS)
         self.horizon = min((p.config.horizon for p in self.policies.values()), default=self.execute_steps)
         self._delays_s: collections.deque[float] = collections.deque(maxlen=9)  # image -> chunk ready, recent
-        self._inference_s: collections.deque[float] = collections.deque(maxlen=9)  # one pass, recent
 
     @property
     def other_cameras(self) -> list[str]:
@@ -115,21 +114,12 @@ class PolicyRunner:
         return math.ceil(float(np.median(self._delays_s)) * self.config.control_rate_hz - 1e-9)
 
     @property
-    def inference_steps(self) -> int:
-        """Control steps one inference takes (median of the last few, rounded up)."""
-        if not self._inference_s:
-            return 1
-        return max(1, math.ceil(float(np.median(self._inference_s)) * self.config.control_rate_hz - 1e-9))
-
-    @property
     def effective_steps(self) -> int:
         """h for the next chunk: execute_steps, less where a chunk would run out before the next one arrives. A
         chunk reaches the driver delay_steps (D) after its image, the driver skips the past actions and runs h from
-        there, and the next chunk comes h steps later: it needs h <= H - D. Never less than one inference takes:
-        replanning faster than that only runs inference back to back, which slows everything else on a small host
-        (where H - D is below it the arm holds between chunks; a longer H is the cure). An H = 100 model at h = 10
-        never meets the limit; run 25's H = 20 one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
-        return max(1, min(self.execute_steps, max(self.horizon - self.delay_steps, self.inference_steps)))
+        there, and the next chunk comes h steps later: it needs h <= H - D (at least 1). An H = 100 model at h = 10
+        never meets it; run 25's H = 20 one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
+        return max(1, min(self.execute_steps, self.horizon - self.delay_steps))
 
     @property
     def period_s(self) -> float:
@@ -171,6 +161,5 @@ class PolicyRunner:
                                          np.asarray(task.embedding, dtype=np.float32))
         latency_ms = (time.perf_counter() - start) * 1e3
         self._delays_s.append(now_s - observation.image_stamp_ns / 1e9 + latency_ms / 1e3)
-        self._inference_s.append(latency_ms / 1e3)
         return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,
                            observation.joint_names)
