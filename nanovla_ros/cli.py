@@ -255,9 +255,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{report['camera_to_chunk_ms']}, camera -> servo {report['camera_to_servo_ms']}")
         return 0
     if args.execute_h is None:
-        from nanovla_ros.model.checkpoint import declared_execute_steps, read_metadata
+        from nanovla_ros.model.checkpoint import checkpoint_execute_steps
 
-        args.execute_h = declared_execute_steps(json.loads(read_metadata(args.checkpoint)["extra"]))
+        args.execute_h = checkpoint_execute_steps(args.checkpoint)
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps)

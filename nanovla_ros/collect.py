@@ -183,14 +183,13 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
     from tqdm import tqdm
 
     from nanovla_ros.evaluation.closed_loop import instruction_embeddings
-    from nanovla_ros.model.checkpoint import declared_execute_steps, read_metadata
+    from nanovla_ros.model.checkpoint import checkpoint_execute_steps, read_metadata
     from nanovla_ros.sim.workcell import build_model
 
     shards = Path(out_dir) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
-    metadata = read_metadata(checkpoint)
-    language_id = json.loads(metadata["config"])["language_encoder_id"]
-    execute_h = execute_h or declared_execute_steps(json.loads(metadata["extra"]))
+    language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
+    execute_h = execute_h or checkpoint_execute_steps(checkpoint)
     embeddings = instruction_embeddings(language_id, table_dir)
     jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps, execute_h) for k in kinds
             for s in range(first_seed, first_seed + episodes)

@@ -78,8 +78,10 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     last = workcell.joint_positions.astype(np.float64)
     in_flight, sustained, timings = [], 0, []  # in_flight: (captured step, chunk)
     steps = max_steps or MAX_STEPS[kind]
+    from nanovla_ros.policy.runner import steps_to_execute
+
     # as the policy node does (PolicyRunner.effective_steps): a chunk L steps late must last until the next arrives
-    execute_h = max(1, min(execute_h, policy.config.horizon - latency_steps))
+    execute_h = steps_to_execute(execute_h, policy.config.horizon, latency_steps)
     for step in range(steps):
         views = on_step(task, step, last) if on_step is not None else None
         if step % execute_h == 0:

@@ -65,6 +65,11 @@ def declared_execute_steps(extra: dict) -> int:
     return int(extra.get("execute_steps") or DEFAULT_EXECUTE_STEPS)
 
 
+def checkpoint_execute_steps(path: str | Path) -> int:
+    """``declared_execute_steps`` of the checkpoint file at ``path`` (its metadata only, no weights loaded)."""
+    return declared_execute_steps(json.loads(read_metadata(path)["extra"]))
+
+
 LANGUAGE_STATISTICS = ("language_mean", "language_std")  # instruction normalisation, added after the first checkpoints
 
 

@@ -17,6 +17,13 @@ from nanovla_ros.policy.config import PolicyNodeConfig
 log = logging.getLogger(__name__)
 
 
+def steps_to_execute(execute_steps: int, horizon: int, delay_steps: int) -> int:
+    """h for a chunk of ``horizon`` actions that reaches the driver ``delay_steps`` control steps after its image:
+    the driver skips the past actions and runs h from there, and the next chunk comes h steps later, so h <= H - D
+    (at least 1), and at most ``execute_steps``."""
+    return max(1, min(execute_steps, horizon - delay_steps))
+
+
 def camera_topic(camera: str) -> str:
     """Image topic of a camera a checkpoint names: front -> camera/image_raw, wrist -> wrist_camera/image_raw."""
     return "camera/image_raw" if camera == "front" else f"{camera}_camera/image_raw"
@@ -115,11 +122,10 @@ class PolicyRunner:
 
     @property
     def effective_steps(self) -> int:
-        """h for the next chunk: execute_steps, less where a chunk would run out before the next one arrives. A
-        chunk reaches the driver delay_steps (D) after its image, the driver skips the past actions and runs h from
-        there, and the next chunk comes h steps later: it needs h <= H - D (at least 1). An H = 100 model at h = 10
-        never meets it; run 25's H = 20 one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
-        return max(1, min(self.execute_steps, self.horizon - self.delay_steps))
+        """h for the next chunk (``steps_to_execute`` with the measured delay): execute_steps, less where a chunk
+        would run out before the next one arrives. An H = 100 model at h = 10 never meets the limit; run 25's H = 20
+        one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
+        return steps_to_execute(self.execute_steps, self.horizon, self.delay_steps)
 
     @property
     def period_s(self) -> float:

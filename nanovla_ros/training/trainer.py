@@ -220,6 +220,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (config.bf16 and device.type == "cuda") else _Null()
 
     query_generator = torch.Generator(device=device).manual_seed(config.seed)  # the same queries each validation
+    first = min(config.select_first_steps or model.config.horizon, model.config.horizon)
+    selection_key = f"l1_first_{first}"  # best.safetensors is chosen on it
 
     def validate() -> tuple[float, dict]:
         """(action L1, normalised, z = 0 as deployed; the task head's figures: median error to the named cube and to
@@ -228,7 +230,6 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         model.eval()
         losses, first_losses = [], []
         cube_errors, goal_errors, query_errors, query_hits, query_goal_errors = [], [], [], [], []
-        first = config.select_first_steps or model.config.horizon
         query_generator.manual_seed(config.seed)
         with torch.no_grad(), autocast:
             for start in range(0, val_data.n, 512):
@@ -271,7 +272,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             head["query_nearest"] = float(torch.cat(query_hits).mean())
         if query_goal_errors and len(torch.cat(query_goal_errors)):
             head["query_goal_cm"] = float(torch.cat(query_goal_errors).median()) * 100
-        head[f"l1_first_{min(first, model.config.horizon)}"] = sum(first_losses) / val_data.n
+        head[selection_key] = sum(first_losses) / val_data.n
         return sum(losses) / val_data.n, head
 
     bar = None
@@ -315,9 +316,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                     val, head = validate()
                     history["val"].append({"step": step, "l1": val, **head})
                     extra["val_l1"] = val
-                    selected = next(v for k, v in head.items() if k.startswith("l1_first_"))
-                    extra["val_selected"] = {"metric": next(k for k in head if k.startswith("l1_first_")),
-                                             "value": selected}
+                    selected = head[selection_key]
+                    extra["val_selected"] = {"metric": selection_key, "value": selected}
                     if selected < best:
                         best = selected
                         save_checkpoint(model, out / "best.safetensors", extra)

@@ -141,8 +141,8 @@ finish)
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors ${h:+--execute-steps $h}
-    declared=$(python3 -c "import json, sys; from nanovla_ros.model.checkpoint import declared_execute_steps as d, \
-read_metadata as m; print(d(json.loads(m(sys.argv[1])['extra'])))" $RUN/nanovla_${v}_workcell.safetensors)
+    declared=$(python3 -c "import sys; from nanovla_ros.model.checkpoint import checkpoint_execute_steps as h; \
+print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
     [ -z "${NO_CKPT:-}" ] && split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # 16 MiB a file
     if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
       cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
