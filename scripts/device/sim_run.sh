@@ -38,7 +38,9 @@
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
 # 12-14 steps/s per model with two models sharing the GPU (~18 alone), 400 evaluation episodes ~90 s.
 set -uo pipefail
-RUN=/root/run; SIM=/root/sim; CODE=/root/code
+RUN=${RUN_DIR:-/root/run}; SIM=/root/sim; CODE=/root/code  # RUN_DIR: a second job on the same data (e.g. round 2)
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 1 ] || NGPU=1
+gpu() { echo "CUDA_VISIBLE_DEVICES=$(( $1 % NGPU ))"; }  # the i-th training or evaluation of a job: GPUs in turn
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 RUNS=${RUNS:-"s:front l:front"}
 # s:front,wrist:16 -> s_front_wrist_16; task=s:front,wrist/--task-loss-weight=1 -> task
@@ -64,6 +66,7 @@ dagger)
   # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
+  # DRIVER=path: another policy than CKPT drives round 1's collection (CKPT still initialises the round's model).
   # DAGGER_H: actions the policy executes per chunk while it collects and in the early evaluations (default: what
   # the checkpoint declares, `nanovla export --execute-steps`: run 25's H = 20 model says 20; its fine-tunes
   # inherit it). Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish` (NO_PROBE=1 for a model of H < 100).
@@ -79,7 +82,8 @@ dagger)
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
   wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
     for r in $(seq 1 "${ROUNDS:-1}"); do
-      echo "python3 -m nanovla_ros.cli collect --dagger $RUN/dagger$((r - 1)).safetensors --task ${DAGGER_TASKS:-pick_place stack push touch} \
+      drive=$RUN/dagger$((r - 1)).safetensors; [ "$r" = 1 ] && drive=${DRIVER:-$drive}  # DRIVER: round 1's, if not CKPT
+      echo "python3 -m nanovla_ros.cli collect --dagger $drive --task ${DAGGER_TASKS:-pick_place stack push touch} \
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
   ${DAGGER_H:+--execute-h $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
@@ -87,12 +91,17 @@ dagger)
   image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
       # FIXED_H="5 10 20 50": the chunking ablation's fixed arms, trained beside the last round alike (same data,
       # init, steps, lr) but with H = h -> $RUN/fixed_H<h>; `finish` evaluates them executing all h of each chunk.
-      [ "$r" = "${ROUNDS:-1}" ] && for h in ${FIXED_H:-}; do
-        echo "python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
-  $RUN/dagger$((r - 1)).safetensors --horizon $h --out $RUN/fixed_H$h --image-size ${IMG:-320} --steps ${STEPS:-2000} \
-  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_fixed_H$h.txt 2>&1 &"
+      # ARMS="name=H[:h][@init] ...": more arms beside it, e.g. "H40x20=40:20" (H = 40, declares h = 20 on export:
+      # give finish RUNS="H40x20=s:x/--horizon=40/--execute-steps=20") or "H20b=20@/root/h20.safetensors" (another
+      # init than the round's). With several GPUs the trainings take them in turn, the round's own on GPU 0.
+      i=0; [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
+        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors; [ "$x" != "${x#*@}" ] && init=${x#*@}
+        x=${x%%@*}; hz=${x%%:*}
+        echo "$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
+  $init --horizon $hz --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
+  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_$n.txt 2>&1 &"
       done
-      echo "python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
+      echo "$(gpu 0) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
   --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
   --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
@@ -136,32 +145,42 @@ finish)
   done
   for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
   cd $CODE
+  # PAR=1: all evaluations at once, GPUs in turn, EVAL_WORKERS (15) workers each (64 cores hold four of 15)
+  evaluate() {  # name checkpoint h split n json gpu-index
+    local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-h "$3"
+      ${4:+--split $4} --device cuda --table-dir $SIM/cache --out "$6")
+    if [ -n "${PAR:-}" ]; then env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]" | sed "s/^/$1 /" &
+    else env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]"; fi
+  }
+  i=0
   for r in $RUNS; do
-    v=$(name_of "$r")
+    v=$(name_of "$r"); i=$((i + 1))
     f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
-    python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors ${h:+--execute-steps $h}
+    x=$(echo "$r" | grep -o -- '--execute-steps=[0-9]*' | cut -d= -f2); x=${x:-$h}  # ... or the h it is given
+    python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors ${x:+--execute-steps $x}
     declared=$(python3 -c "import sys; from nanovla_ros.model.checkpoint import checkpoint_execute_steps as h; \
 print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
-    [ -z "${NO_CKPT:-}" ] && split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."  # 16 MiB a file
+    # checkpoints come back in 15 MB parts (16 MiB a file, 8 files a call): all, none (NO_CKPT=1) or KEEP="name ..."
+    [ -z "${NO_CKPT:-}" ] && { [ -z "${KEEP:-}" ] || [[ " $KEEP " == *" $v "* ]]; } && \
+      split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."
     if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
       cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
     else
-      split=${SPLIT:-}; n=${N:-50}; [ -n "$h" ] && split=${ABL_SPLIT:-$split} && n=${ABL_N:-$n}  # fixed arms: ABL_*
-      python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors --episodes "$n" --workers 15 \
-        --execute-h "${h:-${EXEC_H:-$declared}}" ${split:+--split $split} --device cuda --table-dir $SIM/cache --out "$OUT/$v.json" \
-        2>&1 | grep "^\[evaluate\]"
+      split=${SPLIT:-}; n=${N:-50}
+      case $v in fixed_H*) split=${ABL_SPLIT:-$split}; n=${ABL_N:-$n} ;; esac  # the ablation's fixed arms: ABL_*
+      evaluate "$v" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" "$split" "$n" "$OUT/$v.json" $i
     fi
     [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
   for h in ${SWEEP_H:-}; do  # the long-short arm: run SWEEP_RUN (H_train = 100) executing h of each chunk
-    split=${ABL_SPLIT:-${SPLIT:-}}
-    python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors --episodes "${ABL_N:-${N:-50}}" \
-      --workers 15 --execute-h "$h" ${split:+--split $split} --device cuda --table-dir $SIM/cache \
-      --out "$OUT/sweep_h$h.json" 2>&1 | grep "^\[evaluate\]"
+    i=$((i + 1))
+    evaluate "sweep_h$h" $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors "$h" "${ABL_SPLIT:-${SPLIT:-}}" "${ABL_N:-${N:-50}}" \
+      "$OUT/sweep_h$h.json" $i
   done
+  wait
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
