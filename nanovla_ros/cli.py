@@ -221,6 +221,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               if getattr(args, k) is not None}
     if "cameras" in values:
         values["cameras"] = tuple(values["cameras"])
+    if "horizon" not in values and "init_from" in values:  # a fine-tune keeps its starting point's horizon
+        from nanovla_ros.model.checkpoint import load_checkpoint
+
+        values["horizon"] = load_checkpoint(values["init_from"])[0].config.horizon
     try:
         config = TrainConfig(**values)
     except ConfigError as error:
@@ -376,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
-    tr.add_argument("--horizon", type=int)
+    tr.add_argument("--horizon", type=int, help="H_train (default: the --init-from checkpoint's, else 100)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--select-first-steps", type=int,

@@ -112,6 +112,14 @@ def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_pa
                                                                          "init_from": str(start)}))
     model, extra = load_checkpoint(fine)
     assert model.config.horizon == 5 and extra["train"]["horizon"] == 5 and extra["init"]["train"]["horizon"] == 16
+    # fine-tuning it again through the CLI needs no --horizon: a fine-tune keeps its starting point's
+    from nanovla_ros.cli import main
+
+    assert main(["train", "--data", str(dataset / "ds"), "--out", str(tmp_path / "again"), "--tiny", "--device", "cpu",
+                 "--steps", "1", "--val-every", "1", "--batch-size", "4", "--warmup-steps", "1",
+                 "--init-from", str(fine)]) == 0
+    again, _ = load_checkpoint(sorted((tmp_path / "again").glob("*.safetensors"))[0])
+    assert again.config.horizon == 5
     with pytest.raises(ConfigError, match="horizon"):  # a longer chunk than the start's has no positions to keep
         run_training(dataset / "ds", tmp_path / "long32", TrainConfig(**{**config.to_dict(), "horizon": 32,
                                                                        "init_from": str(start)}))

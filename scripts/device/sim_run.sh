@@ -33,6 +33,10 @@
 #          beside it: each training holds its features on the GPU, ~37 GB with 59k samples; run 25), then
 #          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
 #          RUNS="fixed_H5=s:x/--horizon=5 fixed_H10=s:x/--horizon=10 ..." finish (results.tgz past 8 files).
+#   several GPUs (nvidia-h200-x4, run 26): trainings and evaluations take the GPUs in turn, two trainings a GPU
+#          (66k samples: ~30 GB of features each); e.g. DRIVER=/root/h20.safetensors ... FIXED_H="1 5 10 20 50"
+#          ARMS="H40x20=40:20 c20=20@/root/h20.safetensors" dagger, then PAR=1 EVAL_WORKERS=8 finish (all at once).
+#          A second round on the same data from one of them: RUN_DIR=/root/run2 CKPT=<its export> DEMO_EPS=0 dagger.
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
 # Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
