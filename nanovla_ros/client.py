@@ -14,8 +14,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from nanovla_ros.msg import CurrentTask
-from nanovla_ros.nodes.common import (CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
-                                      SET_INSTRUCTION_SERVICE)
+from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, DIAGNOSTICS_TOPIC,
+                                      ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS, SET_INSTRUCTION_SERVICE)
 from nanovla_ros.srv import EncodeInstruction, ResetEpisode, SetInstruction, StartRecording, StopRecording
 
 
@@ -59,6 +59,30 @@ class NanovlaClient:
                 return False
             self._executor.spin_once(timeout_sec=min(0.05, remaining))
         return True
+
+    def wait_until_ready(self, timeout_s: float, nodes: tuple[str, ...] = ("policy", "instruction_encoder")) -> list[str]:
+        """Spin until each of ``nodes`` reports diagnostics and all of their statuses are OK (the policy: its
+        checkpoints loaded and warmed up; the instruction encoder: every backbone loaded), as a user waits for
+        the graph to come up before the first instruction. Returns what was not ready in time (empty: all)."""
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+        ok: dict[str, bool] = {}  # status name ("policy: inference") -> its level is OK
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.partition(":")[0] in nodes:
+                    ok[status.name] = status.level == DiagnosticStatus.OK
+
+        def missing() -> list[str]:
+            return sorted([n for n in nodes if not any(k.partition(":")[0] == n for k in ok)] +
+                          [k for k, good in ok.items() if not good])
+
+        subscription = self.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diagnostics, COMMAND_QOS)
+        try:
+            self.spin_until(lambda: not missing(), timeout_s)
+            return missing()
+        finally:
+            self.node.destroy_subscription(subscription)
 
     def _call(self, service_type, name: str, request, timeout_s: float):
         client = self.node.create_client(service_type, name)

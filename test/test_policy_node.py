@@ -70,6 +70,10 @@ def _policy_with_inputs(graph, checkpoint, max_obs_age_ms: float):
 
 
 def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    diagnostics = []
+    graph.probe.create_subscription(DiagnosticArray, "diagnostics", diagnostics.append, COMMAND_QOS)
     policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=1000.0)
     assert wait_until(lambda: images.get_subscription_count() > 0 and states.get_subscription_count() > 0, 10)
     stamps = []
@@ -90,6 +94,16 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
     stamp_ns = chunk.header.stamp.sec * 1_000_000_000 + chunk.header.stamp.nanosec
     assert stamp_ns in stamps  # the observation's time, not the publish time
     assert policy.runner.policies["small"].config.horizon == 12
+    # its diagnostics say it is ready (what the demo and graph evaluation wait for) and how it runs
+    def reported() -> dict | None:
+        for status in (s for msg in diagnostics for s in msg.status if s.name == "policy: inference"):
+            values = {kv.key: kv.value for kv in status.values}
+            if status.level == DiagnosticStatus.OK and int(values["chunks_published"]) >= 1:
+                return values
+        return None
+
+    assert wait_until(lambda: reported() is not None, 10)
+    assert reported()["checkpoints"] == "small" and reported()["execute_steps"] == "10"
 
 
 def test_h_is_what_the_checkpoint_declares_unless_the_parameter_says(checkpoint, tmp_path):

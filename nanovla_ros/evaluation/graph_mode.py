@@ -17,6 +17,8 @@ import numpy as np
 
 from nanovla_ros.evaluation.closed_loop import MAX_STEPS
 
+READY_TIMEOUT_S = 120.0  # the policy's and the encoder's loading, on a busy 2-core host
+
 
 def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: int, first_seed: int,
                        out_dir: str = "out/eval_graph", control_rate_hz: float = 30.0,
@@ -61,6 +63,10 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                     client.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, COMMAND_QOS)
                     if not client.spin_until(lambda: bool(status), 30.0):
                         raise LaunchError("the workcell published no episode status")
+                    # The clock starts once the graph is up, as a user waits for it: an instruction sent while a
+                    # backbone still loads beside the policy (a 2-core host) costs the episode its first seconds.
+                    if unready := client.wait_until_ready(READY_TIMEOUT_S):
+                        raise LaunchError(f"not ready after {READY_TIMEOUT_S:g} s: {unready}")
                     instruction = status[-1].instruction
                     accepted = client.set_instruction(instruction, "auto", timeout_s=90.0)
                     started = time.monotonic()

@@ -4,6 +4,8 @@ the latched current_task; loads the NanoVLA-S and -L checkpoints named by parame
 the router chose; every execute_steps control steps (or at replan_rate_hz) it runs one inference in its
 own callback group and publishes an ActionChunk stamped with the observation's time. Observations older
 than max_obs_age_ms are never used; without a task or a checkpoint it publishes nothing and says why once.
+Once a second it publishes diagnostics ("policy: inference", OK once the checkpoints are loaded and warmed up,
+i.e. from construction on): the h in use, the measured chunk delay, chunks published and why the last was not.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import itertools
 import threading
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -20,9 +23,9 @@ from sensor_msgs.msg import Image, JointState
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.camera.image_codec import ImageEncodingError, ImageFields, fields_to_array
 from nanovla_ros.msg import ActionChunk, CurrentTask
-from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, IMAGE_TOPIC,
-                                      JOINT_STATES_TOPIC, LATCHED_QOS, SENSOR_QOS, ns_from_stamp, run_node,
-                                      stamp_from_ns)
+from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, DIAGNOSTICS_TOPIC,
+                                      IMAGE_TOPIC, JOINT_STATES_TOPIC, LATCHED_QOS, SENSOR_QOS, ns_from_stamp,
+                                      run_node, stamp_from_ns)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.policy.config import PolicyNodeConfig
 from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task, camera_topic
@@ -46,6 +49,8 @@ class PolicyNode(Node):
         self._last_skip = ""
         self._chunk_ids = itertools.count(1)
         self._chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+        self._chunks_published = 0
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         # Subscriptions only store the latest message: reentrant, so they never wait behind inference.
         latest = ReentrantCallbackGroup()
         self.create_subscription(Image, IMAGE_TOPIC, self._on_image, SENSOR_QOS, callback_group=latest)
@@ -57,6 +62,7 @@ class PolicyNode(Node):
         self._replan_group = MutuallyExclusiveCallbackGroup()
         self._timer_period_s = self.runner.period_s
         self._timer = self.create_timer(self._timer_period_s, self._on_replan_timer, callback_group=self._replan_group)
+        self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer, callback_group=latest)
         loaded = sorted(self.runner.policies) or ["none"]
         self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
                                f"h={self.runner.execute_steps}, device {self.config.device}")
@@ -106,10 +112,29 @@ class PolicyNode(Node):
         self._last_skip = ""
         try:
             self._chunk_pub.publish(self._to_message(result))
+            self._chunks_published += 1
             self._follow_the_delay()
         except InvalidHandle:
             # The node was destroyed (shutdown) while this inference ran on the other executor thread: the
             # chunk has nowhere to go, and nothing should move on it anyway.
+            if not self._destroying:
+                raise
+
+    def _on_diagnostics_timer(self) -> None:
+        """Ready (OK) with a checkpoint loaded, an error without one; the chunk timing the node runs with."""
+        loaded = sorted(self.runner.policies)
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if loaded else DiagnosticStatus.ERROR, name=f"{self.get_name()}: inference",
+            hardware_id=self.config.device, message="ready" if loaded else "no checkpoint loaded",
+            values=[KeyValue(key=k, value=str(v)) for k, v in (
+                ("checkpoints", ",".join(loaded)), ("execute_steps", self.runner.execute_steps),
+                ("effective_steps", self.runner.effective_steps), ("delay_steps", self.runner.delay_steps),
+                ("chunks_published", self._chunks_published), ("last_skip", self._last_skip))])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        try:
+            self._diag_pub.publish(array)
+        except InvalidHandle:
             if not self._destroying:
                 raise
 
