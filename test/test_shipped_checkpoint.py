@@ -24,12 +24,13 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
     extra = json.loads(metadata["extra"])
     assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
-    # long-short chunking: H = 100, executing h = 10 (it declares none: the default), which leaves a slow host's late
-    # chunks actions to run (run 25's better H = 20 model did not ship for that: README, point 19)
-    assert json.loads(metadata["config"])["horizon"] == 100 and declared_execute_steps(extra) == 10
-    # with it: run 23 fine-tuned run 22, 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained
-    # from scratch with the task head and colour queries (a fine-tune's model settings, the head's weight included,
-    # are those of the checkpoint it starts from; its "train" record holds the run's own arguments)
+    # long-short chunking: H = 40, executing the h = 20 it declares, which leaves a slow host's late chunks 20 actions
+    # of slack (run 26's better H = 20 model did not ship for that: README, points 19 and 20)
+    assert json.loads(metadata["config"])["horizon"] == 40 and declared_execute_steps(extra) == 20
+    # with it: run 26's second DAgger round fine-tuned its first (H = 40 from run 23's first 40 action slots); run 23
+    # fine-tuned run 22, 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained from scratch
+    # with the task head and colour queries (a fine-tune's model settings, the head's weight included, are those of
+    # the checkpoint it starts from; its "train" record holds the run's own arguments)
     lineage = [extra]
     while lineage[-1].get("init"):
         assert lineage[-1]["train"]["init_from"] and lineage[-1]["init"]["step"] > 0
@@ -49,8 +50,8 @@ ROLLOUT_STEPS = 100  # control steps (3.3 s at 30 Hz): the experts reach a touch
 def test_the_shipped_policy_heads_for_the_named_cube():
     """From home, in unseen scenes, "touch the <colour> cube" run closed loop for ROLLOUT_STEPS control steps
     (executing the h the checkpoint declares of each chunk): the point between the jaws must end nearest that
-    colour's cube in most cases (chance: a third; colour-blind policies scored that). Run 23 is nearest in 9 / 9
-    here, run 25's H = 20 model too; until run 25 the test read the first chunk's command 100 instead (run 12's
+    colour's cube in most cases (chance: a third; colour-blind policies scored that). Runs 23 and 26 are nearest in
+    9 / 9 here, run 25's H = 20 model too; until run 25 the test read the first chunk's command 100 instead (run 12's
     checkpoint nearest in 4 / 9, run 15 in 9 / 9, runs 22 and 23 in 8 / 9), which a 20-action chunk does not have."""
     torch.set_num_threads(2)
     model, extra = load_checkpoint(SHIPPED_CHECKPOINT)
