@@ -60,7 +60,8 @@ class NanovlaClient:
             self._executor.spin_once(timeout_sec=min(0.05, remaining))
         return True
 
-    def wait_until_ready(self, timeout_s: float, nodes: tuple[str, ...] = ("policy", "instruction_encoder")) -> list[str]:
+    def wait_until_ready(self, timeout_s: float,
+                         nodes: tuple[str, ...] = ("policy", "instruction_encoder")) -> list[str]:
         """Spin until each of ``nodes`` reports diagnostics and all of their statuses are OK (the policy: its
         checkpoints loaded and warmed up; the instruction encoder: every backbone loaded), as a user waits for
         the graph to come up before the first instruction. Returns what was not ready in time (empty: all)."""

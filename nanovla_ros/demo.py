@@ -101,10 +101,10 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
             print(f"[demo] workcell and driver ready in {time.monotonic() - start:.1f} s", flush=True)
             # The policy's checkpoint and the instruction encoder's backbone load beside the workcell; an instruction
             # sent before they are done got stale chunks for the first seconds (refused by the driver).
-            if not teleop and (unready := client.wait_until_ready(READY_TIMEOUT_S)):
-                print(f"[demo] FAILED: not ready after {READY_TIMEOUT_S:g} s: {unready} (see {log_path})")
-                return 1
             if not teleop:
+                if unready := client.wait_until_ready(READY_TIMEOUT_S):
+                    print(f"[demo] FAILED: not ready after {READY_TIMEOUT_S:g} s: {unready} (see {log_path})")
+                    return 1
                 print(f"[demo] policy and instruction encoder ready in {time.monotonic() - start:.1f} s", flush=True)
             first = client.set_instruction(instruction, "auto", timeout_s=90.0)
             if not first.accepted:

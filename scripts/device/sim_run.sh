@@ -99,8 +99,8 @@ dagger)
       # give finish RUNS="H40x20=s:x/--horizon=40/--execute-steps=20") or "H20b=20@/root/h20.safetensors" (another
       # init than the round's). With several GPUs the trainings take them in turn, the round's own on GPU 0.
       i=0; [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
-        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors; [ "$x" != "${x#*@}" ] && init=${x#*@}
-        x=${x%%@*}; hz=${x%%:*}
+        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors
+        [ "$x" != "${x#*@}" ] && init=${x#*@}; x=${x%%@*}; hz=${x%%:*}
         echo "$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
   $init --horizon $hz --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
   --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_$n.txt 2>&1 &"
@@ -181,8 +181,8 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
   done
   for h in ${SWEEP_H:-}; do  # the long-short arm: run SWEEP_RUN (H_train = 100) executing h of each chunk
     i=$((i + 1))
-    evaluate "sweep_h$h" $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors "$h" "${ABL_SPLIT:-${SPLIT:-}}" "${ABL_N:-${N:-50}}" \
-      "$OUT/sweep_h$h.json" $i
+    evaluate "sweep_h$h" $RUN/nanovla_${SWEEP_RUN}_workcell.safetensors "$h" "${ABL_SPLIT:-${SPLIT:-}}" \
+      "${ABL_N:-${N:-50}}" "$OUT/sweep_h$h.json" $i
   done
   wait
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
