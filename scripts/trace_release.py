@@ -6,7 +6,8 @@ leaves the jaws in the air, the gripper commands before it, the cube's height an
     .venv/bin/python scripts/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
         --task stack --seeds 1001,1004,1006 [--split train] [--table-dir data/tables]
 
-One JSON line per episode, in process on the CPU (the harness of `nanovla evaluate`, h = 10).
+One JSON line per episode, in process on the CPU (the harness of `nanovla evaluate`, executing the h the checkpoint
+declares, else 10; --execute-h another).
 """
 from __future__ import annotations
 
@@ -18,21 +19,22 @@ import torch
 
 import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is imported)
 from nanovla_ros.evaluation.closed_loop import instruction_embeddings, run_policy_episode
-from nanovla_ros.model.checkpoint import load_checkpoint
+from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
 
 HELD_M = 0.015  # the cube's centre within this of the jaws' centre: held
 
 
-def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str, split: str, seed: int) -> dict:
+def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str, split: str, seed: int,
+          execute_h: int) -> dict:
     rows = []
 
     def on_step(task, step, last_command):
         goal = workcell.cube_position(task.target) if kind == "stack" else workcell.square_position(task.target)
         rows.append((*workcell.cube_position(task.cube), float(last_command[5]), *workcell.grasp_point(), *goal[:2]))
 
-    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, 10, on_step=on_step)
+    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_h, on_step=on_step)
     a = np.asarray(rows)
     cube, command, jaws, goal = a[:, 0:3], a[:, 3], a[:, 4:7], a[:, 7:9]
     held = (np.linalg.norm(cube - jaws, axis=1) < HELD_M) & (cube[:, 2] > CUBE_HALF_M + 0.01)
@@ -56,15 +58,17 @@ def main() -> None:
     parser.add_argument("--seeds", required=True, help="comma-separated episode seeds")
     parser.add_argument("--split", choices=("train", "heldout"), default="train")
     parser.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
+    parser.add_argument("--execute-h", type=int, help="actions per chunk (default: what the checkpoint declares)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(args.checkpoint, "cpu")
+    model, extra = load_checkpoint(args.checkpoint, "cpu")
+    execute_h = args.execute_h or declared_execute_steps(extra)
     policy = NanoVLAPolicy(model)
     embeddings = instruction_embeddings(model.config.language_encoder_id, args.table_dir)
     workcell = Workcell()
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(json.dumps(trace(workcell, policy, embeddings, args.task, args.split, seed)), flush=True)
+            print(json.dumps(trace(workcell, policy, embeddings, args.task, args.split, seed, execute_h)), flush=True)
     finally:
         workcell.close()
 
