@@ -121,6 +121,23 @@ def test_h_is_what_the_checkpoint_declares_unless_the_parameter_says(checkpoint,
         export_checkpoint(checkpoint, tmp_path / "h13.safetensors", execute_steps=13)
 
 
+def test_num_threads_sets_the_inference_threads(checkpoint):
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import PolicyRunner
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        PolicyRunner(PolicyNodeConfig(checkpoint_small=str(checkpoint)))  # 0: torch's default stays
+        assert torch.get_num_threads() == 2
+        PolicyRunner(PolicyNodeConfig(checkpoint_small=str(checkpoint), num_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="num_threads=-1"):
+        PolicyNodeConfig(num_threads=-1)
+
+
 def test_a_chunk_that_arrives_late_runs_fewer_actions_so_the_next_comes_in_time(checkpoint, tmp_path):
     from nanovla_ros.policy.config import PolicyNodeConfig
     from nanovla_ros.policy.runner import Observation, PolicyRunner, Task

@@ -15,6 +15,7 @@ class PolicyNodeConfig:
     checkpoint_large: str = param("", "NanoVLA-L checkpoint (Gemma-3-270M instruction features); empty = none.")
     device: str = param("cpu", "Inference device: cpu or cuda.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
+    num_threads: int = param(0, "torch CPU threads for inference; 0 keeps torch's default (one per core).")
     # --- scheduling (long-short chunking)
     execute_steps: int = param(0, "h: actions of each chunk the driver executes before it needs the next; 0 = what "
                                   "the checkpoint declares (nanovla export --execute-steps), else 10.")
@@ -24,6 +25,7 @@ class PolicyNodeConfig:
 
     def __post_init__(self) -> None:
         require_choice("device", self.device, DEVICES)
+        require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0 (0: torch's default)")
         require(self.execute_steps >= 0, f"execute_steps={self.execute_steps} must be >= 0 (0: the checkpoint's)")
         require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")
         require(self.replan_rate_hz >= 0.0, f"replan_rate_hz={self.replan_rate_hz} must be >= 0")

@@ -70,6 +70,10 @@ class PolicyRunner:
         from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder, NanoVLAPolicy
 
         self.config = config
+        if config.num_threads:
+            import torch
+
+            torch.set_num_threads(config.num_threads)
         self.policies: dict[str, NanoVLAPolicy] = {}
         declared: list[int] = []  # the h each loaded checkpoint declares
         image_encoders: dict[str, FrozenImageEncoder] = {}  # S and L share one frozen image encoder
