@@ -222,9 +222,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "cameras" in values:
         values["cameras"] = tuple(values["cameras"])
     if "horizon" not in values and "init_from" in values:  # a fine-tune keeps its starting point's horizon
-        from nanovla_ros.model.checkpoint import load_checkpoint
+        import json
 
-        values["horizon"] = load_checkpoint(values["init_from"])[0].config.horizon
+        from nanovla_ros.model.checkpoint import read_metadata
+
+        # the metadata only: the trainer loads the weights itself
+        values["horizon"] = json.loads(read_metadata(values["init_from"])["config"])["horizon"]
     try:
         config = TrainConfig(**values)
     except ConfigError as error:
