@@ -44,7 +44,12 @@ def test_driver_moves_the_simulated_arm_through_the_emulated_bus():
         try:
             assert wait_until(lambda: np.abs(workcell.joint_positions - target).max() < 0.05, 10.0), \
                 workcell.joint_positions
-            assert np.abs(arm.read_positions() - workcell.joint_positions).max() < 0.01
+            # Stop the physics before comparing: mid-step the workcell's joints run ahead of the registers the
+            # bridge last wrote (CI once saw 0.058 rad on the moving gripper). Stopped, the two must agree.
+            stop.set()
+            sim.join(2)
+            assert not sim.is_alive()
+            np.testing.assert_allclose(arm.read_positions(), workcell.joint_positions, atol=2e-3)
         finally:
             loop.stop()
             stop.set()
