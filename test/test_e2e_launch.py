@@ -217,7 +217,7 @@ def test_collect_records_episodes_through_the_graph_and_they_become_samples(env,
     """`nanovla collect`: the workcell resets between episodes (the leader brings the arm home first), the
     recorder writes one MCAP bag per episode with its metadata (the wrist camera too, --cameras front wrist), and
     the dataset builder turns them into samples; a second run resumes (nothing left to record)."""
-    from nanovla_ros.data.demos import build_dataset, load_demonstrations
+    from nanovla_ros.data.demos import DatasetBuildConfig, build_dataset, load_demonstrations
     from nanovla_ros.recording.bags import read_episode
 
     bags = tmp_path / "bags"
@@ -235,7 +235,9 @@ def test_collect_records_episodes_through_the_graph_and_they_become_samples(env,
                   "workcell/episode", "diagnostics", "wrist_camera/image_raw"):
         assert bag.messages.get(topic), f"{topic} missing from the bag"
     assert bag.messages["camera/image_raw"][0][1].width == 224
-    summary = build_dataset(bags, tmp_path / "ds", progress=False)
+    # The gap check itself is tested on crafted bags (test_dataset.py); here two cores under the whole test suite
+    # once stalled the camera 0.51 s at the start of a bag, so this test allows a longer silence.
+    summary = build_dataset(bags, tmp_path / "ds", DatasetBuildConfig(max_gap_s=2.0), progress=False)
     assert summary["built"] == 2, summary
     demos = load_demonstrations(tmp_path / "ds", cameras=("front", "wrist"))
     assert len(demos.states) > 60 and demos.instructions[1] == bag.metadata["instruction"]
