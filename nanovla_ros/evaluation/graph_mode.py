@@ -4,8 +4,9 @@ the workcell's success check decides. Each episode is a fresh launch (the arm st
 in-process harness), so a run of a few episodes takes minutes on two cores.
 
 Latency along the graph, per chunk: camera stamp -> chunk received by this client (the policy's publish,
-plus one DDS hop) and camera stamp -> first action of the chunk written to the servos (the driver's
-diagnostics, chunk_latency_p50_ms / p95).
+plus one DDS hop), the policy's inference alone (the chunk's inference_latency_ms; the rest is the image's
+age when inference started) and camera stamp -> first action of the chunk written to the servos (the
+driver's diagnostics, chunk_latency_p50_ms / p95).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results, chunk_ms, servo_p50, servo_p95 = [], [], [], []
+    results, chunk_ms, inference_ms, servo_p50, servo_p95 = [], [], [], [], []
     for kind in kinds:
         for seed in range(first_seed, first_seed + episodes):
             log_file = (out / f"{kind}_{split}_{seed}.log").open("w")
@@ -51,6 +52,7 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
 
                     def on_chunk(msg: ActionChunk) -> None:
                         latencies.append((time.time_ns() - ns_from_stamp(msg.header.stamp)) / 1e6)
+                        inference_ms.append(float(msg.inference_latency_ms))  # the policy's own part of it
 
                     def on_diag(msg: DiagnosticArray) -> None:
                         for s in msg.status:
@@ -95,4 +97,5 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
     pct = lambda values, q: float(np.percentile(values, q)) if values else None  # noqa: E731
     return {"episodes": results, "successes": sum(r["success"] for r in results), "count": len(results),
             "camera_to_chunk_ms": {"p50": pct(chunk_ms, 50), "p95": pct(chunk_ms, 95), "chunks": len(chunk_ms)},
+            "inference_ms": {"p50": pct(inference_ms, 50), "p95": pct(inference_ms, 95)},
             "camera_to_servo_ms": {"p50_of_episode_p50s": pct(servo_p50, 50), "max_episode_p95": max(servo_p95) if servo_p95 else None}}

@@ -48,13 +48,25 @@ def ns_from_stamp(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+def _events_executor():
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:  # rclpy before Jazzy
+        return None
+    return EventsExecutor()
+
+
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1,
+             events: bool = False) -> int:
     """Process main shared by all nodes: init, spin, clean shutdown on Ctrl-C or SIGTERM.
 
     ``threads`` > 1 uses a MultiThreadedExecutor: only for nodes whose callbacks block (the router
     waits on the encoder) and whose groups are reentrant. rclpy's MultiThreadedExecutor busy-waits
     while ready work belongs to a mutually exclusive group that is running, which a 100 Hz
-    subscription makes constant (seen: a subscriber of joint_states at 80 % CPU).
+    subscription makes constant (seen: a subscriber of joint_states at 80 % CPU). ``events`` uses rclpy's
+    EventsExecutor where it exists (Jazzy and later; single-threaded, its wait loop in C++): for a node whose
+    callbacks only store messages that arrive at a high rate (the policy: 6 % of a core for ~160 messages a
+    second, against 17 % on the single-threaded executor).
 
     Returns the exit code: 0 on a clean stop, 1 when the node could not start (bad parameters,
     missing device); the reason is logged once, never retried in a loop.
@@ -69,7 +81,9 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
     code = 0
     try:
         node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor = _events_executor() if events else None
+        if executor is None:
+            executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see Ctrl-C
