@@ -128,7 +128,12 @@ class FrozenImageEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._features(self.preprocess(images))  # (B, C, h', w')
+        return self.features(self.preprocess(images))  # (B, C, h', w')
+
+    @torch.no_grad()
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed (B, 3, S, S) -> (B, C, h', w')."""
+        return self._features(pixels)
 
 
 def _efficientnet_stride16(net: nn.Module):
@@ -411,14 +416,16 @@ class NanoVLAPolicy(nn.Module):
     def config(self) -> NanoVLAConfig:
         return self.model.config
 
-    def _chunk(self, images: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        features = self.image_encoder(images)  # (N, C, h', w'), one row per camera
+    def _chunk(self, pixels: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        features = self.image_encoder.features(pixels)  # (N, C, h', w'), one row per camera
         pred_n, _ = self.model(features[None], instruction, state)
         return self.model.denormalize_actions(pred_n)  # (1, H, A)
 
     def compile(self, mode: str = "reduce-overhead") -> "NanoVLAPolicy":
         """torch.compile the per-step path (image encoder + transformer). On a GPU, "reduce-overhead"
-        replays it as a CUDA graph: the step is a few hundred small kernels, so launch overhead dominates."""
+        replays it as a CUDA graph: the step is a few hundred small kernels, so launch overhead dominates.
+        The frames are resized to image_size before it, so that a camera of another size than the warm-up's
+        blank frame does not compile it again (42 s on a 2-core CPU, measured)."""
         self._forward = torch.compile(self._chunk, mode=mode, dynamic=False)
         return self
 
@@ -446,7 +453,8 @@ class NanoVLAPolicy(nn.Module):
         images = torch.from_numpy(frames).to(device)  # (N, h, w, 3)
         state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
-        return self._forward(images, state_t, instruction)[0].float().cpu().numpy()  # (H, A)
+        pixels = self.image_encoder.preprocess(images)  # (N, 3, S, S) whatever the camera's size
+        return self._forward(pixels, state_t, instruction)[0].float().cpu().numpy()  # (H, A)
 
 
 def language_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

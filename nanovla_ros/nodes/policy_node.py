@@ -109,7 +109,12 @@ class PolicyNode(Node):
         outlasts the period, the next starts at once."""
         next_tick = time.monotonic()
         while not self._stop.is_set():
-            self._replan()
+            try:
+                self._replan()
+            except Exception:
+                if self._stop.is_set():  # the node went down during this inference (shutdown)
+                    break
+                raise
             next_tick += self._period_s
             delay = next_tick - time.monotonic()
             if delay < 0:
@@ -169,14 +174,15 @@ class PolicyNode(Node):
         self._period_s = period_s
 
     def close(self) -> None:
-        """Stop replanning: waits for an inference in progress (its chunk is still published)."""
+        """Stop replanning; waits a little for an inference in progress (the thread is a daemon: a longer one,
+        e.g. a first compile, does not hold the process up, and its chunk is never published)."""
         self._stop.set()
+        self._destroying = True
         if self._inference.is_alive() and self._inference is not threading.current_thread():
-            self._inference.join(timeout=10.0)
+            self._inference.join(timeout=2.0)
 
     def destroy_node(self) -> None:
         self.close()
-        self._destroying = True
         super().destroy_node()
 
     def _to_message(self, result: ChunkResult) -> ActionChunk:
