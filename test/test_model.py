@@ -50,6 +50,14 @@ def test_shapes_and_z_zero_is_deterministic(image_encoder):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"\(16,\)"):
         policy.predict_chunk(image, np.zeros(6, np.float32), np.ones(384, np.float32))
+    # the per-step path (what compile:=true compiles) sees image_size frames whatever the camera's size, so a
+    # camera of another size than the warm-up's blank frame does not compile it again
+    seen = []
+    step = policy._forward
+    policy._forward = lambda pixels, *rest: (seen.append(tuple(pixels.shape)), step(pixels, *rest))[1]
+    for h, w in ((48, 80), (64, 64), (120, 160)):
+        policy.predict_chunk(np.zeros((h, w, 3), np.uint8), np.zeros(6, np.float32), np.ones(16, np.float32))
+    assert seen == [(1, 3, 64, 64)] * 3
 
 
 def test_padding_mask_excludes_steps_from_the_loss():
