@@ -40,7 +40,7 @@ from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Sk
 class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy", **kwargs)
-        self._destroying = False
+        self._stop = threading.Event()  # set by close(): no more replanning, the node goes down
         self.config = declare_config(self, PolicyNodeConfig)
         try:
             self.runner = PolicyRunner(self.config)
@@ -66,7 +66,6 @@ class PolicyNode(Node):
         self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
         self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
         self._period_s = self.runner.period_s
-        self._stop = threading.Event()
         self._inference = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._inference.start()
         loaded = sorted(self.runner.policies) or ["none"]
@@ -141,7 +140,7 @@ class PolicyNode(Node):
         except InvalidHandle:
             # The node was destroyed (shutdown) while this inference ran: the chunk has nowhere to go, and
             # nothing should move on it anyway.
-            if not self._destroying:
+            if not self._stop.is_set():
                 raise
 
     def _on_diagnostics_timer(self) -> None:
@@ -159,7 +158,7 @@ class PolicyNode(Node):
         try:
             self._diag_pub.publish(array)
         except InvalidHandle:
-            if not self._destroying:
+            if not self._stop.is_set():
                 raise
 
     def _follow_the_delay(self) -> None:
@@ -177,7 +176,6 @@ class PolicyNode(Node):
         """Stop replanning; waits a little for an inference in progress (the thread is a daemon: a longer one,
         e.g. a first compile, does not hold the process up, and its chunk is never published)."""
         self._stop.set()
-        self._destroying = True
         if self._inference.is_alive() and self._inference is not threading.current_thread():
             self._inference.join(timeout=2.0)
 
