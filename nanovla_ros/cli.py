@@ -217,10 +217,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "language_film",
                                             "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
-                                            "init_from", "warmup_steps", "select_first_steps")
+                                            "init_from", "warmup_steps", "select_first_steps",
+                                            "gripper_loss_weight", "kind_weights")
               if getattr(args, k) is not None}
-    if "cameras" in values:
-        values["cameras"] = tuple(values["cameras"])
+    for k in ("cameras", "kind_weights"):
+        if k in values:
+            values[k] = tuple(values[k])
     if "horizon" not in values and "init_from" in values:  # a fine-tune keeps its starting point's horizon
         import json
 
@@ -399,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frozen feature map the model reads: 32 (final) or 16 (a 2x finer grid, 112 channels)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
     tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept)")
+    tr.add_argument("--gripper-loss-weight", type=float,
+                    help="weight of the gripper in the action loss against 1 per arm joint (default 1)")
+    tr.add_argument("--kind-weights", nargs="+", metavar="KIND=WEIGHT",
+                    help="draw samples of these task kinds this much more often, e.g. stack=2 (others: 1)")
     tr.add_argument("--warmup-steps", type=int)
     tr.add_argument("--dropout", type=float)
     tr.add_argument("--weight-decay", type=float)

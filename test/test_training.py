@@ -326,3 +326,49 @@ def test_the_harness_moves_the_arm_through_the_drivers_executor():
         assert steps.max() <= DriverConfig().max_step_rad + 1e-9
     finally:
         workcell.close()
+
+
+def test_the_gripper_weight_and_kind_weights_shape_the_loss_and_the_batches(dataset, tmp_path):
+    """``gripper_loss_weight`` weighs the last action dimension in the reconstruction loss (divided by the weights'
+    sum); ``kind_weights`` draws the samples of a task kind more often, and a kind no episode has is refused."""
+    from nanovla_ros.data.demos import load_demonstrations
+    from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+    from nanovla_ros.model.modeling_nanovla import NanoVLA
+    from nanovla_ros.training.trainer import TINY, kind_sample_weights
+
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=8, horizon=4, **TINY)).eval()  # eval: z = mu, no dropout
+    features = torch.randn(3, model.config.image_feature_dim, 3, 3)
+    instruction, state, actions = torch.randn(3, 8), torch.randn(3, 6), torch.randn(3, 4, 6)
+    with torch.no_grad():
+        pred_n, plain = model(features, instruction, state, actions)
+        _, ones = model(features, instruction, state, actions, action_weight=torch.ones(6))
+        weight = torch.tensor([1.0, 1, 1, 1, 1, 3])
+        _, gripper = model(features, instruction, state, actions, action_weight=weight)
+    err = (pred_n - (actions - model.action_mean) / model.action_std).abs()  # (B, H, A)
+    assert torch.allclose(ones["recon"], plain["recon"])
+    assert torch.allclose(gripper["recon"], (err * weight).sum() / (err[..., 0].numel() * weight.sum()))
+    assert not torch.allclose(gripper["recon"], plain["recon"])
+
+    demos = load_demonstrations(dataset / "ds")
+    demos.meta[1] = {**demos.meta[1], "task_kind": "stack"}
+    episodes = np.arange(len(demos.instructions))
+    samples_of = lambda e: np.count_nonzero(demos.episode == e)  # noqa: E731
+    w = kind_sample_weights(demos, episodes, {"stack": 3.0})
+    assert w is not None and len(w) == len(demos.episode)
+    assert np.count_nonzero(w == 3.0) == samples_of(1) and np.count_nonzero(w == 1.0) == len(w) - samples_of(1)
+    assert kind_sample_weights(demos, episodes, {}) is None
+    with pytest.raises(ConfigError, match="stak"):
+        kind_sample_weights(demos, episodes, {"stak": 2.0})
+    for bad in (("stack",), ("stack=x",), ("stack=-1",), ("stack=1", "stack=2")):
+        with pytest.raises(ConfigError):
+            TrainConfig(kind_weights=bad)
+    with pytest.raises(ConfigError, match="gripper_loss_weight"):
+        TrainConfig(gripper_loss_weight=0.0)
+    # both through a training run; the options are recorded in the checkpoint
+    config = TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=8, warmup_steps=1,
+                         val_fraction=0.0, gripper_loss_weight=3.0, kind_weights=("touch=2",))
+    _, extra = load_checkpoint(run_training(dataset / "ds", tmp_path / "weighted", config))
+    assert extra["train"]["gripper_loss_weight"] == 3.0 and extra["train"]["kind_weights"] == ["touch=2"]
+    with pytest.raises(ConfigError, match="no training episode"):
+        run_training(dataset / "ds", tmp_path / "typo", TrainConfig(**{**config.to_dict(), "kind_weights": ("stak=2",)}))

@@ -329,9 +329,11 @@ class NanoVLA(nn.Module):
     def forward(self, image_features: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor,
                 actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
                 env: torch.Tensor | None = None, task_xy_m: torch.Tensor | None = None,
-                query_instruction: torch.Tensor | None = None, query_xy_m: torch.Tensor | None = None):
+                query_instruction: torch.Tensor | None = None, query_xy_m: torch.Tensor | None = None,
+                action_weight: torch.Tensor | None = None):
         """Returns (actions, loss): normalised-space prediction (B, H, A) and, when ``actions`` is given,
-        a dict with the total loss and its parts. Without targets, z = 0 (inference).
+        a dict with the total loss and its parts. Without targets, z = 0 (inference). ``action_weight`` (A,): each
+        action dimension's weight in the reconstruction loss (default: all 1), which is divided by their sum.
 
         Auxiliary task head (used when the model has one), NaN rows unknown: ``task_xy_m`` (B, 4) metres, the named
         cube's and its goal's x, y; ``query_instruction`` (B, L) another episode's instruction and ``query_xy_m``
@@ -360,7 +362,11 @@ class NanoVLA(nn.Module):
         if actions is not None:
             mask = action_mask.to(pred_n.dtype)[..., None]  # (B, H, 1)
             err = (pred_n - actions_n).abs() if c.loss == "l1" else (pred_n - actions_n) ** 2
-            recon = (err * mask).sum() / (mask.sum() * c.action_dim).clamp(min=1.0)
+            if action_weight is None:
+                recon = (err * mask).sum() / (mask.sum() * c.action_dim).clamp(min=1.0)
+            else:
+                weight = action_weight.to(err.dtype)  # (A,)
+                recon = (err * mask * weight).sum() / (mask.sum() * weight.sum()).clamp(min=1e-6)
             kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=-1).mean()
             loss = {"loss": recon + c.kl_weight * kl, "recon": recon.detach(), "kl": kl.detach()}
             if self.task_head is not None and task_xy_m is not None:

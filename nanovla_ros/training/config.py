@@ -51,6 +51,14 @@ class TrainConfig:
                                "the first horizon action slots are kept).")
     cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "
                                                  "shows the cube between the jaws, where the front view is coarse).")
+    gripper_loss_weight: float = param(1.0, "Weight of the gripper (the last action dimension) in the action loss, "
+                                            "against 1 for each arm joint; the loss is divided by the weights' sum. "
+                                            "Above 1: the jaws' timing counts more (stacking released the cube too "
+                                            "early: README, run 27).")
+    kind_weights: tuple[str, ...] = param((), "Sampling weight per task kind, as 'kind=weight' (e.g. 'stack=2': a "
+                                              "stacking sample is drawn twice as often as one of a kind not named, "
+                                              "weight 1); episodes without a task kind weigh 1. Validation is "
+                                              "unweighted. Empty: every sample alike.")
 
     def __post_init__(self) -> None:
         require_choice("variant", self.variant, ("s", "l"))
@@ -67,6 +75,23 @@ class TrainConfig:
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
+        require(self.gripper_loss_weight > 0.0, f"gripper_loss_weight={self.gripper_loss_weight} must be > 0")
+        self.kind_weight_map()  # validates
+
+    def kind_weight_map(self) -> dict[str, float]:
+        """``kind_weights`` as {kind: weight}."""
+        weights = {}
+        for item in self.kind_weights:
+            kind, sep, value = item.partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = float("nan")
+            require(sep == "=" and kind != "" and weight >= 0.0,
+                    f"kind_weights entry {item!r} is not 'kind=weight' with a weight >= 0")
+            require(kind not in weights, f"kind_weights names {kind!r} twice")
+            weights[kind] = weight
+        return weights
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -106,6 +106,32 @@ class DeviceBatches:
         return goal
 
 
+def kind_sample_weights(demos: Demonstrations, episodes: np.ndarray, weights: dict[str, float]) -> np.ndarray | None:
+    """Sampling weight of each sample of ``episodes`` (in ``DeviceBatches``' order) from its episode's task kind
+    (``weights``: {kind: weight}, other kinds 1); None when ``weights`` is empty. A kind named but absent from
+    ``episodes`` is an error (a typo would otherwise change nothing)."""
+    if not weights:
+        return None
+    kinds = np.array([(demos.meta[e].get("task_kind") if e < len(demos.meta) else None) or ""
+                      for e in range(len(demos.instructions))], dtype=object)  # per episode; "" unknown
+    samples = np.flatnonzero(np.isin(demos.episode, episodes))
+    sample_kinds = kinds[demos.episode[samples]]
+    missing = sorted(k for k in weights if not np.any(sample_kinds == k))
+    if missing:
+        from nanovla_ros.configuration import ConfigError
+
+        present = sorted(set(sample_kinds.tolist()) - {""})
+        raise ConfigError(f"kind_weights names {missing}, which no training episode has (kinds here: {present})")
+    weight = np.ones(len(samples))
+    for kind, w in weights.items():
+        weight[sample_kinds == kind] = w
+    if weight.sum() <= 0:
+        from nanovla_ros.configuration import ConfigError
+
+        raise ConfigError("kind_weights leave every training sample with weight 0")
+    return weight
+
+
 def model_config(config: TrainConfig, language_encoder_id: str, language_dim: int) -> NanoVLAConfig:
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
@@ -161,6 +187,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
     train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
+    sample_weight = kind_sample_weights(demos, train_eps, config.kind_weight_map())
+    sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32, device=device) if sample_weight is not None \
+        else None
+    action_weight = None
+    if config.gripper_loss_weight != 1.0:
+        action_weight = torch.ones(demos.actions.shape[1], device=device)
+        action_weight[-1] = config.gripper_loss_weight  # the gripper is the last joint (LeRobot's SO-101 order)
     if config.init_from:  # fine-tuning: the checkpoint's weights and normalisation
         from nanovla_ros.configuration import ConfigError
         from nanovla_ros.model.checkpoint import load_checkpoint
@@ -285,12 +318,15 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
-        idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
+        if sample_weight is None:
+            idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
+        else:
+            idx = torch.multinomial(sample_weight, config.batch_size, replacement=True, generator=generator)
         b = train_data.batch(idx, generator if model.task_head is not None else None)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
                           task_xy_m=b["task_xy_m"], query_instruction=b.get("query_instruction"),
-                          query_xy_m=b.get("query_xy_m"))
+                          query_xy_m=b.get("query_xy_m"), action_weight=action_weight)
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

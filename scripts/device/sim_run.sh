@@ -95,15 +95,18 @@ dagger)
   image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
       # FIXED_H="5 10 20 50": the chunking ablation's fixed arms, trained beside the last round alike (same data,
       # init, steps, lr) but with H = h -> $RUN/fixed_H<h>; `finish` evaluates them executing all h of each chunk.
-      # ARMS="name=H[:h][@init] ...": more arms beside it, e.g. "H40x20=40:20" (H = 40, declares h = 20 on export:
-      # give finish RUNS="H40x20=s:x/--horizon=40/--execute-steps=20") or "H20b=20@/root/h20.safetensors" (another
-      # init than the round's). With several GPUs the trainings take them in turn, the round's own on GPU 0.
+      # ARMS="name=H[:h][@init][/--flag=value...] ...": more arms beside it, e.g. "H40x20=40:20" (H = 40, declares
+      # h = 20 on export: give finish RUNS="H40x20=s:x/--horizon=40/--execute-steps=20"),
+      # "H20b=20@/root/h20.safetensors" (another init than the round's) or
+      # "c20g=20@/root/h20.safetensors/--gripper-loss-weight=3/--kind-weights=stack=2" (training flags of its own).
+      # With several GPUs the trainings take them in turn, the round's own on GPU 0.
       i=0; [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
-        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors
+        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors; fl=""
+        [ "$x" != "${x#*/--}" ] && fl=$(echo "/--${x#*/--}" | sed 's#/--# --#g') && x=${x%%/--*}
         [ "$x" != "${x#*@}" ] && init=${x#*@}; x=${x%%@*}; hz=${x%%:*}
         echo "$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
   $init --horizon $hz --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
-  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda > $RUN/log_$n.txt 2>&1 &"
+  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1 &"
       done
       echo "$(gpu 0) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
   --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
@@ -185,6 +188,13 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
       "${ABL_N:-${N:-50}}" "$OUT/sweep_h$h.json" $i
   done
   wait
+  # KEEP_BEST=k: also bring back the k runs of this call with the most successful episodes (NO_CKPT=1 KEEP_BEST=2:
+  # only those; at most 3, 8 files a call)
+  for v in $(for r in $RUNS; do v=$(name_of "$r"); [ -f "$OUT/$v.json" ] && python3 -c "import json, sys; \
+print(sum(e['success'] for e in json.load(open(sys.argv[1]))['episodes']), sys.argv[2])" "$OUT/$v.json" "$v"; \
+    done | sort -rn | head -n "${KEEP_BEST:-0}" | cut -d' ' -f2); do
+    ls "$OUT/$v.part."* > /dev/null 2>&1 || split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."
+  done
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
