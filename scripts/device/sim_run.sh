@@ -33,8 +33,9 @@
 #          beside it: each training holds its features on the GPU, ~37 GB with 59k samples; run 25), then
 #          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
 #          RUNS="fixed_H5=s:x/--horizon=5 fixed_H10=s:x/--horizon=10 ..." finish (results.tgz past 8 files).
-#   several GPUs (nvidia-h200-x4, run 26): trainings and evaluations take the GPUs in turn, two trainings a GPU
-#          (66k samples: ~30 GB of features each); e.g. DRIVER=/root/h20.safetensors ... FIXED_H="1 5 10 20 50"
+#   several GPUs (nvidia-h200-x4, run 26): trainings and evaluations take the GPUs in turn, two trainings at once
+#          on a GPU of 100 GB or more, one after another on smaller ones (SLOTS: 70k samples hold ~42 GB of features
+#          each, and two ran out of memory on H100s in run 27); e.g. DRIVER=/root/h20.safetensors ... FIXED_H="1 5 10 20 50"
 #          ARMS="H40x20=40:20 c20=20@/root/h20.safetensors" dagger, then PAR=1 EVAL_WORKERS=8 finish (all at once).
 #          A second round on the same data from one of them: RUN_DIR=/root/run2 CKPT=<its export> DEMO_EPS=0 dagger.
 #          bash scripts/device/sim_run.sh progress
@@ -45,6 +46,8 @@ set -uo pipefail
 RUN=${RUN_DIR:-/root/run}; SIM=/root/sim; CODE=/root/code  # RUN_DIR: a second job on the same data (e.g. round 2)
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 1 ] || NGPU=1
 gpu() { echo "CUDA_VISIBLE_DEVICES=$(( $1 % NGPU ))"; }  # the i-th training or evaluation of a job: GPUs in turn
+GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+SLOTS=${SLOTS:-$([ "${GPU_MIB:-0}" -ge 100000 ] && echo 2 || echo 1)}  # trainings at once on one GPU
 export PYTHONPATH=/root/site:$CODE PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 RUNS=${RUNS:-"s:front l:front"}
 # s:front,wrist:16 -> s_front_wrist_16; task=s:front,wrist/--task-loss-weight=1 -> task
@@ -100,19 +103,24 @@ dagger)
       # "H20b=20@/root/h20.safetensors" (another init than the round's) or
       # "c20g=20@/root/h20.safetensors/--gripper-loss-weight=3/--kind-weights=stack=2" (training flags of its own).
       # With several GPUs the trainings take them in turn, the round's own on GPU 0.
-      i=0; [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
+      # Two trainings a GPU need ~2 x 42 GB with 70k samples: on 80 GB cards (H100) they ran out of memory (run 27),
+      # so there each GPU takes its trainings one after another (SLOTS=1; 2 where a card has 100 GB or more).
+      i=0; queue=(); [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
         i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors; fl=""
         [ "$x" != "${x#*/--}" ] && fl=$(echo "/--${x#*/--}" | sed 's#/--# --#g') && x=${x%%/--*}
         [ "$x" != "${x#*@}" ] && init=${x#*@}; x=${x%%@*}; hz=${x%%:*}
-        echo "$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
+        cmd="$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
   $init --horizon $hz --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
-  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1 &"
+  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1"
+        if [ "$SLOTS" -ge 2 ]; then echo "$cmd &"; else g=$((i % NGPU)); queue[$g]="${queue[$g]:-}$cmd; "; fi
       done
+      for g in "${!queue[@]}"; do [ "$g" != 0 ] && echo "( ${queue[$g]}) &"; done  # GPU 0's wait for the round's own
       echo "$(gpu 0) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
   --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
   --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
+      [ -n "${queue[0]:-}" ] && echo "( ${queue[0]}) &"
       # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15: run 23's
       # 400 episodes took ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
@@ -147,7 +155,7 @@ progress)
   nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader ;;
 finish)
   for _ in $(seq 1 "${WAIT:-60}"); do
-    done_all=1; for r in $RUNS; do grep -q "steps in" "$RUN/log_$(name_of "$r").txt" 2>/dev/null || done_all=0; done
+    done_all=1; for r in $RUNS; do grep -q "steps in\|^Traceback" "$RUN/log_$(name_of "$r").txt" 2>/dev/null || done_all=0; done
     [ $done_all = 1 ] && break; sleep 1
   done
   for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
@@ -162,7 +170,8 @@ finish)
   i=0
   for r in $RUNS; do
     v=$(name_of "$r"); i=$((i + 1))
-    f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors)
+    f=$(ls $RUN/$v/best.safetensors 2>/dev/null || ls $RUN/$v/last.safetensors 2>/dev/null)
+    [ -z "$f" ] && { echo "$v: no checkpoint; its log ends:"; tail -n 3 "$RUN/log_$v.txt"; continue; }
     h=$(echo "$r" | grep -o -- '--horizon=[0-9]*' | cut -d= -f2)  # fixed chunking (trained with H = h) executes all h
     x=$(echo "$r" | grep -o -- '--execute-steps=[0-9]*' | cut -d= -f2); x=${x:-$h}  # ... or the h it is given
     python3 -m nanovla_ros.cli export "$f" $RUN/nanovla_${v}_workcell.safetensors ${x:+--execute-steps $x}
