@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where a policy lets go of the cube (README "Data loop", diagnosis 16): for each episode, the step the cube
 leaves the jaws in the air, the gripper commands before it, the cube's height and its x, y distance from the goal
-(the other cube for `stack`, the square for `pick_place`) at that moment, and where it ended up.
+(the other cube for `stack`, the square for `pick_place`) at that moment, and where it ended up (its distance from
+the goal, and the two squares or other cubes it ended nearest).
 
     .venv/bin/python scripts/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
         --task stack --seeds 1001,1004,1006 [--split train] [--table-dir data/tables]
@@ -21,7 +22,7 @@ import nanovla_ros.sim  # noqa: F401  (chooses the headless GL before mujoco is 
 from nanovla_ros.evaluation.closed_loop import instruction_embeddings, run_policy_episode
 from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
-from nanovla_ros.sim.workcell import CUBE_HALF_M, Workcell
+from nanovla_ros.sim.workcell import CUBE_COLOURS, CUBE_HALF_M, SQUARE_COLOURS, Workcell
 
 HELD_M = 0.015  # the cube's centre within this of the jaws' centre: held
 
@@ -30,7 +31,10 @@ def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str
           execute_h: int) -> dict:
     rows = []
 
+    result_task = []
+
     def on_step(task, step, last_command):
+        result_task[:] = [task]
         goal = workcell.cube_position(task.target) if kind == "stack" else workcell.square_position(task.target)
         rows.append((*workcell.cube_position(task.cube), float(last_command[5]), *workcell.grasp_point(), *goal[:2]))
 
@@ -40,6 +44,13 @@ def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str
     held = (np.linalg.norm(cube - jaws, axis=1) < HELD_M) & (cube[:, 2] > CUBE_HALF_M + 0.01)
     report = {"seed": seed, "instruction": result.instruction, "success": bool(result.success),
               "stage": result.outcome["stage"]}
+    # where the cube ended: the two nearest squares or other cubes (held-out stacking carried it to a square: README,
+    # point 22)
+    places = {f"square {c}": workcell.square_position(c)[:2] for c in SQUARE_COLOURS}
+    places.update({f"cube {c}": workcell.cube_position(c)[:2] for c in CUBE_COLOURS if c != result_task[0].cube})
+    ended = sorted((round(100 * float(np.linalg.norm(cube[-1, :2] - np.asarray(xy))), 1), name)
+                   for name, xy in places.items())
+    report["ended_nearest_cm"] = [[name, d] for d, name in ended[:2]]
     if not held.any():
         return {**report, "released": None}
     last = int(np.flatnonzero(held)[-1])
