@@ -62,8 +62,31 @@ setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a
   mkdir -p $SIM/cache $RUN && { [ ! -d data/tables ] || cp -r data/tables/instructions $SIM/cache/; }
   python3 -c "import mujoco, efficientnet_lite_pytorch" 2>/dev/null || echo "setup: wheels missing: carry .whl (see the header)"
 }
+arm_cmd() {  # ARMS entry, index (its GPU: index % NGPU), default init -> the training command of that arm
+  local n=${1%%=*} x=${1#*=} init=$3 fl=""
+  [ "$x" != "${x#*/--}" ] && fl=$(echo "/--${x#*/--}" | sed 's#/--# --#g') && x=${x%%/--*}
+  [ "$x" != "${x#*@}" ] && init=${x#*@}; x=${x%%@*}
+  echo "$(gpu "$2") python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
+  $init --horizon ${x%%:*} --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
+  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1"
+}
 case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
+train)
+  # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
+  # of memory: ARMS as for `dagger` (default init: CKPT, else the round's starting point), GPUs in turn, SLOTS
+  # trainings at once on each; detached like `dagger` (then `progress`, `finish`). Run 27 lost 7 minutes retrying
+  # by hand without this script's environment.
+  : "${ARMS:?ARMS=\"name=H[:h][@init][/--flag=value...] ...\"}"
+  i=0; queue=()
+  for a in $ARMS; do
+    cmd=$(arm_cmd "$a" $i "${CKPT:-$RUN/dagger0.safetensors}"); g=$((i % NGPU))
+    [ "$SLOTS" -ge 2 ] && g=$((g + NGPU * (i / NGPU % 2)))  # two queues a GPU
+    queue[$g]="${queue[$g]:-}$cmd; "; i=$((i + 1))
+  done
+  { echo "cd $CODE"; for q in "${queue[@]}"; do echo "( $q) &"; done; echo wait; } > $RUN/train_job.sh
+  setsid nohup bash $RUN/train_job.sh > $RUN/train_job.log 2>&1 < /dev/null &
+  sleep 5; cat $RUN/train_job.sh ;;
 dagger)
   # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
   # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds DEMO_SEED (14000) on, so the
@@ -106,12 +129,7 @@ dagger)
       # Two trainings a GPU need ~2 x 42 GB with 70k samples: on 80 GB cards (H100) they ran out of memory (run 27),
       # so there each GPU takes its trainings one after another (SLOTS=1; 2 where a card has 100 GB or more).
       i=0; queue=(); [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
-        i=$((i + 1)); n=${a%%=*}; x=${a#*=}; init=$RUN/dagger$((r - 1)).safetensors; fl=""
-        [ "$x" != "${x#*/--}" ] && fl=$(echo "/--${x#*/--}" | sed 's#/--# --#g') && x=${x%%/--*}
-        [ "$x" != "${x#*@}" ] && init=${x#*@}; x=${x%%@*}; hz=${x%%:*}
-        cmd="$(gpu $i) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from \
-  $init --horizon $hz --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
-  --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1"
+        i=$((i + 1)); cmd=$(arm_cmd "$a" $i $RUN/dagger$((r - 1)).safetensors)
         if [ "$SLOTS" -ge 2 ]; then echo "$cmd &"; else g=$((i % NGPU)); queue[$g]="${queue[$g]:-}$cmd; "; fi
       done
       for g in "${!queue[@]}"; do [ "$g" != 0 ] && echo "( ${queue[$g]}) &"; done  # GPU 0's wait for the round's own
@@ -207,5 +225,5 @@ print(sum(e['success'] for e in json.load(open(sys.argv[1]))['episodes']), sys.a
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
-*) echo "usage: $0 start|setup|dagger|progress|finish" >&2; exit 2 ;;
+*) echo "usage: $0 start|setup|dagger|train|progress|finish" >&2; exit 2 ;;
 esac
