@@ -29,9 +29,7 @@ HELD_M = 0.015  # the cube's centre within this of the jaws' centre: held
 
 def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str, split: str, seed: int,
           execute_h: int) -> dict:
-    rows = []
-
-    result_task = []
+    rows, result_task = [], []  # result_task: the episode's task, as the harness drew it
 
     def on_step(task, step, last_command):
         result_task[:] = [task]
