@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.data.demos import Demonstrations
 from nanovla_ros.model.checkpoint import save_checkpoint
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
@@ -118,16 +119,12 @@ def kind_sample_weights(demos: Demonstrations, episodes: np.ndarray, weights: di
     sample_kinds = kinds[demos.episode[samples]]
     missing = sorted(k for k in weights if not np.any(sample_kinds == k))
     if missing:
-        from nanovla_ros.configuration import ConfigError
-
         present = sorted(set(sample_kinds.tolist()) - {""})
         raise ConfigError(f"kind_weights names {missing}, which no training episode has (kinds here: {present})")
     weight = np.ones(len(samples))
     for kind, w in weights.items():
         weight[sample_kinds == kind] = w
     if weight.sum() <= 0:
-        from nanovla_ros.configuration import ConfigError
-
         raise ConfigError("kind_weights leave every training sample with weight 0")
     return weight
 
@@ -187,15 +184,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
     train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
-    sample_weight = kind_sample_weights(demos, train_eps, config.kind_weight_map())
-    sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32, device=device) if sample_weight is not None \
-        else None
+    weights = kind_sample_weights(demos, train_eps, config.kind_weight_map())
+    sample_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
     action_weight = None
     if config.gripper_loss_weight != 1.0:
         action_weight = torch.ones(demos.actions.shape[1], device=device)
         action_weight[-1] = config.gripper_loss_weight  # the gripper is the last joint (LeRobot's SO-101 order)
     if config.init_from:  # fine-tuning: the checkpoint's weights and normalisation
-        from nanovla_ros.configuration import ConfigError
         from nanovla_ros.model.checkpoint import load_checkpoint
 
         model, lineage = load_checkpoint(config.init_from)  # lineage: how the starting point was made
@@ -223,8 +218,6 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             known = demos.task_xy_m[samples] if demos.task_xy_m is not None else np.zeros((0, 4))
             known = known[np.isfinite(known).all(axis=1)]
             if len(known) == 0:
-                from nanovla_ros.configuration import ConfigError
-
                 raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy_m: "
                                   "simulated episodes do, bags of a real arm do not)")
             task_stats = (known.mean(0), known.std(0))
