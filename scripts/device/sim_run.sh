@@ -111,6 +111,11 @@ dagger)
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
   wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
+    # EXTRA_TASKS="stack" EXTRA_EPS=1000: more expert episodes of those tasks (seeds after DEMO_EPS's)
+    [ -n "${EXTRA_TASKS:-}" ] && echo "python3 -m nanovla_ros.cli collect --in-process --task $EXTRA_TASKS \
+  --episodes ${EXTRA_EPS:-1000} --first-seed $(( ${DEMO_SEED:-14000} + ${DEMO_EPS:-0} )) --sample-every ${EVERY:-10} \
+  --noise-rad ${NOISE:-0.05} --cameras front wrist ${PHRASINGS:+--more-phrasings} --out $SIM \
+  --workers \$(( \$(nproc) - 1 )) >> $RUN/log_demos.txt 2>&1"
     for r in $(seq 1 "${ROUNDS:-1}"); do
       drive=$RUN/dagger$((r - 1)).safetensors; [ "$r" = 1 ] && drive=${DRIVER:-$drive}  # DRIVER: round 1's, if not CKPT
       echo "python3 -m nanovla_ros.cli collect --dagger $drive --task ${DAGGER_TASKS:-pick_place stack push touch} \
