@@ -215,7 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny", "image_size", "image_stride", "language_film",
+                                            "val_every", "tiny", "image_size", "image_stride", "fine_features",
+                                            "language_film",
                                             "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
                                             "init_from", "warmup_steps", "select_first_steps",
                                             "gripper_loss_weight", "kind_weights")
@@ -399,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="FiLM-condition the image tokens on the instruction (a per-channel scale and shift)")
     tr.add_argument("--image-stride", type=int, choices=(32, 16),
                     help="frozen feature map the model reads: 32 (final) or 16 (a 2x finer grid, 112 channels)")
+    tr.add_argument("--fine-features", action="store_true", default=None,
+                    help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
+                         "without them, their weights start at zero)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
     tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept)")
     tr.add_argument("--gripper-loss-weight", type=float,

@@ -2,7 +2,9 @@
 """Where a policy lets go of the cube (README "Data loop", diagnosis 16): for each episode, the step the cube
 leaves the jaws in the air, the gripper commands before it, the cube's height and its x, y distance from the goal
 (the other cube for `stack`, the square for `pick_place`) at that moment, and where it ended up (its distance from
-the goal, and the two squares or other cubes it ended nearest).
+the goal, and the two squares or other cubes it ended nearest). With a task head, also where the head put the goal
+at the last replan before the release: its error against the true goal, and the cube's distance from the head's goal
+(small: the policy let go where it believed the goal was, a perception error; large: the arm went elsewhere).
 
     .venv/bin/python scripts/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
         --task stack --seeds 1001,1004,1006 [--split train] [--table-dir data/tables]
@@ -28,17 +30,32 @@ HELD_M = 0.015  # the cube's centre within this of the jaws' centre: held
 
 
 def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str, split: str, seed: int,
-          execute_h: int) -> dict:
+          execute_h: int, frames_dir: str | None = None) -> dict:
     rows, result_task = [], []  # result_task: the episode's task, as the harness drew it
+
+    model, head_goal, head_first, replans = policy.model, [np.full(2, np.nan)], [], {}
 
     def on_step(task, step, last_command):
         result_task[:] = [task]
         goal = workcell.cube_position(task.target) if kind == "stack" else workcell.square_position(task.target)
-        rows.append((*workcell.cube_position(task.cube), float(last_command[5]), *workcell.grasp_point(), *goal[:2]))
+        views = None
+        if model.task_head is not None and step % execute_h == 0:  # the policy replans at this step on these views
+            views = {c: workcell.render(c) for c in model.config.cameras}
+            frames = torch.from_numpy(np.stack([views[c] for c in model.config.cameras]))
+            with torch.inference_mode():
+                features = policy.image_encoder(frames)
+                xy = model.predict_task_xy(features[None], torch.from_numpy(embeddings[task.instruction])[None],
+                                           torch.from_numpy(workcell.joint_positions.astype(np.float32))[None])
+            head_goal[0] = xy[0, 2:4].float().numpy()
+            head_first[:] = head_first or [float(np.linalg.norm(head_goal[0] - goal[:2]))]
+            replans[step] = views
+        rows.append((*workcell.cube_position(task.cube), float(last_command[5]), *workcell.grasp_point(), *goal[:2],
+                     *head_goal[0]))
+        return views
 
     result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_h, on_step=on_step)
     a = np.asarray(rows)
-    cube, command, jaws, goal = a[:, 0:3], a[:, 3], a[:, 4:7], a[:, 7:9]
+    cube, command, jaws, goal, head = a[:, 0:3], a[:, 3], a[:, 4:7], a[:, 7:9], a[:, 9:11]
     held = (np.linalg.norm(cube - jaws, axis=1) < HELD_M) & (cube[:, 2] > CUBE_HALF_M + 0.01)
     report = {"seed": seed, "instruction": result.instruction, "success": bool(result.success),
               "stage": result.outcome["stage"]}
@@ -52,12 +69,21 @@ def trace(workcell: Workcell, policy: NanoVLAPolicy, embeddings: dict, kind: str
     if not held.any():
         return {**report, "released": None}
     last = int(np.flatnonzero(held)[-1])
+    if frames_dir and replans:  # what the cameras showed at the last replan before the release
+        from PIL import Image
+        at = max(k for k in replans if k <= last)
+        for camera, frame in replans[at].items():
+            Image.fromarray(frame).save(f"{frames_dir}/{kind}_{split}_{seed}_step{at}_{camera}.png")
     return {**report, "held_steps": int(held.sum()), "released_at_step": last,
             "gripper_command_rad_before": [round(float(c), 2) for c in command[max(0, last - 20):last + 1:5]],
             "cube_z_cm": round(100 * float(cube[last, 2]), 1),
             "cube_to_goal_xy_cm": round(100 * float(np.linalg.norm(cube[last, :2] - goal[last])), 1),
             "final_to_goal_xy_cm": round(100 * float(np.linalg.norm(cube[-1, :2] - goal[-1])), 1),
-            "final_z_cm": round(100 * float(cube[-1, 2]), 1)}
+            "final_z_cm": round(100 * float(cube[-1, 2]), 1),
+            **({} if np.isnan(head[last]).any() else {
+                "head_goal_error_first_cm": round(100 * head_first[0], 1),  # at the first replan (the arm at home)
+                "head_goal_error_cm": round(100 * float(np.linalg.norm(head[last] - goal[last])), 1),
+                "cube_to_head_goal_xy_cm": round(100 * float(np.linalg.norm(cube[last, :2] - head[last])), 1)})}
 
 
 def main() -> None:
@@ -68,6 +94,7 @@ def main() -> None:
     parser.add_argument("--split", choices=("train", "heldout"), default="train")
     parser.add_argument("--table-dir", default=None, help="feature cache with instruction tables (else the encoder)")
     parser.add_argument("--execute-h", type=int, help="actions per chunk (default: what the checkpoint declares)")
+    parser.add_argument("--frames-dir", help="save each camera's frame at the last replan before the release here")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, extra = load_checkpoint(args.checkpoint, "cpu")
@@ -77,7 +104,8 @@ def main() -> None:
     workcell = Workcell()
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(json.dumps(trace(workcell, policy, embeddings, args.task, args.split, seed, execute_h)), flush=True)
+            print(json.dumps(trace(workcell, policy, embeddings, args.task, args.split, seed, execute_h,
+                                   args.frames_dir)), flush=True)
     finally:
         workcell.close()
 

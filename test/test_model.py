@@ -210,6 +210,42 @@ def test_the_stride16_map_is_twice_as_fine_and_the_policy_reads_it():
         NanoVLAConfig(image_stride=8)
 
 
+def test_fine_features_fold_the_stride16_map_into_the_final_one_and_start_at_zero(image_encoder):
+    """fine_features: one encoder pass gives the final map and, in 4 x 112 more channels, the 2x2 cells of the
+    stride-16 map under each token; a model given them by with_fine_features computes what it did before."""
+    from nanovla_ros.training.trainer import with_fine_features
+
+    both = FrozenImageEncoder("efficientnet-lite0", 64, fine=True)
+    stride16 = FrozenImageEncoder("efficientnet-lite0", 64, stride=16)
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
+    folded = both(image)
+    assert tuple(folded.shape) == (2, 1280 + 448, 2, 2) and both.encoder_id == "efficientnet-lite0@64+s16"
+    torch.testing.assert_close(folded[:, :1280], image_encoder(image))
+    torch.testing.assert_close(folded[:, 1280:], torch.nn.functional.pixel_unshuffle(stride16(image), 2))
+    config = NanoVLAConfig(language_dim=16, **TINY)
+    assert NanoVLAConfig(language_dim=16, fine_features=True, **TINY).image_feature_dim == 1728
+    torch.manual_seed(0)
+    coarse = NanoVLA(config).eval()
+    fine = with_fine_features(coarse)
+    assert fine.config.fine_features and fine.config.image_encoder_id == "efficientnet-lite0@64+s16"
+    state, instruction, z = torch.randn(2, 6), torch.randn(2, 16), torch.zeros(2, 4)
+    with torch.no_grad():
+        before, _ = coarse(folded[:, :1280], instruction, state)
+        after, _ = fine(folded, instruction, state)
+        torch.testing.assert_close(after, before)  # the new channels' weights are zero
+        memory, _ = coarse.encode(folded[:, :1280], instruction, state, z)
+        torch.testing.assert_close(fine.encode(folded, instruction, state, z)[0], memory)
+        fine.image_proj.weight[:, 1280:] += 0.01 * torch.randn_like(fine.image_proj.weight[:, 1280:])
+        changed, _ = fine.encode(folded, instruction, state, z)
+    assert (changed - memory).abs().max() > 0.01  # ... and the fine map reaches the tokens once they are not
+    chunk = NanoVLAPolicy(fine).predict_chunk(image[0].numpy(), np.zeros(6, np.float32), np.ones(16, np.float32))
+    assert chunk.shape == (8, 6) and np.isfinite(chunk).all()  # the policy builds the folding encoder itself
+    with pytest.raises(ValueError, match="s16"):
+        NanoVLAPolicy(fine, image_encoder)  # a fine model refuses the final map alone
+    with pytest.raises(ConfigError, match="fine_features"):
+        NanoVLAConfig(fine_features=True, image_stride=16)
+
+
 def test_instructions_are_centred_and_scaled_and_checkpoints_without_that_still_load(tmp_path, image_encoder):
     """Sentence vectors of similar instructions share most of their direction; the model reads them centred on
     the training instructions' mean with unit variance, so a colour word is not a small perturbation."""

@@ -151,6 +151,30 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     assert rows[0]["stages"] == {result.outcome["stage"]: 2} and rows[0]["closest_cm_p50"] > 0
 
 
+def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_path):
+    """--fine-features from a checkpoint without them: the run builds the folded cache beside the final map's, starts
+    from the checkpoint's weights (the new channels at zero) and saves a model that reads them; a fine-tune of that
+    must keep them."""
+    from nanovla_ros.model.feature_cache import camera_cache_dir
+
+    config = TrainConfig(tiny=True, device="cpu", steps=1, val_every=1, batch_size=4, horizon=8, warmup_steps=1,
+                         val_fraction=0.0, image_size=64)
+    start = run_training(dataset / "ds", tmp_path / "start", config)
+    fine_config = TrainConfig(**{**config.to_dict(), "init_from": str(start), "fine_features": True})
+    fine = run_training(dataset / "ds", tmp_path / "fine", fine_config)
+    model, extra = load_checkpoint(fine)
+    assert model.config.fine_features and model.config.image_feature_dim == 1728 and extra["train"]["fine_features"]
+    index = json.loads((camera_cache_dir(cache_dir_of(dataset / "ds"), "front", 32, True) / "index.json").read_text())
+    assert index["image_encoder_id"] == "efficientnet-lite0@64+s16" and index["feature_shape"] == [1728, 2, 2]
+    started, _ = load_checkpoint(start)
+    kept = model.image_proj.weight[:, :1280]
+    assert kept.shape == started.image_proj.weight.shape and model.image_proj.weight[:, 1280:].abs().max() > 0
+    with pytest.raises(ConfigError, match="fine_features"):  # the fine channels cannot be dropped again
+        run_training(dataset / "ds", tmp_path / "coarse", TrainConfig(**{**config.to_dict(), "init_from": str(fine)}))
+    with pytest.raises(ConfigError, match="image_stride"):
+        TrainConfig(fine_features=True, image_stride=16)
+
+
 def test_image_size_reaches_the_cache_and_the_checkpoint(dataset, tmp_path):
     import shutil
 

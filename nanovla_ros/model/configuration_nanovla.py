@@ -22,6 +22,11 @@ class NanoVLAConfig:
     image_stride: int = param(32, "Which feature map of the frozen encoder becomes tokens, by its downsampling: 32 "
                                   "(the final map: 10x10 tokens at 320 px) or 16 (the last stride-16 stage: 20x20 "
                                   "tokens, placing the cubes about twice as precisely; see the README's diagnosis).")
+    fine_features: bool = param(False, "With image_stride 32 (EfficientNet-Lite0): each token also reads the 2x2 "
+                                       "cells of the stride-16 map under it (space to depth: 4 x 112 channels more), "
+                                       "through projection weights that start at zero, so a model fine-tuned from "
+                                       "one without them starts where it was. For placement finer than a 10x10 "
+                                       "grid's 32 px cells (README, diagnosis 23).")
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
@@ -74,16 +79,22 @@ class NanoVLAConfig:
         require(self.kl_weight >= 0.0, f"kl_weight={self.kl_weight} must be >= 0")
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
         require_choice("loss", self.loss, ("l1", "l2"))
+        require(not self.fine_features or (self.image_stride == 32 and self.image_encoder == "efficientnet-lite0"),
+                "fine_features adds the stride-16 map to the stride-32 tokens of efficientnet-lite0: it needs "
+                f"image_stride=32 and that encoder (got {self.image_stride}, {self.image_encoder!r})")
+        require(not self.fine_features or self.image_size % 32 == 0,
+                f"fine_features needs image_size a multiple of 32 (got {self.image_size})")
         require(self.image_encoder != "resnet18" or bool(self.image_weights_path),
                 "image_encoder='resnet18' needs image_weights_path (no ResNet weights ship in a package)")
 
     @property
     def image_feature_dim(self) -> int:
-        return IMAGE_FEATURE_DIMS[(self.image_encoder, self.image_stride)]
+        fine = 4 * IMAGE_FEATURE_DIMS[(self.image_encoder, 16)] if self.fine_features else 0
+        return IMAGE_FEATURE_DIMS[(self.image_encoder, self.image_stride)] + fine
 
     @property
     def image_encoder_id(self) -> str:
-        return image_encoder_id(self.image_encoder, self.image_size, self.image_stride)
+        return image_encoder_id(self.image_encoder, self.image_size, self.image_stride, self.fine_features)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,9 +110,10 @@ class NanoVLAConfig:
         return cls(**known)
 
 
-def image_encoder_id(name: str, image_size: int, stride: int = 32) -> str:
-    """The id feature caches and checkpoints record: encoder@size, with /s16 for the stride-16 map."""
-    return f"{name}@{image_size}" + ("" if stride == 32 else f"/s{stride}")
+def image_encoder_id(name: str, image_size: int, stride: int = 32, fine: bool = False) -> str:
+    """The id feature caches and checkpoints record: encoder@size, with /s16 for the stride-16 map and +s16 for
+    the final map with the stride-16 one folded into its channels (``fine_features``)."""
+    return f"{name}@{image_size}" + ("" if stride == 32 else f"/s{stride}") + ("+s16" if fine else "")
 
 
 def nanovla_s(**overrides) -> NanoVLAConfig:

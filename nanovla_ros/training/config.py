@@ -39,6 +39,9 @@ class TrainConfig:
                                  "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
                                   "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
+    fine_features: bool = param(False, "Tokens also read the stride-16 map under them (NanoVLAConfig.fine_features; "
+                                       "image_stride 32). From a checkpoint without them (init_from) the new input "
+                                       "weights start at zero: the fine-tune starts as the checkpoint was.")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
                                        "Off by default: in the grounding probe it learned the colour faster but ended "
                                        "no better (README, diagnosis 7); with the task head it did worse in closed "
@@ -70,6 +73,8 @@ class TrainConfig:
         require(len(self.cameras) >= 1 and self.cameras[0] == "front" and len(set(self.cameras)) == len(self.cameras),
                 f"cameras={self.cameras!r}: front first, each camera once")
         require_choice("image_stride", self.image_stride, IMAGE_STRIDES)
+        require(not self.fine_features or self.image_stride == 32,
+                f"fine_features adds the stride-16 map to the stride-32 tokens: image_stride={self.image_stride} must be 32")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")

@@ -36,7 +36,8 @@ def cache_dir_of(data_dir: str | Path) -> Path:
 
 
 def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True,
-                  image_size: int = 224, cameras: tuple[str, ...] = ("front",), image_stride: int = 32) -> Path:
+                  image_size: int = 224, cameras: tuple[str, ...] = ("front",), image_stride: int = 32,
+                  fine_features: bool = False) -> Path:
     """Image features of every frame of each camera (once) and, unless the tables exist, both encoders'
     instruction tables for every workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
@@ -47,9 +48,10 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
         from nanovla_ros.sim.tasks import all_instructions
 
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
-    encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride)
+    encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride, fine=fine_features)
     for camera in cameras:
-        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride), encoder,
+        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride, fine_features),
+                             encoder,
                              batch_size=batch_size,
                              device=device)
     return cache
@@ -63,11 +65,11 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     demos = load_demonstrations(data_dir, cameras=config.cameras)
     if int(os.environ.get("RANK", "0")) == 0:
         cache = prepare_cache(data_dir, config.device, image_size=config.image_size, cameras=config.cameras,
-                              image_stride=config.image_stride)
+                              image_stride=config.image_stride, fine_features=config.fine_features)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
         # cameras are built in order
-        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride) / "index.json"
+        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride, config.fine_features) / "index.json"
         deadline = time.monotonic() + 3600.0
         while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
                    and json.loads(index.read_text()).get("complete")):
@@ -77,8 +79,9 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
     _, vectors = load_cache(demos.as_episode_data(), cache, language_id)
     assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
-    encoder_id = image_encoder_id("efficientnet-lite0", config.image_size, config.image_stride)
-    features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride)
+    encoder_id = image_encoder_id("efficientnet-lite0", config.image_size, config.image_stride, config.fine_features)
+    features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride,
+                                     config.fine_features)
                 for c in config.cameras]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")

@@ -135,7 +135,8 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
                          kl_weight=config.kl_weight, use_state=config.use_state, state_dropout=config.state_dropout,
                          task_loss_weight=config.task_loss_weight,
                          image_size=config.image_size,
-                         image_stride=config.image_stride, language_film=config.language_film,
+                         image_stride=config.image_stride, fine_features=config.fine_features,
+                         language_film=config.language_film,
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 
@@ -148,6 +149,19 @@ def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
     state["query_pos.weight"] = state["query_pos.weight"][:horizon]
     short.load_state_dict(state)
     return short.eval()
+
+
+def with_fine_features(model: NanoVLA) -> NanoVLA:
+    """The same model reading the stride-16 map too (``fine_features``): the image projection gains input channels
+    whose weights are zero, so it computes what it did until training gives them weight."""
+    fine = NanoVLA(replace(model.config, fine_features=True))
+    state = model.state_dict()
+    old = state["image_proj.weight"]  # (D, C, 1, 1)
+    new = torch.zeros_like(fine.image_proj.weight)
+    new[:, :old.shape[1]] = old
+    state["image_proj.weight"] = new
+    fine.load_state_dict(state)
+    return fine.eval()
 
 
 def _lr(config: TrainConfig, step: int) -> float:
@@ -200,6 +214,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                       ("cameras", config.cameras)) if getattr(c, k) != v}
         if config.horizon > c.horizon:
             mismatched["horizon"] = (c.horizon, config.horizon)
+        if c.fine_features and not config.fine_features:
+            mismatched["fine_features"] = (True, False)
         if mismatched:
             raise ConfigError(f"init_from={config.init_from!r} does not match this run (checkpoint, run): {mismatched}")
         # a fine-tune runs as its starting point declared it does (nanovla export --execute-steps), unless its
@@ -207,6 +223,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         inherited_h = lineage.get("execute_steps") if config.horizon == c.horizon else None
         if config.horizon < c.horizon:
             model = shorter_horizon(model, config.horizon)
+        if config.fine_features and not c.fine_features:
+            model = with_fine_features(model)
     else:
         inherited_h = None
         lineage = None
