@@ -177,6 +177,24 @@ def test_a_chunk_that_arrives_late_runs_fewer_actions_so_the_next_comes_in_time(
     assert asked.effective_steps == max(1, min(5, 12 - late))  # 5 unless the chunk comes over 7 steps late
 
 
+def test_a_fine_features_checkpoint_gets_the_folding_encoder(tmp_path):
+    """A checkpoint whose tokens read the stride-16 cells too (fine_features) runs in the node: the runner builds
+    the encoder that folds them in (a final-map encoder would be refused by the policy)."""
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import Observation, PolicyRunner, Task
+
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(language_dim=384, language_encoder_id=encoder_id("small"), fine_features=True,
+                                  **TINY))
+    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(save_checkpoint(model, tmp_path / "fine.safetensors"))))
+    assert runner.policies["small"].image_encoder.encoder_id.endswith("+s16")
+    task = Task(7, "small", encoder_id("small"), np.ones(384, np.float32))
+    now_ns = 1_000_000_000_000
+    observation = Observation(np.zeros((48, 64, 3), np.uint8), now_ns, np.zeros(6), now_ns, tuple(JOINTS))
+    result = runner.step(observation, task, now_ns / 1e9)
+    assert result.positions.shape == (TINY["horizon"], 6) and np.isfinite(result.positions).all()
+
+
 def test_stale_observation_or_missing_checkpoint_publish_nothing(graph, checkpoint):
     policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=100.0)
     assert wait_until(lambda: images.get_subscription_count() > 0, 10)

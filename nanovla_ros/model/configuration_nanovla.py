@@ -24,9 +24,9 @@ class NanoVLAConfig:
                                   "tokens, placing the cubes about twice as precisely; see the README's diagnosis).")
     fine_features: bool = param(False, "With image_stride 32 (EfficientNet-Lite0): each token also reads the 2x2 "
                                        "cells of the stride-16 map under it (space to depth: 4 x 112 channels more), "
-                                       "through projection weights that start at zero, so a model fine-tuned from "
-                                       "one without them starts where it was. For placement finer than a 10x10 "
-                                       "grid's 32 px cells (README, diagnosis 23).")
+                                       "through its own projection behind a learned gate that starts at zero, so a "
+                                       "model fine-tuned from one without them starts where it was. For placement "
+                                       "finer than a 10x10 grid's 32 px cells (README, diagnosis 23).")
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
@@ -89,8 +89,12 @@ class NanoVLAConfig:
 
     @property
     def image_feature_dim(self) -> int:
-        fine = 4 * IMAGE_FEATURE_DIMS[(self.image_encoder, 16)] if self.fine_features else 0
-        return IMAGE_FEATURE_DIMS[(self.image_encoder, self.image_stride)] + fine
+        return IMAGE_FEATURE_DIMS[(self.image_encoder, self.image_stride)] + self.fine_feature_dim
+
+    @property
+    def fine_feature_dim(self) -> int:
+        """Channels of the stride-16 cells folded into each token (``fine_features``), else 0."""
+        return 4 * IMAGE_FEATURE_DIMS[(self.image_encoder, 16)] if self.fine_features else 0
 
     @property
     def image_encoder_id(self) -> str:

@@ -192,12 +192,17 @@ def load_cache(data: EpisodeData, cache_dir: str | Path, language_encoder_id: st
     features = np.load(cache_dir / "image_features.npy", mmap_mode="r")
     if language_encoder_id is None:
         return features, None
+    return features, instruction_vectors(data.instructions, cache_dir, language_encoder_id)
+
+
+def instruction_vectors(instructions: Sequence[str], cache_dir: str | Path, language_encoder_id: str) -> np.ndarray:
+    """(E, L): each episode's instruction vector from the cache's table of ``language_encoder_id``."""
     texts, table = read_instruction_table(cache_dir, language_encoder_id)
     row = {t: i for i, t in enumerate(texts)}
-    missing = sorted(set(data.instructions) - set(row))
+    missing = sorted(set(instructions) - set(row))
     if missing:
         raise FeatureCacheError(f"instructions {missing[:3]} have no {language_encoder_id!r} embedding in the cache")
-    return features, table[[row[t] for t in data.instructions]]
+    return table[[row[t] for t in instructions]]
 
 
 def episode_ends(episode: np.ndarray) -> np.ndarray:

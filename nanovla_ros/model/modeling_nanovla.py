@@ -230,7 +230,15 @@ class NanoVLA(nn.Module):
         super().__init__()
         self.config = c = config
         d = c.d_model
-        self.image_proj = nn.Conv2d(c.image_feature_dim, d, kernel_size=1)  # 1x1 conv per location
+        self.image_proj = nn.Conv2d(c.image_feature_dim - c.fine_feature_dim, d, kernel_size=1)  # 1x1 conv per location
+        if c.fine_features:  # the stride-16 cells under each token, through a gate that starts shut (ReZero-style):
+            # the fine map's channels are ~8x the final map's in size, and zero weights alone would open at Adam's
+            # first steps (each weight moves by ~lr whatever its gradient), a shock to a model fine-tuned from one
+            # without them; a shut gate leaves them no gradient until it opens, and it opens by ~lr a step
+            self.fine_proj = nn.Conv2d(c.fine_feature_dim, d, kernel_size=1)
+            self.fine_gate = nn.Parameter(torch.zeros(1))
+        else:
+            self.fine_proj = self.fine_gate = None
         self.language_proj = nn.Linear(c.language_dim, d)
         if c.language_film:  # zero-initialised: the identity until training finds a use for it
             self.film = nn.Linear(c.language_dim, 2 * d)
@@ -329,7 +337,12 @@ class NanoVLA(nn.Module):
         n_cameras = image_features.shape[1]
         if n_cameras != len(c.cameras):
             raise ValueError(f"got features of {n_cameras} camera(s), the model reads {list(c.cameras)}")
-        fmap = self.image_proj(image_features.flatten(0, 1))  # (B*N, D, h', w')
+        maps = image_features.flatten(0, 1)  # (B*N, C, h', w')
+        if self.fine_proj is None:
+            fmap = self.image_proj(maps)  # (B*N, D, h', w')
+        else:
+            coarse = maps.shape[1] - c.fine_feature_dim
+            fmap = self.image_proj(maps[:, :coarse]) + self.fine_gate * self.fine_proj(maps[:, coarse:])
         if self.film is not None:
             gamma, beta = self.film(instruction_n).repeat_interleave(n_cameras, dim=0).chunk(2, dim=-1)  # (B*N, D) each
             fmap = fmap * (1.0 + gamma[..., None, None]) + beta[..., None, None]

@@ -12,8 +12,8 @@ import numpy as np
 
 from nanovla_ros.data.demos import load_demonstrations
 from nanovla_ros.model.configuration_nanovla import image_encoder_id
-from nanovla_ros.model.feature_cache import (build_image_features, camera_cache_dir, load_camera_features, load_cache,
-                                            write_instruction_table)
+from nanovla_ros.model.feature_cache import (build_image_features, camera_cache_dir, instruction_vectors,
+                                            load_camera_features, write_instruction_table)
 from nanovla_ros.training.config import TrainConfig
 
 BACKBONE_OF_VARIANT = {"s": "small", "l": "large"}
@@ -77,8 +77,9 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
                 raise TimeoutError(f"rank {os.environ['RANK']}: no feature cache in {cache} after an hour")
             time.sleep(1.0)
     language_id = table_id_for(cache, ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].name)
-    _, vectors = load_cache(demos.as_episode_data(), cache, language_id)
-    assert vectors is not None and vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
+    # the vectors alone: the final map's own cache need not exist (a stride-16 or fine_features run)
+    vectors = instruction_vectors(demos.instructions, cache, language_id)
+    assert vectors.shape[1] == ENCODER_SPECS[BACKBONE_OF_VARIANT[config.variant]].dim
     encoder_id = image_encoder_id("efficientnet-lite0", config.image_size, config.image_stride, config.fine_features)
     features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride,
                                      config.fine_features)

@@ -152,15 +152,11 @@ def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
 
 
 def with_fine_features(model: NanoVLA) -> NanoVLA:
-    """The same model reading the stride-16 map too (``fine_features``): the image projection gains input channels
-    whose weights are zero, so it computes what it did until training gives them weight."""
+    """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a fresh projection
+    of the fine cells behind a shut gate, so it computes what it did until training opens the gate."""
     fine = NanoVLA(replace(model.config, fine_features=True))
-    state = model.state_dict()
-    old = state["image_proj.weight"]  # (D, C, 1, 1)
-    new = torch.zeros_like(fine.image_proj.weight)
-    new[:, :old.shape[1]] = old
-    state["image_proj.weight"] = new
-    fine.load_state_dict(state)
+    missing, unexpected = fine.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"fine_gate", "fine_proj.weight", "fine_proj.bias"}, (missing, unexpected)
     return fine.eval()
 
 
