@@ -175,6 +175,8 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
     started, _ = load_checkpoint(start)
     assert model.image_proj.weight.shape == started.image_proj.weight.shape
     assert 0 < abs(model.fine_gate.item()) < 1e-3  # opened by about lr a step
+    history = json.loads((tmp_path / "fine" / "history.json").read_text())
+    assert history["model"]["fine_features"]
     with pytest.raises(ConfigError, match="fine_features"):  # the fine channels cannot be dropped again
         run_training(data, tmp_path / "coarse", TrainConfig(**{**config.to_dict(), "init_from": str(fine)}))
     with pytest.raises(ConfigError, match="image_stride"):

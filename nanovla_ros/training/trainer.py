@@ -342,8 +342,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if step % 50 == 0:
             recon, kl = float(loss["recon"]), float(loss["kl"])
             head = {k: float(loss[k]) for k in ("task", "query") if k in loss}
+            gate = {} if getattr(model, "fine_gate", None) is None else {"fine_gate": float(model.fine_gate)}
             history["train"].append({"step": step, "recon_l1": recon, "kl": kl,
-                                     **{f"{k}_l1": v for k, v in head.items()}})
+                                     **{f"{k}_l1": v for k, v in head.items()}, **gate})
             if bar is not None:
                 bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}", **{k: f"{v:.3f}" for k, v in head.items()})
         if bar is not None:
