@@ -232,13 +232,13 @@ def test_fine_features_fold_the_stride16_map_into_the_final_one_and_start_at_zer
     with torch.no_grad():
         before, _ = coarse(folded[:, :1280], instruction, state)
         after, _ = fine(folded, instruction, state)
-        torch.testing.assert_close(after, before)  # the gate of the fine cells is shut
+        torch.testing.assert_close(after, before)  # the fine cells' weights are zero
         memory, _ = coarse.encode(folded[:, :1280], instruction, state, z)
         torch.testing.assert_close(fine.encode(folded, instruction, state, z)[0], memory)
-        assert fine.fine_gate.item() == 0.0 and torch.equal(fine.image_proj.weight, coarse.image_proj.weight)
-        fine.fine_gate += 0.01
+        assert not fine.fine_proj.weight.any() and torch.equal(fine.image_proj.weight, coarse.image_proj.weight)
+        fine.fine_proj.weight += 0.01 * torch.randn_like(fine.fine_proj.weight)
         changed, _ = fine.encode(folded, instruction, state, z)
-    assert (changed - memory).abs().max() > 0.01  # ... and the fine map reaches the tokens once the gate opens
+    assert (changed - memory).abs().max() > 0.01  # ... and the fine map reaches the tokens once they are not
     chunk = NanoVLAPolicy(fine).predict_chunk(image[0].numpy(), np.zeros(6, np.float32), np.ones(16, np.float32))
     assert chunk.shape == (8, 6) and np.isfinite(chunk).all()  # the policy builds the folding encoder itself
     with pytest.raises(ValueError, match="s16"):

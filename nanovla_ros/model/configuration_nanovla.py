@@ -24,9 +24,10 @@ class NanoVLAConfig:
                                   "tokens, placing the cubes about twice as precisely; see the README's diagnosis).")
     fine_features: bool = param(False, "With image_stride 32 (EfficientNet-Lite0): each token also reads the 2x2 "
                                        "cells of the stride-16 map under it (space to depth: 4 x 112 channels more), "
-                                       "through its own projection behind a learned gate that starts at zero, so a "
-                                       "model fine-tuned from one without them starts where it was. For placement "
-                                       "finer than a 10x10 grid's 32 px cells (README, diagnosis 23).")
+                                       "standardised per channel (statistics of the training features, in the "
+                                       "checkpoint), through projection weights that start at zero, so a model "
+                                       "fine-tuned from one without them starts where it was. For placement finer "
+                                       "than a 10x10 grid's 32 px cells (README, diagnosis 23).")
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")

@@ -231,14 +231,14 @@ class NanoVLA(nn.Module):
         self.config = c = config
         d = c.d_model
         self.image_proj = nn.Conv2d(c.image_feature_dim - c.fine_feature_dim, d, kernel_size=1)  # 1x1 conv per location
-        if c.fine_features:  # the stride-16 cells under each token, through a gate that starts shut (ReZero-style):
-            # the fine map's channels are ~8x the final map's in size, and zero weights alone would open at Adam's
-            # first steps (each weight moves by ~lr whatever its gradient), a shock to a model fine-tuned from one
-            # without them; a shut gate leaves them no gradient until it opens, and it opens by ~lr a step
+        self.fine_proj = None
+        if c.fine_features:  # the stride-16 cells under each token: standardised per channel (their raw values are
+            # ~8x the final map's, and Adam moves each weight by about lr from the first step whatever its input's
+            # size: unscaled, three steps broke a fine-tuned model), through weights that start at zero, so a model
+            # given them starts as it was and learns them from the first step like any other input channel
             self.fine_proj = nn.Conv2d(c.fine_feature_dim, d, kernel_size=1)
-            self.fine_gate = nn.Parameter(torch.zeros(1))
-        else:
-            self.fine_proj = self.fine_gate = None
+            nn.init.zeros_(self.fine_proj.weight)
+            nn.init.zeros_(self.fine_proj.bias)
         self.language_proj = nn.Linear(c.language_dim, d)
         if c.language_film:  # zero-initialised: the identity until training finds a use for it
             self.film = nn.Linear(c.language_dim, 2 * d)
@@ -277,6 +277,8 @@ class NanoVLA(nn.Module):
         # dimensions: a held-out paraphrase does not blow up a dimension that the training ones left still).
         # Checkpoints from before carry no instruction statistics and keep the identity (0, 1).
         normalised = [("state", c.state_dim), ("action", c.action_dim), ("language", c.language_dim)]
+        if c.fine_features:
+            normalised.append(("fine", c.fine_feature_dim))  # the fine cells' channels (fine_statistics)
         # Auxiliary task head (task_loss_weight > 0): from the instruction token after the encoder, the x, y of the
         # named cube and of its goal (TASK_XY_DIM metres, normalised like the actions).
         self.task_head = None
@@ -288,11 +290,12 @@ class NanoVLA(nn.Module):
             self.register_buffer(f"{name}_std", torch.ones(dim))
 
     def set_normalization(self, state_mean, state_std, action_mean, action_std, language_mean=None,
-                          language_std=None, task_mean=None, task_std=None) -> None:
+                          language_std=None, task_mean=None, task_std=None, fine_mean=None, fine_std=None) -> None:
         for name, value in (("state_mean", state_mean), ("state_std", state_std),
                             ("action_mean", action_mean), ("action_std", action_std),
                             ("language_mean", language_mean), ("language_std", language_std),
-                            ("task_mean", task_mean), ("task_std", task_std)):
+                            ("task_mean", task_mean), ("task_std", task_std),
+                            ("fine_mean", fine_mean), ("fine_std", fine_std)):
             if value is None or not hasattr(self, name):
                 continue
             value = torch.as_tensor(np.asarray(value), dtype=torch.float32)
@@ -342,7 +345,8 @@ class NanoVLA(nn.Module):
             fmap = self.image_proj(maps)  # (B*N, D, h', w')
         else:
             coarse = maps.shape[1] - c.fine_feature_dim
-            fmap = self.image_proj(maps[:, :coarse]) + self.fine_gate * self.fine_proj(maps[:, coarse:])
+            fine = (maps[:, coarse:] - self.fine_mean[:, None, None]) / self.fine_std[:, None, None]
+            fmap = self.image_proj(maps[:, :coarse]) + self.fine_proj(fine.to(maps.dtype))
         if self.film is not None:
             gamma, beta = self.film(instruction_n).repeat_interleave(n_cameras, dim=0).chunk(2, dim=-1)  # (B*N, D) each
             fmap = fmap * (1.0 + gamma[..., None, None]) + beta[..., None, None]
@@ -503,6 +507,20 @@ class NanoVLAPolicy(nn.Module):
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
         pixels = self.image_encoder.preprocess(images)  # (N, 3, S, S) whatever the camera's size
         return self._forward(pixels, state_t, instruction)[0].float().cpu().numpy()  # (H, A)
+
+
+def fine_statistics(features: list[np.ndarray], fine_channels: int, max_frames: int = 2048,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the fine cells (the last ``fine_channels`` channels of each
+    camera's (F, C, h, w) feature map), over at most ``max_frames`` frames per camera drawn at random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for camera in features:
+        pick = np.sort(rng.choice(len(camera), size=min(max_frames, len(camera)), replace=False))
+        fine = np.asarray(camera[pick][:, -fine_channels:], np.float32)  # (n, K, h, w)
+        rows.append(fine.transpose(0, 2, 3, 1).reshape(-1, fine_channels))
+    values = np.concatenate(rows)
+    return values.mean(0), values.std(0)
 
 
 def language_statistics(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

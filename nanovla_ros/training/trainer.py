@@ -24,7 +24,7 @@ from nanovla_ros.configuration import ConfigError
 from nanovla_ros.data.demos import Demonstrations
 from nanovla_ros.model.checkpoint import save_checkpoint
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
-from nanovla_ros.model.modeling_nanovla import NanoVLA, language_statistics
+from nanovla_ros.model.modeling_nanovla import NanoVLA, fine_statistics, language_statistics
 from nanovla_ros.training.config import TrainConfig
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, latent_dim=8)
@@ -151,12 +151,15 @@ def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
     return short.eval()
 
 
-def with_fine_features(model: NanoVLA) -> NanoVLA:
-    """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a fresh projection
-    of the fine cells behind a shut gate, so it computes what it did until training opens the gate."""
+def with_fine_features(model: NanoVLA, fine_mean=None, fine_std=None) -> NanoVLA:
+    """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a projection of
+    the fine cells (standardised with ``fine_mean`` / ``fine_std``) whose weights are zero, so it computes what it
+    did until training gives them weight."""
     fine = NanoVLA(replace(model.config, fine_features=True))
     missing, unexpected = fine.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and set(missing) == {"fine_gate", "fine_proj.weight", "fine_proj.bias"}, (missing, unexpected)
+    assert not unexpected and set(missing) == {"fine_proj.weight", "fine_proj.bias", "fine_mean", "fine_std"}, \
+        (missing, unexpected)
+    fine.set_normalization(None, None, None, None, fine_mean=fine_mean, fine_std=fine_std)
     return fine.eval()
 
 
@@ -192,6 +195,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     np.random.seed(config.seed)
 
     train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
+    camera_features = features if isinstance(features, list) else [features]
     train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
     weights = kind_sample_weights(demos, train_eps, config.kind_weight_map())
@@ -220,7 +224,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if config.horizon < c.horizon:
             model = shorter_horizon(model, config.horizon)
         if config.fine_features and not c.fine_features:
-            model = with_fine_features(model)
+            fine_channels = replace(c, fine_features=True).fine_feature_dim
+            model = with_fine_features(model, *fine_statistics(camera_features, fine_channels))
     else:
         inherited_h = None
         lineage = None
@@ -235,8 +240,11 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy_m: "
                                   "simulated episodes do, bags of a real arm do not)")
             task_stats = (known.mean(0), known.std(0))
+        fine_channels = model.config.fine_feature_dim
+        fine_stats = fine_statistics(camera_features, fine_channels) if fine_channels else (None, None)
         model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
-                                targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats)
+                                targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats,
+                                *fine_stats)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # "model": the settings in force; fine-tuning keeps the checkpoint's (task head, dropout, ...), whatever the
@@ -342,9 +350,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if step % 50 == 0:
             recon, kl = float(loss["recon"]), float(loss["kl"])
             head = {k: float(loss[k]) for k in ("task", "query") if k in loss}
-            gate = {} if getattr(model, "fine_gate", None) is None else {"fine_gate": float(model.fine_gate)}
+            fine = {} if model.fine_proj is None else {"fine_weight_rms": float(model.fine_proj.weight.pow(2).mean().sqrt())}
             history["train"].append({"step": step, "recon_l1": recon, "kl": kl,
-                                     **{f"{k}_l1": v for k, v in head.items()}, **gate})
+                                     **{f"{k}_l1": v for k, v in head.items()}, **fine})
             if bar is not None:
                 bar.set_postfix(l1=f"{recon:.3f}", kl=f"{kl:.3f}", **{k: f"{v:.3f}" for k, v in head.items()})
         if bar is not None:
