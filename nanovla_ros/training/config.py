@@ -75,7 +75,8 @@ class TrainConfig:
                 f"cameras={self.cameras!r}: front first, each camera once")
         require_choice("image_stride", self.image_stride, IMAGE_STRIDES)
         require(not self.fine_features or self.image_stride == 32,
-                f"fine_features adds the stride-16 map to the stride-32 tokens: image_stride={self.image_stride} must be 32")
+                f"fine_features adds the stride-16 map to the stride-32 tokens: image_stride={self.image_stride} "
+                "must be 32")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")

@@ -51,9 +51,7 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
     encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride, fine=fine_features)
     for camera in cameras:
         build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride, fine_features),
-                             encoder,
-                             batch_size=batch_size,
-                             device=device)
+                             encoder, batch_size=batch_size, device=device)
     return cache
 
 

@@ -350,7 +350,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         if step % 50 == 0:
             recon, kl = float(loss["recon"]), float(loss["kl"])
             head = {k: float(loss[k]) for k in ("task", "query") if k in loss}
-            fine = {} if model.fine_proj is None else {"fine_weight_rms": float(model.fine_proj.weight.pow(2).mean().sqrt())}
+            fine = {} if model.fine_proj is None else {  # how far the fine cells' weights have come from zero
+                "fine_weight_rms": float(model.fine_proj.weight.pow(2).mean().sqrt())}
             history["train"].append({"step": step, "recon_l1": recon, "kl": kl,
                                      **{f"{k}_l1": v for k, v in head.items()}, **fine})
             if bar is not None:
