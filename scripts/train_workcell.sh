@@ -5,14 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-# The shipped checkpoint is run 28's H = 40 model of the README: run 13 (this recipe, SOURCE=sim: 3530 successful
-# episodes of the experts as they were then, front and wrist cameras at 320 px, the auxiliary task head with colour
-# queries, 6000 steps at batch 256, ~9 min on one H100), fine-tuned 4000 steps on fresh episodes of the no-wait experts
-# (run 15), then five DAgger rounds (step 5 below: runs 19-23, on three machines), each machine with fresh expert
-# episodes of the experts as they are now (grip 0.25 rad, a push that moves on; run 23's also said with `collect
-# --more-phrasings`); then on four-GPU machines (README points 20 and 23) the first 40 action slots of run 23
-# (`train --horizon 40`) fine-tuned over two DAgger rounds (run 26), and once more with the gripper's loss weighted 3
-# (`--gripper-loss-weight 3`, run 28), exported declaring h = 20 (`export --execute-steps 20`).
+# The shipped checkpoint is run 23 of the README: run 13 (this recipe, SOURCE=sim: 3530 successful episodes of the
+# experts as they were then, front and wrist cameras at 320 px, the auxiliary task head with colour queries, 6000
+# steps at batch 256, ~9 min on one H100), fine-tuned 4000 steps on fresh episodes of the no-wait experts (run 15),
+# then five DAgger rounds (step 5 below: runs 19-23, on three machines), each machine with fresh expert episodes of the
+# experts as they are now (grip 0.25 rad, a push that moves on; run 23's also said with `collect --more-phrasings`).
 # scripts/device/sim_run.sh is the same recipe on a lent GPU machine (README "Data loop" for its commands).
 # SOURCE=sim: the in-process fast path (1000 episodes per task, DART noise; ~5 min on 15 cores). SOURCE=graph: record
 # through the ROS graph, as with a real arm; its bags carry no object positions, so the task head is off there.
