@@ -192,9 +192,9 @@ finish)
   for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
   cd $CODE
   # PAR=1: all evaluations at once, GPUs in turn, EVAL_WORKERS (15) workers each (64 cores hold four of 15)
-  evaluate() {  # name checkpoint h split n json gpu-index
+  evaluate() {  # name checkpoint h split n json gpu-index [latency-steps]
     local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-h "$3"
-      ${4:+--split $4} --device cuda --table-dir $SIM/cache --out "$6")
+      ${4:+--split $4} ${8:+--latency-steps $8} --device cuda --table-dir $SIM/cache --out "$6")
     if [ -n "${PAR:-}" ]; then env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]" | sed "s/^/$1 /" &
     else env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]"; fi
   }
@@ -217,6 +217,11 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
       split=${SPLIT:-}; n=${N:-50}
       case $v in fixed_H*) split=${ABL_SPLIT:-$split}; n=${ABL_N:-$n} ;; esac  # the ablation's fixed arms: ABL_*
       evaluate "$v" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" "$split" "$n" "$OUT/$v.json" $i
+      # LAT=14: also the training split with every chunk LAT control steps late (about this 2-core CPU's graph: a
+      # model that ships must hold up there, and run 28's gripper-weighted H = 40 did not, README point 23; the
+      # shipped model's at 14, both splits: docs/eval/run26/latency14/) -> <name>_lat<L>.json
+      [ -n "${LAT:-}" ] && evaluate "${v}_lat$LAT" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" \
+        train "$n" "$OUT/${v}_lat$LAT.json" $((i + 1)) "$LAT"
     fi
     [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
     python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
