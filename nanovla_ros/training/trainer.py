@@ -223,9 +223,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         inherited_h = lineage.get("execute_steps") if config.horizon == c.horizon else None
         if config.horizon < c.horizon:
             model = shorter_horizon(model, config.horizon)
-        if config.fine_features and not c.fine_features:
-            fine_channels = replace(c, fine_features=True).fine_feature_dim
-            model = with_fine_features(model, *fine_statistics(camera_features, fine_channels))
+        fine_is_new = config.fine_features and not c.fine_features
+        if fine_is_new:
+            model = with_fine_features(model)
     else:
         inherited_h = None
         lineage = None
@@ -240,11 +240,12 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 raise ConfigError("task_loss_weight > 0 needs episodes that record the task's positions (task_xy_m: "
                                   "simulated episodes do, bags of a real arm do not)")
             task_stats = (known.mean(0), known.std(0))
-        fine_channels = model.config.fine_feature_dim
-        fine_stats = fine_statistics(camera_features, fine_channels) if fine_channels else (None, None)
         model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0), targets.mean(0),
-                                targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats,
-                                *fine_stats)
+                                targets.std(0), *language_statistics(instruction_vectors[train_eps]), *task_stats)
+        fine_is_new = config.fine_features
+    if fine_is_new:  # the fine cells' standardisation, from this run's features (a fine-tune of a fine model keeps its)
+        fine_mean, fine_std = fine_statistics(camera_features, model.config.fine_feature_dim)
+        model.set_normalization(None, None, None, None, fine_mean=fine_mean, fine_std=fine_std)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # "model": the settings in force; fine-tuning keeps the checkpoint's (task head, dropout, ...), whatever the

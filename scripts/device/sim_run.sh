@@ -70,9 +70,10 @@ arm_cmd() {  # ARMS entry, index (its GPU: index % NGPU), default init -> the tr
   $init --horizon ${x%%:*} --out $RUN/$n --image-size ${IMG:-320} --steps ${STEPS:-2000} \
   --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1"
 }
-fine_cache_cmd() {  # the folded features of arms trained with --fine-features (README, diagnosis 23)
+cache_cmd() {  # the feature cache of both cameras; cache_cmd True: the folded features of arms trained with
+  # --fine-features (README, diagnosis 23)
   echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
-  image_size=${IMG:-320}, cameras=('front', 'wrist'), fine_features=True)\""
+  image_size=${IMG:-320}, cameras=('front', 'wrist'), fine_features=${1:-False})\""
 }
 case "${1:-}" in
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
@@ -88,7 +89,7 @@ train)
     [ "$SLOTS" -ge 2 ] && g=$((g + NGPU * (i / NGPU % 2)))  # two queues a GPU
     queue[$g]="${queue[$g]:-}$cmd; "; i=$((i + 1))
   done
-  { echo "cd $CODE"; [ -n "${FINE:-}" ] && echo "$(fine_cache_cmd) > $RUN/log_features_fine.txt 2>&1"
+  { echo "cd $CODE"; [ -n "${FINE:-}" ] && echo "$(cache_cmd True) > $RUN/log_features_fine.txt 2>&1"
     for q in "${queue[@]}"; do echo "( $q) &"; done; echo wait; } > $RUN/train_job.sh
   setsid nohup bash $RUN/train_job.sh > $RUN/train_job.log 2>&1 < /dev/null &
   sleep 5; cat $RUN/train_job.sh ;;
@@ -127,11 +128,10 @@ dagger)
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
   ${DAGGER_H:+--execute-h $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
-      echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
-  image_size=${IMG:-320}, cameras=('front', 'wrist'))\" > $RUN/log_features$r.txt 2>&1"
+      echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
       # FINE=1: also the folded stride-32 + stride-16 features, for arms with /--fine-features (built once here: the
       # arms would otherwise each build the same cache at once)
-      [ -n "${FINE:-}" ] && echo "$(fine_cache_cmd) >> $RUN/log_features$r.txt 2>&1"
+      [ -n "${FINE:-}" ] && echo "$(cache_cmd True) >> $RUN/log_features$r.txt 2>&1"
       # FIXED_H="5 10 20 50": the chunking ablation's fixed arms, trained beside the last round alike (same data,
       # init, steps, lr) but with H = h -> $RUN/fixed_H<h>; `finish` evaluates them executing all h of each chunk.
       # ARMS="name=H[:h][@init][/--flag=value...] ...": more arms beside it, e.g. "H40x20=40:20" (H = 40, declares
