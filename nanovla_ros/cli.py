@@ -216,6 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "fine_features",
+                                            "fine_lr_scale",
                                             "language_film",
                                             "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
                                             "init_from", "warmup_steps", "select_first_steps",
@@ -403,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--fine-features", action="store_true", default=None,
                     help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
                          "without them, their weights start at zero)")
+    tr.add_argument("--fine-lr-scale", type=float,
+                    help="learning rate of the fine cells' projection as a multiple of --lr (default 1)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
     tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept)")
     tr.add_argument("--gripper-loss-weight", type=float,

@@ -182,6 +182,16 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
     assert (model.fine_std.numpy() > 0).all()
     history = json.loads((tmp_path / "fine" / "history.json").read_text())
     assert history["model"]["fine_features"]
+    # --fine-lr-scale: the fine cells' projection takes steps that much larger (one AdamW step from zero moves each
+    # weight by its lr), the rest of the model alike
+    fast = run_training(data, tmp_path / "fast", TrainConfig(**{**fine_config.to_dict(), "fine_lr_scale": 10.0}))
+    fast_model, _ = load_checkpoint(fast)
+    np.testing.assert_allclose(fast_model.fine_proj.weight.abs().max().item(),
+                               10 * model.fine_proj.weight.abs().max().item(), rtol=0.02)
+    np.testing.assert_allclose(fast_model.image_proj.weight.detach().numpy(), model.image_proj.weight.detach().numpy(),
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="fine_lr_scale"):
+        TrainConfig(fine_lr_scale=10.0)
     with pytest.raises(ConfigError, match="fine_features"):  # the fine channels cannot be dropped again
         run_training(data, tmp_path / "coarse", TrainConfig(**{**config.to_dict(), "init_from": str(fine)}))
     with pytest.raises(ConfigError, match="image_stride"):

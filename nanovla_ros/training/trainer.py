@@ -247,7 +247,14 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         fine_mean, fine_std = fine_statistics(camera_features, model.config.fine_feature_dim)
         model.set_normalization(None, None, None, None, fine_mean=fine_mean, fine_std=fine_std)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # the fine cells' projection may learn faster than the rest (fine_lr_scale): a group of its own, whose lr the
+    # schedule scales
+    fine_params = [] if model.fine_proj is None else list(model.fine_proj.parameters())
+    fine_ids = {id(p) for p in fine_params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in fine_ids], "lr_scale": 1.0}]
+    if fine_params:
+        groups.append({"params": fine_params, "lr_scale": config.fine_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     # "model": the settings in force; fine-tuning keeps the checkpoint's (task head, dropout, ...), whatever the
     # run's own fields say, so "config" alone would misreport such a run.
     history = {"train": [], "val": [], "config": config.to_dict(), "model": model.config.to_dict(),
@@ -333,7 +340,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     started = time.time()
     while step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = _lr(config, step)
+            group["lr"] = _lr(config, step) * group["lr_scale"]
         if sample_weight is None:
             idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
         else:
