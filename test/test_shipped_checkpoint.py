@@ -21,14 +21,16 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     assert "checkpoints/*.safetensors" in setup  # installed with the package
     metadata = read_metadata(SHIPPED_CHECKPOINT)
     assert metadata["language_encoder_id"] == encoder_id("small")  # NanoVLA-S, on the packaged MiniLM
-    assert metadata["image_encoder_id"] == "efficientnet-lite0@320"
+    # 320 px, and each token also reads the stride-16 cells under it (fine features, run 29: README, point 24)
+    assert metadata["image_encoder_id"] == "efficientnet-lite0@320+s16"
+    assert json.loads(metadata["config"])["fine_features"]
     extra = json.loads(metadata["extra"])
     assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
     # long-short chunking: H = 40, executing the h = 20 it declares, which leaves a slow host's late chunks 20 actions
     # of slack (run 26's better H = 20 model did not ship for that: README, points 19 and 20)
     assert json.loads(metadata["config"])["horizon"] == 40 and declared_execute_steps(extra) == 20
-    # with it: run 26's second DAgger round fine-tuned its first (H = 40 from run 23's first 40 action slots); run 23
-    # fine-tuned run 22, 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained from scratch
+    # with it: run 29 fine-tuned run 26's second DAgger round (giving it the fine features), which fine-tuned its
+    # first (H = 40 from run 23's first 40 action slots); run 23 fine-tuned run 22, 21, 20 and 19 (DAgger rounds), which fine-tuned run 15, then run 13, trained from scratch
     # with the task head and colour queries (a fine-tune's model settings, the head's weight included, are those of
     # the checkpoint it starts from; its "train" record holds the run's own arguments)
     lineage = [extra]
