@@ -340,7 +340,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     started = time.time()
     while step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = _lr(config, step) * group["lr_scale"]
+            group["lr"] = _lr(config, step) * group.get("lr_scale", 1.0)  # a state saved before groups had one
         if sample_weight is None:
             idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
         else:

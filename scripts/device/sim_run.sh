@@ -195,7 +195,8 @@ finish)
   # FIRST_SEED=6000: a second seed set (default 1000), for a lead on the first that may be noise (run 28's was)
   evaluate() {  # name checkpoint h split n json gpu-index [latency-steps]
     local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-h "$3"
-      ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} --device cuda --table-dir $SIM/cache --out "$6")
+      ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} --device cuda
+      --table-dir $SIM/cache --out "$6")
     if [ -n "${PAR:-}" ]; then env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]" | sed "s/^/$1 /" &
     else env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]"; fi
   }
