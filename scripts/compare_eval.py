@@ -24,8 +24,7 @@ def main() -> int:
     args = parser.parse_args()
     if len(args.a) != len(args.b):
         parser.error(f"{len(args.a)} files for A and {len(args.b)} for B: give one of each per seed set")
-    load = lambda paths: episode_outcomes([json.loads(p.read_text()) for p in paths])  # noqa: E731
-    r = compare(load(args.a), load(args.b))
+    r = compare(*(episode_outcomes([json.loads(p.read_text()) for p in paths]) for paths in (args.a, args.b)))
     print("| task | split | A | B | episodes |\n|---|---|---|---|---|")
     for (kind, split), (sa, sb, n) in r.per_cell.items():
         print(f"| {kind} | {split} | {sa} | {sb} | {n} |")

@@ -46,7 +46,7 @@ class PairedComparison:
 
 
 def compare(a: dict[Key, bool], b: dict[Key, bool]) -> PairedComparison:
-    keys = sorted(set(a) & set(b), key=str)
+    keys = set(a) & set(b)
     only_a = sum(a[k] and not b[k] for k in keys)
     only_b = sum(b[k] and not a[k] for k in keys)
     cells: dict = {}

@@ -151,15 +151,14 @@ def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
     return short.eval()
 
 
-def with_fine_features(model: NanoVLA, fine_mean=None, fine_std=None) -> NanoVLA:
+def with_fine_features(model: NanoVLA) -> NanoVLA:
     """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a projection of
-    the fine cells (standardised with ``fine_mean`` / ``fine_std``) whose weights are zero, so it computes what it
-    did until training gives them weight."""
+    the fine cells whose weights are zero, so it computes what it did until training gives them weight (their
+    standardisation, ``fine_mean`` / ``fine_std``, is the caller's: ``train`` sets it from the run's features)."""
     fine = NanoVLA(replace(model.config, fine_features=True))
     missing, unexpected = fine.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and set(missing) == {"fine_proj.weight", "fine_proj.bias", "fine_mean", "fine_std"}, \
         (missing, unexpected)
-    fine.set_normalization(None, None, None, None, fine_mean=fine_mean, fine_std=fine_std)
     return fine.eval()
 
 
