@@ -212,7 +212,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.config import TrainConfig
-    from nanovla_ros.training.pipeline import run_training
+    from nanovla_ros.training.pipeline import fine_tune_defaults, run_training
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "fine_features",
@@ -225,15 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for k in ("cameras", "kind_weights"):
         if k in values:
             values[k] = tuple(values[k])
-    if "horizon" not in values and "init_from" in values:  # a fine-tune keeps its starting point's horizon
-        import json
-
-        from nanovla_ros.model.checkpoint import read_metadata
-
-        # the metadata only: the trainer loads the weights itself
-        values["horizon"] = json.loads(read_metadata(values["init_from"])["config"])["horizon"]
     try:
-        config = TrainConfig(**values)
+        config = TrainConfig(**fine_tune_defaults(values))
     except ConfigError as error:
         print(f"nanovla train: {error}", file=sys.stderr)
         return 1
@@ -403,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frozen feature map the model reads: 32 (final) or 16 (a 2x finer grid, 112 channels)")
     tr.add_argument("--fine-features", action="store_true", default=None,
                     help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
-                         "without them, their weights start at zero)")
+                         "without them, their weights start at zero; default: the --init-from checkpoint's, else off)")
     tr.add_argument("--fine-lr-scale", type=float,
                     help="learning rate of the fine cells' projection as a multiple of --lr (default 1)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")

@@ -14,7 +14,7 @@ from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint
 from nanovla_ros.model.feature_cache import write_instruction_table
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.training.config import TrainConfig
-from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, run_training
+from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, fine_tune_defaults, run_training
 from nanovla_ros.training.trainer import shorter_horizon
 from test_dataset import write_episode
 
@@ -194,6 +194,10 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
         TrainConfig(fine_lr_scale=10.0)
     with pytest.raises(ConfigError, match="fine_features"):  # the fine channels cannot be dropped again
         run_training(data, tmp_path / "coarse", TrainConfig(**{**config.to_dict(), "init_from": str(fine)}))
+    # `nanovla train --init-from` without the flag: a fine-tune reads what its starting point reads
+    assert fine_tune_defaults({"init_from": str(fine)}) == {"init_from": str(fine), "horizon": 8, "fine_features": True}
+    assert fine_tune_defaults({"init_from": str(start), "horizon": 4})["fine_features"] is False
+    assert fine_tune_defaults({"init_from": str(fine), "fine_features": False})["fine_features"] is False
     with pytest.raises(ConfigError, match="image_stride"):
         TrainConfig(fine_features=True, image_stride=16)
 

@@ -55,6 +55,18 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
     return cache
 
 
+def fine_tune_defaults(values: dict) -> dict:
+    """TrainConfig fields a fine-tune takes from its starting point (``init_from``) where the run does not set them:
+    its horizon and whether it reads the fine cells (``fine_features``), so that `nanovla train --init-from
+    CHECKPOINT` fine-tunes any checkpoint as it is. Reads the checkpoint's metadata only."""
+    if "init_from" not in values:
+        return values
+    from nanovla_ros.model.checkpoint import read_metadata
+
+    start = json.loads(read_metadata(values["init_from"])["config"])
+    return {"horizon": start["horizon"], "fine_features": bool(start.get("fine_features", False)), **values}
+
+
 def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True) -> Path:
     from nanovla_ros.language.encoders import ENCODER_SPECS
     from nanovla_ros.model.feature_cache import table_id_for

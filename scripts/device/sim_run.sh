@@ -128,7 +128,9 @@ dagger)
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
   ${DAGGER_H:+--execute-h $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
-      echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
+      # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a fine checkpoint, run 30), so
+      # the final map's own cache is not built (~1 min)
+      [ -z "${NO_COARSE:-}" ] && echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
       # FINE=1: also the folded stride-32 + stride-16 features, for arms with /--fine-features (built once here: the
       # arms would otherwise each build the same cache at once)
       [ -n "${FINE:-}" ] && echo "$(cache_cmd True) >> $RUN/log_features$r.txt 2>&1"
