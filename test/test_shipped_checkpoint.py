@@ -29,11 +29,13 @@ def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
     # long-short chunking: H = 40, executing the h = 20 it declares, which leaves a slow host's late chunks 20 actions
     # of slack (run 26's better H = 20 model did not ship for that: README, points 19 and 20)
     assert json.loads(metadata["config"])["horizon"] == 40 and declared_execute_steps(extra) == 20
-    # with it: run 29 fine-tuned run 26's second DAgger round (giving it the fine features), which fine-tuned its
+    # with it: run 30 fine-tuned run 29 with the fine cells' projection learning 30x faster (README, point 25: what
+    # met the goals); run 29 fine-tuned run 26's second DAgger round (giving it the fine features), which fine-tuned its
     # first (H = 40 from run 23's first 40 action slots); run 23 fine-tuned run 22, 21, 20 and 19 (DAgger rounds),
     # which fine-tuned run 15, then run 13, trained from scratch with the task head and colour queries (a
     # fine-tune's model settings, the head's weight included, are those of the checkpoint it starts from; its
     # "train" record holds the run's own arguments)
+    assert extra["train"]["fine_lr_scale"] == 30.0 and extra["init"]["train"]["fine_features"]
     lineage = [extra]
     while lineage[-1].get("init"):
         assert lineage[-1]["train"]["init_from"] and lineage[-1]["init"]["step"] > 0
