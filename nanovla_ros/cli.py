@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...")
     tr.add_argument("--data", default="data/demos")
     tr.add_argument("--out", default="out/train_s")
-    tr.add_argument("--variant", choices=["s", "l"])
+    tr.add_argument("--variant", choices=["s", "l"], help="s or l (default: the --init-from checkpoint's, else s)")
     tr.add_argument("--steps", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
@@ -386,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--select-first-steps", type=int,
                     help="best checkpoint by the validation L1 of the chunks' first this many actions (0: all H)")
-    tr.add_argument("--image-size", type=int, help="image encoder input in pixels (224: 7x7 features, 320: 10x10)")
+    tr.add_argument("--image-size", type=int,
+                    help="image encoder input in pixels (224: 7x7 features, 320: 10x10; default: the --init-from "
+                         "checkpoint's, else 224)")
     tr.add_argument("--state-dropout", type=float, help="probability of zeroing the joint-state token per training sample")
     tr.add_argument("--task-loss-weight", type=float,
                     help="weight of the auxiliary head that predicts the named cube's and its goal's x, y (0: none)")
@@ -398,9 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
                          "without them, their weights start at zero; default: the --init-from checkpoint's, else off)")
     tr.add_argument("--fine-lr-scale", type=float,
-                    help="learning rate of the fine cells' projection as a multiple of --lr (default 1)")
-    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first)")
-    tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept)")
+                    help="learning rate of the fine cells' projection as a multiple of --lr (default 30: run 30)")
+    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first; default: the --init-from checkpoint's, else front)")
+    tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept; what it reads and "
+                                       "its horizon are the defaults)")
     tr.add_argument("--gripper-loss-weight", type=float,
                     help="weight of the gripper in the action loss against 1 per arm joint (default 1)")
     tr.add_argument("--kind-weights", nargs="+", metavar="KIND=WEIGHT",

@@ -113,7 +113,7 @@ def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_pa
                                                                          "init_from": str(start)}))
     model, extra = load_checkpoint(fine)
     assert model.config.horizon == 5 and extra["train"]["horizon"] == 5 and extra["init"]["train"]["horizon"] == 16
-    # fine-tuning it again through the CLI needs no --horizon: a fine-tune keeps its starting point's
+    # fine-tuning it again through the CLI needs no --horizon (nor --image-size, --cameras): fine_tune_defaults
     from nanovla_ros.cli import main
 
     assert main(["train", "--data", str(dataset / "ds"), "--out", str(tmp_path / "again"), "--tiny", "--device", "cpu",
@@ -165,7 +165,9 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
     shutil.copytree(dataset / "ds", data)
     for f in ("index.json", "image_features.npy"):
         (cache_dir_of(data) / f).unlink()
-    fine_config = TrainConfig(**{**config.to_dict(), "init_from": str(start), "fine_features": True})
+    fine_config = TrainConfig(**{**config.to_dict(), "init_from": str(start), "fine_features": True,
+                                 "fine_lr_scale": 1.0})
+    assert TrainConfig(fine_features=True).fine_lr_scale == 30.0  # the default since run 30 (README, point 25)
     fine = run_training(data, tmp_path / "fine", fine_config)
     model, extra = load_checkpoint(fine)
     assert model.config.fine_features and model.config.image_feature_dim == 1728 and extra["train"]["fine_features"]
@@ -195,7 +197,9 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
     with pytest.raises(ConfigError, match="fine_features"):  # the fine channels cannot be dropped again
         run_training(data, tmp_path / "coarse", TrainConfig(**{**config.to_dict(), "init_from": str(fine)}))
     # `nanovla train --init-from` without the flag: a fine-tune reads what its starting point reads
-    assert fine_tune_defaults({"init_from": str(fine)}) == {"init_from": str(fine), "horizon": 8, "fine_features": True}
+    assert fine_tune_defaults({"init_from": str(fine)}) == {
+        "init_from": str(fine), "horizon": 8, "fine_features": True, "cameras": ("front",), "image_size": 64,
+        "image_stride": 32, "variant": "s"}
     assert fine_tune_defaults({"init_from": str(start), "horizon": 4})["fine_features"] is False
     assert fine_tune_defaults({"init_from": str(fine), "fine_features": False})["fine_features"] is False
     with pytest.raises(ConfigError, match="image_stride"):

@@ -57,14 +57,22 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
 
 def fine_tune_defaults(values: dict) -> dict:
     """TrainConfig fields a fine-tune takes from its starting point (``init_from``) where the run does not set them:
-    its horizon and whether it reads the fine cells (``fine_features``), so that `nanovla train --init-from
-    CHECKPOINT` fine-tunes any checkpoint as it is. Reads the checkpoint's metadata only."""
+    the variant (its language encoder), cameras, image size and stride, horizon and whether it reads the fine cells
+    (``fine_features``), so that `nanovla train --data DIR --init-from CHECKPOINT --out OUT` fine-tunes any checkpoint
+    as it is. Reads the checkpoint's metadata only."""
     if "init_from" not in values:
         return values
+    from nanovla_ros.language.encoders import ENCODER_SPECS
     from nanovla_ros.model.checkpoint import read_metadata
 
     start = json.loads(read_metadata(values["init_from"])["config"])
-    return {"horizon": start["horizon"], "fine_features": bool(start.get("fine_features", False)), **values}
+    inherited = {"horizon": start["horizon"], "fine_features": bool(start.get("fine_features", False)),
+                 "cameras": tuple(start["cameras"]), "image_size": start["image_size"],
+                 "image_stride": start["image_stride"]}
+    encoder = start["language_encoder_id"].split("@")[0]
+    inherited.update({"variant": v for v, backbone in BACKBONE_OF_VARIANT.items()
+                      if ENCODER_SPECS[backbone].name == encoder})
+    return {**inherited, **values}
 
 
 def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = True) -> Path:
