@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "without them, their weights start at zero; default: the --init-from checkpoint's, else off)")
     tr.add_argument("--fine-lr-scale", type=float,
                     help="learning rate of the fine cells' projection as a multiple of --lr (default 30: run 30)")
-    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"], help="cameras the model reads (front first; default: the --init-from checkpoint's, else front)")
+    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"],
+                    help="cameras the model reads (front first; default: the --init-from checkpoint's, else front)")
     tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept; what it reads and "
                                        "its horizon are the defaults)")
     tr.add_argument("--gripper-loss-weight", type=float,
