@@ -216,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
                                             "val_every", "tiny", "image_size", "image_stride", "fine_features",
-                                            "fine_lr_scale",
+                                            "fine_lr_scale", "refit_language",
                                             "language_film",
                                             "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
                                             "init_from", "warmup_steps", "select_first_steps",
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--fine-features", action="store_true", default=None,
                     help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
                          "without them, their weights start at zero; default: the --init-from checkpoint's, else off)")
+    tr.add_argument("--refit-language", action="store_true", default=None,
+                    help="--init-from a checkpoint of the other variant (e.g. --variant l from NanoVLA-S): refit its "
+                         "instruction projection to this variant's encoder, keep the rest")
     tr.add_argument("--fine-lr-scale", type=float,
                     help="learning rate of the fine cells' projection as a multiple of --lr (default 30: run 30)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"],

@@ -15,6 +15,7 @@ from nanovla_ros.model.feature_cache import write_instruction_table
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.training.config import TrainConfig
 from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, fine_tune_defaults, run_training
+from nanovla_ros.model.modeling_nanovla import language_statistics
 from nanovla_ros.training.trainer import shorter_horizon
 from test_dataset import write_episode
 
@@ -427,3 +428,56 @@ def test_the_gripper_weight_and_kind_weights_shape_the_loss_and_the_batches(data
     assert extra["train"]["gripper_loss_weight"] == 3.0 and extra["train"]["kind_weights"] == ["touch=2"]
     with pytest.raises(ConfigError, match="no training episode"):
         run_training(dataset / "ds", tmp_path / "typo", TrainConfig(**{**config.to_dict(), "kind_weights": ("stak=2",)}))
+
+
+def test_a_model_moves_to_another_language_encoder_and_keeps_what_it_computed(dataset, tmp_path):
+    """NanoVLA-S -> -L (`nanovla train --variant l --init-from S --refit-language`): every weight but those reading
+    the instruction is kept, and those are fitted so that the new encoder's vectors of the training instructions
+    give the tokens the old one's gave, so the new model starts out computing what the old one did on them."""
+    from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+    from nanovla_ros.model.modeling_nanovla import NanoVLA
+    from nanovla_ros.training.trainer import with_other_language_encoder
+
+    torch.manual_seed(0)
+    tiny = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8, latent_dim=8,
+                image_size=64)
+    old = NanoVLA(NanoVLAConfig(language_dim=48, language_encoder_id="old-encoder", language_film=True, **tiny))
+    with torch.no_grad():  # FiLM starts at zero: give it weights, so that its refit is checked too
+        old.film.weight.normal_(0.0, 0.05)
+    rng = np.random.default_rng(1)
+    old_vectors, new_vectors = rng.normal(size=(6, 48)), rng.normal(size=(6, 16))  # six training instructions
+    old.set_normalization(None, None, None, None, *language_statistics(old_vectors))
+    old.eval()
+    new = with_other_language_encoder(old, "new-encoder", new_vectors, old_vectors, ridge=1e-8)
+    assert new.config.language_dim == 16 and new.config.language_encoder_id == "new-encoder"
+    assert new.language_proj.weight.shape == (32, 16) and new.film.weight.shape == (64, 16)
+    kept = {k for k in old.state_dict() if not k.startswith(("language_", "film."))}
+    assert kept and all(torch.equal(old.state_dict()[k], new.state_dict()[k]) for k in kept)
+    np.testing.assert_allclose(new.language_mean.numpy(), new_vectors.mean(0), rtol=1e-5, atol=1e-6)
+    features = torch.randn(6, old.config.image_feature_dim, 2, 2)
+    state = torch.randn(6, 6)
+    with torch.no_grad():
+        before, _ = old(features, torch.as_tensor(old_vectors, dtype=torch.float32), state)
+        after, _ = new(features, torch.as_tensor(new_vectors, dtype=torch.float32), state)
+        unrelated, _ = new(features, torch.as_tensor(rng.normal(size=(6, 16)), dtype=torch.float32), state)
+    np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-3)
+    assert (unrelated - before).abs().max() > 0.05  # it reads the new vectors: other ones give other chunks
+    with pytest.raises(ConfigError, match="pair"):
+        with_other_language_encoder(old, "new-encoder", new_vectors[:5], old_vectors)
+
+    # through run_training: an S checkpoint fine-tuned as an L, on the run's cached tables of both encoders
+    config = TrainConfig(tiny=True, device="cpu", steps=1, val_every=1, batch_size=4, horizon=8, warmup_steps=1,
+                         val_fraction=0.0)
+    start = run_training(dataset / "ds", tmp_path / "s", config)
+    data = tmp_path / "ds"
+    shutil.copytree(dataset / "ds", data)
+    texts = ["touch the red cube", "touch the blue cube"]
+    write_instruction_table(cache_dir_of(data), "gemma-3-270m@test/mean", texts, rng.normal(size=(2, 640)))
+    as_l = {**config.to_dict(), "variant": "l", "init_from": str(start)}
+    with pytest.raises(ConfigError, match="language_encoder_id"):  # without the refit: a clear refusal
+        run_training(data, tmp_path / "l0", TrainConfig(**as_l))
+    model, extra = load_checkpoint(run_training(data, tmp_path / "l", TrainConfig(**{**as_l, "refit_language": True})))
+    assert model.config.language_dim == 640 and model.config.language_encoder_id == "gemma-3-270m@test/mean"
+    assert extra["train"]["refit_language"] and extra["init"]["train"]["variant"] == "s"
+    with pytest.raises(ConfigError, match="init_from"):
+        TrainConfig(refit_language=True)

@@ -50,6 +50,11 @@ class TrainConfig:
                                  "grew to an rms of 0.003 against the final map's projection's 0.02 and changed "
                                  "nothing in closed loop (README, point 24); at 30 (run 30) to 0.037, and the model "
                                  "met issue #6's goals (1276 / 1600 against 1039 at 1; point 25).")
+    refit_language: bool = param(False, "init_from read another language encoder (NanoVLA-S -> -L or back): keep "
+                                         "every other weight and refit the instruction projection by ridge "
+                                         "regression, so that this run's encoder's vectors of the training "
+                                         "instructions give the tokens the checkpoint's encoder's gave "
+                                         "(trainer.with_other_language_encoder).")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
                                        "Off by default: in the grounding probe it learned the colour faster but ended "
                                        "no better (README, diagnosis 7); with the task head it did worse in closed "
@@ -93,6 +98,8 @@ class TrainConfig:
         require(self.fine_lr_scale > 0.0, f"fine_lr_scale={self.fine_lr_scale} must be > 0")
         require(self.fine_features or self.fine_lr_scale in (1.0, FINE_LR_SCALE),  # the default and 1 say nothing
                 f"fine_lr_scale={self.fine_lr_scale} scales the fine cells' learning rate: it needs fine_features")
+        require(not self.refit_language or bool(self.init_from),
+                "refit_language refits a checkpoint's instruction projection: it needs init_from")
         require(self.gripper_loss_weight > 0.0, f"gripper_loss_weight={self.gripper_loss_weight} must be > 0")
         self.kind_weight_map()  # validates
 

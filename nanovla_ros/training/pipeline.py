@@ -104,7 +104,14 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
                 for c in config.cameras]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
-    return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume)
+    init_vectors = None
+    if config.refit_language:  # the same instructions as the checkpoint's encoder saw them (its table, same id)
+        from nanovla_ros.model.checkpoint import read_metadata
+
+        init_id = json.loads(read_metadata(config.init_from)["config"])["language_encoder_id"]
+        init_vectors = np.asarray(instruction_vectors(demos.instructions, cache, init_id))
+    return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume,
+                 init_instruction_vectors=init_vectors)
 
 
 def export_checkpoint(source: str | Path, destination: str | Path, execute_steps: int | None = None) -> Path:

@@ -162,6 +162,47 @@ def with_fine_features(model: NanoVLA) -> NanoVLA:
     return fine.eval()
 
 
+def with_other_language_encoder(model: NanoVLA, language_encoder_id: str, new_vectors: np.ndarray,
+                                old_vectors: np.ndarray, ridge: float = 0.1) -> NanoVLA:
+    """The same model reading another language encoder's instruction vectors (NanoVLA-S -> -L or back): every
+    weight it had but those that read the instruction (``language_proj``, and ``film`` if it has one), which are
+    fitted by ridge regression so that the new encoder's vectors of the given instructions (``new_vectors``, (N,
+    L')) give the model the tokens that the old encoder's vectors of the same instructions (``old_vectors``, (N, L))
+    gave it: on those instructions it starts out computing what it did. The instruction normalisation comes from
+    ``new_vectors``; give the training instructions only (one row per episode or per instruction). ``ridge`` (per
+    row, on standardised vectors): with the workcell's 132 training instructions in Gemma's 640 dimensions a near-exact
+    fit (1e-3) sends the held-out stacking paraphrase's token nearest pick-and-place; 0.1 keeps it nearest stacking
+    at 17 % of the token's size off on the training instructions (`scripts/probe_refit.py`, README)."""
+    new_vectors, old_vectors = np.asarray(new_vectors, np.float64), np.asarray(old_vectors, np.float64)
+    if new_vectors.shape[0] != old_vectors.shape[0] or old_vectors.shape[1] != model.config.language_dim:
+        raise ConfigError(f"instruction vectors {new_vectors.shape} (new) and {old_vectors.shape} (old) must pair "
+                          f"row by row, the old ones of the model's width {model.config.language_dim}")
+    other = NanoVLA(replace(model.config, language_dim=new_vectors.shape[1], language_encoder_id=language_encoder_id))
+    reads_language = {"language_proj.weight", "language_proj.bias", "film.weight", "film.bias", "language_mean",
+                      "language_std"}
+    missing, unexpected = other.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in reads_language}, strict=False)
+    assert not unexpected and set(missing) <= reads_language, (missing, unexpected)
+    mean, std = language_statistics(new_vectors)
+    other.set_normalization(None, None, None, None, language_mean=mean, language_std=std)
+    with torch.no_grad():
+        old_n = (torch.as_tensor(old_vectors, dtype=torch.float32) - model.language_mean) / model.language_std
+        new_n = (new_vectors - mean) / std
+        design = np.concatenate([new_n, np.ones((len(new_n), 1))], axis=1)  # (N, L' + 1): weights and bias
+        penalty = np.eye(design.shape[1])
+        penalty[-1, -1] = 0.0  # the bias is not shrunk
+        gram = design.T @ design + ridge * len(design) * penalty
+        for name in ("language_proj", "film"):
+            old_layer, new_layer = getattr(model, name), getattr(other, name)
+            if old_layer is None:
+                continue
+            targets = old_layer(old_n).double().numpy()  # (N, out): what the model read from the old vectors
+            solution = np.linalg.solve(gram, design.T @ targets)  # (L' + 1, out)
+            new_layer.weight.copy_(torch.as_tensor(solution[:-1].T, dtype=torch.float32))
+            new_layer.bias.copy_(torch.as_tensor(solution[-1], dtype=torch.float32))
+    return other.eval()
+
+
 def _lr(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -177,9 +218,10 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
 
 def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
           language_encoder_id: str, config: TrainConfig, out_dir: str | Path, resume: bool = True,
-          progress: bool = True) -> Path:
+          progress: bool = True, init_instruction_vectors: np.ndarray | None = None) -> Path:
     """Train; return the path of the best checkpoint (lowest validation L1 over the chunks' first
-    ``config.select_first_steps`` actions; the last without validation)."""
+    ``config.select_first_steps`` actions; the last without validation). ``init_instruction_vectors``: with
+    ``config.refit_language``, each episode's instruction vector from the encoder that ``init_from`` read."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
     if distributed:
@@ -207,6 +249,12 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         from nanovla_ros.model.checkpoint import load_checkpoint
 
         model, lineage = load_checkpoint(config.init_from)  # lineage: how the starting point was made
+        if config.refit_language and model.config.language_encoder_id != language_encoder_id:
+            if init_instruction_vectors is None:
+                raise ConfigError(f"refit_language: the training instructions' {model.config.language_encoder_id!r} "
+                                  "vectors are needed (run_training reads them from the cache)")
+            model = with_other_language_encoder(model, language_encoder_id, instruction_vectors[train_eps],
+                                                init_instruction_vectors[train_eps])
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
                       ("image_size", config.image_size), ("image_stride", config.image_stride),
