@@ -59,6 +59,15 @@ setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a
   for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
   ls .whl/*/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /root/site .whl/*/*.whl
+  # parts of wheels too large for one call (`pack`): kept between calls; a wheel whose parts have all come is
+  # put together and installed
+  mkdir -p /root/wheelparts; cp .whl/*/*.whl.part*-of-* /root/wheelparts/ 2>/dev/null
+  for first in /root/wheelparts/*.whl.part1-of-*; do
+    [ -f "$first" ] || continue; whl=${first%.part1-of-*}; n=${first##*-of-}
+    [ "$(ls "$whl".part*-of-"$n" | wc -l)" = "$n" ] || continue
+    for k in $(seq 1 "$n"); do cat "$whl.part$k-of-$n"; done > "$whl" && rm "$whl".part*-of-"$n"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site "$whl"
+  done
   mkdir -p $SIM/cache $RUN && { [ ! -d data/tables ] || cp -r data/tables/instructions $SIM/cache/; }
   python3 -c "import mujoco, efficientnet_lite_pytorch" 2>/dev/null || echo "setup: wheels missing: carry .whl (see the header)"
 }
@@ -76,6 +85,33 @@ cache_cmd() {  # the feature cache of both cameras; cache_cmd True: the folded f
   image_size=${IMG:-320}, cameras=('front', 'wrist'), fine_features=${1:-False})\""
 }
 case "${1:-}" in
+pack)
+  # Here, not on the lent machine: the wheels of .whl/a and .whl/b in folders .whl/p1, .whl/p2, ... that each fit
+  # one call beside the tracked tree (64 MiB a call, the tree ~40 MB in run 30, and growing), wheels larger than
+  # a part split into parts (NAME.whl.partK-of-N) that `setup` puts together once all have come. Prints the
+  # calls: `setup` carrying each folder but the last (the first also .gl and data/tables), then the job
+  # (`dagger`, `start`) carrying the last.
+  tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+  room=$(( 64 * 1024 * 1024 - tree - 3 * 1024 * 1024 ))  # 3 MB for .gl, data/tables and untracked files
+  part=$(( room / 2 )); [ "$part" -gt 1000000 ] || { echo "pack: the tree ($tree bytes) leaves no room" >&2; exit 1; }
+  rm -rf .whl/p[0-9]* /tmp/nanovla_pack && mkdir -p /tmp/nanovla_pack
+  for w in .whl/a/*.whl .whl/b/*.whl; do
+    if [ "$(stat -c %s "$w")" -le "$part" ]; then cp "$w" /tmp/nanovla_pack/; continue; fi
+    split -b "$part" -d -a 2 "$w" "/tmp/nanovla_pack/$(basename "$w").tmp."
+    n=$(ls "/tmp/nanovla_pack/$(basename "$w").tmp."* | wc -l); k=0
+    for f in "/tmp/nanovla_pack/$(basename "$w").tmp."*; do k=$((k + 1)); mv "$f" "${f%.tmp.*}.part$k-of-$n"; done
+  done
+  folder=1; mkdir -p .whl/p1
+  for f in $(ls -S /tmp/nanovla_pack/*); do  # largest first, each into the first folder with room
+    size=$(stat -c %s "$f"); placed=""
+    for d in .whl/p[0-9]*; do
+      [ $(( $(du -cb "$d" | tail -1 | cut -f1) + size )) -le "$room" ] && { mv "$f" "$d/"; placed=1; break; }
+    done
+    [ -n "$placed" ] || { folder=$((folder + 1)); mkdir -p ".whl/p$folder"; mv "$f" ".whl/p$folder/"; }
+  done
+  rm -rf /tmp/nanovla_pack
+  ls -d .whl/p[0-9]* | sort -V | while read -r d; do echo "$d: $(du -sb "$d" | cut -f1) bytes"; done
+  echo "tree: $tree bytes; carry .gl and data/tables with the first folder" ;;
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 train)
   # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
