@@ -9,6 +9,9 @@ held-out phrasings how far the refitted tokens land from the checkpoint's own an
 instructions they land nearest (the checkpoint's own tokens put every held-out paraphrase nearest its own task).
 
     python scripts/probe_refit.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --table-dir data/tables
+
+With ``--out L.safetensors`` it also writes the checkpoint refitted at the first ``--ridge`` (fp16), an L that has
+not been trained at all, to evaluate as it is (`nanovla evaluate L.safetensors --table-dir ...`: README, run 30).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from nanovla_ros.model.checkpoint import load_checkpoint
+from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
 from nanovla_ros.sim.tasks import CUBE_COLOURS, DIRECTIONS, HELDOUT_PAIRS, SQUARE_COLOURS, TEMPLATES, \
     TRAINING_ONLY_TEMPLATES, _say
@@ -52,8 +55,9 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--table-dir", default="data/tables", help="a cache with both encoders' instruction tables")
     parser.add_argument("--ridge", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0])
+    parser.add_argument("--out", help="also write the checkpoint refitted at the first --ridge here (fp16)")
     args = parser.parse_args()
-    model, _ = load_checkpoint(args.checkpoint)
+    model, extra = load_checkpoint(args.checkpoint)
     model.eval()
     own = model.config.language_encoder_id
     others = [i for i in instruction_table_ids(args.table_dir) if i != own]
@@ -84,6 +88,13 @@ def main() -> None:
             cells.append(f"{kind} ({len(held)}) {np.sqrt(((a - b) ** 2).mean()):.2f}, "
                          + " ".join(f"{k} {n}" for k, n in nearest.most_common()))
         print(f"| {ridge:g} | {np.sqrt(((own_train - refit_train) ** 2).mean()):.3f} | {'; '.join(cells)} |")
+        if args.out and ridge == args.ridge[0]:
+            record = {"step": 0, "init": extra, "refit_language": {"from": own, "to": others[0], "ridge": ridge,
+                                                                  "instructions": len(train)}}
+            if "execute_steps" in extra:
+                record["execute_steps"] = extra["execute_steps"]
+            save_checkpoint(refit, args.out, record, dtype=torch.float16)
+            print(f"refitted checkpoint (ridge {ridge:g}, not trained): {args.out}")
 
 
 if __name__ == "__main__":

