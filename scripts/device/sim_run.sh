@@ -58,6 +58,13 @@ name_of() { case "${1%%/*}" in *=*) echo "${1%%=*}" ;; *) echo "$1" | tr ':,' '_
 spec_of() { local r=${1%%/*}; echo "${r#*=}"; }  # variant:cameras[:stride]
 flags_of() { case "$1" in */*) echo "${1#*/}" | sed 's#/--# --#g' ;; esac; }  # flags may hold paths
 strides() { for r in $RUNS; do f=$(spec_of "$r"); f=${f#*:}; [ "$f" = "${f#*:}" ] && echo 32 || echo "${f#*:}"; done | sort -u | tr '\n' ' '; }
+assemble() {  # DIR: puts together each wheel whose parts (NAME.whl.partK-of-N) are all in DIR; prints its path
+  for first in "$1"/*.whl.part1-of-*; do
+    [ -f "$first" ] || continue; local whl=${first%.part1-of-*} n=${first##*-of-}
+    [ "$(ls "$whl".part*-of-"$n" | wc -l)" = "$n" ] || continue
+    for k in $(seq 1 "$n"); do cat "$whl.part$k-of-$n"; done > "$whl" && rm "$whl".part*-of-"$n" && echo "$whl"
+  done
+}
 setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a call carries 64 MiB at most)
   for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig
   ls .whl/*/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
@@ -65,10 +72,7 @@ setup() {  # installs whatever of .gl, .whl and data/tables this call carried (a
   # parts of wheels too large for one call (`pack`): kept between calls; a wheel whose parts have all come is
   # put together and installed
   mkdir -p /root/wheelparts; cp .whl/*/*.whl.part*-of-* /root/wheelparts/ 2>/dev/null
-  for first in /root/wheelparts/*.whl.part1-of-*; do
-    [ -f "$first" ] || continue; whl=${first%.part1-of-*}; n=${first##*-of-}
-    [ "$(ls "$whl".part*-of-"$n" | wc -l)" = "$n" ] || continue
-    for k in $(seq 1 "$n"); do cat "$whl.part$k-of-$n"; done > "$whl" && rm "$whl".part*-of-"$n"
+  for whl in $(assemble /root/wheelparts); do
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site "$whl"
   done
   mkdir -p $SIM/cache $RUN && { [ ! -d data/tables ] || cp -r data/tables/instructions $SIM/cache/; }
@@ -115,6 +119,7 @@ pack)
   rm -rf /tmp/nanovla_pack
   ls -d .whl/p[0-9]* | sort -V | while read -r d; do echo "$d: $(du -sb "$d" | cut -f1) bytes"; done
   echo "tree: $tree bytes; carry .gl and data/tables with the first folder" ;;
+assemble) assemble "$2" ;;  # DIR (setup does this in /root/wheelparts)
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 train)
   # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
@@ -286,5 +291,5 @@ print(sum(e['success'] for e in json.load(open(sys.argv[1]))['episodes']), sys.a
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
-*) echo "usage: $0 start|setup|dagger|train|progress|finish" >&2; exit 2 ;;
+*) echo "usage: $0 pack|assemble|setup|start|dagger|train|progress|finish" >&2; exit 2 ;;
 esac
