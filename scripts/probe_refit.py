@@ -23,24 +23,8 @@ import torch
 
 from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
-from nanovla_ros.sim.tasks import CUBE_COLOURS, DIRECTIONS, HELDOUT_PAIRS, SQUARE_COLOURS, TEMPLATES, \
-    TRAINING_ONLY_TEMPLATES, _say
+from nanovla_ros.sim.tasks import TEMPLATES, instruction_rows
 from nanovla_ros.training.trainer import with_other_language_encoder
-
-
-def workcell_instructions() -> list[tuple[str, str, str]]:
-    """(text, kind, split) of every instruction: training phrasings (and the training-only ones) of training
-    pairings, and held-out ones (held-out paraphrases; pick-and-place's held-out colour pairings)."""
-    rows = set()
-    for kind, (train, heldout) in TEMPLATES.items():
-        for template in train + heldout + TRAINING_ONLY_TEMPLATES[kind]:
-            for cube in CUBE_COLOURS:
-                targets = {"pick_place": list(SQUARE_COLOURS), "push": list(DIRECTIONS), "touch": [""],
-                           "stack": [c for c in CUBE_COLOURS if c != cube]}[kind]
-                for target in targets:
-                    held = template in heldout or (kind == "pick_place" and (cube, target) in HELDOUT_PAIRS)
-                    rows.add((_say(template, cube, target), kind, "heldout" if held else "train"))
-    return sorted(rows)
 
 
 def tokens(model, vectors: np.ndarray) -> np.ndarray:
@@ -64,7 +48,7 @@ def main() -> None:
     if own not in instruction_table_ids(args.table_dir) or not others:
         raise SystemExit(f"probe_refit: {args.table_dir} needs the tables of {own!r} and of another encoder")
     tables = {i: dict(zip(*read_instruction_table(args.table_dir, i))) for i in [own, others[0]]}
-    rows = [r for r in workcell_instructions() if r[0] in tables[own] and r[0] in tables[others[0]]]
+    rows = [r for r in instruction_rows() if r[0] in tables[own] and r[0] in tables[others[0]]]
     train = [r for r in rows if r[2] == "train"]
     old = np.stack([tables[own][t] for t, _, _ in train])
     new = np.stack([tables[others[0]][t] for t, _, _ in train])

@@ -211,15 +211,23 @@ def square_positions(workcell: Workcell) -> dict[str, list[float]]:
     return {c: [round(float(v), 5) for v in workcell.square_position(c)[:2]] for c in SQUARE_COLOURS}
 
 
-def all_instructions() -> list[str]:
-    """Every instruction the workcell can give, both splits and the training-only phrasings, sorted (for
-    embedding tables)."""
-    texts = set()
+def instruction_rows() -> list[tuple[str, str, str]]:
+    """(text, kind, split) of every instruction the workcell can give, sorted: "train" for the training phrasings
+    (the training-only ones included) of training pairings, "heldout" for the held-out paraphrases and
+    pick-and-place's held-out colour pairings."""
+    rows = set()
     for kind, (train, heldout) in TEMPLATES.items():
         for template in train + heldout + TRAINING_ONLY_TEMPLATES[kind]:
             for cube in CUBE_COLOURS:
                 targets = {"pick_place": list(SQUARE_COLOURS), "push": list(DIRECTIONS), "touch": [""],
                            "stack": [c for c in CUBE_COLOURS if c != cube]}[kind]
                 for target in targets:
-                    texts.add(_say(template, cube, target))
-    return sorted(texts)
+                    held = template in heldout or (kind == "pick_place" and (cube, target) in HELDOUT_PAIRS)
+                    rows.add((_say(template, cube, target), kind, "heldout" if held else "train"))
+    return sorted(rows)
+
+
+def all_instructions() -> list[str]:
+    """Every instruction the workcell can give, both splits and the training-only phrasings, sorted (for
+    embedding tables)."""
+    return sorted({text for text, _, _ in instruction_rows()})
