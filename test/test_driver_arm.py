@@ -116,3 +116,82 @@ def test_loop_publishes_state_and_commands_and_leader_mode():
         assert commands[-1].source == "leader" and len(states) > len(commands)
         assert emu.servos[1].get("Torque_Enable") == 0
         arm.bus.close()
+
+
+@pytest.mark.parametrize("faults, cycles", [
+    (FaultConfig(delay_rate=0.03, delay_ms=80.0, seed=11), 1200),
+    # far worse than any real bus: a stall before every tenth request, 3 % corrupted and 3 % lost replies
+    (FaultConfig(corrupt_rate=0.03, drop_rate=0.03, delay_rate=0.1, delay_ms=60.0, seed=12), 500),
+], ids=["stalls", "stalls+corrupt+drops"])
+def test_no_false_fault_and_no_false_position_when_replies_come_late(faults, cycles):
+    """A loaded arm holding still, its loop reading positions and telemetry (Status included) while the bus
+    stalls: the arm must never leave ACTIVE (no joint's torque taken off) and never report a position the
+    servos are not at."""
+    config = DriverConfig(latency_timer_ms=2.0, servo_timeout_ms=1000.0, bus_retries=0)
+    with Sts3215BusEmulator(faults=FaultConfig(seed=faults.seed)) as emu:
+        for i in range(1, 7):
+            emu.set_raw_position(i, 1700 + 100 * i)
+        arm = make_arm(emu, config=config)
+        arm.enable()
+        truth = arm.read_positions()
+        emu.faults = faults  # from here on
+        worst, t = 0.0, 100.0
+        for cycle in range(cycles):
+            positions = arm.read_positions()
+            arm.read_telemetry(("Status", "Present_Temperature", "Present_Load", "Present_Voltage")[cycle % 4])
+            arm.control(t)
+            t += 0.01
+            worst = max(worst, float(np.max(np.abs(positions - truth))))
+            assert arm.health.mode is ArmMode.ACTIVE, (cycle, arm.health.fault)
+        assert emu.stalls > 20 and arm.bus.stats.stale_replies > 0, (emu.stalls, arm.bus.stats)
+        assert worst < 0.01, worst  # radians: the servos hold within a tick or two
+        assert not any(t.torque_off_by_fault for t in arm.health.telemetry.values())
+        assert all(s.get("Torque_Enable") == 1 for s in emu.servos.values())
+        arm.bus.close()
+
+
+class _MisreadingBus(FeetechBus):
+    """The real bus, except that chosen sync reads return what a misattributed reply would have given."""
+
+    def __init__(self, *args, lies: dict[str, list[dict[int, int]]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lies = lies
+
+    def sync_read(self, name, ids, retries=None):
+        values = super().sync_read(name, ids, retries)
+        if self.lies.get(name):
+            values.update(self.lies[name].pop(0))
+        return values
+
+
+def test_a_status_reading_that_a_direct_read_does_not_confirm_keeps_torque_on():
+    with Sts3215BusEmulator() as emu:
+        bus = _MisreadingBus(emu.port_name, latency_timer_ms=2.0, lies={"Status": [{2: 0xDC}]})
+        arm = So101Arm(bus, default_calibration(JOINTS), CONFIG)
+        arm.connect()
+        arm.enable()
+        arm.read_telemetry("Status")  # shows over-temperature and overload; the servo itself says nothing
+        assert arm.health.mode is ArmMode.ACTIVE and arm.health.unconfirmed_status == 1
+        assert emu.servos[2].get("Torque_Enable") == 1
+        emu.servos[2].status_bits = ct.ERR_OVERLOAD  # a real overload is confirmed and acted on
+        arm.read_telemetry("Status")
+        assert arm.health.mode is ArmMode.FAULT and emu.servos[2].get("Torque_Enable") == 0
+        bus.close()
+
+
+def test_implausible_positions_are_set_aside_until_read_twice():
+    with Sts3215BusEmulator() as emu:
+        bus = _MisreadingBus(emu.port_name, latency_timer_ms=2.0,
+                             lies={"Present_Position": [{}, {}, {1: -23328}, {1: 5000}, {1: 3500}]})
+        arm = So101Arm(bus, default_calibration(JOINTS), CONFIG)
+        arm.connect()
+        before = arm.read_positions(10.0)
+        assert np.allclose(arm.read_positions(10.01), before)  # out of the encoder's range
+        assert np.allclose(arm.read_positions(10.02), before)
+        assert np.allclose(arm.read_positions(10.03), before)  # 1450 ticks in 10 ms: a jump, read once
+        assert arm.health.implausible_readings == 3
+        emu.set_raw_position(1, 3500)  # the joint really moved (by hand): read twice, believed
+        after = arm.read_positions(10.04)
+        assert after[0] > before[0] + 2.0 and arm.health.implausible_readings == 3
+        assert not arm.health.silent_since_s
+        bus.close()

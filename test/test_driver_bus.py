@@ -1,9 +1,12 @@
 """The bus layer through the real scservo_sdk, against the STS3215 emulator on a pseudo-terminal."""
+import time
+
 import pytest
 import scservo_sdk as scs
 
 from nanovla_ros.driver import control_table as ct
-from nanovla_ros.driver.bus import BusError, BusReadError, FeetechBus
+from nanovla_ros.driver.bus import (READ_TAGS, BusError, BusReadError, FeetechBus, ReplyLedger, status_packets,
+                                    tagged_span)
 from nanovla_ros.driver.control_table import REGISTERS
 from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
 
@@ -125,20 +128,76 @@ def test_reg_write_takes_effect_on_action(bus, emulator):
     assert wait_until(lambda: emulator.servos[5].get("Goal_Velocity") == 777, 2.0)
 
 
-def test_a_ping_whose_model_read_gets_a_dataless_reply_is_retried(bus):
-    """scservo_sdk's ping indexes the model-number reply unchecked: a dataless status packet there (a late
-    reply to an earlier ping) raised IndexError out of the driver's configure. It is a corrupt reply: retried."""
-    real = bus._packets.readTxRx
-    calls = []
-
-    def late_reply_first(port, servo_id, address, length):
-        calls.append(servo_id)
-        if len(calls) == 1:
-            return [], scs.COMM_SUCCESS, 0  # what the SDK returns when it reads a ping's status as the read's
-        return real(port, servo_id, address, length)
-
-    bus._packets.readTxRx = late_reply_first
+def test_a_late_dataless_reply_does_not_answer_a_ping_s_model_read(bus, emulator):
+    """scservo_sdk's ping reads the model number and indexes the reply unchecked: a dataless status packet there
+    (a late reply to an earlier ping) raised IndexError out of the driver's configure. Replies are now checked
+    against their request's length: the late one is discarded and the model read gets its own."""
+    port = bus._port
+    emulator.stall_next(3.0)  # the bus stalls: the ping below is answered late, during the next request
+    with bus._lock:
+        port.writePort(bytes([0xFF, 0xFF, 3, 2, ct.PING, ct.checksum([3, 2, ct.PING])]))
+    bus.ledger.owe((3, 2), time.monotonic())  # what the bus records when a ping of its own gives up
     assert bus.ping(3) == ct.MODEL_STS3215
-    assert calls == [3, 3] and bus.stats.corrupt == 1 and bus.stats.per_servo_failures == {3: 1}
-    bus._packets.readTxRx = lambda *args: ([], scs.COMM_SUCCESS, 0)
-    assert bus.ping(3, attempts=2) is None  # never a model: no answer, no exception
+    assert bus.stats.stale_replies >= 1 and emulator.stalls == 1
+    bus.ledger.owe((3, 2), time.monotonic())  # a ping reply owed but lost: the next ping's own is taken for it
+    assert bus.ping(3) == ct.MODEL_STS3215  # ...once, and not again (retried, no chain of discarded replies)
+
+
+def test_read_spans_differ_between_consecutive_reads():
+    for size in (1, 2):
+        spans = [tagged_span(size, n) for n in range(20)]
+        assert all(span >= size and span - size < READ_TAGS for span in spans)
+        window = [spans[n:n + READ_TAGS] for n in range(20 - READ_TAGS)]
+        assert all(len(set(w)) == READ_TAGS for w in window)  # READ_TAGS consecutive replies: all lengths differ
+    # ...whatever registers they read: a 1-byte read right after a 2-byte one never gets the same length.
+    assert tagged_span(1, 5) != tagged_span(2, 4)
+
+
+def test_the_ledger_discards_owed_replies_until_a_current_one_settles_it():
+    ledger = ReplyLedger(ttl_s=1.0)
+    ledger.owe((1, 4), 0.0)
+    ledger.owe((1, 4), 0.1)
+    assert ledger.claim((1, 4), 0.2) and ledger.claim((1, 4), 0.2) and not ledger.claim((1, 4), 0.2)
+    ledger.owe((2, 3), 0.0)
+    assert not ledger.claim((2, 3), 1.5)  # expired: the whole bus was silent for longer than the TTL
+    ledger.owe((2, 3), 2.0)
+    ledger.settle()  # a reply to a later request came: servos answer in order, nothing older is coming
+    assert len(ledger) == 0 and not ledger.claim((2, 3), 2.1)
+
+
+def test_status_packets_finds_whole_valid_packets_in_flushed_bytes():
+    good = bytes([0xFF, 0xFF, 4, 3, 0, 7, ct.checksum([4, 3, 0, 7])])
+    bad = bytes([0xFF, 0xFF, 5, 3, 0, 7, 0x00])  # wrong checksum
+    assert list(status_packets(b"\x00" + good + bad + good[:4])) == [(4, 3)]
+
+
+IDS = tuple(range(1, 7))
+TRUTH = {"Present_Position": {i: 1000 + 100 * i for i in IDS}, "Status": {i: 0 for i in IDS},
+         "Present_Temperature": {i: 32 for i in IDS}, "Present_Load": {i: 0 for i in IDS},
+         "Present_Voltage": {i: 121 for i in IDS}}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_late_replies_are_never_read_as_the_answer_to_a_later_request(seed):
+    """The bus stalls (as a starved process or a USB hiccup does) before 3 % of requests, for up to 80 ms: the
+    requests queue up and their replies come late, in order, while later requests wait. Every value a read
+    returns must be the register's true value: a Present_Position reply read as Status showed every error bit
+    and turned the arm's torque off; a Load reply read as a position put a joint at -23328 ticks."""
+    with Sts3215BusEmulator(faults=FaultConfig(delay_rate=0.03, delay_ms=80.0, seed=seed)) as emu:
+        for i in IDS:  # distinct, known positions (torque off: they stay)
+            emu.set_raw_position(i, TRUTH["Present_Position"][i])
+        bus = FeetechBus(emu.port_name, retries=0, latency_timer_ms=2.0)
+        telemetry = ["Status", "Present_Temperature", "Present_Load", "Present_Voltage"]
+        wrong, right = [], 0
+        for cycle in range(1500):  # a control loop's pattern: positions, then one telemetry register
+            for name in ("Present_Position", telemetry[cycle % 4]):
+                try:
+                    values = bus.sync_read(name, IDS, retries=0)
+                except BusReadError as error:
+                    values = error.partial
+                wrong += [(cycle, name, i, v) for i, v in values.items() if v != TRUTH[name][i]]
+                right += sum(v == TRUTH[name][i] for i, v in values.items())
+        bus.close()
+    assert emu.stalls > 50 and bus.stats.stale_replies > 100, (emu.stalls, bus.stats)
+    assert not wrong, (len(wrong), wrong[:5])
+    assert right > 0.95 * 1500 * 2 * len(IDS), bus.stats  # and the reads still succeed

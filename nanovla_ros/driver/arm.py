@@ -9,7 +9,11 @@ status) per cycle, round robin, so no cycle carries them all.
 Faults never kill the loop. A failed read is retried by the bus and counted. A servo silent for
 ``servo_timeout_ms`` puts the arm in FAULT: the other joints hold their last target, chunks are
 refused until ``reset_faults()``. An overload, over-temperature or over-current status bit takes that
-joint's torque off and also puts the arm in FAULT.
+joint's torque off and also puts the arm in FAULT, but only once a direct read of that servo's Status
+confirms it: taking torque off drops a loaded arm, so one reading is not enough.
+
+Readings are checked before they are believed: a position outside the encoder's 0-4095 ticks, or one further
+from the last than the joint could have moved, is set aside until the next reading agrees with it.
 """
 from __future__ import annotations
 
@@ -31,6 +35,10 @@ from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected, Com
 log = logging.getLogger(__name__)
 
 TELEMETRY_REGISTERS = ("Status", "Present_Temperature", "Present_Load", "Present_Voltage")
+# Plausibility of position readings: an STS3215 turns at up to ~3000 ticks/s; twice that leaves room for a
+# hand moving a torque-free joint. A faster jump must be read twice (within the margin) before it is believed.
+MAX_JOINT_SPEED_TICKS_S = 6000.0
+JUMP_MARGIN_TICKS = 64
 
 
 class ArmMode(enum.Enum):
@@ -55,6 +63,8 @@ class ArmHealth:
     fault: str = ""
     silent_since_s: dict[str, float] = field(default_factory=dict)
     telemetry: dict[str, JointTelemetry] = field(default_factory=dict)
+    implausible_readings: int = 0  # positions set aside (out of range, or a jump not read twice)
+    unconfirmed_status: int = 0  # shutdown bits in a Status reading that a direct read did not confirm
 
 
 class So101Arm:
@@ -71,6 +81,8 @@ class So101Arm:
         self.executor = ChunkExecutor.from_config(config, limits)
         self.positions_rad = np.zeros(len(self.joints))  # last known, (J,)
         self.raw_ticks = {n: ct.HALF_TURN_TICKS for n in self.joints}
+        self._read_at_s: dict[str, float] = {}  # when raw_ticks was last believed
+        self._jump: dict[str, int] = {}  # a reading set aside as a jump, waiting for a second one
         self._lock = threading.RLock()  # guards mode changes against the loop
 
     # ------------------------------------------------------------------ set-up
@@ -110,10 +122,31 @@ class So101Arm:
                 self.health.silent_since_s.setdefault(name, now_s)
                 continue
             self.health.silent_since_s.pop(name, None)
+            if not self._plausible(name, ticks[servo_id], now_s):
+                continue
             self.raw_ticks[name] = ticks[servo_id]
+            self._read_at_s[name] = now_s
             self.positions_rad[index] = self._to_rad(name, ticks[servo_id])
         self._check_silence(now_s)
         return self.positions_rad.copy()
+
+    def _plausible(self, name: str, ticks: int, now_s: float) -> bool:
+        """Whether a position reading may be believed (see the module docstring); counts the ones set aside."""
+        if not 0 <= ticks <= ct.MAX_TICK:
+            self.health.implausible_readings += 1
+            return False
+        since = self._read_at_s.get(name)
+        if since is None or abs(ticks - self.raw_ticks[name]) <= \
+                MAX_JOINT_SPEED_TICKS_S * max(0.0, now_s - since) + JUMP_MARGIN_TICKS:
+            self._jump.pop(name, None)
+            return True
+        previous = self._jump.get(name)
+        if previous is not None and abs(ticks - previous) <= JUMP_MARGIN_TICKS:
+            del self._jump[name]  # read twice in a row: the joint really is there
+            return True
+        self._jump[name] = ticks
+        self.health.implausible_readings += 1
+        return False
 
     def _check_silence(self, now_s: float) -> None:
         limit_s = self.config.servo_timeout_ms / 1e3
@@ -203,15 +236,29 @@ class So101Arm:
                 continue
             t = self.health.telemetry[name]
             if register == "Status":
-                t.status_bits = value
                 if value & ct.SHUTDOWN_ERRORS and not t.torque_off_by_fault:
-                    self._shutdown_joint(name, value)
+                    value = self._confirmed_status(name, value)
+                    if value & ct.SHUTDOWN_ERRORS:
+                        self._shutdown_joint(name, value)
+                t.status_bits = value
             elif register == "Present_Temperature":
                 t.temperature_c = value
             elif register == "Present_Load":
                 t.load = value
             else:
                 t.voltage_v = value / 10.0
+
+    def _confirmed_status(self, name: str, bits: int) -> int:
+        """The Status of ``name`` read again on its own; 0 if that read fails (no confirmation, no action)."""
+        try:
+            confirmed = self.bus.read("Status", self.ids[name])
+        except BusReadError:
+            confirmed = 0
+        if not confirmed & ct.SHUTDOWN_ERRORS:
+            self.health.unconfirmed_status += 1
+            log.warning("%s: Status read %s (%#x), not confirmed by a second read; torque stays on",
+                        name, ct.describe_errors(bits), bits)
+        return confirmed
 
     def _shutdown_joint(self, name: str, bits: int) -> None:
         self.health.telemetry[name].torque_off_by_fault = True

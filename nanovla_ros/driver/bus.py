@@ -4,15 +4,32 @@
 vendor SDK over a serial device (the real arm on /dev/ttyACM0, or the emulator's pseudo-terminal).
 Reads are retried a bounded number of times and counted; a read that still fails raises
 ``BusReadError`` naming the servos that did not answer, so one corrupt packet never kills a loop.
+
+Every reply is checked against its request before its bytes are used: the servo id must be one that was
+asked, and the packet's LENGTH must be the requested data length + 2 (scservo_sdk's ``readRx`` checks neither:
+it cuts ``length`` bytes from the first packet with the right id). Protocol 0 has no sequence numbers, so a
+reply that comes after its request gave up (a stalled host or USB adapter) would otherwise be taken as the
+answer to the next request, e.g. a Present_Position reply read as the Status register. Two things prevent it:
+
+- the bus numbers its reads itself: the n-th read asks for its register and as many bytes of the registers
+  after it (ignored) as make the length of its data equal n modulo ``READ_TAGS``, so the replies of
+  ``READ_TAGS`` consecutive reads all differ in LENGTH, whatever registers they read;
+- ``ReplyLedger`` remembers the replies each failed request still owes; servos answer in request order, so a
+  packet that matches an owed (id, length) is the late answer to an earlier request and is discarded, and a
+  reply that matches the current request settles everything older.
+
+A reply that cannot be attributed is a failed read, never a value.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import select
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import scservo_sdk as scs
 
@@ -44,7 +61,67 @@ class BusStats:
     read_failures: int = 0  # reads that failed after every retry
     corrupt: int = 0  # replies with a bad checksum or truncated
     timeouts: int = 0  # replies that never came
+    stale_replies: int = 0  # late replies to earlier requests, recognised and discarded
+    unexpected_replies: int = 0  # valid packets that answer nothing asked (wrong id or length), discarded
     per_servo_failures: dict[int, int] = field(default_factory=dict)
+
+
+# How long a reply stays owed after its request gave up. Any reply that answers a later request settles
+# the ledger earlier (servos answer in order); this only bounds it while the whole bus is silent.
+OWED_REPLY_TTL_S = 1.0
+
+# Consecutive reads ask for data lengths that differ modulo this; see the module docstring.
+READ_TAGS = 4
+
+
+def tagged_span(size: int, sequence: int) -> int:
+    """The data length the ``sequence``-th read of a ``size``-byte register asks for: >= size, = sequence mod READ_TAGS."""
+    return size + (sequence - size) % READ_TAGS
+
+Key = tuple[int, int]  # (servo id, the status packet's LENGTH byte = data bytes + 2)
+
+
+class ReplyLedger:
+    """Replies owed by requests that ended without them, by (id, LENGTH); pure logic, no I/O."""
+
+    def __init__(self, ttl_s: float = OWED_REPLY_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._owed: dict[Key, list[float]] = {}  # key -> expiry times, oldest first
+
+    def owe(self, key: Key, now_s: float) -> None:
+        self._owed.setdefault(key, []).append(now_s + self.ttl_s)
+
+    def claim(self, key: Key, now_s: float) -> bool:
+        """True if a packet with ``key`` is the late reply to an earlier request (and counts it as paid)."""
+        expiries = [t for t in self._owed.get(key, ()) if t > now_s]
+        if not expiries:
+            self._owed.pop(key, None)
+            return False
+        self._owed[key] = expiries[1:]
+        return True
+
+    def settle(self) -> None:
+        """A reply to the current request came: every earlier reply has come or never will."""
+        self._owed.clear()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._owed.values())
+
+
+def status_packets(data: bytes) -> Iterator[tuple[int, int]]:
+    """(id, LENGTH) of every complete, checksum-valid status packet in ``data`` (bytes flushed unread)."""
+    i = 0
+    while True:
+        i = data.find(b"\xff\xff", i)
+        if i < 0 or i + 4 > len(data):
+            return
+        servo_id, length = data[i + 2], data[i + 3]
+        end = i + 4 + length
+        if length >= 2 and end <= len(data) and ct.checksum(data[i + 2:end - 1]) == data[end - 1]:
+            yield servo_id, length
+            i = end
+        else:
+            i += 1
 
 
 class ServoBus(Protocol):
@@ -67,7 +144,8 @@ class _LowLatencyPort(scs.PortHandler):
     - ``readPort`` waits in select() instead of spinning on a non-blocking read, so waiting for a reply
       costs no CPU and releases the GIL (the SDK's loop otherwise burns a core at 100 Hz);
     - ``clearPort`` discards unread input (the SDK only flushes output), so a late or corrupted reply
-      left in the buffer cannot be mistaken for the answer to the next request;
+      left in the buffer cannot be mistaken for the answer to the next request; what it discards is
+      handed to ``on_discard`` first (the bus settles owed replies with it);
     - the reply timeout's fixed part (the SDK's 16 ms USB ``LATENCY_TIMER``, counted twice) is a
       parameter: a lost reply then costs ``latency_timer_ms`` instead of 34 ms.
     """
@@ -75,6 +153,7 @@ class _LowLatencyPort(scs.PortHandler):
     def __init__(self, port_name: str, latency_timer_ms: float) -> None:
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms
+        self.on_discard: Callable[[bytes], None] | None = None
 
     def setPacketTimeout(self, packet_length):  # noqa: N802 - SDK API
         self.packet_start_time = self.getCurrentTime()
@@ -88,22 +167,31 @@ class _LowLatencyPort(scs.PortHandler):
         return self.ser.read(length)
 
     def clearPort(self):  # noqa: N802 - SDK API
+        waiting = self.ser.in_waiting
+        unread = self.ser.read(waiting) if waiting else b""
         self.ser.reset_input_buffer()
         self.ser.flush()
+        if unread and self.on_discard is not None:
+            self.on_discard(bytes(unread))
 
 
 class FeetechBus:
-    """Feetech STS3215 servos over scservo_sdk, protocol 0."""
+    """Feetech STS3215 servos over scservo_sdk, protocol 0.
+
+    Requests go out through the SDK's packet builders and ``txPacket``; replies are framed and checksummed by
+    the SDK's ``rxPacket`` and then validated here against the request (see the module docstring)."""
 
     def __init__(self, port: str, baudrate: int = 1_000_000, retries: int = 2,
                  latency_timer_ms: float = 16.0) -> None:
         self.port_name = port
         self.retries = retries
         self.stats = BusStats()
+        self.ledger = ReplyLedger()
         self._port = _LowLatencyPort(port, latency_timer_ms)
+        self._port.on_discard = self._on_discard
         self._packets = scs.PacketHandler(0)
         self._lock = threading.Lock()  # one transaction on the wire at a time
-        self._readers: dict[tuple[str, tuple[int, ...]], scs.GroupSyncRead] = {}
+        self._reads = itertools.count()  # numbers the reads (READ_TAGS)
         try:
             opened = self._port.openPort()
         except Exception as error:  # noqa: BLE001 - pyserial raises several types
@@ -116,7 +204,69 @@ class FeetechBus:
             if self._port.is_open:
                 self._port.closePort()
 
-    # ------------------------------------------------------------------ single servo
+    # ------------------------------------------------------------------ transactions
+    def _on_discard(self, unread: bytes) -> None:
+        """Replies that arrived after their request gave up and before the next one: they pay owed replies."""
+        now = time.monotonic()
+        for key in status_packets(unread):
+            if self.ledger.claim(key, now):
+                self.stats.stale_replies += 1
+            else:
+                self.stats.unexpected_replies += 1
+
+    def _transact(self, send: Callable[[], int], ids: tuple[int, ...], data_bytes: int) -> tuple[dict[int, bytes], int]:
+        """Send one request (``send``: an SDK Tx call) and collect the replies of ``ids``, each ``data_bytes``
+        long. Returns the validated data by id and the SDK result of the first failure (COMM_SUCCESS if none)."""
+        with self._lock:
+            result = send()
+            if result != scs.COMM_SUCCESS:
+                self._port.is_using = False
+                return {}, result
+            replies, result = self._receive(ids, data_bytes)
+        self.stats.transactions += 1
+        return replies, result
+
+    def _receive(self, ids: tuple[int, ...], data_bytes: int) -> tuple[dict[int, bytes], int]:
+        length = data_bytes + 2  # the status packet's LENGTH byte: ERROR, data, CHECKSUM
+        remaining = list(ids)
+        replies: dict[int, bytes] = {}
+        failure = scs.COMM_SUCCESS
+        settled = set()  # ids whose reply needs no owing: it came damaged, or a late twin was taken for it
+        while remaining:
+            packet, result = self._packets.rxPacket(self._port)
+            if result != scs.COMM_SUCCESS:
+                failure = result
+                if result == scs.COMM_RX_CORRUPT and len(packet) >= 4 and packet[2] in remaining \
+                        and packet[3] == length:
+                    settled.add(packet[2])  # our reply came, damaged: nothing more will come for it
+                if result == scs.COMM_RX_CORRUPT and not self._port.isPacketTimeout():
+                    continue  # the others of a sync read may still come
+                break
+            key = (packet[2], packet[3])  # ID, LENGTH
+            if self.ledger.claim(key, time.monotonic()):
+                self.stats.stale_replies += 1  # a late answer to an earlier request: ours is behind it
+                if key[1] == length:
+                    settled.add(key[0])
+                self._port.setPacketTimeout((length + 4) * len(remaining))
+                continue
+            if key[0] in remaining and key[1] == length:
+                replies[key[0]] = bytes(packet[5:5 + data_bytes])
+                remaining.remove(key[0])
+                self.ledger.settle()
+                continue
+            self.stats.unexpected_replies += 1
+        self._port.is_using = False
+        now = time.monotonic()
+        # Replies that may still come are owed, to be recognised and discarded. Not those in ``settled``: if a
+        # late reply of the same (id, length) was discarded and nothing followed it, it may have been ours (the
+        # ledger owed one that was lost); owing again would make every later request like it discard its reply.
+        for servo_id in remaining:
+            if servo_id not in settled:
+                self.ledger.owe((servo_id, length), now)
+        if remaining and failure == scs.COMM_SUCCESS:
+            failure = scs.COMM_RX_TIMEOUT
+        return replies, failure
+
     def _count_failure(self, result: int, servo_ids: Iterable[int]) -> None:
         if result == scs.COMM_RX_CORRUPT:
             self.stats.corrupt += 1
@@ -125,25 +275,25 @@ class FeetechBus:
         for servo_id in servo_ids:
             self.stats.per_servo_failures[servo_id] = self.stats.per_servo_failures.get(servo_id, 0) + 1
 
-    def ping(self, servo_id: int, attempts: int | None = None) -> int | None:
-        """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1).
+    # ------------------------------------------------------------------ single servo
+    def _ping_tx(self, servo_id: int) -> int:
+        packet = [0] * 6
+        packet[scs.PKT_ID], packet[scs.PKT_LENGTH], packet[scs.PKT_INSTRUCTION] = servo_id, 2, scs.INST_PING
+        result = self._packets.txPacket(self._port, packet)
+        if result == scs.COMM_SUCCESS:
+            self._port.setPacketTimeout(6)
+        return result
 
-        scservo_sdk's ping reads the model number and indexes the reply without checking its length: a status
-        packet without data (a late reply to an earlier ping, which the SDK takes for the read's) raises
-        IndexError. Seen when the workcell's emulator stalled at start-up: the driver's configure died silently
-        and the arm never moved. Here it counts as a corrupt reply and the ping is retried on a clean line."""
+    def ping(self, servo_id: int, attempts: int | None = None) -> int | None:
+        """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1)."""
         for _ in range(attempts or self.retries + 1):
-            try:
-                with self._lock:
-                    model, result, _ = self._packets.ping(self._port, servo_id)
-            except IndexError:
-                with self._lock:
-                    self._port.clearPort()
-                model, result = None, scs.COMM_RX_CORRUPT
-                self._count_failure(result, [servo_id])
-            self.stats.transactions += 1
-            if result == scs.COMM_SUCCESS:
-                return model
+            replies, result = self._transact(lambda: self._ping_tx(servo_id), (servo_id,), 0)
+            if servo_id in replies:
+                try:
+                    return self.read("Model_Number", servo_id, retries=0)
+                except BusReadError:
+                    continue  # counted by read
+            self._count_failure(result, [servo_id])
         return None
 
     def scan(self, ids: Iterable[int] = range(1, 7), attempts: int | None = None) -> dict[int, int]:
@@ -159,11 +309,11 @@ class FeetechBus:
         register = REGISTERS[name]
         retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
-            with self._lock:
-                data, result, _ = self._packets.readTxRx(self._port, servo_id, register.address, register.size)
-            self.stats.transactions += 1
-            if result == scs.COMM_SUCCESS and len(data) == register.size:
-                return ct.decode_value(register, ct.from_bytes(register, data))
+            span = tagged_span(register.size, next(self._reads))
+            replies, result = self._transact(
+                lambda: self._packets.readTx(self._port, servo_id, register.address, span), (servo_id,), span)
+            if servo_id in replies:
+                return ct.decode_value(register, ct.from_bytes(register, replies[servo_id]))
             self._count_failure(result, [servo_id])
             if attempt < retries:
                 self.stats.retries += 1
@@ -177,11 +327,15 @@ class FeetechBus:
         if register.read_only:
             raise BusError(f"{name} is read-only")
         payload = list(ct.to_bytes(register, ct.encode_value(register, value)))
+
+        def send() -> int:
+            result = self._packets.writeTxOnly(self._port, servo_id, register.address, register.size, payload)
+            self._port.setPacketTimeout(6)
+            return result
+
         for attempt in range(self.retries + 1):
-            with self._lock:
-                result, _ = self._packets.writeTxRx(self._port, servo_id, register.address, register.size, payload)
-            self.stats.transactions += 1
-            if result == scs.COMM_SUCCESS:
+            replies, result = self._transact(send, (servo_id,), 0)
+            if servo_id in replies:
                 return
             self._count_failure(result, [servo_id])
             if attempt < self.retries:
@@ -206,42 +360,38 @@ class FeetechBus:
 
     # ------------------------------------------------------------------ group
     def sync_read(self, name: str, ids: Iterable[int], retries: int | None = None) -> dict[int, int]:
-        """One SYNC_READ of ``name`` from ``ids``, retried ``retries`` times (default: the bus's); if it still
-        fails, servos are read one by one (same retries), so the error names exactly the servos that did
-        not answer, with the others' values. That one-by-one pass is also the cheapest recovery from a
-        single corrupted reply: a control loop can pass retries=0."""
+        """One SYNC_READ of ``name`` from ``ids``; the servos that did not answer are asked again in a group
+        ``retries`` times (default: the bus's), then one by one (same retries), so the error names exactly the
+        servos that did not answer, with the others' values. That one-by-one pass is also the cheapest recovery
+        from a single corrupted reply: a control loop can pass retries=0."""
         register = REGISTERS[name]
         retries = self.retries if retries is None else retries
         ids = tuple(ids)
-        key = (name, ids)
-        reader = self._readers.get(key)
-        if reader is None:
-            reader = scs.GroupSyncRead(self._port, self._packets, register.address, register.size)
-            for servo_id in ids:
-                reader.addParam(servo_id)
-            self._readers[key] = reader
+        values: dict[int, int] = {}
+        remaining = ids
         for attempt in range(retries + 1):
-            with self._lock:
-                result = reader.txRxPacket()
-                values = {i: reader.getData(i, register.address, register.size) for i in ids} \
-                    if result == scs.COMM_SUCCESS else None
-            self.stats.transactions += 1
-            if values is not None:
-                return {i: ct.decode_value(register, v) for i, v in values.items()}
+            asked, span = remaining, tagged_span(register.size, next(self._reads))
+            replies, result = self._transact(
+                lambda: self._packets.syncReadTx(self._port, register.address, span, list(asked), len(asked)),
+                asked, span)
+            values.update({i: ct.decode_value(register, ct.from_bytes(register, d)) for i, d in replies.items()})
+            remaining = tuple(i for i in asked if i not in replies)
+            if not remaining:
+                return {i: values[i] for i in ids}
             self._count_failure(result, ())
             if attempt < retries:
                 self.stats.retries += 1
         # Find out who is silent, keeping what the others say.
         self.stats.retries += 1
-        partial, missing = {}, []
-        for servo_id in ids:
+        missing = []
+        for servo_id in remaining:
             try:
-                partial[servo_id] = self.read(name, servo_id, retries)
+                values[servo_id] = self.read(name, servo_id, retries)
             except BusReadError:
                 missing.append(servo_id)
         if not missing:
-            return partial
-        raise BusReadError(f"servo(s) {missing} did not answer a sync read of {name}", tuple(missing), partial)
+            return {i: values[i] for i in ids}
+        raise BusReadError(f"servo(s) {missing} did not answer a sync read of {name}", tuple(missing), values)
 
     def sync_write(self, name: str, values: dict[int, int]) -> None:
         """One SYNC_WRITE (broadcast: no acknowledgement on the wire)."""

@@ -5,8 +5,9 @@ The driver under test opens ``emulator.port_name`` through scservo_sdk exactly a
 
 What it models, per servo id: the control table (EEPROM guarded by Lock, Homing_Offset applied to
 present and goal positions), motion toward Goal_Position with a speed and acceleration limit,
-position limits, torque on/off, and faults: a rate of corrupted or dropped replies, a servo that
-stops answering, and injected Status bits (over-temperature, overload) reported in every reply.
+position limits, torque on/off, and faults: a rate of corrupted, dropped or delayed replies (a delay stalls the
+whole bus, as a starved process or a USB hiccup does: requests queue up and are answered late, in order), a
+servo that stops answering, and injected Status bits (over-temperature, overload) reported in every reply.
 
 It is a test fixture and the demo's arm backend (`python -m nanovla_ros.driver.emulator` runs it standalone); the
 simulated workcell will later take present positions from physics through ``Sts3215BusEmulator.servos``.
@@ -38,6 +39,8 @@ class FaultConfig:
     corrupt_rate: float = 0.0  # probability that a reply has one byte flipped
     drop_rate: float = 0.0  # probability that a reply is never sent
     seed: int = 0
+    delay_rate: float = 0.0  # probability that the bus stalls before serving a request
+    delay_ms: float = 0.0  # the longest such stall; each lasts a uniform draw up to it (requests wait, in order)
 
 
 class EmulatedServo:
@@ -146,6 +149,8 @@ class Sts3215BusEmulator:
         self.packets_served = 0
         self.replies_corrupted = 0
         self.replies_dropped = 0
+        self.stalls = 0
+        self._stall_next_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Sts3215BusEmulator":
@@ -172,6 +177,10 @@ class Sts3215BusEmulator:
         """Hold while changing servo state from another thread (tests, the workcell)."""
         return self._lock
 
+    def stall_next(self, delay_ms: float) -> None:
+        """Stall before serving the next request, as if the process were stopped (SIGSTOP) that long."""
+        self._stall_next_s = delay_ms / 1e3
+
     def set_raw_position(self, servo_id: int, ticks: float) -> None:
         """Move a joint by hand (torque off) or from physics."""
         with self._lock:
@@ -191,8 +200,17 @@ class Sts3215BusEmulator:
                 return  # the pty was closed
             buffer.extend(chunk)
             for packet in self._extract_packets(buffer):
+                self._maybe_stall()
                 with self._lock:
                     self._serve(packet)
+
+    def _maybe_stall(self) -> None:
+        delay_s, self._stall_next_s = self._stall_next_s, 0.0
+        if not delay_s and self.faults.delay_rate and self._rng.random() < self.faults.delay_rate:
+            delay_s = self._rng.uniform(0.0, self.faults.delay_ms) / 1e3
+        if delay_s:
+            self.stalls += 1
+            time.sleep(delay_s)  # the fault itself: nothing is served meanwhile
 
     def _advance_physics(self) -> None:
         if self.external_motion:
@@ -299,7 +317,8 @@ class EmulatorProcess:
         faults = faults or FaultConfig()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "nanovla_ros.driver.emulator", "--corrupt-rate", str(faults.corrupt_rate),
-             "--drop-rate", str(faults.drop_rate), "--seed", str(faults.seed)],
+             "--drop-rate", str(faults.drop_rate), "--seed", str(faults.seed),
+             "--delay-rate", str(faults.delay_rate), "--delay-ms", str(faults.delay_ms)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self._process.stdout.readline().strip()
         if not line.startswith("PORT "):
@@ -331,8 +350,11 @@ def main() -> int:
     parser.add_argument("--corrupt-rate", type=float, default=0.0)
     parser.add_argument("--drop-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--delay-rate", type=float, default=0.0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
-    with Sts3215BusEmulator(faults=FaultConfig(args.corrupt_rate, args.drop_rate, args.seed)) as emulator:
+    faults = FaultConfig(args.corrupt_rate, args.drop_rate, args.seed, args.delay_rate, args.delay_ms)
+    with Sts3215BusEmulator(faults=faults) as emulator:
         print(f"PORT {emulator.port_name}", flush=True)
         try:
             sys.stdin.read()  # until the parent closes our stdin (or dies)

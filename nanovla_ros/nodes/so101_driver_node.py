@@ -245,6 +245,8 @@ class So101DriverNode(LifecycleNode):
             "mode": health.mode.value, "fault": health.fault,
             "transactions": stats.transactions, "retries": stats.retries, "read_failures": stats.read_failures,
             "corrupt_replies": stats.corrupt, "timeouts": stats.timeouts,
+            "stale_replies": stats.stale_replies, "unexpected_replies": stats.unexpected_replies,
+            "implausible_readings": health.implausible_readings, "unconfirmed_status": health.unconfirmed_status,
             "chunks_accepted": arm.executor.accepted, "chunks_rejected": arm.executor.rejected + self._chunk_rejections,
             "loop_cycles": loop.cycles if loop else 0, "missed_control_ticks": loop.missed_control_ticks if loop else 0,
             "period_p99_ms": f"{np.percentile(periods, 99):.2f}",
