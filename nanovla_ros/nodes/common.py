@@ -25,6 +25,13 @@ LATCHED_QOS = QoSProfile(  # "current state" topics: late joiners get the last v
 COMMAND_QOS = QoSProfile(  # commands and events: every message matters, only the newest few do
     depth=10, history=HistoryPolicy.KEEP_LAST,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Request / reply services that many callers may hit at once (set_instruction, encode_instruction): the
+# default service QoS keeps 10 requests, and DDS silently drops older ones when a burst exceeds that before the
+# server takes them; callers then wait for a reply that never comes. The router answers "busy" past its own
+# bound instead, which needs the requests to reach it.
+BURST_SERVICE_QOS = QoSProfile(
+    depth=256, history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 # --- relative names, so namespaces and remapping work
 IMAGE_TOPIC = "camera/image_raw"

@@ -14,7 +14,7 @@ from rclpy.node import Node
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.language.service import BackboneNotReady, BackboneState, InstructionEncoderService
 from nanovla_ros.language.text import InstructionError
-from nanovla_ros.nodes.common import COMMAND_QOS, DIAGNOSTICS_TOPIC, ENCODE_INSTRUCTION_SERVICE, run_node
+from nanovla_ros.nodes.common import BURST_SERVICE_QOS, COMMAND_QOS, DIAGNOSTICS_TOPIC, ENCODE_INSTRUCTION_SERVICE, run_node
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.srv import EncodeInstruction
 
@@ -32,7 +32,7 @@ class InstructionEncoderNode(Node):
         self.service = service or InstructionEncoderService(self.config)
         # Reentrant: a small-backbone request is not held up behind a large one being encoded.
         self._srv = self.create_service(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE, self._on_encode,
-                                        callback_group=ReentrantCallbackGroup())
+                                        qos_profile=BURST_SERVICE_QOS, callback_group=ReentrantCallbackGroup())
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
         self.service.start()

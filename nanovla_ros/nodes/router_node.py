@@ -1,21 +1,26 @@
 """router_node: the user's entry point. Serves set_instruction (SetInstruction), picks the backbone,
 gets the instruction's embedding from encode_instruction, then publishes route_decision and the latched
 current_task. A new instruction preempts the current one.
+
+Requests are served by coroutines on one thread: while a request waits for the encoder it yields, so no
+executor thread is ever blocked waiting on a callback of its own executor (with blocking callbacks, three
+concurrent calls took every thread and the encoder's replies had none left to be delivered on). At most
+``max_pending_instructions`` are in progress; beyond that a request is answered at once with "busy".
 """
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 
 import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.task import Future
 
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.text import InstructionError, validate_instruction
 from nanovla_ros.msg import CurrentTask, RouteDecision
-from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
+from nanovla_ros.nodes.common import (BURST_SERVICE_QOS, COMMAND_QOS, CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
                                       ROUTE_DECISION_TOPIC, SET_INSTRUCTION_SERVICE, run_node)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.routing.config import RouterConfig
@@ -35,18 +40,16 @@ class RouterNode(Node):
             self.get_logger().fatal(f"cannot load the router: {error}")
             raise ConfigError(str(error)) from error
         self._ids = itertools.count(1)
-        # One instruction at a time: a new one waits for the previous to be published, then preempts it.
-        self._serial = threading.Lock()
+        self._pending = 0  # requests in progress (all on the executor's one thread: no lock needed)
         self._task_pub = self.create_publisher(CurrentTask, CURRENT_TASK_TOPIC, LATCHED_QOS)
         self._decision_pub = self.create_publisher(RouteDecision, ROUTE_DECISION_TOPIC, COMMAND_QOS)
-        # The service callback blocks on the encoder's reply, so the client's callbacks run in
-        # another group (on another executor thread).
+        # Reentrant: rclpy holds a callback's group while its coroutine is suspended, so a mutually exclusive
+        # group would keep the encoder's reply (and every other request) waiting behind the first request.
+        self._group = ReentrantCallbackGroup()
         self._encoder = self.create_client(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
-                                           callback_group=ReentrantCallbackGroup())
-        # Reentrant too (publication is serialised by self._serial): a mutually exclusive group would make
-        # the executor busy-wait while one request waits on the encoder.
+                                           qos_profile=BURST_SERVICE_QOS, callback_group=self._group)
         self._srv = self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction,
-                                        callback_group=ReentrantCallbackGroup())
+                                        qos_profile=BURST_SERVICE_QOS, callback_group=self._group)
         mode = (f"NanoVLA-R ({self.config.policy}, tau={self.config.threshold:g}, {self.config.router_weights})"
                 if self.router.needs_embedding else f"default backbone {self.config.default_backbone}")
         self.get_logger().info(f"serving {self._srv.srv_name}; auto: {mode}")
@@ -57,14 +60,25 @@ class RouterNode(Node):
         response.message = message
         return response
 
-    def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
+    async def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
+        limit = self.config.max_pending_instructions
+        if self._pending >= limit:
+            return self._reject(response, f"busy: {self._pending} instructions are being processed "
+                                          f"(max_pending_instructions={limit}); try again in a moment")
+        self._pending += 1
+        try:
+            return await self._handle(request, response)
+        finally:
+            self._pending -= 1
+
+    async def _handle(self, request: SetInstruction.Request, response: SetInstruction.Response):
         try:
             text = validate_instruction(request.text, self.config.max_instruction_chars)
             requested = (request.backbone or "auto").strip().lower()
             embedding, small = None, None
             if requested == "auto" and self.router.needs_embedding:
                 # NanoVLA-R reads the instruction's small-encoder vector (cached after the first time).
-                small = self._encode(text, "small")
+                small = await self._encode(text, "small")
                 if isinstance(small, str):
                     return self._reject(response, small)
                 if small.encoder_id != self.router.encoder_id:
@@ -74,23 +88,22 @@ class RouterNode(Node):
             choice = self.router.route(text, requested, embedding)
         except (InstructionError, RouteError) as error:
             return self._reject(response, str(error))
-        encoded = small if (small is not None and choice.backbone == "small") else self._encode(text, choice.backbone)
+        encoded = small if (small is not None and choice.backbone == "small") else await self._encode(text, choice.backbone)
         if isinstance(encoded, str):
             return self._reject(response, encoded)
-        with self._serial:
-            instruction_id = next(self._ids)
-            stamp = self.get_clock().now().to_msg()
-            decision = RouteDecision(instruction_id=instruction_id, instruction=text, backbone=choice.backbone,
-                                     reason=choice.reason, threshold=choice.threshold,
-                                     predicted_success_small=choice.predicted_success_small,
-                                     predicted_success_large=choice.predicted_success_large)
-            decision.header.stamp = stamp
-            task = CurrentTask(instruction_id=instruction_id, text=text, backbone=choice.backbone,
-                               encoder_id=encoded.encoder_id,
-                               embedding=np.asarray(encoded.embedding, dtype=np.float32))
-            task.header.stamp = stamp
-            self._decision_pub.publish(decision)
-            self._task_pub.publish(task)
+        # Published in one step of the executor's one thread: ids and publications stay in order.
+        instruction_id = next(self._ids)
+        stamp = self.get_clock().now().to_msg()
+        decision = RouteDecision(instruction_id=instruction_id, instruction=text, backbone=choice.backbone,
+                                 reason=choice.reason, threshold=choice.threshold,
+                                 predicted_success_small=choice.predicted_success_small,
+                                 predicted_success_large=choice.predicted_success_large)
+        decision.header.stamp = stamp
+        task = CurrentTask(instruction_id=instruction_id, text=text, backbone=choice.backbone,
+                           encoder_id=encoded.encoder_id, embedding=np.asarray(encoded.embedding, dtype=np.float32))
+        task.header.stamp = stamp
+        self._decision_pub.publish(decision)
+        self._task_pub.publish(task)
         self.get_logger().info(f"task {instruction_id}: {text!r} -> {choice.backbone} ({choice.reason}), "
                                f"cache {'hit' if encoded.cache_hit else 'miss'}")
         response.accepted = True
@@ -100,33 +113,53 @@ class RouterNode(Node):
         response.message = f"task {instruction_id} published on {self._task_pub.topic_name}"
         return response
 
-    def _encode(self, text: str, backbone: str) -> EncodeInstruction.Response | str:
+    async def _wait(self, future: Future, timeout_s: float) -> bool:
+        """Wait for ``future`` at most ``timeout_s`` without blocking the executor; False on timeout."""
+        if future.done():
+            return True
+        woken = Future()
+
+        def wake(outcome: bool) -> None:
+            if not woken.done():
+                woken.set_result(outcome)
+
+        future.add_done_callback(lambda _: wake(True))
+        timer = self.create_timer(max(timeout_s, 1e-3), lambda: wake(False), callback_group=self._group)
+        try:
+            return await woken
+        finally:
+            self.destroy_timer(timer)
+
+    async def _encode(self, text: str, backbone: str) -> EncodeInstruction.Response | str:
         """The encoder's reply, or a message saying why there is none."""
-        deadline = time.monotonic() + self.config.encode_timeout_s
-        if not self._encoder.wait_for_service(timeout_sec=min(5.0, self.config.encode_timeout_s)):
-            return f"encoder service {self._encoder.srv_name} is not available; is instruction_encoder_node running?"
+        timeout_s = self.config.encode_timeout_s
+        deadline = time.monotonic() + timeout_s
+        discovery_deadline = time.monotonic() + min(5.0, timeout_s)
+        while not self._encoder.service_is_ready():
+            if time.monotonic() > discovery_deadline:
+                return (f"encoder service {self._encoder.srv_name} is not available; "
+                        "is instruction_encoder_node running?")
+            await self._wait(Future(), 0.05)  # a yielding sleep: discovery takes up to a second or two
         while True:
-            done = threading.Event()
             future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
-            future.add_done_callback(lambda _, event=done: event.set())
-            if not done.wait(max(0.0, deadline - time.monotonic())):
-                future.cancel()
-                return f"encoder did not answer within encode_timeout_s={self.config.encode_timeout_s:g}"
+            if not await self._wait(future, max(0.0, deadline - time.monotonic())):
+                self._encoder.remove_pending_request(future)
+                return f"encoder did not answer within encode_timeout_s={timeout_s:g}"
             reply = future.result()
             if reply.status != EncodeInstruction.Response.STATUS_LOADING:
                 break
             # A user who instructs the arm right after launch waits for the backbone instead of
             # being told to retry; the encoder itself never blocks (it answers "loading").
             if time.monotonic() + _LOADING_RETRY_S > deadline:
-                return f"encoder: {reply.message} (waited encode_timeout_s={self.config.encode_timeout_s:g})"
-            time.sleep(_LOADING_RETRY_S)
+                return f"encoder: {reply.message} (waited encode_timeout_s={timeout_s:g})"
+            await self._wait(Future(), _LOADING_RETRY_S)
         if not reply.success:
             return f"encoder: {reply.message}"
         return reply
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(RouterNode, args, threads=3)
+    return run_node(RouterNode, args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ class RouterConfig:
     threshold: float = param(0.5, "tau: the escalation threshold of the chosen policy.")
     max_instruction_chars: int = param(256, "Longer instructions are rejected before any encoding.")
     encode_timeout_s: float = param(30.0, "How long to wait for the encoder service per instruction.")
+    max_pending_instructions: int = param(32, "Instructions in progress at once; more are answered 'busy' at once.")
 
     def __post_init__(self) -> None:
         require_choice("default_backbone", self.default_backbone, BACKBONES)
@@ -25,3 +26,5 @@ class RouterConfig:
         require(0.0 <= self.threshold <= 1.0, f"threshold={self.threshold} must be within [0, 1]")
         require(1 <= self.max_instruction_chars <= 10_000, f"max_instruction_chars={self.max_instruction_chars} must be within [1, 10000]")
         require(self.encode_timeout_s > 0.0, f"encode_timeout_s={self.encode_timeout_s} must be positive")
+        require(self.max_pending_instructions >= 1,
+                f"max_pending_instructions={self.max_pending_instructions} must be >= 1")
