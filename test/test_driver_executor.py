@@ -78,9 +78,9 @@ def test_new_chunk_is_cross_faded_in():
 
 def test_limits_and_max_step_are_enforced_and_reported():
     ex = executor(max_step=0.1, limits=((-1.0, 0.25), (-1.0, 1.0)))
-    ex.submit(chunk(1, 0.0, np.ones(20)), 0.0)
+    ex.submit(chunk(1, 0.0, np.full(20, 0.35)), 0.0)  # 0.1 rad past joint a's range: within the margin, clamped
     commands = [ex.step(k * DT, np.zeros(2)) for k in range(5)]
-    assert [round(c.positions[1], 6) for c in commands] == [0.1, 0.2, 0.3, 0.4, 0.5]  # rate limited
+    assert [round(c.positions[1], 6) for c in commands] == [0.1, 0.2, 0.3, 0.35, 0.35]  # rate limited
     assert [round(c.positions[0], 6) for c in commands] == [0.1, 0.2, 0.25, 0.25, 0.25]  # joint limit
     assert all(c.clamped for c in commands)
 
@@ -121,6 +121,27 @@ def test_stale_chunk_is_rejected_and_changes_nothing():
         ex.submit(chunk(2, 99.0, np.full(20, 2.0)), 100.1)
     assert ex.step(100.1, np.zeros(2)).chunk_id == 1 and before.chunk_id == 1
     assert ex.rejected == 1
+
+
+def test_a_chunk_stamped_in_the_future_is_rejected_and_changes_nothing():
+    ex = executor()
+    ex.submit(chunk(1, 100.0, np.full(20, 0.5)), 100.0)
+    ex.submit(chunk(2, 100.09, np.full(20, 0.6)), 100.0)  # within future_tolerance_s (clocks a little apart)
+    with pytest.raises(ChunkRejected, match="10000 ms in the future"):
+        ex.submit(chunk(3, 110.0, np.full(20, 2.0)), 100.0)  # would otherwise run at once, all of it
+    assert ex.step(100.1, np.zeros(2)).chunk_id == 2 and ex.rejected == 1
+
+
+def test_targets_far_outside_the_calibrated_range_reject_the_chunk():
+    ex = executor(limits=((-1.0, 1.0), (-1.0, 1.0)))
+    ex.submit(chunk(1, 100.0, np.full(20, 0.5)), 100.0)
+    table = np.zeros((20, 2))
+    table[7, 1] = 100.0  # one absurd target, not clamped to the joint limit but refused
+    with pytest.raises(ChunkRejected, match=r"b for 100.000 rad \(action 7\), outside its calibrated range"):
+        ChunkExecutor([(-1.0, 1.0), (-1.0, 1.0)], 0.05, joint_names=JOINTS).submit(chunk(2, 100.0, table), 100.0)
+    with pytest.raises(ChunkRejected, match="limit_margin_rad"):
+        ex.submit(chunk(2, 100.0, table), 100.0)
+    assert ex.step(100.1, np.zeros(2)).chunk_id == 1
 
 
 def test_latency_from_observation_to_first_action_is_recorded_once_per_chunk():

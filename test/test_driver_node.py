@@ -1,4 +1,6 @@
 """so101_driver_node in process (private context, real DDS) on the emulated bus."""
+import time
+
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -46,7 +48,12 @@ def test_driver_follows_chunks_rejects_bad_ones_and_reports(graph):
     before = list(states[-1].position)
     publisher.publish(chunk_msg(graph.probe, 2, float("nan")))
     publisher.publish(chunk_msg(graph.probe, 3, 0.0, joint_names=["a", "b"], positions=[0.0, 0.0], horizon=1))
-    assert wait_until(lambda: driver.arm.executor.rejected + driver._chunk_rejections >= 2, 5.0)
+    publisher.publish(chunk_msg(graph.probe, 4, 100.0))  # absurd: refused, not clamped to the joint limits
+    future = chunk_msg(graph.probe, 5, 0.6)
+    future.header.stamp.sec += 10  # stamped 10 s ahead: would otherwise run at once
+    publisher.publish(future)
+    assert wait_until(lambda: driver.arm.executor.rejected + driver._chunk_rejections >= 4, 5.0)
+    assert wait_until(lambda: driver.arm.executor.idle_for_s(time.time()) > 0.3, 5.0)
     assert np.allclose(states[-1].position, before, atol=0.01)  # nothing moved
 
     assert wait_until(lambda: any(s.name.endswith(": arm") and any(v.key == "corrupt_replies" for v in s.values)

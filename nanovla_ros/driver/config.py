@@ -33,6 +33,9 @@ class DriverConfig:
     telemetry_rate_hz: float = param(2.0, "Rate of load / temperature / voltage / status reads and of diagnostics.")
     # --- safety (on by default)
     chunk_timeout_ms: float = param(500.0, "Chunks whose observation is older than this are rejected; the arm holds.")
+    future_tolerance_ms: float = param(100.0, "Chunks stamped further than this ahead of the driver's clock are rejected.")
+    limit_margin_rad: float = param(0.15, "Targets beyond the calibrated range by more than this reject the chunk; "
+                                          "smaller overshoots are clamped to the range.")
     max_step_rad: float = param(0.05, "Largest change of a joint target per control step.")
     blend_steps: int = param(3, "Control steps over which a new chunk is cross-faded into the previous one.")
     overrun_steps: int = param(10, "Actions a chunk may run past its h (counted from its arrival) while the next "
@@ -45,6 +48,8 @@ class DriverConfig:
         require(0.0 < self.state_rate_hz <= 1000.0, f"state_rate_hz={self.state_rate_hz} must be within (0, 1000]")
         require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")
         require(self.chunk_timeout_ms > 0.0, f"chunk_timeout_ms={self.chunk_timeout_ms} must be positive")
+        require(self.future_tolerance_ms >= 0.0, f"future_tolerance_ms={self.future_tolerance_ms} must be >= 0")
+        require(self.limit_margin_rad >= 0.0, f"limit_margin_rad={self.limit_margin_rad} must be >= 0")
         require(0.0 < self.max_step_rad <= 1.0, f"max_step_rad={self.max_step_rad} must be within (0, 1] rad")
         require(len(self.joint_names) == len(set(self.joint_names)) > 0, f"joint_names={list(self.joint_names)} must be non-empty and unique")
         require(self.bus_retries >= 0, f"bus_retries={self.bus_retries} must be >= 0")

@@ -16,8 +16,9 @@ of the observation the policy saw). On every control tick the executor:
 3. clamps to the calibrated joint limits and limits the change per tick to ``max_step_rad``; the result
    is the command actually sent.
 
-Bad chunks (wrong joint names or count, a shape that does not match, NaN/Inf, dt <= 0, stale) are
-rejected with a reason and change nothing.
+Bad chunks (wrong joint names or count, a shape that does not match, NaN/Inf, dt <= 0, stale, stamped more
+than ``future_tolerance_s`` ahead of now, a target further than ``limit_margin_rad`` outside the calibrated
+range) are rejected with a reason and change nothing. Small overshoots of the range are clamped.
 """
 from __future__ import annotations
 
@@ -85,9 +86,13 @@ class Command:
 
 class ChunkExecutor:
     def __init__(self, limits_rad: list[tuple[float, float]], max_step_rad: float, blend_steps: int = 3,
-                 chunk_timeout_s: float = 0.5, overrun_steps: int = 10) -> None:
+                 chunk_timeout_s: float = 0.5, overrun_steps: int = 10, future_tolerance_s: float = 0.1,
+                 limit_margin_rad: float = 0.15, joint_names: tuple[str, ...] = ()) -> None:
         self._low = np.array([lo for lo, _ in limits_rad])  # (J,)
         self._high = np.array([hi for _, hi in limits_rad])  # (J,)
+        self.future_tolerance_s = future_tolerance_s
+        self.limit_margin_rad = limit_margin_rad
+        self.joint_names = tuple(joint_names) or tuple(f"joint {i}" for i in range(len(limits_rad)))
         self.max_step_rad = max_step_rad
         self.blend_steps = blend_steps
         self.chunk_timeout_s = chunk_timeout_s
@@ -107,7 +112,7 @@ class ChunkExecutor:
     def from_config(cls, config: DriverConfig, limits_rad: list[tuple[float, float]]) -> "ChunkExecutor":
         """The executor a driver with ``config`` runs (the driver itself and the in-process harness)."""
         return cls(limits_rad, config.max_step_rad, config.blend_steps, config.chunk_timeout_ms / 1e3,
-                   config.overrun_steps)
+                   config.overrun_steps, config.future_tolerance_ms / 1e3, config.limit_margin_rad, config.joint_names)
 
     @property
     def n_joints(self) -> int:
@@ -126,6 +131,20 @@ class ChunkExecutor:
             self.rejected += 1
             raise ChunkRejected(f"chunk {chunk.chunk_id} is stale: its observation is "
                                 f"{(now_s - chunk.stamp_s) * 1e3:.0f} ms old, over chunk_timeout_ms={self.chunk_timeout_s * 1e3:.0f}")
+        if chunk.stamp_s - now_s > self.future_tolerance_s:
+            self.rejected += 1
+            raise ChunkRejected(f"chunk {chunk.chunk_id} is stamped {(chunk.stamp_s - now_s) * 1e3:.0f} ms in the future, "
+                                f"over future_tolerance_ms={self.future_tolerance_s * 1e3:.0f}; are the sender's and "
+                                "the driver's clocks in step?")
+        below = chunk.positions < self._low - self.limit_margin_rad  # (H, J)
+        above = chunk.positions > self._high + self.limit_margin_rad  # (H, J)
+        if below.any() or above.any():
+            self.rejected += 1
+            step, joint = np.argwhere(below | above)[0]
+            raise ChunkRejected(
+                f"chunk {chunk.chunk_id} asks {self.joint_names[joint]} for {chunk.positions[step, joint]:.3f} rad "
+                f"(action {step}), outside its calibrated range [{self._low[joint]:.3f}, {self._high[joint]:.3f}] "
+                f"by more than limit_margin_rad={self.limit_margin_rad:g}")
         if self._chunk is not None and self.blend_steps > 0:
             self._previous, self._previous_start, self._blend_left = self._chunk, self._start, self.blend_steps
         self._chunk, self._start = chunk, chunk.index_at(now_s)
