@@ -100,8 +100,8 @@ class NanovlaClient:
             self.node.destroy_client(client)
 
     def set_instruction(self, text: str, backbone: str = "auto", timeout_s: float = 30.0) -> SetInstruction.Response:
-        return self._call(SetInstruction, SET_INSTRUCTION_SERVICE, SetInstruction.Request(text=text, backbone=backbone),
-                          timeout_s)
+        request = SetInstruction.Request(text=text, backbone=backbone, text_bytes=len(text.encode("utf-8", "replace")))
+        return self._call(SetInstruction, SET_INSTRUCTION_SERVICE, request, timeout_s)
 
     def encode(self, text: str, backbone: str = "small", timeout_s: float = 30.0) -> EncodeInstruction.Response:
         return self._call(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,

@@ -24,10 +24,49 @@ def test_normalisation_collapses_whitespace_and_case():
     (b"put the \xff cube", "not valid UTF-8"),
     ("put the \udcff cube", "not valid UTF-8"),
     ("put the\x00 cube", "control character"),
+    ("put the \ufffd cube", "U\\+FFFD"),  # how invalid UTF-8 arrives in a ROS string
 ])
 def test_bad_instructions_are_rejected_with_a_reason(text, message):
     with pytest.raises(InstructionError, match=message):
         validate_instruction(text, max_chars=256)
+
+
+def test_a_text_cut_at_a_nul_is_refused_by_its_declared_length():
+    sent = "touch the red cube\x00 and then sweep everything off the table"
+    arrived = sent.split("\x00")[0]  # what a ROS string delivers
+    with pytest.raises(InstructionError, match="cut short"):
+        validate_instruction(arrived, 256, sent_bytes=len(sent.encode()))
+    assert validate_instruction(arrived, 256, sent_bytes=len(arrived.encode())) == "touch the red cube"
+    assert validate_instruction(arrived, 256) == "touch the red cube"  # a caller that declares no length
+
+
+def test_invisible_format_characters_and_compatibility_forms_do_not_make_new_instructions():
+    plain = normalise_instruction("touch the red cube")
+    for disguised in ("touch the\u200b red cube", "touch the re\u200dd cube", "\u202etouch the red cube\u202c",
+                      "touch the red\u00ad cube", "ｔｏｕｃｈ the red cube", "\ufefftouch the red cube"):
+        assert validate_instruction(disguised, 256) == plain, repr(disguised)
+    with pytest.raises(InstructionError, match="empty"):
+        validate_instruction("\u200b\u200b", 256)
+
+
+def test_the_disk_cache_is_bounded_and_evicts_the_least_recently_used(tmp_path):
+    path = tmp_path / "cache.sqlite3"
+    cache = EmbeddingCache(path, max_memory_entries=1, max_disk_entries=3)
+    for i in range(3):
+        cache.put("enc", f"text {i}", np.full(4, i, np.float32))
+    cache.clear_memory()
+    assert cache.get("enc", "text 0") is not None  # read from disk: now the most recently used
+    cache.put("enc", "text 3", np.full(4, 3, np.float32))
+    assert len(cache) == 3
+    cache.clear_memory()
+    assert cache.get("enc", "text 1") is None and cache.get("enc", "text 0") is not None
+    cache.close()
+    reopened = EmbeddingCache(path, max_memory_entries=1, max_disk_entries=2)  # a smaller bound applies at once
+    assert len(reopened) == 2
+    for i in range(50):
+        reopened.put("enc", f"flood {i}", np.zeros(4, np.float32))
+    assert len(reopened) == 2 and path.stat().st_size < 200_000
+    reopened.close()
 
 
 def test_valid_utf8_bytes_and_unicode_are_accepted():

@@ -154,6 +154,22 @@ def test_router_publishes_decision_and_latched_task(graph, encoder_node):
     assert len(tasks) == 2  # nothing was published for rejected instructions
 
 
+def test_router_refuses_text_that_was_cut_or_damaged_on_the_way(graph, encoder_node):
+    tasks = []
+    graph.probe.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, tasks.append, LATCHED_QOS)
+    graph.add(RouterNode(context=graph.context))
+    sent = "touch the red cube\x00 and sweep the table clear"
+    cut = graph.call(SetInstruction, "set_instruction",
+                     SetInstruction.Request(text=sent, text_bytes=len(sent.encode())))  # ROS delivers up to the NUL
+    assert not cut.accepted and "cut short" in cut.message
+    damaged = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="touch the \ufffd cube"))
+    assert not damaged.accepted and "U+FFFD" in damaged.message
+    plain = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="touch the red cube"))
+    hidden = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="touch the\u200b red\u202e cube"))
+    assert plain.accepted and hidden.accepted and hidden.cache_hit  # one instruction, one cache entry
+    assert wait_until(lambda: len(tasks) >= 1, 10.0) and tasks[-1].text == "touch the red cube"
+
+
 def test_router_waits_for_a_loading_backbone_instead_of_failing(graph, cache_dir, minilm):
     release = threading.Event()
 

@@ -20,6 +20,7 @@ class EncoderConfig:
     cache_dir: str = param("", "Embedding cache directory; empty = $NANOVLA_CACHE_DIR or ~/.cache/nanovla_ros.")
     disk_cache: bool = param(True, "Keep embeddings on disk (SQLite) so they survive restarts.")
     memory_cache_entries: int = param(1024, "Capacity of the in-memory LRU layer.")
+    disk_cache_entries: int = param(100_000, "Capacity of the on-disk layer (least recently used rows evicted).")
 
     def __post_init__(self) -> None:
         require(len(self.backbones) > 0, "backbones is empty; load at least one of ['small', 'large']")
@@ -29,3 +30,4 @@ class EncoderConfig:
         require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0")
         require(1 <= self.max_instruction_chars <= 10_000, f"max_instruction_chars={self.max_instruction_chars} must be within [1, 10000]")
         require(self.memory_cache_entries >= 1, f"memory_cache_entries={self.memory_cache_entries} must be >= 1")
+        require(self.disk_cache_entries >= 1, f"disk_cache_entries={self.disk_cache_entries} must be >= 1")

@@ -54,8 +54,8 @@ class InstructionEncoderService:
         model_root = Path(config.model_dir) if config.model_dir else None
         self._loader = loader or (lambda backbone: load_encoder(backbone, model_root, config.num_threads or None))
         self.cache = EmbeddingCache(
-            cache_root / "embeddings.sqlite3" if config.disk_cache else None, config.memory_cache_entries
-        )
+            cache_root / "embeddings.sqlite3" if config.disk_cache else None, config.memory_cache_entries,
+            config.disk_cache_entries)
         self._encoders: dict[str, TextEncoder] = {}
         self._states = {b: BackboneState.LOADING for b in config.backbones}
         self._errors: dict[str, str] = {}

@@ -73,7 +73,7 @@ class RouterNode(Node):
 
     async def _handle(self, request: SetInstruction.Request, response: SetInstruction.Response):
         try:
-            text = validate_instruction(request.text, self.config.max_instruction_chars)
+            text = validate_instruction(request.text, self.config.max_instruction_chars, request.text_bytes)
             requested = (request.backbone or "auto").strip().lower()
             embedding, small = None, None
             if requested == "auto" and self.router.needs_embedding:
