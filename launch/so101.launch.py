@@ -8,7 +8,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from nanovla_ros.graph import LAUNCH_ARGUMENTS, PACKAGE, active_nodes, node_parameter_overrides, resolve_arguments
+from nanovla_ros.graph import (LAUNCH_ARGUMENTS, PACKAGE, RESPAWN_DELAY_S, active_nodes, node_parameter_overrides,
+                               resolve_arguments)
 
 
 def _nodes(context, *args, **kwargs):
@@ -25,6 +26,8 @@ def _nodes(context, *args, **kwargs):
             remappings=list(spec.remappings),
             output="screen",
             emulate_tty=True,
+            respawn=spec.respawn,  # a dead policy, router, encoder or camera comes back; the driver holds meanwhile
+            respawn_delay=RESPAWN_DELAY_S,
         ))
     return actions
 

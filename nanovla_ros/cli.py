@@ -7,6 +7,7 @@
   nanovla demo                                         # the README's main job
   nanovla calibrate --port /dev/ttyACM0 --out arm.json  # SO-101 calibration (LeRobot's file format)
   nanovla prepare-models                               # convert/cache the frozen encoders (no ROS)
+  nanovla bag repair BAG_OR_FOLDER                     # finish bags whose recorder was killed
 """
 from __future__ import annotations
 
@@ -283,6 +284,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bag(args: argparse.Namespace) -> int:
+    from nanovla_ros.recording.bags import BagError, repair_bag, unfinished_bags
+
+    bags = unfinished_bags(args.path)
+    if not bags:
+        print(f"nanovla bag repair: no unfinished bag in {args.path} (every bag there has its metadata.yaml)")
+        return 0
+    failed = 0
+    for path in bags:
+        try:
+            report = repair_bag(path)
+            print(f"repaired {path}: {report.messages} messages, {report.duration_s:.2f} s"
+                  + (f" ({report.lost_bytes} bytes cut off by the kill dropped)" if report.lost_bytes else ""))
+        except BagError as error:
+            failed += 1
+            print(f"nanovla bag repair: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_train_router(args: argparse.Namespace) -> int:
     from nanovla_ros.routing.classifier import train_router_from_evaluations
 
@@ -449,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--params-file", default="", help="--graph: the nodes' parameter YAML (default: config/so101.yaml)")
     ev.add_argument("--out", default="out/eval/results.json")
     ev.set_defaults(func=cmd_evaluate)
+
+    bag = sub.add_parser("bag", help="episode bags: `nanovla bag repair PATH` finishes bags whose recorder was killed")
+    bag_sub = bag.add_subparsers(dest="bag_command", required=True)
+    repair = bag_sub.add_parser("repair", help="rebuild the summary and metadata.yaml of unfinished bags (the "
+                                               "unfinished file is kept as <name>.mcap.unfinished)")
+    repair.add_argument("path", help="a bag folder, or a folder of bags (every unfinished one is repaired)")
+    repair.set_defaults(func=cmd_bag)
 
     rt = sub.add_parser("train-router", help="NanoVLA-R: train the Beta-Binomial router from S and L evaluations")
     rt.add_argument("--small", required=True, help="`nanovla evaluate` results of NanoVLA-S (trial counts)")

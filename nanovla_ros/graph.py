@@ -34,6 +34,9 @@ class NodeSpec:
     argument_parameters: dict[str, str] = field(default_factory=dict)
     only_if: str = ""  # a boolean launch argument that must be true for this node to run
     remappings: tuple[tuple[str, str], ...] = ()  # (from, to) topic names, relative
+    # Restarted when it dies (launch_ros' respawn). Every software node is; the driver and the workcell are the arm
+    # itself: their death stops the launch (the servos keep holding their last goal with torque on).
+    respawn: bool = True
 
 
 LAUNCH_ARGUMENTS = (
@@ -65,7 +68,8 @@ LAUNCH_ARGUMENTS = (
 
 NODES = (
     NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node",
-             {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop"}, only_if="workcell"),
+             {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop"}, only_if="workcell",
+             respawn=False),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),
     NodeSpec("wrist_camera", "camera_node", "nanovla_ros.nodes.camera_node",
@@ -77,10 +81,15 @@ NODES = (
     NodeSpec("policy", "policy_node", "nanovla_ros.nodes.policy_node",
              {"checkpoint_small": "checkpoint", "checkpoint_large": "checkpoint_large"}),
     NodeSpec("so101_driver", "so101_driver_node", "nanovla_ros.nodes.so101_driver_node",
-             {"port": "serial_port", "sim": "sim"}),
+             {"port": "serial_port", "sim": "sim"}, respawn=False),
     NodeSpec("recorder", "recorder_node", "nanovla_ros.nodes.recorder_node", {"output_dir": "bag_dir"},
              only_if="record"),
 )
+
+RESPAWN_DELAY_S = 1.0  # between a node's death and its restart
+# A node that dies more often than this within RESPAWN_WINDOW_S is not restarted again: the launch stops.
+MAX_RESPAWNS = 5
+RESPAWN_WINDOW_S = 60.0
 
 # The recorder goes first, so that it closes its bag while everything it records is still there.
 SHUTDOWN_ORDER = ("recorder", "policy", "so101_driver", "router", "instruction_encoder", "camera", "wrist_camera",

@@ -3,16 +3,22 @@ would, from the same node list and parameters (nanovla_ros.graph).
 
 - Each node is its own process (`python -m <module> --ros-args ...`), in its own session so that a
   terminal Ctrl-C reaches only the launcher, which then stops the nodes in SHUTDOWN_ORDER (SIGINT,
-  then SIGTERM, then SIGKILL after a grace period). Children die with the launcher (PDEATHSIG).
+  then SIGTERM, then SIGKILL after a grace period).
+- No node outlives the launcher, however it ends (PDEATHSIG): if the launcher is killed, every node gets
+  SIGTERM except the driver, which gets SIGHUP: a software fault, not a stop, so it exits leaving the
+  servos holding their last goal with torque on (see so101_driver_node).
 - Output is relayed line by line with a `[name]` prefix.
 - Start-up succeeds when every node is visible on the ROS graph; a node that exits first is reported
   with its exit code and the launcher exits non-zero.
-- A node that dies later is reported with its exit code; the others are stopped and the launcher
-  exits non-zero (every node of this graph is required).
+- A node that dies later is reported with its exit code and, if its spec says respawn (the policy, router,
+  encoder, cameras, recorder), started again after RESPAWN_DELAY_S while the driver holds the arm; more than
+  MAX_RESPAWNS deaths within RESPAWN_WINDOW_S, or the death of the driver or the workcell, stop the others
+  and the launcher exits non-zero.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -23,16 +29,22 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from nanovla_ros.graph import SHUTDOWN_ORDER, NodeSpec, active_nodes, resolve_arguments, ros_args
+from nanovla_ros.graph import (MAX_RESPAWNS, RESPAWN_DELAY_S, RESPAWN_WINDOW_S, SHUTDOWN_ORDER, NodeSpec,
+                               active_nodes, resolve_arguments, ros_args)
 
 log = logging.getLogger("nanovla.launch")
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+# The signal a node gets when the launcher dies without stopping it. The driver's SIGHUP means "your supervisor
+# is gone": hold, keep torque on, exit (so101_driver_node); SIGTERM would mean an explicit stop (torque off).
+PARENT_DEATH_SIGNAL = {"so101_driver": signal.SIGHUP}
+
+
+def _die_with_parent(sig: int) -> None:  # runs in the child between fork and exec
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
     except OSError:
         pass  # not Linux: children may outlive a killed launcher, as with ros2 launch
 
@@ -75,17 +87,22 @@ class Launcher:
     def command(self, spec: NodeSpec) -> list[str]:
         return [sys.executable, "-m", spec.module, *ros_args(spec, self.arguments)]
 
+    def _spawn(self, spec: NodeSpec) -> None:
+        """Start one node's process (from the thread that will outlive it: PDEATHSIG follows the thread)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
+        death_signal = PARENT_DEATH_SIGNAL.get(spec.name, signal.SIGTERM)
+        process = subprocess.Popen(
+            self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True, preexec_fn=functools.partial(_die_with_parent, death_signal))
+        relay = threading.Thread(target=self._relay, args=(spec.name, process.stdout), daemon=True)
+        relay.start()
+        self.nodes[spec.name] = RunningNode(spec, process, relay)
+        self.say(f"started {spec.executable} as '{spec.name}' (pid {process.pid})")
+
     def start(self, timeout_s: float = 120.0) -> None:
         """Start every node and wait until each is on the ROS graph; raise LaunchError otherwise."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
         for spec in self.specs:
-            process = subprocess.Popen(
-                self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent)
-            relay = threading.Thread(target=self._relay, args=(spec.name, process.stdout), daemon=True)
-            relay.start()
-            self.nodes[spec.name] = RunningNode(spec, process, relay)
-            self.say(f"started {spec.executable} as '{spec.name}' (pid {process.pid})")
+            self._spawn(spec)
         self._wait_on_graph(timeout_s)
 
     def _wait_on_graph(self, timeout_s: float) -> None:
@@ -126,6 +143,32 @@ class Launcher:
                 if code is not None:
                     return name, code
             time.sleep(0.1)
+        return None
+
+    def supervise(self, stop: threading.Event) -> tuple[str, int] | None:
+        """Run until ``stop`` is set (return None) or a node dies that must not be respawned, or has died too
+        often (return its name and exit code). Respawnable nodes that die are started again."""
+        deaths: dict[str, list[float]] = {}
+        while not stop.is_set():
+            failed = self.wait_for_failure(stop)
+            if failed is None:
+                return None
+            name, code = failed
+            spec = self.nodes[name].spec
+            self.nodes[name].relay.join(timeout=2.0)
+            now = time.monotonic()
+            recent = [t for t in deaths.get(name, []) if now - t < RESPAWN_WINDOW_S] + [now]
+            deaths[name] = recent
+            if not spec.respawn:
+                return name, code
+            if len(recent) > MAX_RESPAWNS:
+                self.say(f"ERROR: '{name}' died {len(recent)} times within {RESPAWN_WINDOW_S:g} s; not respawning it")
+                return name, code
+            self.say(f"'{name}' died with exit code {code}; respawning it in {RESPAWN_DELAY_S:g} s "
+                     "(the driver holds the arm meanwhile)")
+            if stop.wait(RESPAWN_DELAY_S):
+                return None
+            self._spawn(spec)
         return None
 
     def stop(self, grace_s: float = 10.0) -> dict[str, int]:
@@ -171,7 +214,7 @@ def run(arguments: dict[str, str], startup_timeout_s: float = 120.0) -> int:
         if stop.is_set():
             launcher.stop()
             return 0
-        failed = launcher.wait_for_failure(stop)
+        failed = launcher.supervise(stop)
         if failed is not None:
             name, code = failed
             launcher.say(f"ERROR: node '{name}' died with exit code {code}; stopping the others")

@@ -188,3 +188,5 @@ def test_launch_file_builds_the_same_nodes_as_the_pip_launcher(monkeypatch):
     assert camera["parameters"][0].endswith("config/so101.yaml")
     assert camera["parameters"][1]["source"] == "v4l2"
     assert nodes[-1].kwargs["parameters"][1]["sim"] is False
+    respawned = {n.kwargs["name"]: n.kwargs["respawn"] for n in nodes}
+    assert respawned["so101_driver"] is False and respawned["policy"] and respawned["router"] and respawned["camera"]

@@ -144,3 +144,61 @@ def test_recorder_refuses_a_bad_path_keeps_running_and_closes_on_interrupt(recor
     bag = read_episode(tmp_path / "bags" / "ep_cut")
     assert bag.metadata["interrupted"] == "true" and bag.metadata["task_success"] == "unknown"
     assert len(bag.messages["joint_states"]) > 2
+
+
+_KILLED_RECORDER = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    sys.path.insert(0, {test_dir!r})
+    import bag_messages as cdr
+    from nanovla_ros.recording.bags import EpisodeBagWriter
+    writer = EpisodeBagWriter({path!r}, {topics!r}, {{"instruction": "touch the red cube", "seed": "7"}})
+    for i in range(400):
+        writer.write("/joint_states", 10**9 + i * 10**7, cdr.joint_state(i, ["a", "b"], [0.001 * i, 0.0]))
+        writer.write("/camera/image_raw", 10**9 + i * 10**7, cdr.image(i, np.full((32, 32, 3), i % 256, np.uint8)))
+        if i == 299:
+            writer.flush()  # what the recorder does every second
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-episode: no summary, no metadata.yaml
+""")
+
+
+def _record_and_get_killed(path: Path) -> None:
+    script = _KILLED_RECORDER.format(test_dir=str(Path(__file__).parent), path=str(path), topics=TOPICS)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+
+
+def test_a_bag_whose_recorder_was_killed_is_repaired(tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    bag_dir = tmp_path / "bags" / "ep_killed"
+    _record_and_get_killed(bag_dir)
+    with pytest.raises(BagError, match="nanovla bag repair"):
+        read_episode(bag_dir)  # unreadable as it is
+    assert list(list_bags(tmp_path / "bags")) == []
+    result = subprocess.run([sys.executable, "-m", "nanovla_ros.cli", "bag", "repair", str(tmp_path / "bags")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "repaired" in result.stdout, result.stdout + result.stderr
+    bag = read_episode(bag_dir)  # the project's reader...
+    states = [m.position[0] for _, m in bag.messages["joint_states"]]
+    assert len(states) >= 300 and states[:300] == pytest.approx([0.001 * i for i in range(300)])  # all flushed kept
+    assert bag.metadata["instruction"] == "touch the red cube" and bag.metadata["repaired"] == "true"
+    with Reader(bag_dir) as reader:  # ...and rosbags' own, through the summary and metadata.yaml
+        assert reader.message_count == len(states) + len(bag.messages["camera/image_raw"])
+    assert (bag_dir / f"{bag_dir.name}.mcap.unfinished").is_file()  # the recorder's own file is kept
+    again = subprocess.run([sys.executable, "-m", "nanovla_ros.cli", "bag", "repair", str(tmp_path / "bags")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "no unfinished bag" in again.stdout
+
+
+def test_the_recorder_repairs_unfinished_bags_when_it_starts(tmp_path):
+    from nanovla_ros.nodes.recorder_node import RecorderNode
+
+    _record_and_get_killed(tmp_path / "ep_killed")
+    graph = Graph()
+    try:
+        graph.add(RecorderNode(context=graph.context, parameter_overrides=[
+            Parameter("output_dir", value=str(tmp_path))]))
+        assert read_episode(tmp_path / "ep_killed").metadata["interrupted"] == "true"
+    finally:
+        graph.close()

@@ -34,7 +34,8 @@ from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected, Com
 
 log = logging.getLogger(__name__)
 
-TELEMETRY_REGISTERS = ("Status", "Present_Temperature", "Present_Load", "Present_Voltage")
+# Torque_Enable is read back, not assumed: diagnostics report what the servos say.
+TELEMETRY_REGISTERS = ("Status", "Present_Temperature", "Present_Load", "Present_Voltage", "Torque_Enable")
 # Plausibility of position readings: an STS3215 turns at up to ~3000 ticks/s; twice that leaves room for a
 # hand moving a torque-free joint. A faster jump must be read twice (within the margin) before it is believed.
 MAX_JOINT_SPEED_TICKS_S = 6000.0
@@ -55,6 +56,7 @@ class JointTelemetry:
     load: int = 0
     voltage_v: float = 0.0
     torque_off_by_fault: bool = False
+    torque_enabled: bool | None = None  # as last read from the servo (None: not read yet)
 
 
 @dataclass
@@ -245,6 +247,8 @@ class So101Arm:
                 t.temperature_c = value
             elif register == "Present_Load":
                 t.load = value
+            elif register == "Torque_Enable":
+                t.torque_enabled = value == 1
             else:
                 t.voltage_v = value / 10.0
 

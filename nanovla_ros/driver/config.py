@@ -30,6 +30,8 @@ class DriverConfig:
     autostart: bool = param(True, "Configure and activate at start-up (false: wait for lifecycle transitions).")
     leader_mode: bool = param(False, "Leader arm for teleoperation: torque stays off; joint positions are published as commands.")
     follow_topic: str = param("", "Follower for teleoperation: JointState topic of a leader arm to copy (empty = none).")
+    torque_off_on_stop: bool = param(True, "Ctrl-C / SIGTERM: hold, then torque off (the arm goes limp: support a loaded "
+                                           "arm). false: the servos keep holding the last target after the driver exits.")
     telemetry_rate_hz: float = param(2.0, "Rate of load / temperature / voltage / status reads and of diagnostics.")
     # --- safety (on by default)
     chunk_timeout_ms: float = param(500.0, "Chunks whose observation is older than this are rejected; the arm holds.")

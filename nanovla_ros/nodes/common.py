@@ -82,10 +82,13 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
     # rclpy's own SIGINT handler would invalidate the context at once, while the node's threads
     # (frame pump, control loop) may still publish or hold the arm. Instead Ctrl-C and SIGTERM raise
     # KeyboardInterrupt in the main thread while the node starts, end the spin loop once it runs, and the
-    # node is closed before the context goes away.
+    # node is closed before the context goes away. SIGHUP (the launcher died: see launcher.PARENT_DEATH_SIGNAL)
+    # ends it the same way but calls ``node.abandon()`` where the node has one: a lost supervisor is not a stop.
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
+    hangup = threading.Event()
     node = None
     code = 0
     try:
@@ -100,6 +103,7 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), stopping.set()))
         while rclpy.ok() and not stopping.is_set():
             executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see the request
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -108,7 +112,8 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
         code = 1  # already logged once, as FATAL, by the node that raised it
     finally:
         if node is not None:
-            close = getattr(node, "close", None)
+            close = getattr(node, "abandon", None) if hangup.is_set() else None
+            close = close or getattr(node, "close", None)
             if close is not None:
                 close()
             node.destroy_node()

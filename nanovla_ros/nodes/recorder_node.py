@@ -1,7 +1,9 @@
 """recorder: episodes as rosbag2 bags (MCAP). Services ~/start, ~/stop (with the task's success flag) and
 ~/discard. Messages are written as they arrive, still serialised (no decode/encode on the hot path);
 latched topics (the current task) get their last value written at the start of every episode. A failing
-disk ends the episode with a clear error; the node, and the rest of the graph, keep running."""
+disk ends the episode with a clear error; the node, and the rest of the graph, keep running. What is written
+is flushed to disk every second, and at start-up the recorder finishes the bags of a recorder that was
+killed (recording.bags.repair_bag), so a kill loses at most the last second of an episode."""
 from __future__ import annotations
 
 import importlib
@@ -14,7 +16,7 @@ from std_srvs.srv import Trigger
 
 from nanovla_ros.nodes.common import LATCHED_QOS, run_node
 from nanovla_ros.nodes.params import declare_config
-from nanovla_ros.recording.bags import RECORDED_TOPICS, BagError, EpisodeBagWriter
+from nanovla_ros.recording.bags import RECORDED_TOPICS, BagError, EpisodeBagWriter, repair_bag, unfinished_bags
 from nanovla_ros.recording.config import RecorderConfig
 from nanovla_ros.srv import StartRecording, StopRecording
 
@@ -44,7 +46,8 @@ class RecorderNode(Node):
         self.create_service(StartRecording, "~/start", self._on_start)
         self.create_service(StopRecording, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
-        self.create_timer(1.0, self._check_duration)
+        self.create_timer(1.0, self._on_timer)
+        self._repair_unfinished()
         self.get_logger().info(f"recording {len(self._topics)} topics into {self.config.output_dir}/<episode> "
                                f"on ~/start")
 
@@ -132,9 +135,27 @@ class RecorderNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    def _check_duration(self) -> None:
-        if self._bag is not None and time.monotonic() - self._started > self.config.max_episode_s:
+    def _repair_unfinished(self) -> None:
+        """Bags left unfinished by a recorder that was killed: made readable before anything new is recorded."""
+        root = Path(self.config.output_dir).expanduser()
+        for path in unfinished_bags(root) if root.is_dir() else []:
+            try:
+                report = repair_bag(path)
+                self.get_logger().warning(f"repaired the unfinished bag {str(path)!r} (its recorder was killed): "
+                                          f"{report.messages} messages, {report.duration_s:.2f} s kept")
+            except (BagError, OSError, ValueError) as error:
+                self.get_logger().error(f"could not repair the unfinished bag {str(path)!r}: {error}")
+
+    def _on_timer(self) -> None:
+        if self._bag is None:
+            return
+        if time.monotonic() - self._started > self.config.max_episode_s:
             self._fail(f"episode longer than max_episode_s={self.config.max_episode_s:g}")
+            return
+        try:
+            self._bag.flush()
+        except BagError as error:
+            self._fail(str(error))
 
     def close(self) -> None:
         """Ctrl-C mid-episode: the bag is closed properly, so it stays readable."""

@@ -8,8 +8,14 @@ cleanup    stops the loop, closes the port
 
 Publishes joint_states (state_rate_hz), joint_commands (the command actually sent, after clamping) and
 diagnostics (telemetry_rate_hz); subscribes action_chunk; services enable_torque (SetBool), hold and
-reset_faults (Trigger). With autostart (default) it configures and activates itself; Ctrl-C takes the
-torque off before the process exits.
+reset_faults (Trigger). With autostart (default) it configures and activates itself.
+
+Ending: Ctrl-C or SIGTERM is an explicit stop: chunks stop, the arm holds, then torque goes off (unless
+torque_off_on_stop is false), as LeRobot's followers do on disconnect. SIGHUP, which the launcher's death
+sends, is not a stop but a lost supervisor: the driver stops writing and exits with torque on, and the
+STS3215s keep holding their last goal by themselves. When other nodes die (policy, router, encoder, camera)
+the driver goes on: with no new chunk it finishes the current one and holds the last target, torque on, and
+says so in diagnostics ("holding").
 """
 from __future__ import annotations
 
@@ -148,13 +154,26 @@ class So101DriverNode(LifecycleNode):
         self.arm = None
 
     def close(self) -> None:
-        """Ctrl-C / SIGTERM: torque off first, then release the bus."""
+        """Ctrl-C / SIGTERM, an explicit stop: hold, then torque off (torque_off_on_stop), then release the bus."""
         if self.arm is not None:
             if self.loop is not None:
                 self.loop.stop()
                 self.loop = None
-            self.arm.disable()
-            self.get_logger().info("torque off (shutdown)")
+            self.arm.hold()
+            if self.config.torque_off_on_stop:
+                self.arm.disable()
+                self.get_logger().info("torque off (shutdown)")
+            else:
+                self.get_logger().info("stopped; torque stays on (torque_off_on_stop=false): the servos hold")
+        self._release()
+
+    def abandon(self) -> None:
+        """SIGHUP, the launcher gone: not a stop. Stop writing, keep torque on (the servos hold the last goal)."""
+        if self.arm is not None and self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+            self.get_logger().warning("supervisor gone (SIGHUP): exiting with torque on; the servos hold their "
+                                      "last goal. Restart the launch to take over, or power the arm down")
         self._release()
 
     # ------------------------------------------------------------------ data
@@ -239,6 +258,11 @@ class So101DriverNode(LifecycleNode):
             return
         health, stats = arm.health, arm.bus.stats
         level = {ArmMode.FAULT: DiagnosticStatus.ERROR}.get(health.mode, DiagnosticStatus.OK)
+        idle_s = arm.executor.idle_for_s(time.time())
+        message = health.fault or health.mode.value
+        if health.mode is ArmMode.ACTIVE and idle_s > 1.0:  # a policy that stopped or died: the arm holds
+            message = ("holding the last target, torque on: no action chunk yet" if idle_s == float("inf")
+                       else f"holding the last target, torque on: no action chunk for {idle_s:.1f} s")
         loop = self.loop.stats if self.loop is not None else None
         periods = np.asarray(loop.periods_s[-200:]) * 1e3 if loop and loop.periods_s else np.zeros(1)
         values = {
@@ -250,6 +274,7 @@ class So101DriverNode(LifecycleNode):
             "chunks_accepted": arm.executor.accepted, "chunks_rejected": arm.executor.rejected + self._chunk_rejections,
             "loop_cycles": loop.cycles if loop else 0, "missed_control_ticks": loop.missed_control_ticks if loop else 0,
             "period_p99_ms": f"{np.percentile(periods, 99):.2f}",
+            "holding_for_s": "0" if idle_s == 0 else ("inf" if idle_s == float("inf") else f"{idle_s:.1f}"),
         }
         latency = np.asarray(arm.executor.first_action_latency_s) * 1e3
         if latency.size:  # camera stamp -> first action of a chunk written to the servos
@@ -258,8 +283,7 @@ class So101DriverNode(LifecycleNode):
             values["chunk_latency_count"] = latency.size
         array.status.append(DiagnosticStatus(
             level=level, name=f"{name}: arm", hardware_id="so101",
-            message=health.fault or health.mode.value,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+            message=message, values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
         for joint in arm.joints:
             t = health.telemetry[joint]
             silent = joint in health.silent_since_s
@@ -268,7 +292,8 @@ class So101DriverNode(LifecycleNode):
                 level=DiagnosticStatus.ERROR if bad else DiagnosticStatus.OK,
                 name=f"{name}: {joint}", hardware_id=f"sts3215 id {arm.ids[joint]}",
                 message="not answering" if silent else ("torque off by fault" if t.torque_off_by_fault else "ok"),
-                values=[KeyValue(key="temperature_c", value=str(t.temperature_c)),
+                values=[KeyValue(key="torque", value={True: "on", False: "off"}.get(t.torque_enabled, "unknown")),
+                        KeyValue(key="temperature_c", value=str(t.temperature_c)),
                         KeyValue(key="load", value=str(t.load)),
                         KeyValue(key="voltage_v", value=f"{t.voltage_v:.1f}"),
                         KeyValue(key="status_bits", value=hex(t.status_bits)),
