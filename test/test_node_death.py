@@ -68,8 +68,8 @@ def test_the_driver_drops_torque_only_on_an_explicit_stop(tmp_path, sig, torque_
                 driver.process.kill()
 
 
-def _driver_diagnostics(client, timeout_s: float):
-    """The driver's latest arm status and joint statuses from diagnostics."""
+def _driver_holding(client, timeout_s: float):
+    """The driver's arm and joint statuses from the first diagnostics that say it holds (or the last seen)."""
     from diagnostic_msgs.msg import DiagnosticArray
 
     from nanovla_ros.nodes.common import COMMAND_QOS, DIAGNOSTICS_TOPIC
@@ -79,7 +79,8 @@ def _driver_diagnostics(client, timeout_s: float):
         DiagnosticArray, DIAGNOSTICS_TOPIC,
         lambda msg: seen.update({s.name: s for s in msg.status if s.name.startswith("so101_driver")}), COMMAND_QOS)
     try:
-        client.spin_until(lambda: len(seen) >= 7, timeout_s)
+        client.spin_until(lambda: len(seen) >= 7 and seen["so101_driver: arm"].message.startswith("holding"),
+                          timeout_s)
     finally:
         client.node.destroy_subscription(subscription)
     return seen
@@ -110,7 +111,7 @@ def test_killed_nodes_are_respawned_while_the_driver_holds_the_arm_with_torque_o
                 assert launcher.wait_for_line(rf"'{name}' died with exit code -9; respawning", 10), launcher.output()
                 assert wait_until(lambda: sum(f"as '{name}' (pid" in line for line in launcher.lines) == 2, 15), \
                     launcher.output()
-                status = _driver_diagnostics(client, 10)
+                status = _driver_holding(client, 15)
                 arm = status["so101_driver: arm"]
                 assert arm.message.startswith("holding the last target, torque on"), (name, arm.message)
                 torque = {s.name: {v.key: v.value for v in s.values}.get("torque") for s in status.values()
