@@ -265,9 +265,8 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
       split=${SPLIT:-}; n=${N:-50}
       case $v in fixed_H*) split=${ABL_SPLIT:-$split}; n=${ABL_N:-$n} ;; esac  # the ablation's fixed arms: ABL_*
       evaluate "$v" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" "$split" "$n" "$OUT/$v.json" $i
-      # LAT=14: also the training split with every chunk LAT control steps late (about this 2-core CPU's graph: a
-      # model that ships must hold up there, and run 28's gripper-weighted H = 40 did not, README point 23; the
-      # shipped model's at 14, both splits: docs/eval/run26/latency14/) -> <name>_lat<L>.json
+      # LAT=14: also the training split with every chunk LAT control steps late (about a 2-core CPU's graph: a
+      # model that ships must hold up there too) -> <name>_lat<L>.json
       [ -n "${LAT:-}" ] && evaluate "${v}_lat$LAT" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" \
         train "$n" "$OUT/${v}_lat$LAT.json" $((i + 1)) "$LAT"
     fi
