@@ -360,26 +360,35 @@ def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_align
 
 def test_the_harness_moves_the_arm_through_the_drivers_executor():
     """The in-process harness executes chunks as the driver does: calibrated joint limits and the per-step limit
-    apply (a chunk far outside the range ends at the limit, reached at max_step_rad per step)."""
+    apply (a chunk a little past the range ends at the limit, reached at max_step_rad per step), and a chunk far
+    outside the range is refused (the arm holds)."""
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.sim.servo_bridge import sim_calibration
     from nanovla_ros.sim.workcell import Workcell
 
-    class Far:
+    class Constant:
         class config:
             cameras, horizon = ("front",), 30
 
+        def __init__(self, target):
+            self.target = target
+
         def predict_chunk(self, image, state, embedding):
-            return np.full((30, 6), 10.0, dtype=np.float32)
+            return np.tile(self.target, (30, 1)).astype(np.float32)
 
     workcell = Workcell()
     try:
         home = workcell.joint_positions.copy()
-        _, _, sent = touch_episode_recording(workcell, Far(), np.zeros(384, np.float32), execute_h=10, max_steps=90)
         upper = np.array([hi for _, hi in sim_calibration(workcell).limits_rad(DriverConfig().joint_names)])
+        past = upper + 0.5 * DriverConfig().limit_margin_rad
+        _, _, sent = touch_episode_recording(workcell, Constant(past), np.zeros(384, np.float32), execute_h=10,
+                                             max_steps=90)
         assert np.all(sent <= upper + 1e-9) and np.allclose(sent[-1], upper)
         steps = np.abs(np.diff(np.vstack([home, sent]), axis=0))
         assert steps.max() <= DriverConfig().max_step_rad + 1e-9
+        _, _, held = touch_episode_recording(workcell, Constant(np.full(6, 10.0)), np.zeros(384, np.float32),
+                                             execute_h=10, max_steps=30)
+        assert np.allclose(held, held[0], atol=1e-9)  # 10 rad: refused, the arm holds where the episode began
     finally:
         workcell.close()
 
