@@ -18,7 +18,7 @@ test: setup
 	$(PY) -m pytest -q test
 
 bench: setup
-	$(PY) scripts/bench_instruction_encoder.py
+	$(PY) scripts/bench/bench_instruction_encoder.py
 
 clean:
 	rm -rf build install log

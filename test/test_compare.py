@@ -1,4 +1,4 @@
-"""Paired comparison of two models' evaluation results (nanovla_ros/evaluation/compare.py, scripts/compare_eval.py)."""
+"""Paired comparison of two models' evaluation results (nanovla_ros/evaluation/compare.py, scripts/eval/compare_eval.py)."""
 import json
 import subprocess
 import sys
@@ -33,7 +33,7 @@ def test_files_pair_by_position_then_kind_split_and_seed():
 
 
 def test_the_script_prints_the_table_and_refuses_unmatched_file_lists(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_eval.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval" / "compare_eval.py"
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_report({("touch", "train", s): True for s in range(6)})))
     b.write_text(json.dumps(_report({("touch", "train", s): s == 0 for s in range(6)})))

@@ -14,7 +14,7 @@ from nanovla_ros.language.encoders import default_cache_dir
 
 pytestmark = pytest.mark.e2e
 
-_spec = importlib.util.spec_from_file_location("stress_router", Path(__file__).parents[1] / "scripts" / "stress_router.py")
+_spec = importlib.util.spec_from_file_location("stress_router", Path(__file__).parents[1] / "scripts" / "bench" / "stress_router.py")
 stress = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(stress)
 

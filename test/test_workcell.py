@@ -95,7 +95,7 @@ def test_expert_succeeds_on_a_few_seeds(workcell, kind):
     for seed in range(3):
         task = _episode(workcell, kind, seed)
         results.append(run_expert_episode(workcell, task)[0])
-    assert sum(results) >= 2, (kind, results)  # the 50-seed rates come from scripts/eval_experts.py
+    assert sum(results) >= 2, (kind, results)  # the 50-seed rates come from scripts/eval/eval_experts.py
 
 
 def test_episodes_are_deterministic_for_a_seed(workcell):

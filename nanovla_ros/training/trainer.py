@@ -172,7 +172,7 @@ def with_other_language_encoder(model: NanoVLA, language_encoder_id: str, new_ve
     ``new_vectors``; give the training instructions only (one row per episode or per instruction). ``ridge`` (per
     row, on standardised vectors): with the workcell's 132 training instructions in Gemma's 640 dimensions a near-exact
     fit (1e-3) sends the held-out stacking paraphrase's token nearest pick-and-place; 0.1 keeps it nearest stacking
-    at 17 % of the token's size off on the training instructions (`scripts/probe_refit.py`, README)."""
+    at 17 % of the token's size off on the training instructions (`scripts/eval/probe_refit.py`, README)."""
     new_vectors, old_vectors = np.asarray(new_vectors, np.float64), np.asarray(old_vectors, np.float64)
     if new_vectors.shape[0] != old_vectors.shape[0] or old_vectors.shape[1] != model.config.language_dim:
         raise ConfigError(f"instruction vectors {new_vectors.shape} (new) and {old_vectors.shape} (old) must pair "

@@ -31,7 +31,7 @@
 #          RUNS="H100=s:front,wrist/--init-from=$I fixed_H5=s:front,wrist/--horizon=5/--init-from=$I ... fixed_H50=..." start,
 #          (add /--lr=5e-5 to each), then SPLIT=train SWEEP_RUN=H100 SWEEP_H="5 20 50 100" RUNS="$RUNS" finish:
 #          fixed_H<h>.json and sweep_h<h>.json in $OUT (H100.json is its h = 10: copy it to sweep_h10.json), what
-#          `scripts/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
+#          `scripts/eval/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
 #          Or beside the last DAgger round (same data, init, steps): FIXED_H="5 10 20" ... dagger (at most two
 #          beside it: each training holds its features on the GPU, ~37 GB with 59k samples; run 25), then
 #          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
@@ -271,7 +271,7 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
         train "$n" "$OUT/${v}_lat$LAT.json" $((i + 1)) "$LAT"
     fi
     [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
-    python3 scripts/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
+    python3 docs/experiments/probes/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
   for h in ${SWEEP_H:-}; do  # the long-short arm: run SWEEP_RUN (H_train = 100) executing h of each chunk

@@ -2,10 +2,10 @@
 """Tables and plots of `nanovla evaluate` results (issue #6): success per task and split for NanoVLA-S and -L,
 and the long-short chunking ablation (execute h of H_train = 100 vs fixed chunking trained with H = h).
 
-    python scripts/plot_eval.py --eval-dir out/eval --out-dir out/plots
+    python scripts/eval/plot_eval.py --eval-dir out/eval --out-dir out/plots
 Expects s.json, l.json (all tasks and splits), sweep_h<h>.json and fixed_H<h>.json (train split).
 
-    python scripts/plot_eval.py --outcomes "run 19=A.json" "run 22=B.json" --out-dir out/plots
+    python scripts/eval/plot_eval.py --outcomes "run 19=A.json" "run 22=B.json" --out-dir out/plots
 plots how far the episodes of each results file got, per task (outcomes.png: the stages of
 nanovla_ros/sim/outcome.py, which every evaluation since run 19 records; older files
 have none).

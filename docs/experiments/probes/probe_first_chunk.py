@@ -13,7 +13,7 @@ square, which square its goal answer is nearest to (a confusion matrix) and how 
 with the held-out stacking paraphrase, whether its goal is nearest the other cube, the named one or a square
 (README diagnosis 17: the paraphrase reads as a pick-and-place).
 
-    python scripts/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
+    python docs/experiments/probes/probe_first_chunk.py out/run10/nanovla_s_front_wrist.safetensors --scenes 12 --table-dir data/tables
 """
 from __future__ import annotations
 

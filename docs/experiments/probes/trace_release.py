@@ -6,7 +6,7 @@ the goal, and the two squares or other cubes it ended nearest). With a task head
 at the last replan before the release: its error against the true goal, and the cube's distance from the head's goal
 (small: the policy let go where it believed the goal was, a perception error; large: the arm went elsewhere).
 
-    .venv/bin/python scripts/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
+    .venv/bin/python docs/experiments/probes/trace_release.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors \\
         --task stack --seeds 1001,1004,1006 [--split train] [--table-dir data/tables]
 
 One JSON line per episode, in process on the CPU (the harness of `nanovla evaluate`, executing the h the checkpoint

@@ -7,7 +7,7 @@ a small head (1x1 convolution to 16 channels, then a linear layer) regresses the
 feature map, trained on 85 % of the scenes and tested on the rest. A policy cannot place the arm more
 precisely than its features locate the cube; a cube is 3 cm, the open jaws 4 cm.
 
-    python scripts/probe_localisation.py --scenes 1500 --image-size 320 [--stride 16]
+    python docs/experiments/probes/probe_localisation.py --scenes 1500 --image-size 320 [--stride 16]
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 succeeds in and a two-sided sign test (nanovla_ros/evaluation/compare.py).
 
     tar -xJf docs/experiments/runs/run29.tar.xz -C out/    # the archived per-episode results of a run
-    python scripts/compare_eval.py --a out/run29/s_f40.json out/run29/s_f40_6000.json \
+    python scripts/eval/compare_eval.py --a out/run29/s_f40.json out/run29/s_f40_6000.json \
         --b out/run29/s_shipped_1000.json out/run29/s_shipped_6000.json
 
 Give each model's files in the same order (seed set by seed set): the i-th file of one pairs with the i-th of the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scripted-expert success per task over N seeds, sim speed, and one picture per task.
 
-    .venv/bin/python scripts/eval_experts.py [--seeds 50] [--split train] [--out out/workcell]
+    .venv/bin/python scripts/eval/eval_experts.py [--seeds 50] [--split train] [--out out/workcell]
 
 Prints a markdown table (successes / episodes with a 95 % Wilson interval), control steps/s without
 rendering, rendered frames/s at 224x224, and what holding still scores (it must be about 0 %).

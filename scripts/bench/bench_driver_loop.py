@@ -3,7 +3,7 @@
 (in its own process, as a real bus would be), at state rates of 30/60/100 Hz with control at 30 Hz,
 without and with 5 % corrupted servo replies. Chunks arrive every h = 10 control steps.
 
-    .venv/bin/python scripts/bench_driver_loop.py [--seconds 5] [--latency-timer-ms 16]
+    .venv/bin/python scripts/bench/bench_driver_loop.py [--seconds 5] [--latency-timer-ms 16]
 
 Prints a markdown table: achieved state and control rates, loop period p50/p99, jitter p99
 (|period - nominal|), sync-read time p50/p99, missed control ticks, bus retries.

@@ -9,7 +9,7 @@ names, with and without FiLM conditioning of the image tokens on the instruction
 of the scenes and tested on the rest: median error to the asked cube and how often the answer is nearest to it
 (a third is chance).
 
-    python scripts/probe_grounding.py --scenes 700 --steps 3000
+    python docs/experiments/probes/probe_grounding.py --scenes 700 --steps 3000
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 """Benchmark: instruction-embedding latency per backbone, cold (encoder runs) vs cached (memory LRU,
 and SQLite on disk after a restart), measured side by side in one run on one CPU thread.
 
-    .venv/bin/python scripts/bench_instruction_encoder.py [--repeats 20] [--threads 1]
+    .venv/bin/python scripts/bench/bench_instruction_encoder.py [--repeats 20] [--threads 1]
 
 Prints a markdown table (median and p95 of `repeats` distinct instructions) and the speed-up ratios.
 """

@@ -8,7 +8,7 @@ tables of both encoders and reports, per ridge strength: the fit's error on the 
 held-out phrasings how far the refitted tokens land from the checkpoint's own and which task's training
 instructions they land nearest (the checkpoint's own tokens put every held-out paraphrase nearest its own task).
 
-    python scripts/probe_refit.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --table-dir data/tables
+    python scripts/eval/probe_refit.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --table-dir data/tables
 
 With ``--out L.safetensors`` it also writes the checkpoint refitted at the first ``--ridge`` (fp16), an L that has
 not been trained at all, to evaluate as it is (`nanovla evaluate L.safetensors --table-dir ...`: README, run 30).

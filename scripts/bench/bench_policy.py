@@ -13,7 +13,7 @@
 Each variant runs in its own process (so peak memory is its own). A "step" is one inference producing
 an H = 100 chunk from a 480x640 camera frame. Real packaged weights; readout heads random (timing only).
 
-    .venv/bin/python scripts/bench_policy.py [--device cpu|cuda] [--threads 1 2] [--repeats 20]
+    .venv/bin/python scripts/bench/bench_policy.py [--device cpu|cuda] [--threads 1 2] [--repeats 20]
         [--random-encoders DIR]
 
 --random-encoders DIR (for the GPU machine, which the packaged weights cannot reach): DIR/minilm and

@@ -1,7 +1,7 @@
 """Stress the instruction path: concurrent set_instruction calls against the launched router and encoder.
 
-    python scripts/stress_router.py --rate-hz 100 --calls 1000 [--clients 4]
-    python scripts/stress_router.py --burst 3 10 100
+    python scripts/bench/stress_router.py --rate-hz 100 --calls 1000 [--clients 4]
+    python scripts/bench/stress_router.py --burst 3 10 100
 
 Starts the router and the instruction encoder with the pip launcher (real processes, real DDS, loopback only),
 then either sends ``--calls`` requests at ``--rate-hz`` spread over ``--clients`` client nodes, or fires bursts

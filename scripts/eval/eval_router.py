@@ -10,7 +10,7 @@ Active parameters per episode: the policy process (NanoVLA trainable + frozen im
 language encoder that produced its instruction vector; routed episodes also pay for the small encoder,
 which the router reads (MiniLM, 22.7 M) even when large is chosen.
 
-    python scripts/eval_router.py --eval-dir out/eval --table-dir data/demos/cache --out-dir docs/router \
+    python scripts/eval/eval_router.py --eval-dir out/eval --table-dir data/demos/cache --out-dir docs/router \
         --router-out nanovla_ros/checkpoints/router_workcell.safetensors
 """
 from __future__ import annotations
