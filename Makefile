@@ -1,6 +1,6 @@
 # nanovla_ros on a pip-only host. Both targets set everything up first (idempotent: seconds when done).
 #   make demo   - the main job: the node suite on the simulated arm, one instruction, a report
-#   make test   - the test suite (what .ci/run calls)
+#   make test   - the linter (ruff) and the test suite (what .ci/run calls)
 #   make setup  - only the set-up (venv, ROS 2 wheels, torch, interfaces, model caches)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,6 +15,7 @@ demo: setup
 	$(PY) -m nanovla_ros.cli demo
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q test
 
 bench: setup

@@ -3,13 +3,19 @@
 The node list, start order and launch arguments come from nanovla_ros.graph, which the pip-only
 launcher (`nanovla launch so101`) reads too: one source of truth for both.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from nanovla_ros.graph import (LAUNCH_ARGUMENTS, PACKAGE, RESPAWN_DELAY_S, active_nodes, node_parameter_overrides,
-                               resolve_arguments)
+from launch import LaunchDescription
+from nanovla_ros.graph import (
+    LAUNCH_ARGUMENTS,
+    PACKAGE,
+    RESPAWN_DELAY_S,
+    active_nodes,
+    node_parameter_overrides,
+    resolve_arguments,
+)
 
 
 def _nodes(context, *args, **kwargs):

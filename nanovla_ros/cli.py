@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from nanovla_ros.configuration import ConfigError
-
 from nanovla_ros.graph import LAUNCH_ARGUMENTS
 
 

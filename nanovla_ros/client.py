@@ -14,8 +14,14 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from nanovla_ros.msg import CurrentTask
-from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, DIAGNOSTICS_TOPIC,
-                                      ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS, SET_INSTRUCTION_SERVICE)
+from nanovla_ros.nodes.common import (
+    COMMAND_QOS,
+    CURRENT_TASK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    ENCODE_INSTRUCTION_SERVICE,
+    LATCHED_QOS,
+    SET_INSTRUCTION_SERVICE,
+)
 from nanovla_ros.srv import EncodeInstruction, ResetEpisode, SetInstruction, StartRecording, StopRecording
 
 
@@ -35,7 +41,7 @@ class NanovlaClient:
         self._task_event = threading.Event()
         self.node.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
 
-    def __enter__(self) -> "NanovlaClient":
+    def __enter__(self) -> NanovlaClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from nanovla_ros.launcher import LaunchError, Launcher
+from nanovla_ros.launcher import Launcher, LaunchError
 
 SETTLE_S = 0.6  # after the expert finishes, let a released cube land before judging (as the in-process harness)
 
@@ -139,7 +139,7 @@ def run_collect_in_process(out_dir: str, kinds: list[str], episodes: int, split:
     build_model()  # decimated meshes cached once, before the workers start
     results = []
     with mp.get_context("spawn").Pool(max(1, workers), _init_worker) as pool:
-        for name, ok in tqdm(pool.imap_unordered(_one_episode, jobs), total=len(jobs), desc="expert episodes"):
+        for _, ok in tqdm(pool.imap_unordered(_one_episode, jobs), total=len(jobs), desc="expert episodes"):
             results.append(ok)
     print(f"[collect] {len(results)} in-process episodes: {sum(results)} succeeded and were written to {shards}")
     return 0

@@ -26,7 +26,7 @@ import numpy as np
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
 from nanovla_ros.graph import SHIPPED_CHECKPOINT
 from nanovla_ros.language.encoders import ENCODER_SPECS
-from nanovla_ros.launcher import LaunchError, Launcher
+from nanovla_ros.launcher import Launcher, LaunchError
 
 TASK_KIND, SEED = "touch", 1000  # the shipped checkpoint's best task (README: results)
 EPISODE_TIMEOUT_S = 60.0
@@ -48,10 +48,16 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
     from sensor_msgs.msg import Image, JointState
 
     from nanovla_ros.client import NanovlaClient
-
     from nanovla_ros.msg import ActionChunk, EpisodeStatus
-    from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC,
-                                          LATCHED_QOS, SENSOR_QOS)
+    from nanovla_ros.nodes.common import (
+        ACTION_CHUNK_TOPIC,
+        COMMAND_QOS,
+        EPISODE_TOPIC,
+        IMAGE_TOPIC,
+        JOINT_STATES_TOPIC,
+        LATCHED_QOS,
+        SENSOR_QOS,
+    )
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(out_dir)

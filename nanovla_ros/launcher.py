@@ -26,11 +26,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
-from nanovla_ros.graph import (MAX_RESPAWNS, RESPAWN_DELAY_S, RESPAWN_WINDOW_S, SHUTDOWN_ORDER, NodeSpec,
-                               active_nodes, resolve_arguments, ros_args)
+from nanovla_ros.graph import (
+    MAX_RESPAWNS,
+    RESPAWN_DELAY_S,
+    RESPAWN_WINDOW_S,
+    SHUTDOWN_ORDER,
+    NodeSpec,
+    active_nodes,
+    resolve_arguments,
+    ros_args,
+)
 
 log = logging.getLogger("nanovla.launch")
 

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from nanovla_ros.camera.config import CameraConfig
-from nanovla_ros.camera.image_codec import (ImageEncodingError, ImageFields, array_to_fields, convert_color,
-                                            fields_to_array)
+from nanovla_ros.camera.image_codec import (
+    ImageEncodingError,
+    ImageFields,
+    array_to_fields,
+    convert_color,
+    fields_to_array,
+)
 from nanovla_ros.camera.intrinsics import pinhole_k
-from nanovla_ros.camera.sources import (CameraOpenError, Frame, FramePump, SourceExhausted, open_source)
+from nanovla_ros.camera.sources import CameraOpenError, Frame, FramePump, SourceExhausted, open_source
 from nanovla_ros.configuration import ConfigError
 
 

@@ -1,10 +1,10 @@
 """Bags -> samples: alignment at the control rate, bag checks with clear reasons, resumable shards."""
 from __future__ import annotations
 
+import bag_messages as cdr
 import numpy as np
 import pytest
 
-import bag_messages as cdr
 from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, build_dataset, load_demonstrations
 from nanovla_ros.driver.config import SO101_JOINTS
 from nanovla_ros.recording.bags import EpisodeBagWriter

@@ -1,8 +1,8 @@
 """The arm core over the real SDK and the emulator: fault tolerance, fault handling, modes."""
 import numpy as np
 import pytest
-
 from conftest import wait_until
+
 from nanovla_ros.driver import control_table as ct
 from nanovla_ros.driver.arm import ArmMode, ControlLoop, So101Arm
 from nanovla_ros.driver.bus import FeetechBus

@@ -3,14 +3,20 @@ import time
 
 import pytest
 import scservo_sdk as scs
+from conftest import wait_until
 
 from nanovla_ros.driver import control_table as ct
-from nanovla_ros.driver.bus import (READ_TAGS, BusError, BusReadError, FeetechBus, ReplyLedger, status_packets,
-                                    tagged_span)
+from nanovla_ros.driver.bus import (
+    READ_TAGS,
+    BusError,
+    BusReadError,
+    FeetechBus,
+    ReplyLedger,
+    status_packets,
+    tagged_span,
+)
 from nanovla_ros.driver.control_table import REGISTERS
 from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
-
-from conftest import wait_until
 
 
 @pytest.fixture

@@ -6,8 +6,13 @@ import pytest
 
 from nanovla_ros.driver.bus import FeetechBus
 from nanovla_ros.driver.calibrate import Calibrator
-from nanovla_ros.driver.calibration import (ArmCalibration, CalibrationError, MotorCalibration, default_calibration,
-                                            gripper_percent)
+from nanovla_ros.driver.calibration import (
+    ArmCalibration,
+    CalibrationError,
+    MotorCalibration,
+    default_calibration,
+    gripper_percent,
+)
 from nanovla_ros.driver.config import SO101_JOINTS
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
 
@@ -48,7 +53,8 @@ def test_ticks_radians_conversion_and_limits():
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not LeRobot calibration JSON"),
     (json.dumps({"shoulder_pan": {"id": 1}}), "not LeRobot calibration JSON"),
-    (json.dumps({"shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": 3000, "range_min": 0, "range_max": 10}}), "homing_offset=3000"),
+    (json.dumps({"shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": 3000, "range_min": 0, "range_max": 10}}),
+     "homing_offset=3000"),
     (json.dumps({"shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": 0, "range_min": 10, "range_max": 5}}), "range"),
 ])
 def test_bad_files_are_rejected_with_the_reason(tmp_path, content, message):

@@ -3,16 +3,16 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_until
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
+from test_nodes_inprocess import Graph
 
-from conftest import wait_until
 from nanovla_ros.msg import ActionChunk
 from nanovla_ros.nodes.common import COMMAND_QOS, SENSOR_QOS
 from nanovla_ros.nodes.so101_driver_node import So101DriverNode
-from test_nodes_inprocess import Graph
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import wait_until
+
 from nanovla_ros.language.encoders import default_cache_dir
 
 # Longer than the launcher's own start-up deadline (120 s), so that a node that never appears on the graph shows

@@ -13,10 +13,10 @@ import yaml
 from nanovla_ros.camera.config import CameraConfig
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.driver.config import DriverConfig
-from nanovla_ros.recording.config import RecorderConfig
 from nanovla_ros.graph import LAUNCH_ARGUMENTS, NODES, SHUTDOWN_ORDER, active_nodes, resolve_arguments, ros_args
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.policy.config import PolicyNodeConfig
+from nanovla_ros.recording.config import RecorderConfig
 from nanovla_ros.routing.config import RouterConfig
 from nanovla_ros.routing.router import BackboneRouter, RouteError
 from nanovla_ros.sim.config import WorkcellNodeConfig

@@ -4,12 +4,12 @@ import threading
 import numpy as np
 import pytest
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.cache import EmbeddingCache
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.language.encoders import ENCODER_SPECS, encoder_id, gemma_cache_dir
 from nanovla_ros.language.service import BackboneNotReady, BackboneState, InstructionEncoderService
 from nanovla_ros.language.text import InstructionError, normalise_instruction, validate_instruction
-from nanovla_ros.configuration import ConfigError
 
 
 # ---------------------------------------------------------------- text

@@ -5,13 +5,24 @@ import numpy as np
 import pytest
 import torch
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig, nanovla_l, nanovla_s
-from nanovla_ros.model.feature_cache import (CachedChunkDataset, EpisodeData, FeatureCacheError, build_feature_cache,
-                                             normalization_stats, train_step)
-from nanovla_ros.model.modeling_nanovla import (FrozenImageEncoder, NanoVLA, NanoVLAPolicy, parameter_counts,
-                                                sinusoidal_2d)
-from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.feature_cache import (
+    CachedChunkDataset,
+    EpisodeData,
+    FeatureCacheError,
+    build_feature_cache,
+    normalization_stats,
+    train_step,
+)
+from nanovla_ros.model.modeling_nanovla import (
+    FrozenImageEncoder,
+    NanoVLA,
+    NanoVLAPolicy,
+    parameter_counts,
+    sinusoidal_2d,
+)
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8,
             latent_dim=4, image_size=64, dropout=0.0, kl_weight=1.0)

@@ -12,13 +12,14 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import wait_until
+from test_e2e_launch import STARTUP_WAIT_S, LauncherProcess, _alive, _publish_chunk
+from test_e2e_launch import env as env  # noqa: F401 - the fixture, used by name
+
 from nanovla_ros.driver.bus import FeetechBus
 from nanovla_ros.driver.calibration import default_calibration
 from nanovla_ros.driver.config import SO101_JOINTS
 from nanovla_ros.driver.emulator import EmulatorProcess
-from test_e2e_launch import STARTUP_WAIT_S, LauncherProcess, _alive, _publish_chunk, env  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 

@@ -5,20 +5,28 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from conftest import wait_until
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
-from conftest import wait_until
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.language.service import InstructionEncoderService
 from nanovla_ros.msg import CurrentTask, RouteDecision
 from nanovla_ros.nodes.camera_node import CameraNode
-from nanovla_ros.nodes.common import (CAMERA_INFO_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, IMAGE_TOPIC,
-                                      LATCHED_QOS, ROUTE_DECISION_TOPIC, SENSOR_QOS, ns_from_stamp)
+from nanovla_ros.nodes.common import (
+    CAMERA_INFO_TOPIC,
+    COMMAND_QOS,
+    CURRENT_TASK_TOPIC,
+    IMAGE_TOPIC,
+    LATCHED_QOS,
+    ROUTE_DECISION_TOPIC,
+    SENSOR_QOS,
+    ns_from_stamp,
+)
 from nanovla_ros.nodes.instruction_encoder_node import InstructionEncoderNode
 from nanovla_ros.nodes.router_node import RouterNode
 from nanovla_ros.srv import EncodeInstruction, SetInstruction
@@ -203,8 +211,8 @@ def test_router_node_escalates_with_a_trained_router_file(graph, encoder_node, m
     texts = {"touch the red cube": ((9, 10), (5, 10)), "tap the blue block": ((9, 10), (6, 10)),
              "stack the red cube on the blue cube": ((1, 10), (9, 10)),
              "put the green block on top of the red block": ((2, 10), (9, 10))}
-    vectors = dict(zip(texts, minilm.encode(list(texts))))
-    counts = {t: {"small": s, "large": l} for t, (s, l) in texts.items()}
+    vectors = dict(zip(texts, minilm.encode(list(texts)), strict=True))
+    counts = {t: {"small": small, "large": large} for t, (small, large) in texts.items()}
     path = train_router(vectors, counts, encoder_id("small")).save(tmp_path / "router.safetensors")
     decisions = []
     graph.probe.create_subscription(RouteDecision, ROUTE_DECISION_TOPIC, decisions.append, COMMAND_QOS)

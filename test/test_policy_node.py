@@ -5,10 +5,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import wait_until
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
+from test_nodes_inprocess import Graph
 
-from conftest import wait_until
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.encoders import encoder_id
 from nanovla_ros.model.checkpoint import save_checkpoint
@@ -17,7 +18,6 @@ from nanovla_ros.model.modeling_nanovla import NanoVLA
 from nanovla_ros.msg import ActionChunk, CurrentTask
 from nanovla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, stamp_from_ns
 from nanovla_ros.nodes.policy_node import PolicyNode
-from test_nodes_inprocess import Graph
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=12,

@@ -6,19 +6,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import bag_messages as cdr
 import numpy as np
 import pytest
+from conftest import wait_until
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
+from test_nodes_inprocess import Graph
 
-import bag_messages as cdr
-from conftest import wait_until
 from nanovla_ros.msg import CurrentTask
 from nanovla_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from nanovla_ros.recording.bags import BagError, EpisodeBagWriter, list_bags, read_episode
 from nanovla_ros.srv import StartRecording, StopRecording
-from test_nodes_inprocess import Graph
 
 TOPICS = {"/joint_states": "sensor_msgs/msg/JointState", "/current_task": "nanovla_ros/msg/CurrentTask",
           "/camera/image_raw": "sensor_msgs/msg/Image"}

@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from nanovla_ros.routing.beta import (clipped_target, posterior, win_probability, win_probability_closed_form,
-                                      win_probability_monte_carlo, win_probability_numerical)
+from nanovla_ros.routing.beta import (
+    clipped_target,
+    posterior,
+    win_probability,
+    win_probability_closed_form,
+    win_probability_monte_carlo,
+    win_probability_numerical,
+)
 
 CASES = [(1, 1, 1, 1), (3, 2, 2, 3), (8, 3, 5, 6), (41, 11, 30, 22), (2, 9, 9, 2), (5, 1.5, 4.5, 2)]
 

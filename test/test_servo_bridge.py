@@ -4,8 +4,8 @@ import threading
 import time
 
 import numpy as np
-
 from conftest import wait_until
+
 from nanovla_ros.driver.arm import ControlLoop, So101Arm
 from nanovla_ros.driver.bus import FeetechBus
 from nanovla_ros.driver.config import DriverConfig

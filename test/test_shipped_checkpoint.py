@@ -63,13 +63,13 @@ def test_the_shipped_policy_heads_for_the_named_cube():
     policy = NanoVLAPolicy(model)
     execute_h = min(declared_execute_steps(extra), model.config.horizon)
     texts = [f"touch the {c} cube" for c in CUBE_COLOURS]
-    vectors = dict(zip(texts, load_encoder("small").encode(texts)))
+    vectors = dict(zip(texts, load_encoder("small").encode(texts), strict=True))
     workcell = Workcell()
     try:
         hits, total = 0, 0
         for seed in (50000, 50001, 50002):
             layout = sample_layout(np.random.default_rng(seed))
-            for colour, text in zip(CUBE_COLOURS, texts):
+            for colour, text in zip(CUBE_COLOURS, texts, strict=True):
                 workcell.place(layout.cubes, layout.squares)
                 for step in range(ROLLOUT_STEPS):
                     if step % execute_h == 0:

@@ -7,17 +7,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_dataset import write_episode
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.data.demos import build_dataset
 from nanovla_ros.evaluation.closed_loop import run_policy_episode, summarise, wilson_interval
 from nanovla_ros.model.checkpoint import declared_execute_steps, load_checkpoint, read_metadata
 from nanovla_ros.model.feature_cache import write_instruction_table
-from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.modeling_nanovla import language_statistics
 from nanovla_ros.training.config import TrainConfig
 from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, fine_tune_defaults, run_training
-from nanovla_ros.model.modeling_nanovla import language_statistics
 from nanovla_ros.training.trainer import shorter_horizon
-from test_dataset import write_episode
 
 TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
 

@@ -3,8 +3,18 @@ import numpy as np
 import pytest
 
 from nanovla_ros.sim.experts import run_expert_episode
-from nanovla_ros.sim.tasks import (DIRECTIONS, HELDOUT_PAIRS, KINDS, PUSH_DISTANCE_M, TEMPLATES, SuccessMonitor, Task,
-                                   sample_layout, sample_task, task_positions)
+from nanovla_ros.sim.tasks import (
+    DIRECTIONS,
+    HELDOUT_PAIRS,
+    KINDS,
+    PUSH_DISTANCE_M,
+    TEMPLATES,
+    SuccessMonitor,
+    Task,
+    sample_layout,
+    sample_task,
+    task_positions,
+)
 from nanovla_ros.sim.workcell import CUBE_COLOURS, CUBE_HALF_M, Workcell
 
 
@@ -133,7 +143,7 @@ def test_more_phrasings_say_training_tasks_other_ways_never_the_held_out_ones():
         tasks = [sample_task(rng, kind) for _ in range(200)]
         said = [rephrased(t, np.random.default_rng([i, 11])) for i, t in enumerate(tasks)]
         assert all((s.kind, s.cube, s.target, s.split) == (t.kind, t.cube, t.target, t.split)
-                   for s, t in zip(said, tasks))  # the same task, said another way
+                   for s, t in zip(said, tasks, strict=True))  # the same task, said another way
         texts = {s.instruction for s in said}
         assert texts <= known and not texts & heldout_texts
         only = {template.split("{")[0] for template in TRAINING_ONLY_TEMPLATES[kind]}

@@ -66,7 +66,7 @@ class ArmCalibration:
     motors: dict[str, MotorCalibration]
 
     @classmethod
-    def load(cls, path: str | Path, joint_names: tuple[str, ...] | None = None) -> "ArmCalibration":
+    def load(cls, path: str | Path, joint_names: tuple[str, ...] | None = None) -> ArmCalibration:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"calibration file {str(path)!r} does not exist; run `nanovla calibrate`")
@@ -74,7 +74,7 @@ class ArmCalibration:
 
     @classmethod
     def from_json(cls, text: str, joint_names: tuple[str, ...] | None = None,
-                  source: str = "calibration") -> "ArmCalibration":
+                  source: str = "calibration") -> ArmCalibration:
         try:
             raw = json.loads(text)
             motors = {name: MotorCalibration(**{k: int(v) for k, v in entry.items()}) for name, entry in raw.items()}

@@ -53,7 +53,8 @@ class DriverConfig:
         require(self.future_tolerance_ms >= 0.0, f"future_tolerance_ms={self.future_tolerance_ms} must be >= 0")
         require(self.limit_margin_rad >= 0.0, f"limit_margin_rad={self.limit_margin_rad} must be >= 0")
         require(0.0 < self.max_step_rad <= 1.0, f"max_step_rad={self.max_step_rad} must be within (0, 1] rad")
-        require(len(self.joint_names) == len(set(self.joint_names)) > 0, f"joint_names={list(self.joint_names)} must be non-empty and unique")
+        require(len(self.joint_names) == len(set(self.joint_names)) > 0,
+                f"joint_names={list(self.joint_names)} must be non-empty and unique")
         require(self.bus_retries >= 0, f"bus_retries={self.bus_retries} must be >= 0")
         require(self.port_wait_s >= 0.0, f"port_wait_s={self.port_wait_s} must be >= 0")
         require(self.latency_timer_ms >= 0.0, f"latency_timer_ms={self.latency_timer_ms} must be >= 0")

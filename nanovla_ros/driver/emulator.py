@@ -153,7 +153,7 @@ class Sts3215BusEmulator:
         self._stall_next_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Sts3215BusEmulator":
+    def start(self) -> Sts3215BusEmulator:
         self._thread.start()
         return self
 
@@ -166,7 +166,7 @@ class Sts3215BusEmulator:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Sts3215BusEmulator":
+    def __enter__(self) -> Sts3215BusEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -334,7 +334,7 @@ class EmulatorProcess:
             except Exception:  # noqa: BLE001 - make sure it is gone
                 self._process.kill()
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         return self
 
     def __exit__(self, *exc) -> None:

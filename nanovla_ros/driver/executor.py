@@ -22,9 +22,8 @@ range) are rejected with a reason and change nothing. Small overshoots of the ra
 """
 from __future__ import annotations
 
-from collections import deque
-
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +108,7 @@ class ChunkExecutor:
         self.accepted = 0
 
     @classmethod
-    def from_config(cls, config: DriverConfig, limits_rad: list[tuple[float, float]]) -> "ChunkExecutor":
+    def from_config(cls, config: DriverConfig, limits_rad: list[tuple[float, float]]) -> ChunkExecutor:
         """The executor a driver with ``config`` runs (the driver itself and the in-process harness)."""
         return cls(limits_rad, config.max_step_rad, config.blend_steps, config.chunk_timeout_ms / 1e3,
                    config.overrun_steps, config.future_tolerance_ms / 1e3, config.limit_margin_rad, config.joint_names)

@@ -150,7 +150,7 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
     if backbone is None:
         raise ValueError(f"no packaged language encoder has the id {language_encoder_id!r}")
     vectors = load_encoder(backbone).encode(texts)
-    return dict(zip(texts, vectors))
+    return dict(zip(texts, vectors, strict=True))
 
 
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_h: int = 10,
@@ -159,12 +159,11 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``."""
+    import json
     import multiprocessing as mp
 
-    from nanovla_ros.model.checkpoint import read_metadata
-    import json
-
     from nanovla_ros.driver.config import DriverConfig
+    from nanovla_ros.model.checkpoint import read_metadata
     from nanovla_ros.sim.workcell import CONTROL_RATE_HZ
 
     timeout_ms = DriverConfig().chunk_timeout_ms

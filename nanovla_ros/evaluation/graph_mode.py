@@ -27,10 +27,16 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
     from diagnostic_msgs.msg import DiagnosticArray
 
     from nanovla_ros.client import NanovlaClient
-    from nanovla_ros.launcher import LaunchError, Launcher
+    from nanovla_ros.launcher import Launcher, LaunchError
     from nanovla_ros.msg import ActionChunk, EpisodeStatus
-    from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, DIAGNOSTICS_TOPIC, EPISODE_TOPIC,
-                                          LATCHED_QOS, ns_from_stamp)
+    from nanovla_ros.nodes.common import (
+        ACTION_CHUNK_TOPIC,
+        COMMAND_QOS,
+        DIAGNOSTICS_TOPIC,
+        EPISODE_TOPIC,
+        LATCHED_QOS,
+        ns_from_stamp,
+    )
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(out_dir)

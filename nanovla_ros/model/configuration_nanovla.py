@@ -105,7 +105,7 @@ class NanoVLAConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "NanoVLAConfig":
+    def from_dict(cls, values: dict) -> NanoVLAConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         unknown = sorted(set(values) - set(known))
         if unknown:

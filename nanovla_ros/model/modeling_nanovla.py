@@ -124,7 +124,7 @@ class FrozenImageEncoder(nn.Module):
             net = self._features
         self.net = net.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FrozenImageEncoder":
+    def train(self, mode: bool = True) -> FrozenImageEncoder:
         return super().train(False)  # batch-norm statistics stay frozen
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -475,7 +475,7 @@ class NanoVLAPolicy(nn.Module):
         pred_n, _ = self.model(features[None], instruction, state)
         return self.model.denormalize_actions(pred_n)  # (1, H, A)
 
-    def compile(self, mode: str = "reduce-overhead") -> "NanoVLAPolicy":
+    def compile(self, mode: str = "reduce-overhead") -> NanoVLAPolicy:
         """torch.compile the per-step path (image encoder + transformer). On a GPU, "reduce-overhead"
         replays it as a CUDA graph: the step is a few hundred small kernels, so launch overhead dominates.
         The frames are resized to image_size before it, so that a camera of another size than the warm-up's

@@ -14,7 +14,13 @@ from rclpy.node import Node
 from nanovla_ros.language.config import EncoderConfig
 from nanovla_ros.language.service import BackboneNotReady, BackboneState, InstructionEncoderService
 from nanovla_ros.language.text import InstructionError
-from nanovla_ros.nodes.common import BURST_SERVICE_QOS, COMMAND_QOS, DIAGNOSTICS_TOPIC, ENCODE_INSTRUCTION_SERVICE, run_node
+from nanovla_ros.nodes.common import (
+    BURST_SERVICE_QOS,
+    COMMAND_QOS,
+    DIAGNOSTICS_TOPIC,
+    ENCODE_INSTRUCTION_SERVICE,
+    run_node,
+)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.srv import EncodeInstruction
 

@@ -26,12 +26,22 @@ from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from nanovla_ros.configuration import ConfigError
 from nanovla_ros.camera.image_codec import ImageEncodingError, ImageFields, fields_to_array
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.msg import ActionChunk, CurrentTask
-from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, CURRENT_TASK_TOPIC, DIAGNOSTICS_TOPIC,
-                                      IMAGE_TOPIC, JOINT_STATES_TOPIC, LATCHED_QOS, SENSOR_QOS, ns_from_stamp,
-                                      run_node, stamp_from_ns)
+from nanovla_ros.nodes.common import (
+    ACTION_CHUNK_TOPIC,
+    COMMAND_QOS,
+    CURRENT_TASK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    IMAGE_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ns_from_stamp,
+    run_node,
+    stamp_from_ns,
+)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.policy.config import PolicyNodeConfig
 from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task, camera_topic

@@ -76,7 +76,7 @@ class RecorderNode(Node):
     def _metadata(self, keys, values) -> dict[str, str]:
         if len(keys) != len(values):
             raise BagError(f"{len(keys)} metadata keys but {len(values)} values")
-        return dict(zip(keys, values))
+        return dict(zip(keys, values, strict=True))
 
     def _on_start(self, request: StartRecording.Request, response: StartRecording.Response):
         if self._bag is not None:

@@ -20,8 +20,16 @@ from rclpy.task import Future
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.text import InstructionError, validate_instruction
 from nanovla_ros.msg import CurrentTask, RouteDecision
-from nanovla_ros.nodes.common import (BURST_SERVICE_QOS, COMMAND_QOS, CURRENT_TASK_TOPIC, ENCODE_INSTRUCTION_SERVICE, LATCHED_QOS,
-                                      ROUTE_DECISION_TOPIC, SET_INSTRUCTION_SERVICE, run_node)
+from nanovla_ros.nodes.common import (
+    BURST_SERVICE_QOS,
+    COMMAND_QOS,
+    CURRENT_TASK_TOPIC,
+    ENCODE_INSTRUCTION_SERVICE,
+    LATCHED_QOS,
+    ROUTE_DECISION_TOPIC,
+    SET_INSTRUCTION_SERVICE,
+    run_node,
+)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.routing.config import RouterConfig
 from nanovla_ros.routing.router import BackboneRouter, RouteError

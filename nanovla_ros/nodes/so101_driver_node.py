@@ -23,12 +23,11 @@ import itertools
 import os
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
-
-import numpy as np
 
 from nanovla_ros.driver.arm import ArmMode, ControlLoop, So101Arm
 from nanovla_ros.driver.bus import BusError, FeetechBus
@@ -37,8 +36,17 @@ from nanovla_ros.driver.config import DriverConfig
 from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
 from nanovla_ros.driver.executor import ChunkRejected, Command, make_chunk
 from nanovla_ros.msg import ActionChunk
-from nanovla_ros.nodes.common import (ACTION_CHUNK_TOPIC, COMMAND_QOS, DIAGNOSTICS_TOPIC, JOINT_COMMANDS_TOPIC,
-                                      JOINT_STATES_TOPIC, SENSOR_QOS, ns_from_stamp, run_node, stamp_from_ns)
+from nanovla_ros.nodes.common import (
+    ACTION_CHUNK_TOPIC,
+    COMMAND_QOS,
+    DIAGNOSTICS_TOPIC,
+    JOINT_COMMANDS_TOPIC,
+    JOINT_STATES_TOPIC,
+    SENSOR_QOS,
+    ns_from_stamp,
+    run_node,
+    stamp_from_ns,
+)
 from nanovla_ros.nodes.params import declare_config
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE

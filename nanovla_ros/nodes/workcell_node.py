@@ -8,14 +8,21 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from nanovla_ros.msg import CurrentTask, EpisodeStatus
-from nanovla_ros.nodes.common import (COMMAND_QOS, CURRENT_TASK_TOPIC, LATCHED_QOS, LEADER_COMMANDS_TOPIC, run_node,
-                                      EPISODE_TOPIC, stamp_from_ns)
+from nanovla_ros.nodes.common import (
+    COMMAND_QOS,
+    CURRENT_TASK_TOPIC,
+    EPISODE_TOPIC,
+    LATCHED_QOS,
+    LEADER_COMMANDS_TOPIC,
+    run_node,
+    stamp_from_ns,
+)
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.server import EpisodeState, WorkcellServer
-from nanovla_ros.srv import ResetEpisode
 from nanovla_ros.sim.tasks import Task
 from nanovla_ros.sim.workcell import JOINTS
+from nanovla_ros.srv import ResetEpisode
 
 
 class WorkcellNode(Node):

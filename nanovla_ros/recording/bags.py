@@ -18,14 +18,14 @@ import os
 import shutil
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,7 @@ def list_bags(root: str | Path) -> Iterator[Path]:
     if (root / "metadata.yaml").is_file():
         yield root
         return
-    for path in sorted(p.parent for p in root.rglob("metadata.yaml")):
-        yield path
+    yield from sorted(p.parent for p in root.rglob("metadata.yaml"))
 
 
 # ---------------------------------------------------------------------------------------------- repair

@@ -78,7 +78,7 @@ class RouterModel:
     b0: float = 1.0
     known_embeddings: dict[str, np.ndarray] | None = None  # the training instructions' vectors (naive router)
 
-    def naive_router(self) -> "NaiveRouter":
+    def naive_router(self) -> NaiveRouter:
         if not self.known_embeddings:
             raise ValueError("this router file holds no instruction embeddings for the naive router")
         return NaiveRouter(self.known_embeddings, self.counts)
@@ -111,7 +111,7 @@ class RouterModel:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "RouterModel":
+    def load(cls, path: str | Path) -> RouterModel:
         from safetensors import safe_open
 
         from nanovla_ros.configuration import ConfigError
@@ -128,7 +128,7 @@ class RouterModel:
         classifier = WinClassifier(int(meta["embed_dim"]), len(json.loads(meta["models"])), int(meta["hidden"]))
         classifier.load_state_dict(state)
         counts = {t: {m: tuple(v) for m, v in c.items()} for t, c in json.loads(meta["counts"]).items()}
-        known_embeddings = (dict(zip(json.loads(meta["known_texts"]), known.numpy())) if known is not None else None)
+        known_embeddings = (dict(zip(json.loads(meta["known_texts"]), known.numpy(), strict=True)) if known is not None else None)
         return cls(classifier.eval(), counts, meta["encoder_id"], float(meta["a0"]), float(meta["b0"]), known_embeddings)
 
 
@@ -183,4 +183,4 @@ def train_router_from_evaluations(evaluations: dict[str, str | Path], table_dir:
     episodes = {model: json.loads(Path(p).read_text())["episodes"] for model, p in evaluations.items()}
     encoder_id = encoder_id or table_id_for(table_dir, ENCODER_SPECS["small"].name)
     texts, table = read_instruction_table(table_dir, encoder_id)
-    return train_router(dict(zip(texts, table)), counts_from_episodes(episodes), encoder_id, **kwargs)
+    return train_router(dict(zip(texts, table, strict=True)), counts_from_episodes(episodes), encoder_id, **kwargs)

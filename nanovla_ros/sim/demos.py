@@ -19,8 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.tasks import (SuccessMonitor, cube_positions, rephrased, sample_layout, sample_task,
-                                   square_positions, task_positions)
+from nanovla_ros.sim.tasks import (
+    SuccessMonitor,
+    cube_positions,
+    rephrased,
+    sample_layout,
+    sample_task,
+    square_positions,
+    task_positions,
+)
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 SETTLE_STEPS = 18  # 0.6 s at 30 Hz, as `nanovla collect`

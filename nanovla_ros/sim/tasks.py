@@ -7,8 +7,15 @@ from dataclasses import dataclass, field, replace
 import mujoco
 import numpy as np
 
-from nanovla_ros.sim.workcell import (CUBE_COLOURS, CUBE_HALF_M, SQUARE_COLOURS, SQUARE_HALF_M, TABLE_Z, WORKSPACE,
-                                      Workcell)
+from nanovla_ros.sim.workcell import (
+    CUBE_COLOURS,
+    CUBE_HALF_M,
+    SQUARE_COLOURS,
+    SQUARE_HALF_M,
+    TABLE_Z,
+    WORKSPACE,
+    Workcell,
+)
 
 KINDS = ("pick_place", "push", "touch", "stack")
 DIRECTIONS = {"left": np.array([0.0, 1.0]), "right": np.array([0.0, -1.0]), "forward": np.array([1.0, 0.0])}

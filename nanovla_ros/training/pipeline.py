@@ -1,9 +1,8 @@
 """Dataset -> feature cache -> training -> shipped checkpoint, as functions the CLI calls (no ROS)."""
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,8 +11,13 @@ import numpy as np
 
 from nanovla_ros.data.demos import load_demonstrations
 from nanovla_ros.model.configuration_nanovla import image_encoder_id
-from nanovla_ros.model.feature_cache import (build_image_features, camera_cache_dir, instruction_vectors,
-                                            load_camera_features, write_instruction_table)
+from nanovla_ros.model.feature_cache import (
+    build_image_features,
+    camera_cache_dir,
+    instruction_vectors,
+    load_camera_features,
+    write_instruction_table,
+)
 from nanovla_ros.training.config import TrainConfig
 
 BACKBONE_OF_VARIANT = {"s": "small", "l": "large"}
@@ -70,8 +74,9 @@ def fine_tune_defaults(values: dict) -> dict:
                  "cameras": tuple(start["cameras"]), "image_size": start["image_size"],
                  "image_stride": start["image_stride"]}
     encoder = start["language_encoder_id"].split("@")[0]
-    inherited.update({"variant": v for v, backbone in BACKBONE_OF_VARIANT.items()
-                      if ENCODER_SPECS[backbone].name == encoder})
+    variants = [v for v, backbone in BACKBONE_OF_VARIANT.items() if ENCODER_SPECS[backbone].name == encoder]
+    if variants:
+        inherited["variant"] = variants[-1]
     return {**inherited, **values}
 
 

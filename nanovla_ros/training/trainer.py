@@ -8,9 +8,8 @@ step, RNG) for resume, ``best.safetensors`` (lowest validation L1 over the first
 """
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import math
 import os
 import time

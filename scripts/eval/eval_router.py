@@ -50,7 +50,7 @@ def main() -> None:
                                            args.table_dir)
     router.save(args.router_out)
     texts, table = read_instruction_table(args.table_dir, router.encoder_id)
-    vectors = dict(zip(texts, table))
+    vectors = dict(zip(texts, table, strict=True))
     naive = NaiveRouter(vectors, router.counts)
     small, large = outcomes(eval_dir / "s.json"), outcomes(eval_dir / "l.json")
     keys = sorted(set(small) & set(large))

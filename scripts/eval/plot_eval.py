@@ -134,10 +134,10 @@ def main() -> None:
             stats = [pooled(runs[h]) for h in hs]
             rates = np.array([w / n for w, n, _ in stats])
             ci = np.array([wilson_interval(w, n) for w, n, _ in stats])
-            per_step = np.array([lat / h for (_, _, lat), h in zip(stats, hs)])  # inference amortised over h steps
+            per_step = np.array([lat / h for (_, _, lat), h in zip(stats, hs, strict=True)])  # inference amortised over h steps
             axes[0].errorbar(hs, rates, yerr=[rates - ci[:, 0], ci[:, 1] - rates], marker=marker, capsize=3, label=label)
             axes[1].plot(per_step, rates, marker=marker, label=label)
-            for h, r, p in zip(hs, rates, per_step):
+            for h, r, p in zip(hs, rates, per_step, strict=True):
                 axes[1].annotate(f"h={h}", (p, r), fontsize=7, textcoords="offset points", xytext=(3, 3))
         for h in sorted(sweep):
             w, n, lat = pooled(sweep[h])

@@ -47,7 +47,7 @@ def main() -> None:
     others = [i for i in instruction_table_ids(args.table_dir) if i != own]
     if own not in instruction_table_ids(args.table_dir) or not others:
         raise SystemExit(f"probe_refit: {args.table_dir} needs the tables of {own!r} and of another encoder")
-    tables = {i: dict(zip(*read_instruction_table(args.table_dir, i))) for i in [own, others[0]]}
+    tables = {i: dict(zip(*read_instruction_table(args.table_dir, i), strict=True)) for i in [own, others[0]]}
     rows = [r for r in instruction_rows() if r[0] in tables[own] and r[0] in tables[others[0]]]
     train = [r for r in rows if r[2] == "train"]
     old = np.stack([tables[own][t] for t, _, _ in train])
