@@ -160,7 +160,7 @@ def _init_dagger_worker(checkpoint: str, embeddings: dict, device: str) -> None:
 def _one_dagger_episode(job: tuple) -> tuple[str, str]:
     """Runs and writes one DAgger episode; returns (task kind, how far the policy got)."""
     from nanovla_ros.data.demos import write_shard
-    from nanovla_ros.sim.dagger import dagger_episode
+    from nanovla_ros.evaluation.dagger import dagger_episode
 
     out, kind, split, seed, sample_every, quality, label_steps, execute_h = job
     episode = dagger_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
@@ -174,7 +174,7 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
                        first_seed: int = 0, workers: int = 1, sample_every: int = 6, device: str = "cpu",
                        table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50,
                        execute_h: int | None = None) -> int:
-    """DAgger episodes (``nanovla_ros.sim.dagger``): ``checkpoint`` drives, executing ``execute_h`` actions of
+    """DAgger episodes (``nanovla_ros.evaluation.dagger``): ``checkpoint`` drives, executing ``execute_h`` actions of
     each chunk (None: what the checkpoint declares, as it is deployed), the expert labels every
     ``sample_every``-th state with its own chunk; every episode is written (failures are the point)."""
     import json

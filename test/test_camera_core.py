@@ -166,7 +166,7 @@ def test_a_frame_reader_does_not_take_a_block_without_a_frame_size():
     import os
     from multiprocessing import shared_memory
 
-    from nanovla_ros.sim.frames import HEADER, SharedFrameReader
+    from nanovla_ros.transport.shared_frames import HEADER, SharedFrameReader
 
     name = f"nanovla_test_frames_{os.getpid()}"
     block = shared_memory.SharedMemory(name=name, create=True, size=HEADER.itemsize + 4 * 4 * 3)  # no size yet

@@ -224,7 +224,6 @@ def test_the_stride16_map_is_twice_as_fine_and_the_policy_reads_it():
 def test_fine_features_fold_the_stride16_map_into_the_final_one_and_start_at_zero(image_encoder):
     """fine_features: one encoder pass gives the final map and, in 4 x 112 more channels, the 2x2 cells of the
     stride-16 map under each token; a model given them by with_fine_features computes what it did before."""
-    from nanovla_ros.training.trainer import with_fine_features
 
     both = FrozenImageEncoder("efficientnet-lite0", 64, fine=True)
     stride16 = FrozenImageEncoder("efficientnet-lite0", 64, stride=16)
@@ -237,7 +236,7 @@ def test_fine_features_fold_the_stride16_map_into_the_final_one_and_start_at_zer
     assert NanoVLAConfig(language_dim=16, fine_features=True, **TINY).image_feature_dim == 1728
     torch.manual_seed(0)
     coarse = NanoVLA(config).eval()
-    fine = with_fine_features(coarse)
+    fine = coarse.with_fine_features()
     assert fine.config.fine_features and fine.config.image_encoder_id == "efficientnet-lite0@64+s16"
     state, instruction, z = torch.randn(2, 6), torch.randn(2, 16), torch.zeros(2, 4)
     with torch.no_grad():

@@ -17,7 +17,6 @@ from nanovla_ros.model.feature_cache import write_instruction_table
 from nanovla_ros.model.modeling_nanovla import language_statistics
 from nanovla_ros.training.config import TrainConfig
 from nanovla_ros.training.pipeline import cache_dir_of, export_checkpoint, fine_tune_defaults, run_training
-from nanovla_ros.training.trainer import shorter_horizon
 
 TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
 
@@ -99,7 +98,7 @@ def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_pa
                          val_fraction=0.0)
     start = run_training(dataset / "ds", tmp_path / "long", config)
     long_model, _ = load_checkpoint(start)
-    short_model = shorter_horizon(long_model, 5)
+    short_model = long_model.shorter_horizon(5)
     assert short_model.config.horizon == 5 and short_model.query_pos.weight.shape[0] == 5
     torch.manual_seed(0)
     features = torch.randn(2, long_model.config.image_feature_dim, 3, 3)
@@ -445,7 +444,6 @@ def test_a_model_moves_to_another_language_encoder_and_keeps_what_it_computed(da
     give the tokens the old one's gave, so the new model starts out computing what the old one did on them."""
     from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
     from nanovla_ros.model.modeling_nanovla import NanoVLA
-    from nanovla_ros.training.trainer import with_other_language_encoder
 
     torch.manual_seed(0)
     tiny = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8, latent_dim=8,
@@ -457,7 +455,7 @@ def test_a_model_moves_to_another_language_encoder_and_keeps_what_it_computed(da
     old_vectors, new_vectors = rng.normal(size=(6, 48)), rng.normal(size=(6, 16))  # six training instructions
     old.set_normalization(None, None, None, None, *language_statistics(old_vectors))
     old.eval()
-    new = with_other_language_encoder(old, "new-encoder", new_vectors, old_vectors, ridge=1e-8)
+    new = old.with_other_language_encoder("new-encoder", new_vectors, old_vectors, ridge=1e-8)
     assert new.config.language_dim == 16 and new.config.language_encoder_id == "new-encoder"
     assert new.language_proj.weight.shape == (32, 16) and new.film.weight.shape == (64, 16)
     kept = {k for k in old.state_dict() if not k.startswith(("language_", "film."))}
@@ -472,7 +470,7 @@ def test_a_model_moves_to_another_language_encoder_and_keeps_what_it_computed(da
     np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-3)
     assert (unrelated - before).abs().max() > 0.05  # it reads the new vectors: other ones give other chunks
     with pytest.raises(ConfigError, match="pair"):
-        with_other_language_encoder(old, "new-encoder", new_vectors[:5], old_vectors)
+        old.with_other_language_encoder("new-encoder", new_vectors[:5], old_vectors)
 
     # through run_training: an S checkpoint fine-tuned as an L, on the run's cached tables of both encoders
     config = TrainConfig(tiny=True, device="cpu", steps=1, val_every=1, batch_size=4, horizon=8, warmup_steps=1,

@@ -213,9 +213,9 @@ def test_snapshot_restore_replays_the_same_physics(workcell):
 def test_dagger_labels_are_the_experts_and_leave_the_episode_alone(workcell, tmp_path):
     import torch
 
+    from nanovla_ros.evaluation.dagger import dagger_episode, expert_chunk
     from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder, NanoVLA, NanoVLAPolicy
-    from nanovla_ros.sim.dagger import dagger_episode, expert_chunk
     from nanovla_ros.sim.experts import ScriptedExpert
 
     task = _episode(workcell, "touch", 5)

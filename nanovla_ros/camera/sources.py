@@ -187,7 +187,7 @@ class V4l2Source(_OpenCvCapture):
 
 
 class SimulatedCameraSource:
-    """Frames rendered by the workcell process, read from its shared-memory block (see nanovla_ros.sim.frames).
+    """Frames rendered by the workcell process, read from its shared-memory block (see nanovla_ros.transport.shared_frames).
     The capture time is the render time, so age checks see how old the picture really is. When frames stop,
     the block is attached again (a restarted workcell makes a new one under the same name)."""
 
@@ -200,7 +200,7 @@ class SimulatedCameraSource:
         self.last_capture_ns: int | None = None
 
     def _attach(self, timeout_s: float):
-        from nanovla_ros.sim.frames import SharedFrameReader
+        from nanovla_ros.transport.shared_frames import SharedFrameReader
 
         try:
             return SharedFrameReader(self._name, timeout_s=timeout_s)

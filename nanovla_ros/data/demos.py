@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nanovla_ros.tasks import SQUARES
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
 from nanovla_ros.configuration import param, require
 from nanovla_ros.driver.config import SO101_JOINTS
@@ -261,7 +262,7 @@ class Demonstrations:
     meta: list[dict] = field(default_factory=list)
     camera_frames: dict[str, JpegFrames] = field(default_factory=dict)  # cameras besides the front one, same rows
     # (N, 4) metres: the named cube's x, y and its goal's at each sample (simulated episodes record them:
-    # ``nanovla_ros.sim.tasks.task_positions``); NaN rows where a shard has none (bags of a real arm).
+    # the workcell's task positions); NaN rows where a shard has none (bags of a real arm).
     task_xy_m: np.ndarray | None = None
     # (N, 2K) metres: every cube's x, y at each sample, in the order of the episode's ``cube_colours`` metadata, and
     # (E,) the index in that order of the cube each episode's instruction names; NaN / -1 where unknown.
@@ -351,7 +352,7 @@ def load_demonstrations(out_dir: str | Path, kinds: tuple[str, ...] | None = Non
                           np.asarray(named_cube, np.int64), squares, goal_cube, goal_square)
 
 
-SQUARE_QUERY_COLOURS = ("yellow", "white", "purple")  # the workcell's squares (nanovla_ros.sim.workcell)
+SQUARE_QUERY_COLOURS = SQUARES  # the squares a goal query can point at, in a fixed order
 
 
 def goal_references(metas: list[dict], named_cube: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

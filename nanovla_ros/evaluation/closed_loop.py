@@ -135,7 +135,7 @@ def _run_one(job: tuple[str, str, int, int, int | None, int]) -> EpisodeResult:
 
 def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None) -> dict[str, np.ndarray]:
     """Every workcell instruction's embedding: from a feature cache's table if given, else the encoder."""
-    from nanovla_ros.sim.tasks import all_instructions
+    from nanovla_ros.tasks import all_instructions
 
     texts = all_instructions()
     if table_dir:

@@ -6,12 +6,14 @@ Shapes: B batch, H horizon, D d_model, N cameras, C image channels, h' x w' imag
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES, NanoVLAConfig, image_encoder_id
 
 # The auxiliary head's output: the named cube's x, y and its goal's x, y (nanovla_ros.sim.tasks.task_positions).
@@ -450,6 +452,69 @@ class NanoVLA(nn.Module):
 
     def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
         return actions_n * self.action_std + self.action_mean
+
+    # --- model surgery: the same model changed in one respect, keeping every weight it can
+    def shorter_horizon(self, horizon: int) -> NanoVLA:
+        """The same model predicting the first ``horizon`` actions of its chunk: e.g. a model trained with H = h (fixed
+        chunking) fine-tuned from an H_train checkpoint. Only the action slots' learned positions
+        depend on H (the posterior's positions are a fixed table): the first ``horizon`` of them are kept."""
+        short = NanoVLA(replace(self.config, horizon=horizon))
+        state = self.state_dict()
+        state["query_pos.weight"] = state["query_pos.weight"][:horizon]
+        short.load_state_dict(state)
+        return short.eval()
+
+
+    def with_fine_features(self) -> NanoVLA:
+        """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a projection of
+        the fine cells whose weights are zero, so it computes what it did until training gives them weight (their
+        standardisation, ``fine_mean`` / ``fine_std``, is the caller's: ``train`` sets it from the run's features)."""
+        fine = NanoVLA(replace(self.config, fine_features=True))
+        missing, unexpected = fine.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and set(missing) == {"fine_proj.weight", "fine_proj.bias", "fine_mean", "fine_std"}, \
+            (missing, unexpected)
+        return fine.eval()
+
+
+    def with_other_language_encoder(self, language_encoder_id: str, new_vectors: np.ndarray,
+                                    old_vectors: np.ndarray, ridge: float = 0.1) -> NanoVLA:
+        """The same model reading another language encoder's instruction vectors (NanoVLA-S -> -L or back): every
+        weight it had but those that read the instruction (``language_proj``, and ``film`` if it has one), which are
+        fitted by ridge regression so that the new encoder's vectors of the given instructions (``new_vectors``, (N,
+        L')) give the model the tokens that the old encoder's vectors of the same instructions (``old_vectors``, (N, L))
+        gave it: on those instructions it starts out computing what it did. The instruction normalisation comes from
+        ``new_vectors``; give the training instructions only (one row per episode or per instruction). ``ridge`` (per
+        row, on standardised vectors): with the workcell's 132 training instructions in Gemma's 640 dimensions a near-exact
+        fit (1e-3) sends the held-out stacking paraphrase's token nearest pick-and-place; 0.1 keeps it nearest stacking
+        at 17 % of the token's size off on the training instructions (`scripts/eval/probe_refit.py`)."""
+        new_vectors, old_vectors = np.asarray(new_vectors, np.float64), np.asarray(old_vectors, np.float64)
+        if new_vectors.shape[0] != old_vectors.shape[0] or old_vectors.shape[1] != self.config.language_dim:
+            raise ConfigError(f"instruction vectors {new_vectors.shape} (new) and {old_vectors.shape} (old) must pair "
+                              f"row by row, the old ones of the model's width {self.config.language_dim}")
+        other = NanoVLA(replace(self.config, language_dim=new_vectors.shape[1], language_encoder_id=language_encoder_id))
+        reads_language = {"language_proj.weight", "language_proj.bias", "film.weight", "film.bias", "language_mean",
+                          "language_std"}
+        missing, unexpected = other.load_state_dict(
+            {k: v for k, v in self.state_dict().items() if k not in reads_language}, strict=False)
+        assert not unexpected and set(missing) <= reads_language, (missing, unexpected)
+        mean, std = language_statistics(new_vectors)
+        other.set_normalization(None, None, None, None, language_mean=mean, language_std=std)
+        with torch.no_grad():
+            old_n = (torch.as_tensor(old_vectors, dtype=torch.float32) - self.language_mean) / self.language_std
+            new_n = (new_vectors - mean) / std
+            design = np.concatenate([new_n, np.ones((len(new_n), 1))], axis=1)  # (N, L' + 1): weights and bias
+            penalty = np.eye(design.shape[1])
+            penalty[-1, -1] = 0.0  # the bias is not shrunk
+            gram = design.T @ design + ridge * len(design) * penalty
+            for name in ("language_proj", "film"):
+                old_layer, new_layer = getattr(self, name), getattr(other, name)
+                if old_layer is None:
+                    continue
+                targets = old_layer(old_n).double().numpy()  # (N, out): what the model read from the old vectors
+                solution = np.linalg.solve(gram, design.T @ targets)  # (L' + 1, out)
+                new_layer.weight.copy_(torch.as_tensor(solution[:-1].T, dtype=torch.float32))
+                new_layer.bias.copy_(torch.as_tensor(solution[-1], dtype=torch.float32))
+        return other.eval()
 
 
 class NanoVLAPolicy(nn.Module):

@@ -16,10 +16,10 @@ import numpy as np
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
 from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.frames import SharedFrameWriter
 from nanovla_ros.sim.servo_bridge import WorkcellServoBridge
 from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
+from nanovla_ros.transport.shared_frames import SharedFrameWriter
 
 log = logging.getLogger(__name__)
 

@@ -16,50 +16,21 @@ from nanovla_ros.sim.workcell import (
     WORKSPACE,
     Workcell,
 )
+from nanovla_ros.tasks import (  # noqa: F401 - the task metadata, re-exported for the simulator's users
+    DIRECTION_WORDS,
+    HELDOUT_PAIRS,
+    KINDS,
+    PUSH_DISTANCE_M,
+    TEMPLATES,
+    TRAINING_ONLY_TEMPLATES,
+    Task,
+    all_instructions,
+    instruction_rows,
+    say,
+)
 
-KINDS = ("pick_place", "push", "touch", "stack")
+# Unit vectors on the table of each push direction (nanovla_ros.tasks.DIRECTION_WORDS names them).
 DIRECTIONS = {"left": np.array([0.0, 1.0]), "right": np.array([0.0, -1.0]), "forward": np.array([1.0, 0.0])}
-DIRECTION_WORDS = {"left": "to the left", "right": "to the right", "forward": "away from the robot"}
-PUSH_DISTANCE_M = 0.05  # a push succeeds once the cube moved this far in the asked direction
-
-# Instruction templates: the first group trains, the second is held out for evaluation only.
-TEMPLATES = {
-    "pick_place": (["put the {cube} cube in the {target} square", "place the {cube} cube on the {target} square",
-                    "move the {cube} block into the {target} square",
-                    "pick up the {cube} cube and put it in the {target} square"],
-                   ["drop the {cube} block onto the {target} square", "set the {cube} cube down inside the {target} square"]),
-    "push": (["push the {cube} cube {direction}", "slide the {cube} block {direction}",
-              "nudge the {cube} cube {direction}"],
-             ["shove the {cube} block {direction}"]),
-    "touch": (["touch the {cube} cube", "tap the {cube} block", "poke the {cube} cube"],
-              ["reach out and touch the {cube} block"]),
-    "stack": (["stack the {cube} cube on the {target} cube", "put the {cube} block on top of the {target} block",
-               "place the {cube} cube onto the {target} cube"],
-              ["build a tower with the {cube} cube on the {target} cube"]),
-}
-# More ways of saying each task, for demonstrations only (`nanovla collect --in-process --more-phrasings`): never
-# evaluated and never held out (the held-out paraphrases above stay unseen). Held-out stacking failed on its one
-# paraphrase, which lands almost halfway to another task in the instruction space (README, diagnosis 16); more
-# phrasings of each task in training are the fix to try.
-TRAINING_ONLY_TEMPLATES = {
-    "pick_place": ["bring the {cube} cube to the {target} square",
-                   "carry the {cube} block over to the {target} square"],
-    "push": ["give the {cube} cube a push {direction}", "move the {cube} block {direction} by pushing it"],
-    "touch": ["make contact with the {cube} cube", "put the gripper on the {cube} block"],
-    "stack": ["set the {cube} cube on top of the {target} cube", "pile the {cube} block onto the {target} block",
-              "lift the {cube} cube and put it on the {target} cube"],
-}
-# Colour-square pairings never seen in training.
-HELDOUT_PAIRS = {("red", "purple"), ("green", "yellow"), ("blue", "white")}
-
-
-@dataclass(frozen=True)
-class Task:
-    kind: str
-    cube: str
-    target: str  # square colour (pick_place), direction (push), other cube (stack), "" (touch)
-    instruction: str
-    split: str  # "train" or "heldout"
 
 
 @dataclass(frozen=True)
@@ -115,11 +86,7 @@ def sample_task(rng: np.random.Generator, kind: str | None = None, split: str = 
         templates = train_templates + heldout_templates
     else:
         templates = heldout_templates
-    return Task(kind, cube, target, _say(templates[rng.integers(0, len(templates))], cube, target), split)
-
-
-def _say(template: str, cube: str, target: str) -> str:
-    return template.format(cube=cube, target=target, direction=DIRECTION_WORDS.get(target, ""))
+    return Task(kind, cube, target, say(templates[rng.integers(0, len(templates))], cube, target), split)
 
 
 def rephrased(task: Task, rng: np.random.Generator) -> Task:
@@ -128,7 +95,7 @@ def rephrased(task: Task, rng: np.random.Generator) -> Task:
     if task.split != "train":
         return task
     templates = TEMPLATES[task.kind][0] + TRAINING_ONLY_TEMPLATES[task.kind]
-    return replace(task, instruction=_say(templates[rng.integers(0, len(templates))], task.cube, task.target))
+    return replace(task, instruction=say(templates[rng.integers(0, len(templates))], task.cube, task.target))
 
 
 def arm_geoms(model: mujoco.MjModel) -> set[int]:
@@ -216,25 +183,3 @@ def square_positions(workcell: Workcell) -> dict[str, list[float]]:
     """{colour: [x, y]} metres of the target squares (they do not move: one per episode, in its metadata; the task
     head's goal queries ask where another instruction's square is in a scene)."""
     return {c: [round(float(v), 5) for v in workcell.square_position(c)[:2]] for c in SQUARE_COLOURS}
-
-
-def instruction_rows() -> list[tuple[str, str, str]]:
-    """(text, kind, split) of every instruction the workcell can give, sorted: "train" for the training phrasings
-    (the training-only ones included) of training pairings, "heldout" for the held-out paraphrases and
-    pick-and-place's held-out colour pairings."""
-    rows = set()
-    for kind, (train, heldout) in TEMPLATES.items():
-        for template in train + heldout + TRAINING_ONLY_TEMPLATES[kind]:
-            for cube in CUBE_COLOURS:
-                targets = {"pick_place": list(SQUARE_COLOURS), "push": list(DIRECTIONS), "touch": [""],
-                           "stack": [c for c in CUBE_COLOURS if c != cube]}[kind]
-                for target in targets:
-                    held = template in heldout or (kind == "pick_place" and (cube, target) in HELDOUT_PAIRS)
-                    rows.add((_say(template, cube, target), kind, "heldout" if held else "train"))
-    return sorted(rows)
-
-
-def all_instructions() -> list[str]:
-    """Every instruction the workcell can give, both splits and the training-only phrasings, sorted (for
-    embedding tables)."""
-    return sorted({text for text, _, _ in instruction_rows()})

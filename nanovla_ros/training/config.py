@@ -54,7 +54,7 @@ class TrainConfig:
                                          "every other weight and refit the instruction projection by ridge "
                                          "regression, so that this run's encoder's vectors of the training "
                                          "instructions give the tokens the checkpoint's encoder's gave "
-                                         "(trainer.with_other_language_encoder).")
+                                         "(NanoVLA.with_other_language_encoder).")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
                                        "Off by default: in the grounding probe it learned the colour faster but ended "
                                        "no better (README, diagnosis 7); with the task head it did worse in closed "

@@ -49,7 +49,7 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
     demos = load_demonstrations(data_dir, cameras=cameras)
     cache = cache_dir_of(data_dir)
     if with_instructions and not (cache / "instructions").is_dir():
-        from nanovla_ros.sim.tasks import all_instructions
+        from nanovla_ros.tasks import all_instructions
 
         write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
     encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride, fine=fine_features)

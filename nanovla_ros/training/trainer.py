@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,69 +138,6 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 
-def shorter_horizon(model: NanoVLA, horizon: int) -> NanoVLA:
-    """The same model predicting the first ``horizon`` actions of its chunk: the fixed-chunking arm of the chunking
-    ablation (trained with H = h) fine-tuned from an H_train checkpoint. Only the action slots' learned positions
-    depend on H (the posterior's positions are a fixed table): the first ``horizon`` of them are kept."""
-    short = NanoVLA(replace(model.config, horizon=horizon))
-    state = model.state_dict()
-    state["query_pos.weight"] = state["query_pos.weight"][:horizon]
-    short.load_state_dict(state)
-    return short.eval()
-
-
-def with_fine_features(model: NanoVLA) -> NanoVLA:
-    """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a projection of
-    the fine cells whose weights are zero, so it computes what it did until training gives them weight (their
-    standardisation, ``fine_mean`` / ``fine_std``, is the caller's: ``train`` sets it from the run's features)."""
-    fine = NanoVLA(replace(model.config, fine_features=True))
-    missing, unexpected = fine.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and set(missing) == {"fine_proj.weight", "fine_proj.bias", "fine_mean", "fine_std"}, \
-        (missing, unexpected)
-    return fine.eval()
-
-
-def with_other_language_encoder(model: NanoVLA, language_encoder_id: str, new_vectors: np.ndarray,
-                                old_vectors: np.ndarray, ridge: float = 0.1) -> NanoVLA:
-    """The same model reading another language encoder's instruction vectors (NanoVLA-S -> -L or back): every
-    weight it had but those that read the instruction (``language_proj``, and ``film`` if it has one), which are
-    fitted by ridge regression so that the new encoder's vectors of the given instructions (``new_vectors``, (N,
-    L')) give the model the tokens that the old encoder's vectors of the same instructions (``old_vectors``, (N, L))
-    gave it: on those instructions it starts out computing what it did. The instruction normalisation comes from
-    ``new_vectors``; give the training instructions only (one row per episode or per instruction). ``ridge`` (per
-    row, on standardised vectors): with the workcell's 132 training instructions in Gemma's 640 dimensions a near-exact
-    fit (1e-3) sends the held-out stacking paraphrase's token nearest pick-and-place; 0.1 keeps it nearest stacking
-    at 17 % of the token's size off on the training instructions (`scripts/eval/probe_refit.py`, README)."""
-    new_vectors, old_vectors = np.asarray(new_vectors, np.float64), np.asarray(old_vectors, np.float64)
-    if new_vectors.shape[0] != old_vectors.shape[0] or old_vectors.shape[1] != model.config.language_dim:
-        raise ConfigError(f"instruction vectors {new_vectors.shape} (new) and {old_vectors.shape} (old) must pair "
-                          f"row by row, the old ones of the model's width {model.config.language_dim}")
-    other = NanoVLA(replace(model.config, language_dim=new_vectors.shape[1], language_encoder_id=language_encoder_id))
-    reads_language = {"language_proj.weight", "language_proj.bias", "film.weight", "film.bias", "language_mean",
-                      "language_std"}
-    missing, unexpected = other.load_state_dict(
-        {k: v for k, v in model.state_dict().items() if k not in reads_language}, strict=False)
-    assert not unexpected and set(missing) <= reads_language, (missing, unexpected)
-    mean, std = language_statistics(new_vectors)
-    other.set_normalization(None, None, None, None, language_mean=mean, language_std=std)
-    with torch.no_grad():
-        old_n = (torch.as_tensor(old_vectors, dtype=torch.float32) - model.language_mean) / model.language_std
-        new_n = (new_vectors - mean) / std
-        design = np.concatenate([new_n, np.ones((len(new_n), 1))], axis=1)  # (N, L' + 1): weights and bias
-        penalty = np.eye(design.shape[1])
-        penalty[-1, -1] = 0.0  # the bias is not shrunk
-        gram = design.T @ design + ridge * len(design) * penalty
-        for name in ("language_proj", "film"):
-            old_layer, new_layer = getattr(model, name), getattr(other, name)
-            if old_layer is None:
-                continue
-            targets = old_layer(old_n).double().numpy()  # (N, out): what the model read from the old vectors
-            solution = np.linalg.solve(gram, design.T @ targets)  # (L' + 1, out)
-            new_layer.weight.copy_(torch.as_tensor(solution[:-1].T, dtype=torch.float32))
-            new_layer.bias.copy_(torch.as_tensor(solution[-1], dtype=torch.float32))
-    return other.eval()
-
-
 def _lr(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -252,7 +188,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             if init_instruction_vectors is None:
                 raise ConfigError(f"refit_language: the training instructions' {model.config.language_encoder_id!r} "
                                   "vectors are needed (run_training reads them from the cache)")
-            model = with_other_language_encoder(model, language_encoder_id, instruction_vectors[train_eps],
+            model = model.with_other_language_encoder(language_encoder_id, instruction_vectors[train_eps],
                                                 init_instruction_vectors[train_eps])
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
@@ -268,10 +204,10 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         # horizon changed (the fixed-chunking arms: exported with their own h)
         inherited_h = lineage.get("execute_steps") if config.horizon == c.horizon else None
         if config.horizon < c.horizon:
-            model = shorter_horizon(model, config.horizon)
+            model = model.shorter_horizon(config.horizon)
         fine_is_new = config.fine_features and not c.fine_features
         if fine_is_new:
-            model = with_fine_features(model)
+            model = model.with_fine_features()
     else:
         inherited_h = None
         lineage = None

@@ -138,7 +138,7 @@ train)
   setsid nohup bash $RUN/train_job.sh > $RUN/train_job.log 2>&1 < /dev/null &
   sleep 5; cat $RUN/train_job.sh ;;
 dagger)
-  # ROUNDS rounds of DAgger (nanovla_ros.sim.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
+  # ROUNDS rounds of DAgger (nanovla_ros.evaluation.dagger) on DAGGER_TASKS, starting from CKPT (default: the shipped
   # checkpoint), aggregated with DEMO_EPS fresh expert episodes of every task (seeds DEMO_SEED (14000) on, so the
   # other tasks are not forgotten; 0: DAgger data only; PHRASINGS=1: said with the training-only phrasings too,
   # which the carried data/tables must hold: regenerate them after a change of sim/tasks.py). Round r: DEPS

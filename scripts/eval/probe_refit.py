@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How well does a NanoVLA checkpoint move to the other language encoder? (`nanovla train --refit-language`)
 
-`trainer.with_other_language_encoder` keeps every weight of a checkpoint but its instruction projection, which it
+`NanoVLA.with_other_language_encoder` keeps every weight of a checkpoint but its instruction projection, which it
 fits by ridge regression so that the other encoder's vectors of the training instructions give the instruction
 tokens the checkpoint's own encoder gave. This probe does that fit for the workcell's instructions from the cached
 tables of both encoders and reports, per ridge strength: the fit's error on the training instructions, and on the
@@ -23,8 +23,7 @@ import torch
 
 from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
-from nanovla_ros.sim.tasks import TEMPLATES, instruction_rows
-from nanovla_ros.training.trainer import with_other_language_encoder
+from nanovla_ros.tasks import TEMPLATES, instruction_rows
 
 
 def tokens(model, vectors: np.ndarray) -> np.ndarray:
@@ -59,7 +58,7 @@ def main() -> None:
           "nearest training task |")
     print("|---|---|---|")
     for ridge in args.ridge:
-        refit = with_other_language_encoder(model, others[0], new, old, ridge=ridge)
+        refit = model.with_other_language_encoder(others[0], new, old, ridge=ridge)
         refit_train = tokens(refit, new)
         cells = []
         for kind in TEMPLATES:

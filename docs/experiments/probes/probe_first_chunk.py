@@ -29,7 +29,7 @@ import mujoco
 from nanovla_ros.evaluation.closed_loop import instruction_embeddings
 from nanovla_ros.model.checkpoint import load_checkpoint
 from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
-from nanovla_ros.sim.dagger import expert_chunk
+from nanovla_ros.evaluation.dagger import expert_chunk
 from nanovla_ros.sim.tasks import TEMPLATES, Task, sample_layout
 from nanovla_ros.sim.workcell import CUBE_COLOURS, SQUARE_COLOURS, Workcell
 

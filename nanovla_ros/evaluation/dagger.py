@@ -5,17 +5,15 @@ rate limit). Every ``sample_every`` control steps the frames, the joint state, a
 state are recorded: the physics is saved, a fresh expert plans from the arm's current pose and the cubes'
 current positions and runs ``horizon`` steps (its commands, rate-limited from the policy's last command, are
 the label chunk), and the physics is restored, so the policy's episode continues untouched. The labels thus
-say how to recover from where the policy actually goes (closed loop the cloned policies end 2-7 cm off the
-cube: README "data loop"), which demonstrations alone never show.
+say how to recover from where the policy actually goes (closed loop, cloned policies end centimetres off the
+cube), which demonstrations alone never show.
 
 The expert resumes its plan where the arm is (``ScriptedExpert(resume=True)``): over the cube and below the
 approach height it descends, with the cube lifted in the jaws it carries it on (and over the goal below the lift
 height it goes on down and lets go), low and in line behind a pushed cube it pushes on, anywhere else it starts
-at the approach above the cube (the recovery from a miss). A first version restarted every label at the approach:
-states on the way down were then labelled "climb back up", and one round of fine-tuning on such labels made
-the policy hover 3-5 cm above the cubes (0 / 400, README "run 8"). The same fault, left at the placing and the
-push through run 24 (README, diagnosis 18), labelled a descent onto the goal "climb back to lift height first" and
-a push under way "back off to the approach".
+at the approach above the cube (the recovery from a miss). Restarting every label at the approach instead would
+label states on the way down "climb back up", a descent onto the goal "climb back to lift height first" and a push
+under way "back off to the approach"; a policy fine-tuned on such labels hovers above the cubes.
 
 Shards have the format of ``nanovla_ros.data.demos``; sample i's label chunk is rows i*L .. i*L + L - 1 of
 ``actions`` (L = ``label_steps`` <= the model's horizon H) and its ``action_end`` row ends it, so the steps
@@ -26,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nanovla_ros.driver.config import DriverConfig
+from nanovla_ros.evaluation.closed_loop import run_policy_episode
 from nanovla_ros.sim.experts import ScriptedExpert
 from nanovla_ros.sim.tasks import Task, cube_positions, square_positions, task_positions
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
@@ -53,9 +53,6 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
                    label_steps: int | None = None) -> dict:
     """One policy episode (the evaluation harness's loop) with expert labels, as shard fields (see the module
     docstring)."""
-    from nanovla_ros.driver.config import DriverConfig
-    from nanovla_ros.evaluation.closed_loop import run_policy_episode
-
     max_step_rad = DriverConfig().max_step_rad  # the labels are rate-limited like the policy's commands
     horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
     cameras = policy.config.cameras
