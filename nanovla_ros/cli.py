@@ -248,7 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nanovla_ros.evaluation.closed_loop import evaluate, results_json, summarise
 
     if args.graph:
-        from nanovla_ros.evaluation.graph_mode import run_graph_episodes
+        from nanovla_ros.graph_evaluation import run_graph_episodes
 
         report = run_graph_episodes(args.checkpoint, args.task, args.split[0], args.episodes, args.first_seed,
                                     str(Path(args.out).parent / "graph_logs"), max_steps=args.max_steps,

@@ -1,45 +1,89 @@
-"""The core rings never import ROS (STYLE.md, rule 1)."""
+"""The package's layers (STYLE.md rules 1 and 9; docs/architecture.md): imports run down the rings, never up or
+sideways, and the core never loads ROS. The module list is found by walking the package, so a new module is
+checked the day it lands."""
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
-CORE_MODULES = [
-    "nanovla_ros.configuration",
-    "nanovla_ros.graph",
-    "nanovla_ros.camera.image_codec",
-    "nanovla_ros.camera.sources",
-    "nanovla_ros.camera.intrinsics",
-    "nanovla_ros.language.text",
-    "nanovla_ros.language.cache",
-    "nanovla_ros.language.encoders",
-    "nanovla_ros.language.service",
-    "nanovla_ros.routing.router",
-    "nanovla_ros.policy.config",
-    "nanovla_ros.driver.config",
-    "nanovla_ros.driver.control_table",
-    "nanovla_ros.driver.bus",
-    "nanovla_ros.driver.emulator",
-    "nanovla_ros.driver.calibration",
-    "nanovla_ros.driver.calibrate",
-    "nanovla_ros.driver.executor",
-    "nanovla_ros.driver.arm",
-    "nanovla_ros.model.configuration_nanovla",
-    "nanovla_ros.model.modeling_nanovla",
-    "nanovla_ros.model.checkpoint",
-    "nanovla_ros.model.feature_cache",
-    "nanovla_ros.policy.runner",
-    "nanovla_ros.sim.workcell",
-    "nanovla_ros.recording.bags",
-    "nanovla_ros.recording.config",
-    "nanovla_ros.data.demos",
-    "nanovla_ros.data.lerobot_format",
-    "nanovla_ros.training.config",
-    "nanovla_ros.training.trainer",
-    "nanovla_ros.training.pipeline",
-    "nanovla_ros.evaluation.closed_loop",
-    "nanovla_ros.sim.tasks",
-    "nanovla_ros.sim.experts",
-    "nanovla_ros.sim.servo_bridge",
-]
+PACKAGE = Path(__file__).resolve().parents[1] / "nanovla_ros"
+
+# Component (a subpackage, or a top-level module) -> the components it may import. Components not listed as a
+# key of CORE are the application ring (nodes, launcher, CLI, client, demo, collection, graph evaluation), which
+# may import anything.
+CORE = {
+    "configuration": set(),
+    "tasks": set(),  # what the workcell's tasks mean: kinds, objects, phrasings, splits
+    "transport": set(),  # the shared-memory frame block between the workcell and the camera
+    "graph": set(),  # the node list and launch arguments, read by both launchers
+    "language": {"configuration"},
+    "driver": {"configuration"},
+    "recording": {"configuration"},
+    "camera": {"configuration", "transport"},
+    "model": {"configuration", "language"},
+    "policy": {"configuration", "language", "model"},
+    "routing": {"configuration", "language", "model"},
+    "sim": {"configuration", "tasks", "transport", "driver", "language"},
+    "data": {"configuration", "tasks", "recording", "driver", "camera", "model"},
+    "training": {"configuration", "tasks", "data", "model", "language"},
+    "evaluation": {"configuration", "tasks", "sim", "driver", "model", "policy", "language"},
+}
+ROS_PREFIXES = ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "builtin_interfaces",
+                "rcl_interfaces", "nanovla_ros.msg", "nanovla_ros.srv")
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def _component(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path) -> set[str]:
+    """Every absolute module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from nanovla_ros import launcher`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _core_modules() -> list[str]:
+    return [m for m in _modules() if _component(m) in CORE]
+
+
+def test_the_walk_finds_the_package_s_modules():
+    modules = _modules()
+    assert "nanovla_ros.driver.bus" in modules and "nanovla_ros.nodes.router_node" in modules
+    assert len(_core_modules()) > 60, len(_core_modules())
+
+
+def test_imports_run_down_the_rings():
+    known = {_component(m) for m in _modules()} | {"msg", "srv"}
+    wrong = []
+    for module, path in _modules().items():
+        component = _component(module)
+        if component not in CORE:
+            continue
+        for target in _imports(path):
+            if not target.startswith("nanovla_ros."):
+                if target.split(".")[0] in ("rclpy",) or target.startswith(ROS_PREFIXES):
+                    wrong.append(f"{module} imports {target} (ROS, in the core)")
+                continue
+            other = _component(target)
+            if other in known and other != component and other not in CORE[component]:
+                wrong.append(f"{module} imports {target} ({component} may import {sorted(CORE[component])})")
+    assert not wrong, "\n".join(wrong)
 
 
 def _loaded_after_import(modules: list[str]) -> set[str]:
@@ -49,9 +93,8 @@ def _loaded_after_import(modules: list[str]) -> set[str]:
 
 
 def test_core_modules_do_not_load_rclpy_or_messages():
-    loaded = _loaded_after_import(CORE_MODULES)
-    ros = sorted(m for m in loaded if m.split(".")[0] in ("rclpy", "sensor_msgs", "std_msgs", "rcl_interfaces")
-                 or m.startswith("nanovla_ros.msg") or m.startswith("nanovla_ros.srv"))
+    loaded = _loaded_after_import(_core_modules())
+    ros = sorted(m for m in loaded if m.startswith(ROS_PREFIXES))
     assert ros == [], f"core modules pulled in ROS modules: {ros}"
 
 
