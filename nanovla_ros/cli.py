@@ -121,10 +121,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from nanovla_ros.driver.bus import BusError, FeetechBus
     from nanovla_ros.driver.calibrate import Calibrator
     from nanovla_ros.driver.calibration import CalibrationError
-    from nanovla_ros.driver.config import SO101_JOINTS
+    from nanovla_ros.driver.config import SO101_MOTORS
     from nanovla_ros.driver.emulator import Sts3215BusEmulator
 
-    ids = {name: i for i, name in enumerate(SO101_JOINTS, start=1)}
+    ids = {name: motor.id for name, motor in SO101_MOTORS.items()}
     emulator = Sts3215BusEmulator().start() if args.sim else None
     port = emulator.port_name if emulator else args.port
     ask = (lambda prompt: print(prompt + " [sim: continuing]")) if args.sim else input

@@ -123,3 +123,14 @@ def test_calibrate_command_runs_against_the_emulator(tmp_path):
     assert main(["calibrate", "--sim", "--out", str(out)]) == 0
     calibration = ArmCalibration.load(out, SO101_JOINTS)
     assert calibration.motors["elbow_flex"].range_min == 1300 and calibration.motors["elbow_flex"].range_max == 2800
+
+
+def test_servo_ids_come_from_the_motor_table():
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.driver.config import SO101_JOINTS, SO101_MOTORS, servo_id
+
+    assert [servo_id(j) for j in SO101_JOINTS] == [1, 2, 3, 4, 5, 6]  # LeRobot's SO-101
+    assert {m.model for m in SO101_MOTORS.values()} == {"sts3215"}
+    assert [default_calibration(SO101_JOINTS).motors[j].id for j in SO101_JOINTS] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ConfigError, match="not an SO-101 motor"):
+        servo_id("elbow")

@@ -29,7 +29,7 @@ import numpy as np
 from nanovla_ros.driver import control_table as ct
 from nanovla_ros.driver.bus import BusError, BusReadError, ServoBus
 from nanovla_ros.driver.calibration import ArmCalibration, CalibrationError
-from nanovla_ros.driver.config import DriverConfig
+from nanovla_ros.driver.config import DriverConfig, servo_id
 from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected, Command
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class So101Arm:
             calibration.check_joints(self.joints)
             self.ids = {n: calibration.motors[n].id for n in self.joints}
         else:
-            self.ids = {n: i for i, n in enumerate(self.joints, start=1)}  # LeRobot's SO-101 ids 1-6
+            self.ids = {n: servo_id(n) for n in self.joints}
         self.health = ArmHealth(telemetry={n: JointTelemetry() for n in self.joints})
         limits = calibration.limits_rad(self.joints) if calibration else [(-np.pi, np.pi)] * len(self.joints)
         self.executor = ChunkExecutor.from_config(config, limits)

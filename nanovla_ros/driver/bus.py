@@ -35,6 +35,7 @@ from typing import Protocol
 import scservo_sdk as scs
 
 from nanovla_ros.driver import control_table as ct
+from nanovla_ros.driver.config import SO101_MOTORS
 from nanovla_ros.driver.control_table import REGISTERS
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class BusStats:
     unexpected_replies: int = 0  # valid packets that answer nothing asked (wrong id or length), discarded
     per_servo_failures: dict[int, int] = field(default_factory=dict)
 
+
+SO101_IDS = tuple(m.id for m in SO101_MOTORS.values())
 
 # How long a reply stays owed after its request gave up. Any reply that answers a later request settles
 # the ledger earlier (servos answer in order); this only bounds it while the whole bus is silent.
@@ -297,7 +300,7 @@ class FeetechBus:
             self._count_failure(result, [servo_id])
         return None
 
-    def scan(self, ids: Iterable[int] = range(1, 7), attempts: int | None = None) -> dict[int, int]:
+    def scan(self, ids: Iterable[int] = SO101_IDS, attempts: int | None = None) -> dict[int, int]:
         """id -> model number of every servo that answers."""
         found = {}
         for servo_id in ids:

@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nanovla_ros.driver.config import servo_id
 from nanovla_ros.driver.control_table import HALF_TURN_TICKS, MAX_TICK, TICKS_PER_TURN
 
 RAD_PER_TICK = 2.0 * math.pi / TICKS_PER_TURN
@@ -106,16 +107,16 @@ def gripper_percent(calibration: MotorCalibration, rad: float) -> float:
 
 
 def default_calibration(joint_names: tuple[str, ...]) -> ArmCalibration:
-    """A symmetric calibration for the emulated arm (ids 1..n, offset 0, ranges about the half turn).
+    """A symmetric calibration for the emulated arm (the SO-101's servo ids, offset 0, ranges about the half turn).
 
     Ranges follow the SO-101's mechanical travel roughly: +-110 deg for the arm joints, the gripper
     from -10 to +100 deg. Only for the simulated arm: a real arm must be calibrated.
     """
     motors = {}
-    for index, name in enumerate(joint_names, start=1):
+    for name in joint_names:
         low_deg, high_deg = (-10.0, 100.0) if name == "gripper" else (-110.0, 110.0)
         motors[name] = MotorCalibration(
-            id=index, drive_mode=0, homing_offset=0,
+            id=servo_id(name), drive_mode=0, homing_offset=0,
             range_min=int(round(HALF_TURN_TICKS + math.radians(low_deg) / RAD_PER_TICK)),
             range_max=int(round(HALF_TURN_TICKS + math.radians(high_deg) / RAD_PER_TICK)))
     return ArmCalibration(motors)

@@ -3,10 +3,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanovla_ros.configuration import param, require
+from nanovla_ros.configuration import ConfigError, param, require
 
-# LeRobot's SO-101 motor names, servo ids 1-6 in this order.
-SO101_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+@dataclass(frozen=True)
+class Motor:
+    """One servo of the arm: its bus id and model (LeRobot's ``Motor(id, model, ...)``)."""
+
+    id: int
+    model: str
+
+
+# The SO-101's motors as LeRobot names them: the one place servo ids are declared.
+SO101_MOTORS: dict[str, Motor] = {
+    "shoulder_pan": Motor(1, "sts3215"),
+    "shoulder_lift": Motor(2, "sts3215"),
+    "elbow_flex": Motor(3, "sts3215"),
+    "wrist_flex": Motor(4, "sts3215"),
+    "wrist_roll": Motor(5, "sts3215"),
+    "gripper": Motor(6, "sts3215"),
+}
+SO101_JOINTS = tuple(SO101_MOTORS)  # the joint order of commands and states
+
+
+def servo_id(joint: str) -> int:
+    """The SO-101 servo id of ``joint``; a clear error for a name the table does not have."""
+    if joint not in SO101_MOTORS:
+        raise ConfigError(f"joint {joint!r} is not an SO-101 motor ({list(SO101_MOTORS)}); give a calibration file, "
+                          "which names each motor's id")
+    return SO101_MOTORS[joint].id
 
 
 @dataclass(frozen=True)

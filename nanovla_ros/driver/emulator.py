@@ -26,6 +26,7 @@ import tty
 from dataclasses import dataclass
 
 from nanovla_ros.driver import control_table as ct
+from nanovla_ros.driver.config import SO101_MOTORS
 from nanovla_ros.driver.control_table import REGISTERS, Register
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class EmulatedServo:
 class Sts3215BusEmulator:
     """Servos 1-6 (by default) behind one pseudo-terminal."""
 
-    def __init__(self, ids: tuple[int, ...] = (1, 2, 3, 4, 5, 6), faults: FaultConfig | None = None,
+    def __init__(self, ids: tuple[int, ...] = tuple(m.id for m in SO101_MOTORS.values()), faults: FaultConfig | None = None,
                  physics_dt_s: float = 0.002, external_motion: bool = False) -> None:
         """``external_motion``: the servos do not move by their own motor model; something else (the
         simulated workcell, through ``locked()``) reads their goals and writes their positions."""

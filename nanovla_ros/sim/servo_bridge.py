@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nanovla_ros.driver.calibration import RAD_PER_TICK, ArmCalibration, MotorCalibration
+from nanovla_ros.driver.config import servo_id
 from nanovla_ros.driver.control_table import HALF_TURN_TICKS
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
 from nanovla_ros.sim.workcell import JOINTS, Workcell
@@ -20,9 +21,9 @@ def sim_calibration(workcell: Workcell) -> ArmCalibration:
     """LeRobot-format calibration of the simulated arm: symmetric ranges about 2047 that cover each
     joint's simulated range (the workcell clips targets to the actuator ranges themselves)."""
     motors = {}
-    for servo_id, (name, low, high) in enumerate(zip(JOINTS, workcell.ctrl_low, workcell.ctrl_high, strict=True), start=1):
+    for name, low, high in zip(JOINTS, workcell.ctrl_low, workcell.ctrl_high, strict=True):
         half = int(np.ceil(max(abs(low), abs(high)) / RAD_PER_TICK))
-        motors[name] = MotorCalibration(servo_id, 0, 0, HALF_TURN_TICKS - half, HALF_TURN_TICKS + half)
+        motors[name] = MotorCalibration(servo_id(name), 0, 0, HALF_TURN_TICKS - half, HALF_TURN_TICKS + half)
     return ArmCalibration(motors)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import mujoco  # MUJOCO_GL is chosen in nanovla_ros/sim/__init__.py
 import numpy as np
 
+from nanovla_ros.driver.config import SO101_JOINTS
 from nanovla_ros.tasks import CUBES, SQUARES
 
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+JOINTS = SO101_JOINTS  # the arm's actuators, in the driver's joint order
 # RGB of the objects the tasks name (nanovla_ros.tasks.CUBES, SQUARES), in that order.
 CUBE_COLOURS = dict(zip(CUBES, [(0.85, 0.12, 0.1), (0.1, 0.7, 0.2), (0.12, 0.25, 0.9)], strict=True))
 SQUARE_COLOURS = dict(zip(SQUARES, [(0.95, 0.85, 0.1), (0.95, 0.95, 0.95), (0.55, 0.2, 0.7)], strict=True))
