@@ -4,7 +4,7 @@
   nanovla instruct "put the red cube in the yellow square" [--backbone auto|small|large]
   nanovla encode "some text" [--backbone small|large]  # = ros2 service call .../encode_instruction
   nanovla task                                         # print the latched current task
-  nanovla demo                                         # the README's main job
+  nanovla demo                                         # the main job on the simulated arm
   nanovla calibrate --port /dev/ttyACM0 --out arm.json  # SO-101 calibration (LeRobot's file format)
   nanovla prepare-models                               # convert/cache the frozen encoders (no ROS)
   nanovla bag repair BAG_OR_FOLDER                     # finish bags whose recorder was killed
@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--init-from a checkpoint of the other variant (e.g. --variant l from NanoVLA-S): refit its "
                          "instruction projection to this variant's encoder, keep the rest")
     tr.add_argument("--fine-lr-scale", type=float,
-                    help="learning rate of the fine cells' projection as a multiple of --lr (default 30: run 30)")
+                    help="learning rate of the fine cells' projection as a multiple of --lr (default 30)")
     tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"],
                     help="cameras the model reads (front first; default: the --init-from checkpoint's, else front)")
     tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept; what it reads and "

@@ -1,4 +1,4 @@
-"""`nanovla demo` (`make demo`): the README's main job, on the simulated SO-101 workcell.
+"""`nanovla demo` (`make demo`): the main job, on the simulated SO-101 workcell.
 
 It launches the whole suite with the workcell and the shipped NanoVLA-S checkpoint
 (`workcell:=true checkpoint:=nanovla_ros/checkpoints/nanovla_s_workcell.safetensors`), sends the scene's
@@ -8,9 +8,9 @@ policy -> action chunks -> driver -> Feetech protocol on the emulated bus -> MuJ
 frames. The last line says whether the workcell's success check passed. The scene seed is an evaluation
 seed (1000), not one the demonstrations were recorded on.
 
-The default task is touch: the shipped checkpoint (run 30 in the README) touches the named cube in 98 % of the
-evaluation episodes in process, pushes it in 95 %, picks and places in 97 % and stacks in 31 % (60 % with the
-training phrasings, 2 % with the held-out paraphrase); `--task` and `--seed` pick another scene.
+The default task is touch: the shipped checkpoint touches the named cube in 98 % of the evaluation episodes in
+process, pushes it in 95 %, picks and places in 97 % and stacks in 31 % (60 % with the training phrasings, 2 % with
+the held-out paraphrase; docs/MODEL_CARD.md); `--task` and `--seed` pick another scene.
 `--task pick_place --teleop` shows the rest of the suite doing pick-and-place with the workcell's scripted expert
 over the teleoperation path; without the shipped file (a trimmed checkout) the demo falls back to that path.
 """

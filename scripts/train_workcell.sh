@@ -5,18 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-# The shipped checkpoint is run 23 of the README: run 13 (this recipe, SOURCE=sim: 3530 successful episodes of the
-# experts as they were then, front and wrist cameras at 320 px, the auxiliary task head with colour queries, 6000
-# steps at batch 256, ~9 min on one H100), fine-tuned 4000 steps on fresh episodes of the no-wait experts (run 15),
-# then five DAgger rounds (step 5 below: runs 19-23, on three machines), each machine with fresh expert episodes of the
-# experts as they are now (grip 0.25 rad, a push that moves on; run 23's also said with `collect --more-phrasings`).
-# scripts/device/sim_run.sh is the same recipe on a lent GPU machine (README "Data loop" for its commands).
+# The shipped checkpoint started from this recipe (SOURCE=sim: ~3500 successful expert episodes, front and wrist
+# cameras at 320 px, the auxiliary task head with colour queries, 6000 steps at batch 256, ~9 min on one H100) and
+# went on through fine-tunes and DAgger rounds (step 5 below), each with fresh expert episodes; its lineage is in
+# its metadata and docs/experiments tells the story. scripts/device/sim_run.sh is the same recipe on a lent GPU
+# machine, in phases.
 # SOURCE=sim: the in-process fast path (1000 episodes per task, DART noise; ~5 min on 15 cores). SOURCE=graph: record
 # through the ROS graph, as with a real arm; its bags carry no object positions, so the task head is off there.
 SOURCE=${SOURCE:-sim}
-IMAGE_SIZE=${IMAGE_SIZE:-320}  # encoder input: 10x10 feature map (224 gives 7x7; see the README's diagnosis)
+IMAGE_SIZE=${IMAGE_SIZE:-320}  # encoder input: 10x10 feature map (224 gives 7x7: coarser cube positions)
 CAMERAS=${CAMERAS:-front wrist}  # the wrist view is recorded beside the front camera and read by the model
-TASK_HEAD=--task-loss-weight=1  # the named cube's (and goal's) x, y as an auxiliary target (README, diagnosis 8)
+TASK_HEAD=--task-loss-weight=1  # the named cube's (and goal's) x, y as an auxiliary target: binds the colour word
 if [ "$SOURCE" = sim ]; then
   $PY -m nanovla_ros.cli collect --in-process --task pick_place stack push touch --episodes 1000 --first-seed 10000 \
       --sample-every 10 --noise-rad 0.05 --cameras $CAMERAS --workers "$(nproc)" --out data/demos
@@ -39,7 +38,7 @@ done
 # 4. ship the small one in fp16
 SHIPPED=nanovla_ros/checkpoints/nanovla_s_workcell.safetensors
 $PY -m nanovla_ros.cli export out/train_s/best.safetensors "$SHIPPED"
-# 5. DAgger rounds (README, point 15): the last checkpoint drives pick-and-place, stacking and pushing, the expert
+# 5. DAgger rounds: the last checkpoint drives pick-and-place, stacking and pushing, the expert
 #    labels where it went (30-step labels at every 10th step), and the model is fine-tuned on everything so far.
 CKPT=$SHIPPED
 TABLES=$($PY -c "from nanovla_ros.training.pipeline import cache_dir_of; print(cache_dir_of('data/demos'))")

@@ -17,7 +17,7 @@ def _report(successes: dict) -> dict:
 def test_sign_test_p_values():
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 3) == 1.0
     assert sign_test_p(5, 0) == pytest.approx(2 / 32) and sign_test_p(0, 5) == pytest.approx(2 / 32)
-    assert sign_test_p(86, 57) == pytest.approx(0.019, abs=0.001)  # run 29's late-chunk comparison (README)
+    assert sign_test_p(86, 57) == pytest.approx(0.019, abs=0.001)  # against a hand computation of the binomial tail
 
 
 def test_files_pair_by_position_then_kind_split_and_seed():

@@ -1,5 +1,7 @@
-"""The checkpoint that ships with the package (what `make demo` runs): self-describing, small, and a policy that
-heads for the cube its instruction names (the failure that runs 6-12 had: README, diagnosis 7 and 8)."""
+"""The checkpoint that ships with the package (what `make demo` runs): properties any shipped checkpoint must
+have. It is small and fp16, describes itself (encoders, config, how it was trained, its lineage back to a model
+trained from scratch), declares an executed prefix that leaves slack for late chunks, and heads for the cube its
+instruction names (a colour-blind policy does not)."""
 import json
 from pathlib import Path
 
@@ -16,32 +18,24 @@ from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
 
 def test_the_shipped_checkpoint_is_fp16_small_and_self_describing():
-    assert SHIPPED_CHECKPOINT.stat().st_size < 30e6  # the issue's limit
+    assert SHIPPED_CHECKPOINT.stat().st_size < 30e6  # small enough to ship in the package
     setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
     assert "checkpoints/*.safetensors" in setup  # installed with the package
     metadata = read_metadata(SHIPPED_CHECKPOINT)
-    assert metadata["language_encoder_id"] == encoder_id("small")  # NanoVLA-S, on the packaged MiniLM
-    # 320 px, and each token also reads the stride-16 cells under it (fine features, run 29: README, point 24)
-    assert metadata["image_encoder_id"] == "efficientnet-lite0@320+s16"
-    assert json.loads(metadata["config"])["fine_features"]
-    extra = json.loads(metadata["extra"])
-    assert json.loads(metadata["config"])["task_loss_weight"] > 0 and extra["step"] > 0  # how it was made travels
-    # long-short chunking: H = 40, executing the h = 20 it declares, which leaves a slow host's late chunks 20 actions
-    # of slack (run 26's better H = 20 model did not ship for that: README, points 19 and 20)
-    assert json.loads(metadata["config"])["horizon"] == 40 and declared_execute_steps(extra) == 20
-    # with it: run 30 fine-tuned run 29 with the fine cells' projection learning 30x faster (README, point 25: what
-    # met the goals); run 29 fine-tuned run 26's second DAgger round (giving it the fine features), which fine-tuned its
-    # first (H = 40 from run 23's first 40 action slots); run 23 fine-tuned run 22, 21, 20 and 19 (DAgger rounds),
-    # which fine-tuned run 15, then run 13, trained from scratch with the task head and colour queries (a
-    # fine-tune's model settings, the head's weight included, are those of the checkpoint it starts from; its
-    # "train" record holds the run's own arguments)
-    assert extra["train"]["fine_lr_scale"] == 30.0 and extra["init"]["train"]["fine_features"]
+    config, extra = json.loads(metadata["config"]), json.loads(metadata["extra"])
+    # It names the frozen encoders it was trained with, and they are the packaged ones.
+    assert metadata["language_encoder_id"] in (encoder_id("small"), encoder_id("large"))
+    assert metadata["image_encoder_id"].startswith(config["image_encoder"])
+    assert extra["step"] > 0 and extra["train"]  # how it was made travels with it
+    # Long-short chunking: it declares the h it runs, and that leaves a slow host's late chunks slack.
+    assert 1 <= declared_execute_steps(extra) <= config["horizon"] // 2
+    # Its lineage goes back, fine-tune by fine-tune, to a model trained from scratch (a fine-tune's model settings
+    # are those of the checkpoint it starts from; its "train" record holds the run's own arguments).
     lineage = [extra]
     while lineage[-1].get("init"):
         assert lineage[-1]["train"]["init_from"] and lineage[-1]["init"]["step"] > 0
         lineage.append(lineage[-1]["init"])
-    assert len(lineage) >= 4 and not lineage[-1]["train"].get("init_from")
-    assert lineage[-1]["train"]["task_loss_weight"] > 0
+    assert not lineage[-1]["train"].get("init_from")
     from safetensors import safe_open
 
     with safe_open(str(SHIPPED_CHECKPOINT), framework="pt") as f:
@@ -55,9 +49,7 @@ ROLLOUT_STEPS = 100  # control steps (3.3 s at 30 Hz): the experts reach a touch
 def test_the_shipped_policy_heads_for_the_named_cube():
     """From home, in unseen scenes, "touch the <colour> cube" run closed loop for ROLLOUT_STEPS control steps
     (executing the h the checkpoint declares of each chunk): the point between the jaws must end nearest that
-    colour's cube in most cases (chance: a third; colour-blind policies scored that). Runs 23 and 26 are nearest in
-    9 / 9 here, run 25's H = 20 model too; until run 25 the test read the first chunk's command 100 instead (run 12's
-    checkpoint nearest in 4 / 9, run 15 in 9 / 9, runs 22 and 23 in 8 / 9), which a 20-action chunk does not have."""
+    colour's cube in most cases (chance: a third; colour-blind policies score that)."""
     torch.set_num_threads(2)
     model, extra = load_checkpoint(SHIPPED_CHECKPOINT)
     policy = NanoVLAPolicy(model)

@@ -167,7 +167,7 @@ def test_a_model_gains_fine_features_in_a_fine_tune_and_keeps_them(dataset, tmp_
         (cache_dir_of(data) / f).unlink()
     fine_config = TrainConfig(**{**config.to_dict(), "init_from": str(start), "fine_features": True,
                                  "fine_lr_scale": 1.0})
-    assert TrainConfig(fine_features=True).fine_lr_scale == 30.0  # the default since run 30 (README, point 25)
+    assert TrainConfig(fine_features=True).fine_lr_scale == 30.0  # the default (FINE_LR_SCALE)
     fine = run_training(data, tmp_path / "fine", fine_config)
     model, extra = load_checkpoint(fine)
     assert model.config.fine_features and model.config.image_feature_dim == 1728 and extra["train"]["fine_features"]
@@ -298,8 +298,8 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
 
 def test_goal_queries_ask_where_another_instructions_goal_is_in_each_scene(tmp_path):
     """The task head's queries now ask for the goal too: a pick-and-place instruction's square, a stacking
-    instruction's other cube, a touch's cube, in another episode's scene (from home the shipped head put the goal
-    nearest the named square in 28 of 40 scenes, 6.5 cm off: README, diagnosis 14); a push's goal is unknown."""
+    instruction's other cube, a touch's cube, in another episode's scene (without goal queries the head bound the goal
+    loosely: nearest the named square in 28 of 40 scenes, 6.5 cm off); a push's goal is unknown."""
     from nanovla_ros.data.demos import SQUARE_QUERY_COLOURS, load_demonstrations, write_shard
     from nanovla_ros.sim.demos import expert_episode
     from nanovla_ros.sim.workcell import CUBE_COLOURS, SQUARE_COLOURS, Workcell

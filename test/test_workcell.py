@@ -308,7 +308,7 @@ def test_a_resumed_expert_descends_where_a_fresh_one_climbs_back(workcell):
 def test_a_resumed_expert_over_the_goal_puts_the_cube_down_without_climbing(workcell, kind):
     """A DAgger label from a carry that is over the goal and below the lift height goes on down and places the cube.
     Resuming at the lift-height waypoint instead climbed ~1.5 cm first: the ~10 steps a policy executes of a label
-    said "up" there, and policies hovered holding the cube over its square until time ran out (diagnosis 18)."""
+    said "up" there, and policies hovered holding the cube over its square until time ran out."""
     from nanovla_ros.sim.experts import ScriptedExpert
 
     task = _episode(workcell, kind, 4)

@@ -1,8 +1,7 @@
-"""Two policies' `nanovla evaluate` results, paired episode by episode (README, "Data loop": every comparison of
-two models there since run 26 is one of these).
+"""Two policies' `nanovla evaluate` results, paired episode by episode.
 
-The in-process evaluation is deterministic given the seed (the same checkpoint gave the same 250 / 400, episode by
-episode, on an H100 and a later H200: README, point 24), so two models evaluated on the same seeds face the same
+The in-process evaluation is deterministic given the seed (the same checkpoint gives the same result, episode by
+episode, on different GPUs), so two models evaluated on the same seeds face the same
 scenes and instructions, and the episodes only one of them succeeds in say more than the two totals: a two-sided
 sign test over those discordant pairs (McNemar's exact test)."""
 from __future__ import annotations

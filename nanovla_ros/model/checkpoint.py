@@ -61,7 +61,7 @@ DEFAULT_EXECUTE_STEPS = 10  # h for a checkpoint that declares none (long-short 
 
 def declared_execute_steps(extra: dict) -> int:
     """h, the actions of each chunk a checkpoint is meant to execute (what it was evaluated with: ``nanovla export
-    --execute-steps``, kept in its "extra" metadata; run 25's H = 20 model says 20), else DEFAULT_EXECUTE_STEPS."""
+    --execute-steps``, kept in its "extra" metadata), else DEFAULT_EXECUTE_STEPS."""
     return int(extra.get("execute_steps") or DEFAULT_EXECUTE_STEPS)
 
 

@@ -21,13 +21,13 @@ class NanoVLAConfig:
     image_size: int = param(224, "Square input resolution of the image encoder, pixels.")
     image_stride: int = param(32, "Which feature map of the frozen encoder becomes tokens, by its downsampling: 32 "
                                   "(the final map: 10x10 tokens at 320 px) or 16 (the last stride-16 stage: 20x20 "
-                                  "tokens, placing the cubes about twice as precisely; see the README's diagnosis).")
+                                  "tokens, placing the cubes about twice as precisely).")
     fine_features: bool = param(False, "With image_stride 32 (EfficientNet-Lite0): each token also reads the 2x2 "
                                        "cells of the stride-16 map under it (space to depth: 4 x 112 channels more), "
                                        "standardised per channel (statistics of the training features, in the "
                                        "checkpoint), through projection weights that start at zero, so a model "
                                        "fine-tuned from one without them starts where it was. For placement finer "
-                                       "than a 10x10 grid's 32 px cells (README, diagnosis 23).")
+                                       "than a 10x10 grid's 32 px cells.")
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
@@ -48,7 +48,7 @@ class NanoVLAConfig:
                                   "copycat behaviour: commands at 30 Hz are predictable from the state alone).")
     state_dropout: float = param(0.0, "Training only: the probability that a sample's joint-state token is zeroed, "
                                       "so that the commands must also be read from the images and the instruction "
-                                      "(against the copycat shortcut; README, diagnosis 7).")
+                                      "(against the copycat shortcut).")
     action_dim: int = param(6, "Action width: joint position targets (radians).")
     env_dim: int = param(0, "Width of an optional environment vector (0 = no env token).")
     horizon: int = param(100, "H_train: actions predicted per pass.")
@@ -60,8 +60,8 @@ class NanoVLAConfig:
     # --- auxiliary task head (training signal only; inference does not need it)
     task_loss_weight: float = param(0.0, "Weight of an auxiliary loss: a head on the encoded instruction token predicts "
                                          "the x, y of the cube the instruction names and of its goal (L1, normalised), "
-                                         "so that the fused tokens must single out the asked cube (trained policies "
-                                         "ignored the colour word: README, diagnosis 7). 0: no head.")
+                                         "so that the fused tokens must single out the asked cube (without it, trained "
+                                         "policies ignored the colour word). 0: no head.")
 
     def __post_init__(self) -> None:
         require_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)

@@ -127,8 +127,8 @@ class PolicyRunner:
     @property
     def effective_steps(self) -> int:
         """h for the next chunk (``steps_to_execute`` with the measured delay): execute_steps, less where a chunk
-        would run out before the next one arrives. An H = 100 model at h = 10 never meets the limit; run 25's H = 20
-        one at h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
+        would run out before the next one arrives. An H = 100 model at h = 10 never meets the limit; an H = 20 one at
+        h = 20 does on a 2-core CPU (D = 11-18), not on a GPU (D ~ 1)."""
         return steps_to_execute(self.execute_steps, self.horizon, self.delay_steps)
 
     @property

@@ -11,8 +11,8 @@ latency, the servo protocol), which `nanovla collect` through the graph keeps.
 Noise injection (DART, Laskey et al. 2017): with ``noise_rad`` > 0 the arm executes the expert's command plus
 a slowly varying random offset on the arm joints, while the recorded actions stay the expert's clean
 commands. The states then leave the expert's path and the labels say how to get back to it, which is what a
-policy needs once its own small errors take it off that path (closed loop, cloned policies drifted off the
-path and crept: README "data loop").
+policy needs once its own small errors take it off that path (closed loop, cloned policies drift off the
+path and creep).
 """
 from __future__ import annotations
 

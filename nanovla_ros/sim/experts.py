@@ -16,7 +16,7 @@ ARM = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"
 APPROACH_AXIS, JAW_AXIS = 0, 2  # gripperframe: x out along the jaws, z from the fixed to the moving jaw
 JAW_DIRECTION = np.array([0.0, 1.0, 0.0])  # jaws close along world y on an axis-aligned cube
 GRIPPER_OPEN, GRIPPER_CLOSED = 0.8, 0.25  # radians. 0.46 rad = pads 40 mm apart; the cube is 30 mm.
-# The closed target sits well inside what holds the cube (README, diagnosis 12; 65-80 seeds per level). Less
+# The closed target sits well inside what holds the cube (measured over 65-80 seeds per level). Less
 # closed lets the cube slip out on the way: pick_place 11/65 and stack 0/15 at 0.4. Much harder wedges the cube
 # into the moving jaw, which drags it off its goal on release: stack 73 % at 0.1, 86 % at 0.2, 94 % at 0.25,
 # 96 % at 0.3 (1/10 at -0.15). A policy's gripper command runs ~0.05-0.15 rad more open than its
@@ -45,7 +45,7 @@ class Waypoint:
     # False: reached once the command arrives, without waiting for the arm to settle within ``tolerance_m``. The
     # settling time is invisible to a policy (the arm looks the same while the expert waits as when it acts), so
     # waiting before the jaws close or open left states labelled both "hold" and "close"; a chunked policy then
-    # predicted the close a little later at every replan and sat at the cube with open jaws (README, diagnosis 9).
+    # predicted the close a little later at every replan and sat at the cube with open jaws.
     wait_for_arm: bool = True
 
 
@@ -94,8 +94,8 @@ class ScriptedExpert:
                     Waypoint(above(start, push_z), GRIPPER_FIST),
                     # No waiting for the arm at the end of the push and above it: near the reach limit the arm
                     # stalls short of these targets, and the expert used to wait there until its timeouts (71 and
-                    # 54 steps, median) with the arm still: the pattern that taught policies to stop (point 9 of
-                    # the README's diagnosis, at the grasp).
+                    # 54 steps, median) with the arm still: the pattern that teaches policies to stop (as waiting
+                    # at the grasp does: ``wait_for_arm``).
                     Waypoint(above(end, push_z), GRIPPER_FIST, timeout_steps=90, wait_for_arm=False),
                     Waypoint(above(end, HOVER_M), GRIPPER_FIST, wait_for_arm=False)]
         if t.kind == "pick_place":
@@ -132,15 +132,15 @@ class ScriptedExpert:
                 # Over the goal (the cube inside its square whole; within RESUME_XY_M of the other cube's centre)
                 # and on the way down: go on down, straightening the x, y on the way, and let go. Climbing back to
                 # lift height first labelled the descent "up" for the ~10 steps a policy executes before it
-                # replans, and policies hovered there holding the cube until time ran out (README, diagnosis 18).
+                # replans, and policies hovered there holding the cube until time ran out.
                 near = SQUARE_HALF_M - CUBE_HALF_M if t.kind == "pick_place" else RESUME_XY_M
                 if np.linalg.norm(grasp[:2] - above_goal[:2]) < near and grasp[2] < above_goal[2]:
                     return PLACE
                 return STEER_TO_GOAL
         if t.kind == "push":
             # Mid-push (low, behind the cube and in line with it): push on. Back to the approach above the start,
-            # which moves with the cube, labelled every push that had begun "back off and come round again", the
-            # pattern of diagnosis 18 at the push (README).
+            # which moves with the cube, labelled every push that had begun "back off and come round again" (the
+            # same fault as climbing back above the goal, above).
             direction = np.r_[DIRECTIONS[t.target], 0.0]
             offset = self.w.cube_position(t.cube) - grasp
             along = float(offset @ direction)

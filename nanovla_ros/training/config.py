@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from nanovla_ros.configuration import param, require, require_choice
 from nanovla_ros.model.configuration_nanovla import IMAGE_STRIDES
 
-# the fine cells' projection learns this many times faster than the rest by default (run 30: README, point 25)
+# The fine cells' projection learns this many times faster than the rest by default: at the base lr its
+# zero-initialised weights stay near zero through a fine-tune and the fine cells change nothing.
 FINE_LR_SCALE = 30.0
 
 
@@ -26,7 +27,7 @@ class TrainConfig:
     select_first_steps: int = param(20, "best.safetensors is the checkpoint with the lowest validation L1 over the "
                                         "first this many actions of each chunk (what the driver executes: h plus the "
                                         "chunk's delay), not over the whole horizon, whose far end dominates it "
-                                        "(run 25: over 100 actions it picked step 1000 of 2500; README). 0: all H.")
+                                        "and picks early, undertrained steps. 0: all H.")
     seed: int = param(0, "Seed of the split, the initialisation and the batches.")
     device: str = param("cuda", "cuda or cpu.")
     bf16: bool = param(True, "bfloat16 autocast on CUDA.")
@@ -36,29 +37,27 @@ class TrainConfig:
     task_loss_weight: float = param(0.0, "Weight of the auxiliary task head's losses (NanoVLAConfig.task_loss_weight): "
                                          "the named cube's and its goal's x, y from the fused instruction token, and "
                                          "colour queries (where another instruction's cube is in the same scene). "
-                                         "Needs episodes that record positions (simulated ones do); 0: no head. The "
-                                         "shipped checkpoint used 1 (README, diagnosis 8).")
+                                         "Needs episodes that record positions (simulated ones do); 0: no head; the "
+                                         "shipped checkpoint used 1.")
     image_size: int = param(224, "Image encoder input, pixels (frames are resized to it). 320 gives a 10x10 "
-                                 "feature map instead of 7x7: finer cube positions (see the README's diagnosis).")
+                                 "feature map instead of 7x7: finer cube positions.")
     image_stride: int = param(32, "Frozen feature map the model reads: 32 (final) or 16 (the last stride-16 stage: "
                                   "a 20x20 grid at 320 px, finer cube positions at a quarter of the channels).")
     fine_features: bool = param(False, "Tokens also read the stride-16 map under them (NanoVLAConfig.fine_features; "
                                        "image_stride 32). From a checkpoint without them (init_from) the new input "
                                        "weights start at zero: the fine-tune starts as the checkpoint was.")
     fine_lr_scale: float = param(FINE_LR_SCALE, "Learning rate of the fine cells' projection (fine_features) as a "
-                                 "multiple of lr. At 1 (run 29, lr 5e-5, 3000 steps) those zero-initialised weights "
-                                 "grew to an rms of 0.003 against the final map's projection's 0.02 and changed "
-                                 "nothing in closed loop (README, point 24); at 30 (run 30) to 0.037, and the model "
-                                 "met issue #6's goals (1276 / 1600 against 1039 at 1; point 25).")
+                                 "multiple of lr. At 1 (lr 5e-5, 3000 steps) those zero-initialised weights grow "
+                                 "to an rms of about 0.003 against the final map's projection's 0.02 and change "
+                                 "nothing in closed loop; at 30 they reach about 0.04 and lift every task.")
     refit_language: bool = param(False, "init_from read another language encoder (NanoVLA-S -> -L or back): keep "
                                          "every other weight and refit the instruction projection by ridge "
                                          "regression, so that this run's encoder's vectors of the training "
                                          "instructions give the tokens the checkpoint's encoder's gave "
                                          "(NanoVLA.with_other_language_encoder).")
     language_film: bool = param(False, "FiLM-condition the image tokens on the instruction (NanoVLAConfig.language_film). "
-                                       "Off by default: in the grounding probe it learned the colour faster but ended "
-                                       "no better (README, diagnosis 7); with the task head it did worse in closed "
-                                       "loop (run 13: 60 / 400 against 83 / 400).")
+                                       "Off by default: it learned the colour faster but ended no better, and with "
+                                       "the task head it did worse in closed loop.")
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights, its "
                                "normalisation and its model settings (task head, dropout, FiLM, ...: history.json's "
@@ -70,8 +69,7 @@ class TrainConfig:
     gripper_loss_weight: float = param(1.0, "Weight of the gripper (the last action dimension) in the action loss, "
                                             "against 1 for each arm joint; the loss is divided by the weights' sum. "
                                             "Above 1: the jaws' timing counts more (meant for stacking's early "
-                                            "releases; 3 in run 28: 273 / 400 against 260 unweighted, within the "
-                                            "noise: README, point 23).")
+                                            "releases; at 3 the gain was within the evaluation's noise).")
     kind_weights: tuple[str, ...] = param((), "Sampling weight per task kind, as 'kind=weight' (e.g. 'stack=2': a "
                                               "stacking sample is drawn twice as often as one of a kind not named, "
                                               "weight 1); episodes without a task kind weigh 1. Validation is "

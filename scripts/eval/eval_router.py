@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from nanovla_ros.model.feature_cache import read_instruction_table  # noqa: E402
 from nanovla_ros.routing.classifier import NaiveRouter, train_router_from_evaluations  # noqa: E402
 
-# Millions of parameters (README, "The NanoVLA policy"): policy process + language encoder.
+# Millions of parameters (docs/model.md): policy process + language encoder.
 MINILM_M, GEMMA_M = 22.7, 268.0
 PARAMS_M = {"small": 15.67 + MINILM_M, "large": 15.74 + GEMMA_M}
 

@@ -5,9 +5,9 @@ and the long-short chunking ablation (execute h of H_train = 100 vs fixed chunki
     python scripts/eval/plot_eval.py --eval-dir out/eval --out-dir out/plots
 Expects s.json, l.json (all tasks and splits), sweep_h<h>.json and fixed_H<h>.json (train split).
 
-    python scripts/eval/plot_eval.py --outcomes "run 19=A.json" "run 22=B.json" --out-dir out/plots
+    python scripts/eval/plot_eval.py --outcomes "model A=A.json" "model B=B.json" --out-dir out/plots
 plots how far the episodes of each results file got, per task (outcomes.png: the stages of
-nanovla_ros/sim/outcome.py, which every evaluation since run 19 records; older files
+nanovla_ros/sim/outcome.py, which every evaluation records; older files
 have none).
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ STAGES = {  # in the order an episode gets through them, with a colour each
 def plot_outcomes(reports: dict[str, dict], path: Path) -> None:
     """One horizontal bar per (task, results file): the share of its episodes ending in each stage."""
     bare = [name for name, rep in reports.items() if not any(e.get("outcome") for e in rep["episodes"])]
-    if bare:  # evaluated before the breakdown existed (run 17's GPU results and older): nothing to draw
+    if bare:  # evaluated before the breakdown existed (older result files): nothing to draw
         raise SystemExit(f"plot_eval: no outcomes recorded in {bare}: re-evaluate with `nanovla evaluate`")
     kinds = sorted({e["kind"] for rep in reports.values() for e in rep["episodes"]})
     rows = [(k, name) for k in kinds for name in reports]

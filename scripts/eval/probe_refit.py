@@ -11,7 +11,7 @@ instructions they land nearest (the checkpoint's own tokens put every held-out p
     python scripts/eval/probe_refit.py nanovla_ros/checkpoints/nanovla_s_workcell.safetensors --table-dir data/tables
 
 With ``--out L.safetensors`` it also writes the checkpoint refitted at the first ``--ridge`` (fp16), an L that has
-not been trained at all, to evaluate as it is (`nanovla evaluate L.safetensors --table-dir ...`: README, run 30).
+not been trained at all, to evaluate as it is (`nanovla evaluate L.safetensors --table-dir ...`).
 """
 from __future__ import annotations
 
