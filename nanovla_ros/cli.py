@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from nanovla_ros.configuration import ConfigError
+from nanovla_ros.configuration import ConfigError, add_config_arguments, config_values
+from nanovla_ros.data.config import DatasetBuildConfig
 from nanovla_ros.graph import LAUNCH_ARGUMENTS
+from nanovla_ros.training.config import TrainConfig
 
 
 def _launch_arguments(args: argparse.Namespace) -> dict[str, str]:
@@ -168,7 +170,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         return run_collect_dagger(args.out, args.dagger, args.task, args.episodes, args.split, args.first_seed,
                                   args.workers, args.sample_every, args.device, args.table_dir,
-                                  label_steps=args.label_steps, execute_h=args.execute_h)
+                                  label_steps=args.label_steps, execute_steps=args.execute_steps)
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras),
@@ -181,7 +183,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from nanovla_ros.data.demos import DatasetBuildConfig, DatasetError, build_dataset
+    from nanovla_ros.data.demos import DatasetError, build_dataset
     from nanovla_ros.training.pipeline import prepare_cache
 
     if args.lerobot_export or args.lerobot_import:
@@ -189,7 +191,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
         try:
             if args.lerobot_export:
-                print(f"[dataset] LeRobot export: {export_lerobot(args.bags, args.lerobot_export, include_failed=args.include_failed)}")
+                written = export_lerobot(args.bags, args.lerobot_export, include_failed=bool(args.include_failed))
+                print(f"[dataset] LeRobot export: {written}")
             else:
                 print(f"[dataset] LeRobot import: {import_lerobot(args.lerobot_import, args.out, args.calibration)}")
         except (DatasetError, ConfigError) as error:
@@ -197,9 +200,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             return 1
         return 0
     try:
-        summary = build_dataset(args.bags, args.out, DatasetBuildConfig(include_failed=args.include_failed,
-                                                                        sample_every=args.sample_every,
-                                                                        jpeg_quality=args.jpeg_quality))
+        summary = build_dataset(args.bags, args.out, DatasetBuildConfig(**config_values(args, DatasetBuildConfig)))
     except (DatasetError, ConfigError) as error:
         print(f"nanovla dataset: {error}", file=sys.stderr)
         return 1
@@ -214,17 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nanovla_ros.training.config import TrainConfig
     from nanovla_ros.training.pipeline import fine_tune_defaults, run_training
 
-    values = {k: getattr(args, k) for k in ("variant", "steps", "batch_size", "lr", "horizon", "seed", "device",
-                                            "val_every", "tiny", "image_size", "image_stride", "fine_features",
-                                            "fine_lr_scale", "refit_language",
-                                            "language_film",
-                                            "state_dropout", "task_loss_weight", "dropout", "weight_decay", "cameras",
-                                            "init_from", "warmup_steps", "select_first_steps",
-                                            "gripper_loss_weight", "kind_weights")
-              if getattr(args, k) is not None}
-    for k in ("cameras", "kind_weights"):
-        if k in values:
-            values[k] = tuple(values[k])
+    values = config_values(args, TrainConfig)
     try:
         config = TrainConfig(**fine_tune_defaults(values))
     except ConfigError as error:
@@ -259,17 +250,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{report['camera_to_chunk_ms']} (inference {report['inference_ms']}), camera -> servo "
               f"{report['camera_to_servo_ms']}")
         return 0
-    if args.execute_h is None:
+    if args.execute_steps is None:
         from nanovla_ros.model.checkpoint import checkpoint_execute_steps
 
-        args.execute_h = checkpoint_execute_steps(args.checkpoint)
-    results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_h, args.workers,
+        args.execute_steps = checkpoint_execute_steps(args.checkpoint)
+    results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_h": args.execute_h,
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -375,67 +366,29 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--label-steps", type=int, default=50, help="--dagger: steps of each expert label chunk "
                      "(the rest of the model's horizon is masked out of the loss)")
     col.add_argument("--table-dir", default=None, help="--dagger: feature cache with instruction tables (else the encoder)")
-    col.add_argument("--execute-h", type=int, help="--dagger: actions the policy executes per chunk (default: what "
+    col.add_argument("--execute-steps", "--execute-h", dest="execute_steps", type=int,
+                     help="--dagger: h, actions the policy executes per chunk (default: what "
                      "the checkpoint declares, as deployed, else 10)")
     col.set_defaults(func=cmd_collect)
 
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
     ds.add_argument("--bags", default="data/bags")
     ds.add_argument("--out", default="data/demos")
-    ds.add_argument("--include-failed", action="store_true", help="also episodes whose task_success is not true")
-    ds.add_argument("--sample-every", type=int, default=1, help="keep every n-th command as a sample")
     ds.add_argument("--lerobot-export", metavar="DIR", help="write the bags as a LeRobot v2.1 dataset instead")
     ds.add_argument("--lerobot-import", metavar="DIR", help="read a LeRobot dataset into --out's shards instead")
     ds.add_argument("--calibration", help="LeRobot calibration JSON for --lerobot-import (units)")
-    ds.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames")
+    add_config_arguments(ds, DatasetBuildConfig)  # one flag per DatasetBuildConfig field, documented there
     ds.add_argument("--cache", action="store_true", help="also compute the frozen features (image + instructions)")
     ds.add_argument("--device", default="cpu")
     ds.set_defaults(func=cmd_dataset)
 
     tr = sub.add_parser("train", help="fine-tune NanoVLA on a dataset (encoders frozen, features cached); "
-                                      "several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...")
+                                      "several GPUs: torchrun --nproc-per-node N -m nanovla_ros.cli train ...",
+                        description="With --init-from, what is not given (variant, cameras, image size and stride, "
+                                    "horizon, fine features) is the checkpoint's; otherwise TrainConfig's defaults.")
     tr.add_argument("--data", default="data/demos")
     tr.add_argument("--out", default="out/train_s")
-    tr.add_argument("--variant", choices=["s", "l"], help="s or l (default: the --init-from checkpoint's, else s)")
-    tr.add_argument("--steps", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--horizon", type=int, help="H_train (default: the --init-from checkpoint's, else 100)")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--val-every", type=int)
-    tr.add_argument("--select-first-steps", type=int,
-                    help="best checkpoint by the validation L1 of the chunks' first this many actions (0: all H)")
-    tr.add_argument("--image-size", type=int,
-                    help="image encoder input in pixels (224: 7x7 features, 320: 10x10; default: the --init-from "
-                         "checkpoint's, else 224)")
-    tr.add_argument("--state-dropout", type=float, help="probability of zeroing the joint-state token per training sample")
-    tr.add_argument("--task-loss-weight", type=float,
-                    help="weight of the auxiliary head that predicts the named cube's and its goal's x, y (0: none)")
-    tr.add_argument("--language-film", action="store_true", default=None,
-                    help="FiLM-condition the image tokens on the instruction (a per-channel scale and shift)")
-    tr.add_argument("--image-stride", type=int, choices=(32, 16),
-                    help="frozen feature map the model reads: 32 (final) or 16 (a 2x finer grid, 112 channels)")
-    tr.add_argument("--fine-features", action="store_true", default=None,
-                    help="tokens also read the stride-16 map under them (4 x 112 channels more; from a checkpoint "
-                         "without them, their weights start at zero; default: the --init-from checkpoint's, else off)")
-    tr.add_argument("--refit-language", action="store_true", default=None,
-                    help="--init-from a checkpoint of the other variant (e.g. --variant l from NanoVLA-S): refit its "
-                         "instruction projection to this variant's encoder, keep the rest")
-    tr.add_argument("--fine-lr-scale", type=float,
-                    help="learning rate of the fine cells' projection as a multiple of --lr (default 30)")
-    tr.add_argument("--cameras", nargs="+", choices=["front", "wrist"],
-                    help="cameras the model reads (front first; default: the --init-from checkpoint's, else front)")
-    tr.add_argument("--init-from", help="checkpoint to fine-tune (weights and normalisation kept; what it reads and "
-                                       "its horizon are the defaults)")
-    tr.add_argument("--gripper-loss-weight", type=float,
-                    help="weight of the gripper in the action loss against 1 per arm joint (default 1)")
-    tr.add_argument("--kind-weights", nargs="+", metavar="KIND=WEIGHT",
-                    help="draw samples of these task kinds this much more often, e.g. stack=2 (others: 1)")
-    tr.add_argument("--warmup-steps", type=int)
-    tr.add_argument("--dropout", type=float)
-    tr.add_argument("--weight-decay", type=float)
-    tr.add_argument("--device", choices=["cuda", "cpu"])
-    tr.add_argument("--tiny", action="store_true", default=None, help="tiny random transformer (smoke runs)")
+    add_config_arguments(tr, TrainConfig)  # one flag per TrainConfig field, documented there
     tr.add_argument("--no-resume", action="store_true", help="start over even if out/ holds a run")
     tr.set_defaults(func=cmd_train)
 
@@ -451,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", nargs="+", default=["pick_place", "push", "touch", "stack"])
     ev.add_argument("--split", nargs="+", default=["train", "heldout"])
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
-    ev.add_argument("--execute-h", type=int, help="actions executed per chunk (default: what the checkpoint declares, "
+    ev.add_argument("--execute-steps", "--execute-h", dest="execute_steps", type=int,
+                    help="h, actions executed per chunk (default: what the checkpoint declares, "
                     "else 10)")
     ev.add_argument("--latency-steps", type=int, default=0,
                     help="in process: each chunk reaches the arm this many control steps after its observation, "

@@ -53,7 +53,7 @@ def test_the_shipped_policy_heads_for_the_named_cube():
     torch.set_num_threads(2)
     model, extra = load_checkpoint(SHIPPED_CHECKPOINT)
     policy = NanoVLAPolicy(model)
-    execute_h = min(declared_execute_steps(extra), model.config.horizon)
+    execute_steps = min(declared_execute_steps(extra), model.config.horizon)
     texts = [f"touch the {c} cube" for c in CUBE_COLOURS]
     vectors = dict(zip(texts, load_encoder("small").encode(texts), strict=True))
     workcell = Workcell()
@@ -64,12 +64,12 @@ def test_the_shipped_policy_heads_for_the_named_cube():
             for colour, text in zip(CUBE_COLOURS, texts, strict=True):
                 workcell.place(layout.cubes, layout.squares)
                 for step in range(ROLLOUT_STEPS):
-                    if step % execute_h == 0:
+                    if step % execute_steps == 0:
                         views = {c: workcell.render(c) for c in model.config.cameras}
                         chunk = policy.predict_chunk(views, workcell.joint_positions.astype(np.float32),
                                                      vectors[text])
                         assert chunk.shape == (model.config.horizon, 6) and np.isfinite(chunk).all()
-                    workcell.step(chunk[step % execute_h])
+                    workcell.step(chunk[step % execute_steps])
                 xy = workcell.grasp_point()[:2]
                 nearest = min(CUBE_COLOURS, key=lambda c: np.linalg.norm(xy - workcell.cube_position(c)[:2]))
                 hits, total = hits + (nearest == colour), total + 1

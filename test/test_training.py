@@ -138,7 +138,7 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     workcell = Workcell()
     try:
         result, instruction, sent = touch_episode_recording(workcell, policy, np.ones(384, np.float32) / 20,
-                                                            execute_h=5, max_steps=12)
+                                                            execute_steps=5, max_steps=12)
     finally:
         workcell.close()
     assert result.instruction == instruction and result.steps == 12 and len(result.inference_ms) == 3
@@ -349,7 +349,7 @@ def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_align
     workcell = Workcell()
     try:
         for latency in (0, 4):
-            _, _, sent = touch_episode_recording(workcell, Ramp(), np.zeros(384, np.float32), execute_h=10,
+            _, _, sent = touch_episode_recording(workcell, Ramp(), np.zeros(384, np.float32), execute_steps=10,
                                                  max_steps=12, latency_steps=latency)
             np.testing.assert_allclose(sent[:latency], 0.0)  # held at home until the chunk arrives
             np.testing.assert_allclose(sent[latency], 0.001 * (latency + 1), atol=1e-6)  # index L first
@@ -380,13 +380,13 @@ def test_the_harness_moves_the_arm_through_the_drivers_executor():
         home = workcell.joint_positions.copy()
         upper = np.array([hi for _, hi in sim_calibration(workcell).limits_rad(DriverConfig().joint_names)])
         past = upper + 0.5 * DriverConfig().limit_margin_rad
-        _, _, sent = touch_episode_recording(workcell, Constant(past), np.zeros(384, np.float32), execute_h=10,
+        _, _, sent = touch_episode_recording(workcell, Constant(past), np.zeros(384, np.float32), execute_steps=10,
                                              max_steps=90)
         assert np.all(sent <= upper + 1e-9) and np.allclose(sent[-1], upper)
         steps = np.abs(np.diff(np.vstack([home, sent]), axis=0))
         assert steps.max() <= DriverConfig().max_step_rad + 1e-9
         _, _, held = touch_episode_recording(workcell, Constant(np.full(6, 10.0)), np.zeros(384, np.float32),
-                                             execute_h=10, max_steps=30)
+                                             execute_steps=10, max_steps=30)
         assert np.allclose(held, held[0], atol=1e-9)  # 10 rad: refused, the arm holds where the episode began
     finally:
         workcell.close()
@@ -488,3 +488,26 @@ def test_a_model_moves_to_another_language_encoder_and_keeps_what_it_computed(da
     assert extra["train"]["refit_language"] and extra["init"]["train"]["variant"] == "s"
     with pytest.raises(ConfigError, match="init_from"):
         TrainConfig(refit_language=True)
+
+
+def test_cli_flags_are_the_config_fields():
+    """`nanovla train` and `nanovla dataset` take one flag per field of their config dataclass (help from the field),
+    so a new option is declared once; a value the config refuses is refused on the command line the same way."""
+    import dataclasses
+
+    from nanovla_ros.cli import build_parser, cmd_train
+    from nanovla_ros.configuration import config_values
+    from nanovla_ros.data.config import DatasetBuildConfig
+
+    parser = build_parser()
+    for command, config_cls in (("train", TrainConfig), ("dataset", DatasetBuildConfig)):
+        sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and command in a.choices)
+        flags = {o for a in sub.choices[command]._actions for o in a.option_strings}
+        assert {"--" + f.name.replace("_", "-") for f in dataclasses.fields(config_cls)} <= flags, command
+    args = parser.parse_args(["train", "--horizon", "40", "--execute-steps", "20", "--cameras", "front", "wrist",
+                              "--no-bf16"])
+    assert config_values(args, TrainConfig) == {"horizon": 40, "execute_steps": 20, "cameras": ("front", "wrist"),
+                                               "bf16": False}
+    with pytest.raises(ConfigError, match="execute_steps=50 must be within"):
+        TrainConfig(horizon=40, execute_steps=50)
+    assert cmd_train(parser.parse_args(["train", "--horizon", "40", "--execute-steps", "50"])) == 1

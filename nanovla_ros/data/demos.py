@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nanovla_ros.data.config import DatasetBuildConfig  # noqa: F401 - re-exported for its users
 from nanovla_ros.tasks import SQUARES
 from nanovla_ros.camera.image_codec import ImageFields, fields_to_array
 from nanovla_ros.configuration import param, require
@@ -37,25 +38,6 @@ log = logging.getLogger(__name__)
 
 class DatasetError(ValueError):
     """A bag or dataset that cannot be used; the message names it and says why."""
-
-
-@dataclass(frozen=True)
-class DatasetBuildConfig:
-    max_image_age_s: float = param(0.25, "A sample whose newest frame is older than this is dropped (stale camera).")
-    max_gap_s: float = param(0.5, "A silence longer than this in a required topic marks the bag as gapped.")
-    max_stamp_skew_s: float = param(0.5, "Header stamps further than this (median) from the recording clock mark "
-                                         "the bag as unsynchronised.")
-    include_failed: bool = param(False, "Also use episodes whose task_success is not true.")
-    jpeg_quality: int = param(90, "JPEG quality of the stored frames.")
-    min_samples: int = param(10, "Episodes with fewer samples are skipped.")
-    sample_every: int = param(1, "Keep every n-th command as a sample (all commands stay targets): 2 halves the "
-                                 "frames stored at 30 Hz control with little loss, the samples being near-duplicates.")
-
-    def __post_init__(self) -> None:
-        require(self.max_image_age_s > 0 and self.max_gap_s > 0 and self.max_stamp_skew_s > 0,
-                "max_image_age_s, max_gap_s and max_stamp_skew_s must be > 0")
-        require(self.sample_every >= 1, f"sample_every={self.sample_every} must be >= 1")
-        require(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality} must be within [1, 100]")
 
 
 def _stamp_ns(msg) -> int:

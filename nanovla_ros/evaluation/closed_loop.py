@@ -1,8 +1,8 @@
 """Closed-loop episodes of a NanoVLA checkpoint in the MuJoCo workcell, in process.
 
 Each episode: the scene of ``seed`` (the same layout and task the workcell node lays out for that seed),
-the arm at home; every ``execute_h`` control steps the model's cameras are rendered, the policy predicts a chunk
-of H_train joint targets from (image, joint positions, instruction embedding), and ``execute_h`` of them are
+the arm at home; every ``execute_steps`` control steps the model's cameras are rendered, the policy predicts a chunk
+of H_train joint targets from (image, joint positions, instruction embedding), and ``execute_steps`` of them are
 executed (long-short chunking) by the driver's own ``ChunkExecutor`` with its default settings (time-aligned
 execution, the cross-fade between chunks, the calibrated joint limits, the per-step limit), so that the harness
 moves the arm as the deployed graph does. An episode succeeds when the task's success check holds for
@@ -49,7 +49,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
-                       execute_h: int, max_steps: int | None = None, on_step=None,
+                       execute_steps: int, max_steps: int | None = None, on_step=None,
                        latency_steps: int = 0) -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
@@ -81,10 +81,10 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     from nanovla_ros.policy.runner import steps_to_execute
 
     # as the policy node does (PolicyRunner.effective_steps): a chunk L steps late must last until the next arrives
-    execute_h = steps_to_execute(execute_h, policy.config.horizon, latency_steps)
+    execute_steps = steps_to_execute(execute_steps, policy.config.horizon, latency_steps)
     for step in range(steps):
         views = on_step(task, step, last) if on_step is not None else None
-        if step % execute_h == 0:
+        if step % execute_steps == 0:
             # At the camera's size (what the camera node publishes and the demonstrations recorded), not the
             # encoder's: the policy resizes frames itself, as it does in the graph.
             image = views or {name: workcell.render(name) for name in policy.config.cameras}
@@ -95,7 +95,7 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
         while in_flight and step >= in_flight[0][0] + latency_steps:  # arrived: the newest one replaces the last
             captured, chunk = in_flight.pop(0)
             try:
-                executor.submit(Chunk(captured, captured * dt_s, dt_s, execute_h, np.asarray(chunk, np.float64)),
+                executor.submit(Chunk(captured, captured * dt_s, dt_s, execute_steps, np.asarray(chunk, np.float64)),
                                 step * dt_s)
             except ChunkRejected:
                 pass  # stale: the driver drops it too, and the arm goes on with what it has
@@ -128,8 +128,8 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
 
 
 def _run_one(job: tuple[str, str, int, int, int | None, int]) -> EpisodeResult:
-    kind, split, seed, execute_h, max_steps, latency_steps = job
-    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_h,
+    kind, split, seed, execute_steps, max_steps, latency_steps = job
+    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_steps,
                               max_steps, latency_steps=latency_steps)
 
 
@@ -153,7 +153,7 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
     return dict(zip(texts, vectors, strict=True))
 
 
-def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_h: int = 10,
+def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
@@ -172,7 +172,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(k, s, first_seed + i, execute_h, max_steps, latency_steps)
+    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps)
             for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model
@@ -182,7 +182,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_h}", unit="episode")
+        bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_steps}", unit="episode")
     results: list[EpisodeResult] = []
     if workers <= 1:
         _init_worker(checkpoint, embeddings, device)

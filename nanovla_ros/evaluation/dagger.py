@@ -49,7 +49,7 @@ def expert_chunk(workcell: Workcell, task: Task, last_command: np.ndarray, horiz
 
 
 def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
-                   execute_h: int = 10, sample_every: int = 6, max_steps: int | None = None,
+                   execute_steps: int = 10, sample_every: int = 6, max_steps: int | None = None,
                    label_steps: int | None = None) -> dict:
     """One policy episode (the evaluation harness's loop) with expert labels, as shard fields (see the module
     docstring)."""
@@ -75,7 +75,7 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
         chunks.append(expert_chunk(workcell, task, last, horizon, max_step_rad))
         return views
 
-    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_h, max_steps, on_step=record)
+    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step=record)
     task, n = tasks[0], len(states)
     return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),

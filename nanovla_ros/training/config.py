@@ -14,7 +14,10 @@ FINE_LR_SCALE = 30.0
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = param("s", "Model: s (NanoVLA-S, MiniLM instruction vectors) or l (NanoVLA-L, Gemma-3-270M).")
-    horizon: int = param(100, "H_train: actions predicted per pass.")
+    horizon: int = param(100, "H: actions predicted per pass (the chunk).")
+    execute_steps: int = param(0, "h: actions of each chunk the trained checkpoint declares it executes before the "
+                                  "next (the policy node and the evaluation run it); <= horizon. 0: the init_from "
+                                  "checkpoint's when the horizon is unchanged, else none declared (10 is used).")
     steps: int = param(20000, "Optimiser steps.")
     batch_size: int = param(128, "Samples per step (per process under torchrun).")
     lr: float = param(1e-4, "Peak learning rate (AdamW), after linear warm-up, cosine decay to 10 %.")
@@ -78,6 +81,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_choice("variant", self.variant, ("s", "l"))
         require(self.select_first_steps >= 0, f"select_first_steps={self.select_first_steps} must be >= 0")
+        require(0 <= self.execute_steps <= self.horizon,
+                f"execute_steps={self.execute_steps} must be within [0, horizon={self.horizon}] (0: inherited)")
         for name in ("horizon", "steps", "batch_size", "val_every"):
             require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         require(self.lr > 0, f"lr={self.lr} must be > 0")

@@ -353,8 +353,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                 extra = {"train": config.to_dict(), "step": step}
                 if lineage is not None:  # fine-tuned: the model's settings are the starting checkpoint's
                     extra["init"] = lineage
-                if inherited_h:
-                    extra["execute_steps"] = inherited_h
+                if config.execute_steps or inherited_h:  # the h this checkpoint declares it executes
+                    extra["execute_steps"] = config.execute_steps or inherited_h
                 if val_data is not None:
                     val, head = validate()
                     history["val"].append({"step": step, "l1": val, **head})

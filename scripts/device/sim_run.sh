@@ -22,7 +22,7 @@
 #                                                    passes it training flags, e.g.
 #                                                    RUNS="task=s:front,wrist/--task-loss-weight=1";
 #                                                    the chunking ablation's fixed arm: RUNS="H5=s:front,wrist/--horizon=5 ..."
-#                                                    (`finish` evaluates such a run with --execute-h 5);
+#                                                    (`finish` evaluates such a run with --execute-steps 5);
 #                                                    from the shipped checkpoint: see "ablation" below;
 #                                                    SEED=first seed (10000: the same episodes each time);
 #                                                    EXTRA_TASKS="pick_place stack" EXTRA_EPS=1000: more of those)
@@ -170,7 +170,7 @@ dagger)
       drive=$RUN/dagger$((r - 1)).safetensors; [ "$r" = 1 ] && drive=${DRIVER:-$drive}  # DRIVER: round 1's, if not CKPT
       echo "python3 -m nanovla_ros.cli collect --dagger $drive --task ${DAGGER_TASKS:-pick_place stack push touch} \
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
-  ${DAGGER_H:+--execute-h $DAGGER_H} --device cuda \
+  ${DAGGER_H:+--execute-steps $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a fine checkpoint, run 30), so
       # the final map's own cache is not built (~1 min)
@@ -201,7 +201,7 @@ dagger)
       # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15: run 23's
       # 400 episodes took ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
-  ${DAGGER_H:+--execute-h $DAGGER_H} --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
+  ${DAGGER_H:+--execute-steps $DAGGER_H} --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
     done
     echo wait
   } > $RUN/job.sh
@@ -240,7 +240,7 @@ finish)
   # PAR=1: all evaluations at once, GPUs in turn, EVAL_WORKERS (15) workers each (64 cores hold four of 15)
   # FIRST_SEED=6000: a second seed set (default 1000), for a lead on the first that may be noise (run 28's was)
   evaluate() {  # name checkpoint h split n json gpu-index [latency-steps]
-    local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-h "$3"
+    local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-steps "$3"
       ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} --device cuda
       --table-dir $SIM/cache --out "$6")
     if [ -n "${PAR:-}" ]; then env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]" | sed "s/^/$1 /" &
