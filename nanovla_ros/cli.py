@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nanovla_ros.configuration import ConfigError, add_config_arguments, config_values
 from nanovla_ros.data.config import DatasetBuildConfig
-from nanovla_ros.graph import LAUNCH_ARGUMENTS
+from nanovla_ros.graph import LAUNCH_ARGUMENTS, SHIPPED_SCOPE
 from nanovla_ros.training.config import TrainConfig
 
 
@@ -293,6 +293,20 @@ def cmd_bag(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_fit_scope(args: argparse.Namespace) -> int:
+    from nanovla_ros.language.encoders import load_encoder
+    from nanovla_ros.language.scope import fit_and_measure
+
+    encoder = load_encoder("small")
+    model, report = fit_and_measure(lambda texts: encoder.encode(texts), encoder.encoder_id)
+    path = model.save(args.out)
+    print(f"[fit-scope] margin {report['margin']:g}; refused:")
+    for name, rate in report["rates"].items():
+        print(f"[fit-scope]   {name:28s} {rate['refused'] * 100:5.1f} % of {rate['n']}")
+    print(f"[fit-scope] {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    return 0
+
+
 def cmd_train_router(args: argparse.Namespace) -> int:
     from nanovla_ros.routing.classifier import train_router_from_evaluations
 
@@ -429,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                "unfinished file is kept as <name>.mcap.unfinished)")
     repair.add_argument("path", help="a bag folder, or a folder of bags (every unfinished one is repaired)")
     repair.set_defaults(func=cmd_bag)
+
+    sc = sub.add_parser("fit-scope", help="out-of-scope refusal: fit the scope file from the phrasing bank's training "
+                                          "families, and measure it on held-out families and requests")
+    sc.add_argument("--out", default=str(SHIPPED_SCOPE), help="scope file to write (default: the packaged one)")
+    sc.set_defaults(func=cmd_fit_scope)
 
     rt = sub.add_parser("train-router", help="NanoVLA-R: train the Beta-Binomial router from S and L evaluations")
     rt.add_argument("--small", required=True, help="`nanovla evaluate` results of NanoVLA-S (trial counts)")

@@ -16,6 +16,8 @@ from pathlib import Path
 PACKAGE = "nanovla_ros"
 # The NanoVLA-S checkpoint trained in the simulated workcell that ships with the package (`checkpoint:=shipped`).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "nanovla_s_workcell.safetensors"
+# The out-of-scope refusal's file (family centroids of the MiniLM vectors; `nanovla fit-scope` writes it).
+SHIPPED_SCOPE = Path(__file__).resolve().parent / "checkpoints" / "scope_minilm.safetensors"
 
 
 @dataclass(frozen=True)

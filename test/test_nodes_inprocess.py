@@ -178,6 +178,22 @@ def test_router_refuses_text_that_was_cut_or_damaged_on_the_way(graph, encoder_n
     assert wait_until(lambda: len(tasks) >= 1, 10.0) and tasks[-1].text == "touch the red cube"
 
 
+def test_router_refuses_out_of_scope_requests_and_a_parameter_turns_that_off(graph, encoder_node):
+    tasks = []
+    graph.probe.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, tasks.append, LATCHED_QOS)
+    graph.add(RouterNode(context=graph.context))
+    for text, why in (("make me a coffee", "names none of them"), ("put the red cube in the fridge", "fridge")):
+        reply = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text=text))
+        assert not reply.accepted and reply.message.startswith("out of scope") and why in reply.message, reply.message
+    polite = graph.call(SetInstruction, "set_instruction",
+                        SetInstruction.Request(text="could you slide the blue brick over to the left, please?"))
+    assert polite.accepted, polite.message
+    assert wait_until(lambda: len(tasks) == 1, 10.0)  # only the accepted one was published
+    permissive = graph.add(RouterNode(context=graph.context, namespace="open",
+                                      parameter_overrides=[Parameter("scope_check", value=False)]))
+    assert permissive.scope is None
+
+
 def test_router_waits_for_a_loading_backbone_instead_of_failing(graph, cache_dir, minilm):
     release = threading.Event()
 

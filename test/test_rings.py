@@ -16,7 +16,8 @@ CORE = {
     "tasks": set(),  # what the workcell's tasks mean: kinds, objects, phrasings, splits
     "transport": set(),  # the shared-memory frame block between the workcell and the camera
     "graph": set(),  # the node list and launch arguments, read by both launchers
-    "language": {"configuration"},
+    "phrasings": {"tasks"},  # ways of saying each task, by family; out-of-scope requests
+    "language": {"configuration", "tasks", "phrasings"},
     "driver": {"configuration"},
     "recording": {"configuration"},
     "camera": {"configuration", "transport"},

@@ -18,6 +18,8 @@ from rclpy.node import Node
 from rclpy.task import Future
 
 from nanovla_ros.configuration import ConfigError
+from nanovla_ros.graph import SHIPPED_SCOPE
+from nanovla_ros.language.scope import ScopeModel
 from nanovla_ros.language.text import InstructionError, validate_instruction
 from nanovla_ros.msg import CurrentTask, RouteDecision
 from nanovla_ros.nodes.common import (
@@ -47,6 +49,13 @@ class RouterNode(Node):
         except (ConfigError, ValueError) as error:  # a missing or foreign router file
             self.get_logger().fatal(f"cannot load the router: {error}")
             raise ConfigError(str(error)) from error
+        self.scope = None
+        if self.config.scope_check:
+            try:
+                self.scope = ScopeModel.load(self.config.scope_file or SHIPPED_SCOPE)
+            except ConfigError as error:
+                self.get_logger().fatal(f"cannot load the scope file: {error}")
+                raise
         self._ids = itertools.count(1)
         self._pending = 0  # requests in progress (all on the executor's one thread: no lock needed)
         self._task_pub = self.create_publisher(CurrentTask, CURRENT_TASK_TOPIC, LATCHED_QOS)
@@ -99,6 +108,17 @@ class RouterNode(Node):
         encoded = small if (small is not None and choice.backbone == "small") else await self._encode(text, choice.backbone)
         if isinstance(encoded, str):
             return self._reject(response, encoded)
+        if self.scope is not None:
+            small = small or (encoded if choice.backbone == "small" else await self._encode(text, "small"))
+            if isinstance(small, str):
+                return self._reject(response, small)
+            if small.encoder_id != self.scope.encoder_id:
+                return self._reject(response, f"the scope file was made with {self.scope.encoder_id!r} vectors, the "
+                                              f"encoder serves {small.encoder_id!r}: run `nanovla fit-scope`, or set "
+                                              "scope_check false")
+            decision = self.scope.check(text, np.asarray(small.embedding, np.float32))
+            if not decision.in_scope:
+                return self._reject(response, f"out of scope: {decision.reason}")
         # Published in one step of the executor's one thread: ids and publications stay in order.
         instruction_id = next(self._ids)
         stamp = self.get_clock().now().to_msg()

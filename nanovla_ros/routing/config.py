@@ -19,6 +19,9 @@ class RouterConfig:
     max_instruction_chars: int = param(256, "Longer instructions are rejected before any encoding.")
     encode_timeout_s: float = param(30.0, "How long to wait for the encoder service per instruction.")
     max_pending_instructions: int = param(32, "Instructions in progress at once; more are answered 'busy' at once.")
+    scope_check: bool = param(True, "Refuse instructions outside what the policy was trained to do, or naming objects "
+                                    "the workcell does not have (nanovla_ros.language.scope), with the reason.")
+    scope_file: str = param("", "Scope file (`nanovla fit-scope`); empty = the packaged one.")
 
     def __post_init__(self) -> None:
         require_choice("default_backbone", self.default_backbone, BACKBONES)
