@@ -17,6 +17,7 @@ measure it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from dataclasses import dataclass
@@ -163,10 +164,30 @@ def bank(split: str, per_family: int = 2, seed: int = 0) -> list[tuple[str, str,
     return sorted(rows)
 
 
+@functools.lru_cache(maxsize=4)
+def _bank_by_task(split: str) -> dict[tuple[str, str, str], list[str]]:
+    by_task: dict[tuple[str, str, str], list[str]] = {}
+    for text, kind, cube, target, _ in bank(split):
+        by_task.setdefault((kind, cube, target), []).append(text)
+    return by_task
+
+
+def sentences_of(kind: str, cube: str, target: str, split: str = "train") -> list[str]:
+    """The bank's sentences (``bank(split)``) that say this task; [] for a task the bank has none of."""
+    return list(_bank_by_task(split).get((kind, cube, target), []))
+
+
+def all_sentences() -> list[str]:
+    """Every sentence of the bank, both splits, sorted (for embedding tables)."""
+    return sorted({row[0] for split in ("train", "heldout") for row in bank(split)})
+
+
 def sample_phrasing(task: Task, rng: np.random.Generator, split: str = "train") -> str:
-    """``task`` said by a random family of ``split``."""
-    options = [f for f in families(task.kind) if f.split == split]
-    return " ".join(say(options[rng.integers(0, len(options))], task, rng).split())
+    """``task`` said by one of the bank's sentences of ``split`` (so an embedding table of the bank covers it)."""
+    options = sentences_of(task.kind, task.cube, task.target, split)
+    if not options:
+        raise ValueError(f"the phrasing bank has no {split} sentence for {task.kind} {task.cube} {task.target}")
+    return options[rng.integers(0, len(options))]
 
 
 # Requests the policy was never trained for, or for objects the workcell does not have. Calibration set: may be

@@ -26,8 +26,8 @@ CORE = {
     "routing": {"configuration", "language", "model"},
     "sim": {"configuration", "tasks", "transport", "driver", "language"},
     "data": {"configuration", "tasks", "recording", "driver", "camera", "model"},
-    "training": {"configuration", "tasks", "data", "model", "language"},
-    "evaluation": {"configuration", "tasks", "sim", "driver", "model", "policy", "language"},
+    "training": {"configuration", "tasks", "phrasings", "data", "model", "language"},
+    "evaluation": {"configuration", "tasks", "phrasings", "sim", "driver", "model", "policy", "language"},
 }
 ROS_PREFIXES = ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "builtin_interfaces",
                 "rcl_interfaces", "nanovla_ros.msg", "nanovla_ros.srv")

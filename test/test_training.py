@@ -511,3 +511,71 @@ def test_cli_flags_are_the_config_fields():
     with pytest.raises(ConfigError, match="execute_steps=50 must be within"):
         TrainConfig(horizon=40, execute_steps=50)
     assert cmd_train(parser.parse_args(["train", "--horizon", "40", "--execute-steps", "50"])) == 1
+
+
+def test_bank_phrasings_give_each_sample_one_of_its_tasks_sentences(tmp_path):
+    """``phrasings: bank``: each training sample's instruction is drawn from its episode's own and the phrasing
+    bank's training-family sentences of the same task (``phrasing_rows``); validation keeps the episode's own."""
+    from types import SimpleNamespace
+
+    from nanovla_ros import phrasings
+    from nanovla_ros.training.pipeline import phrasing_rows
+    from nanovla_ros.training.trainer import DeviceBatches
+
+    own = "the episode's own instruction for the red cube"
+    bank_sentences = phrasings.sentences_of("touch", "red", "")
+    assert len(bank_sentences) > 100 and own not in bank_sentences
+    texts = [own, "tap the blue block"] + bank_sentences
+    table = np.random.default_rng(0).normal(size=(len(texts), 8)).astype(np.float32)
+    write_instruction_table(tmp_path, TABLE_ID, texts, table)
+    demos = SimpleNamespace(instructions=[own, "tap the blue block"],
+                            meta=[{"task_kind": "touch", "cube": "red", "target": ""}, {}])  # the 2nd: a real bag's
+    table_back, rows = phrasing_rows(demos, tmp_path, TABLE_ID)
+    assert rows[0][0] == 0 and len(rows[0]) == 1 + len(bank_sentences) and rows[1].tolist() == [1]
+    with pytest.raises(ConfigError, match="no .* vector in the cache"):
+        write_instruction_table(tmp_path, TABLE_ID, texts[:50], table[:50])
+        phrasing_rows(demos, tmp_path, TABLE_ID)
+
+    episode = np.array([0, 0, 0, 1, 1])
+    fake = SimpleNamespace(episode=episode, frame_index=np.arange(5), states=np.zeros((5, 6)),
+                           actions=np.zeros((5, 6)), action_index=np.arange(5), action_end=np.array([2, 2, 2, 4, 4]),
+                           task_xy_m=None, cubes_xy_m=None, named_cube=None, goal_cube=None, goal_square=None,
+                           squares_xy_m=None, instructions=demos.instructions)
+    batches = DeviceBatches(fake, np.zeros((5, 1, 1, 1), np.float32), table_back[:2], np.arange(2), 4,
+                            torch.device("cpu"), table_back, rows)
+    idx = torch.tensor([0, 1, 2, 3, 4] * 40)
+    drawn = batches.batch(idx, rephrase=torch.Generator().manual_seed(0))["instruction"].numpy()
+    first = {tuple(np.round(v, 5)) for v in drawn[idx.numpy() < 3]}
+    assert len(first) > 20  # many sentences of the task, not one
+    allowed = {tuple(np.round(table_back[r], 5)) for r in rows[0]}
+    assert first <= allowed
+    assert np.allclose(drawn[idx.numpy() >= 3], table_back[1])  # an episode without task metadata keeps its own
+    assert np.allclose(batches.batch(idx)["instruction"].numpy()[idx.numpy() < 3], table_back[0])  # no rephrase
+
+
+def test_the_harness_says_tasks_with_the_bank_s_families_of_the_split():
+    from nanovla_ros import phrasings
+    from nanovla_ros.sim.workcell import Workcell
+
+    class Still:
+        class config:
+            cameras, horizon = ("front",), 10
+
+        def predict_chunk(self, image, state, embedding):
+            return np.tile(state, (10, 1))
+
+    class AnyText(dict):
+        def __missing__(self, key):
+            return np.zeros(384, np.float32)
+
+    workcell = Workcell()
+    try:
+        train_bank = {row[0] for row in phrasings.bank("train")}
+        for split in ("train", "heldout"):
+            result = run_policy_episode(workcell, Still(), AnyText(), "stack", split, 1000, 10, max_steps=2,
+                                        phrasings="bank")
+            template = run_policy_episode(workcell, Still(), AnyText(), "stack", split, 1000, 10, max_steps=2)
+            assert (result.instruction in train_bank) == (split == "train"), result.instruction
+            assert result.instruction != template.instruction
+    finally:
+        workcell.close()

@@ -16,9 +16,11 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+
+from nanovla_ros.phrasings import sample_phrasing
 
 EVAL_FIRST_SEED = 1000
 SUSTAIN_STEPS = 10
@@ -50,10 +52,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                        execute_steps: int, max_steps: int | None = None, on_step=None,
-                       latency_steps: int = 0) -> EpisodeResult:
+                       latency_steps: int = 0, phrasings: str = "templates") -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
     states it visits this way).
+
+    ``phrasings``: "templates" says each task with the workcell's templates of ``split``; "bank" with a sentence
+    of the phrasing bank's families of ``split`` (held-out families for "heldout"), the scene unchanged.
 
     ``latency_steps`` L: what the deployed graph does on a slow host, reproducibly. The chunk planned from the
     observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
@@ -68,6 +73,8 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng)
     task = sample_task(rng, kind, split)
+    if phrasings == "bank":  # the same scene and task, said by a sentence of the bank's families of this split
+        task = replace(task, instruction=sample_phrasing(task, np.random.default_rng([seed, 7]), split))
     workcell.place(layout.cubes, layout.squares)
     monitor, outcome = SuccessMonitor(task, workcell), OutcomeMonitor(task, workcell)
     embedding = embeddings[task.instruction]
@@ -127,17 +134,20 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
 
 
-def _run_one(job: tuple[str, str, int, int, int | None, int]) -> EpisodeResult:
-    kind, split, seed, execute_steps, max_steps, latency_steps = job
-    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed, execute_steps,
-                              max_steps, latency_steps=latency_steps)
+def _run_one(job: tuple[str, str, int, int, int | None, int, str]) -> EpisodeResult:
+    kind, split, seed, execute_steps, max_steps, latency_steps, phrasings = job
+    return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
+                              execute_steps, max_steps, latency_steps=latency_steps, phrasings=phrasings)
 
 
-def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None) -> dict[str, np.ndarray]:
-    """Every workcell instruction's embedding: from a feature cache's table if given, else the encoder."""
+def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None,
+                           with_bank: bool = False) -> dict[str, np.ndarray]:
+    """Every workcell instruction's embedding (and the phrasing bank's sentences' with ``with_bank``): from a
+    feature cache's table if given, else the encoder."""
+    from nanovla_ros.phrasings import all_sentences
     from nanovla_ros.tasks import all_instructions
 
-    texts = all_instructions()
+    texts = sorted(set(all_instructions()) | (set(all_sentences()) if with_bank else set()))
     if table_dir:
         from nanovla_ros.model.feature_cache import read_instruction_table
 
@@ -149,13 +159,15 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
     backbone = next((b for b in ENCODER_SPECS if encoder_id(b) == language_encoder_id), None)
     if backbone is None:
         raise ValueError(f"no packaged language encoder has the id {language_encoder_id!r}")
-    vectors = load_encoder(backbone).encode(texts)
+    encoder = load_encoder(backbone)
+    vectors = np.concatenate([encoder.encode(texts[i:i + 256]) for i in range(0, len(texts), 256)])
     return dict(zip(texts, vectors, strict=True))
 
 
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
-             progress: bool = True, max_steps: int | None = None, latency_steps: int = 0) -> list[EpisodeResult]:
+             progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
+             phrasings: str = "templates") -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``."""
@@ -171,8 +183,8 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         print(f"[evaluate] warning: latency_steps={latency_steps} is more than the driver's chunk_timeout_ms="
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
-    embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps)
+    embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank")
+    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings)
             for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model

@@ -15,6 +15,10 @@ FINE_LR_SCALE = 30.0
 class TrainConfig:
     variant: str = param("s", "Model: s (NanoVLA-S, MiniLM instruction vectors) or l (NanoVLA-L, Gemma-3-270M).")
     horizon: int = param(100, "H: actions predicted per pass (the chunk).")
+    phrasings: str = param("templates", "Instructions the model is trained on: templates (each episode's own) or "
+                                        "bank: each sample's drawn at random from its own and the phrasing bank's "
+                                        "training-family sentences of the same task (nanovla_ros.phrasings; their "
+                                        "vectors must be in the cache's instruction table).")
     execute_steps: int = param(0, "h: actions of each chunk the trained checkpoint declares it executes before the "
                                   "next (the policy node and the evaluation run it); <= horizon. 0: the init_from "
                                   "checkpoint's when the horizon is unchanged, else none declared (10 is used).")
@@ -98,6 +102,7 @@ class TrainConfig:
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
+        require_choice("phrasings", self.phrasings, ("templates", "bank"))
         require(self.fine_lr_scale > 0.0, f"fine_lr_scale={self.fine_lr_scale} must be > 0")
         require(self.fine_features or self.fine_lr_scale in (1.0, FINE_LR_SCALE),  # the default and 1 say nothing
                 f"fine_lr_scale={self.fine_lr_scale} scales the fine cells' learning rate: it needs fine_features")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nanovla_ros import phrasings
+from nanovla_ros.configuration import ConfigError
 from nanovla_ros.data.demos import load_demonstrations
 from nanovla_ros.model.configuration_nanovla import image_encoder_id
 from nanovla_ros.model.feature_cache import (
@@ -16,6 +18,7 @@ from nanovla_ros.model.feature_cache import (
     camera_cache_dir,
     instruction_vectors,
     load_camera_features,
+    read_instruction_table,
     write_instruction_table,
 )
 from nanovla_ros.training.config import TrainConfig
@@ -30,7 +33,8 @@ def write_instruction_tables(cache_dir: str | Path, texts: list[str], backbones=
     from nanovla_ros.language.encoders import encoder_id, load_encoder
 
     for backbone in backbones:
-        vectors = load_encoder(backbone).encode(list(texts))
+        encoder = load_encoder(backbone)
+        vectors = np.concatenate([encoder.encode(list(texts[i:i + 256])) for i in range(0, len(texts), 256)])
         write_instruction_table(cache_dir, encoder_id(backbone), list(texts), vectors)
         log.info(f"{len(texts)} instructions embedded with {encoder_id(backbone)} ({vectors.shape[1]}-d)")
 
@@ -51,7 +55,8 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
     if with_instructions and not (cache / "instructions").is_dir():
         from nanovla_ros.tasks import all_instructions
 
-        write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)))
+        write_instruction_tables(cache, sorted(set(all_instructions()) | set(demos.instructions)
+                                               | set(phrasings.all_sentences())))
     encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride, fine=fine_features)
     for camera in cameras:
         build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride, fine_features),
@@ -115,8 +120,26 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
 
         init_id = json.loads(read_metadata(config.init_from)["config"])["language_encoder_id"]
         init_vectors = np.asarray(instruction_vectors(demos.instructions, cache, init_id))
+    said = phrasing_rows(demos, cache, language_id) if config.phrasings == "bank" else None
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume,
-                 init_instruction_vectors=init_vectors)
+                 init_instruction_vectors=init_vectors, phrasings=said)
+
+
+def phrasing_rows(demos, cache: str | Path, language_id: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The instruction table of ``language_id`` and, per episode, the rows that say its task: its own instruction
+    and the phrasing bank's training-family sentences of the same kind, cube and target (none for an episode
+    without task metadata, e.g. a real arm's bag)."""
+    texts, table = read_instruction_table(cache, language_id)
+    row = {t: i for i, t in enumerate(texts)}
+    rows, missing = [], set()
+    for instruction, meta in zip(demos.instructions, demos.meta, strict=True):
+        sentences = phrasings.sentences_of(meta.get("task_kind", ""), meta.get("cube", ""), meta.get("target", ""))
+        missing |= {t for t in sentences if t not in row}
+        rows.append(np.array([row[instruction]] + [row[t] for t in sentences if t in row], np.int64))
+    if missing:
+        raise ConfigError(f"{len(missing)} phrasing-bank sentences (e.g. {sorted(missing)[0]!r}) have no {language_id!r} "
+                          "vector in the cache: write_instruction_tables(cache, texts) with the bank's sentences")
+    return np.asarray(table), rows
 
 
 def export_checkpoint(source: str | Path, destination: str | Path, execute_steps: int | None = None) -> Path:
@@ -124,7 +147,6 @@ def export_checkpoint(source: str | Path, destination: str | Path, execute_steps
     the h it is meant to run with, declared in it (the policy node and the evaluation take it unless told otherwise)."""
     import torch
 
-    from nanovla_ros.configuration import ConfigError
     from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
     model, extra = load_checkpoint(source)

@@ -34,7 +34,10 @@ class DeviceBatches:
     """Samples of some episodes with their cached features, held on one device; ``batch(idx)`` gathers."""
 
     def __init__(self, demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
-                 episodes: np.ndarray, horizon: int, device: torch.device) -> None:
+                 episodes: np.ndarray, horizon: int, device: torch.device, phrasing_table: np.ndarray | None = None,
+                 episode_rows: list[np.ndarray] | None = None) -> None:
+        """``phrasing_table`` (M, L) and ``episode_rows`` (per episode, the rows of the table that say its task, its
+        own instruction included): ``batch(..., rephrase=g)`` then gives each sample one of them at random."""
         samples = np.flatnonzero(np.isin(demos.episode, episodes))
         frames = demos.frame_index[samples]
         used, local = np.unique(frames, return_inverse=True)
@@ -72,19 +75,35 @@ class DeviceBatches:
         self.squares_xy_m = to(squares, torch.float32) if squares is not None else None  # (N, S, 2)
         self.steps = torch.arange(horizon, device=device)
         self.n = len(samples)
+        self.phrasing_table = None
+        if phrasing_table is not None:
+            width = max(len(r) for r in episode_rows)
+            rows = np.zeros((len(episode_rows), width), np.int64)  # (E, K); picks stay below each count
+            for e, candidates in enumerate(episode_rows):
+                rows[e, :len(candidates)] = candidates
+            self.phrasing_table = to(phrasing_table, torch.float32)  # (M, L)
+            self.sample_episode = to(demos.episode[samples], torch.long)  # (N,)
+            self.episode_rows = to(rows, torch.long)
+            self.episode_count = to([len(r) for r in episode_rows], torch.long)  # (E,)
 
     @property
     def has_queries(self) -> bool:
         return self.cubes_xy_m is not None and len(self.query_cube) > 0
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None,
+              rephrase: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The samples ``idx``; with a ``generator`` and cube positions, a colour query for each (a random
-        episode's instruction and where the cube it names is in this sample's scene)."""
+        episode's instruction and where the cube it names is in this sample's scene); with ``rephrase`` and a
+        phrasing table, each sample's instruction is one of its task's sentences, drawn at random."""
         rows = self.start[idx, None] + self.steps[None]  # (B, H)
         end = self.end[idx, None]
         out = {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
                "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
                "action_mask": rows <= end, "task_xy_m": self.task_xy_m[idx]}
+        if rephrase is not None and self.phrasing_table is not None:
+            episode = self.sample_episode[idx]
+            pick = (torch.rand(len(idx), device=idx.device, generator=rephrase) * self.episode_count[episode]).long()
+            out["instruction"] = self.phrasing_table[self.episode_rows[episode, pick]]  # (B, L)
         if generator is not None and self.has_queries:
             q = torch.randint(0, len(self.query_cube), (len(idx),), device=idx.device, generator=generator)
             out["query_instruction"] = self.query_instruction[q]
@@ -153,7 +172,8 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
 
 def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
           language_encoder_id: str, config: TrainConfig, out_dir: str | Path, resume: bool = True,
-          progress: bool = True, init_instruction_vectors: np.ndarray | None = None) -> Path:
+          progress: bool = True, init_instruction_vectors: np.ndarray | None = None,
+          phrasings: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Path:
     """Train; return the path of the best checkpoint (lowest validation L1 over the chunks' first
     ``config.select_first_steps`` actions; the last without validation). ``init_instruction_vectors``: with
     ``config.refit_language``, each episode's instruction vector from the encoder that ``init_from`` read."""
@@ -172,7 +192,9 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
 
     train_eps, val_eps = split_episodes(len(demos.instructions), config.val_fraction, config.seed)
     camera_features = features if isinstance(features, list) else [features]
-    train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device)
+    # phrasings: (table (M, L), per episode its task's rows): training draws each sample's instruction from them
+    train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device,
+                               *(phrasings or (None, None)))
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
     weights = kind_sample_weights(demos, train_eps, config.kind_weight_map())
     sample_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
@@ -327,7 +349,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
             idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
         else:
             idx = torch.multinomial(sample_weight, config.batch_size, replacement=True, generator=generator)
-        b = train_data.batch(idx, generator if model.task_head is not None else None)
+        b = train_data.batch(idx, generator if model.task_head is not None else None,
+                             rephrase=generator if train_data.phrasing_table is not None else None)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
                           task_xy_m=b["task_xy_m"], query_instruction=b.get("query_instruction"),
