@@ -237,10 +237,12 @@ finish)
   for r in $RUNS; do pkill -f -- "--out $RUN/$(name_of "$r") "; done; sleep 2  # only these runs: others keep training
   cd $CODE
   # PAR=1: all evaluations at once, GPUs in turn, EVAL_WORKERS (15) workers each (64 cores hold four of 15)
+  # PHRASINGS=bank: tasks said by the phrasing bank's families of each split (nanovla evaluate --phrasings bank; the
+  # carried data/tables must hold the bank's sentences)
   # FIRST_SEED=6000: a second seed set (default 1000), for a lead on the first that may be noise (a 50-episode cell moves by ~10 points between seed sets)
   evaluate() {  # name checkpoint h split n json gpu-index [latency-steps]
     local run=(python3 -m nanovla_ros.cli evaluate "$2" --episodes "$5" --workers "${EVAL_WORKERS:-15}" --execute-steps "$3"
-      ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} --device cuda
+      ${4:+--split $4} ${8:+--latency-steps $8} ${FIRST_SEED:+--first-seed $FIRST_SEED} ${PHRASINGS:+--phrasings $PHRASINGS} --device cuda
       --table-dir $SIM/cache --out "$6")
     if [ -n "${PAR:-}" ]; then env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]" | sed "s/^/$1 /" &
     else env "$(gpu "$7")" "${run[@]}" 2>&1 | grep "^\[evaluate\]"; fi
