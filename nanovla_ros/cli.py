@@ -256,12 +256,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.execute_steps = checkpoint_execute_steps(args.checkpoint)
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
-                       latency_steps=args.latency_steps, phrasings=args.phrasings)
+                       latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
-                               "phrasings": args.phrasings,
+                               "phrasings": args.phrasings, "perturb": args.perturb,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -419,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", nargs="+", default=["pick_place", "push", "touch", "stack"])
     ev.add_argument("--split", nargs="+", default=["train", "heldout"])
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
+    ev.add_argument("--perturb", default="", metavar="FAMILY=STRENGTH",
+                    help="evaluate in a perturbed workcell (nanovla_ros.sim.perturbation.SUITE: camera_shift_cm, "
+                         "camera_turn_deg, light, table, noise), e.g. light=0.6")
     ev.add_argument("--phrasings", choices=["templates", "bank"], default="templates",
                     help="say each task with the workcell's templates of the split, or with the phrasing bank's "
                          "families of the split (heldout: families no training or selection saw)")

@@ -397,3 +397,24 @@ def test_the_expert_closes_and_opens_the_jaws_without_waiting_for_the_arm(workce
         assert success, kind
         assert waits and not any(waits), f"{kind}: waited {sum(waits)} steps after the descent arrived"
         assert last[5] >= GRIPPER_OPEN - 1e-6  # ends with the jaws open
+
+
+def test_perturbations_change_the_render_and_are_undone(workcell):
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.sim.perturbation import SUITE, apply, parse
+
+    layout = sample_layout(np.random.default_rng(3))
+    workcell.place(layout.cubes, layout.squares)
+    before = workcell.render("front").astype(int)
+    for family, (strengths, _) in SUITE.items():
+        undo = apply(workcell, parse(f"{family}={strengths[-1]}"))
+        changed = np.abs(workcell.render("front").astype(int) - before).mean()
+        undo()
+        assert changed > 0.5, (family, changed)
+        assert np.array_equal(workcell.render("front").astype(int), before), family  # put back exactly
+    dim = apply(workcell, parse("light=0.5"))
+    assert workcell.render("front").mean() < before.mean()
+    dim()
+    for bad in ("light", "light=x", "fog=2", "light=-1"):
+        with pytest.raises(ConfigError):
+            parse(bad)

