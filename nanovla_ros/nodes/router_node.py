@@ -38,6 +38,9 @@ from nanovla_ros.routing.router import BackboneRouter, RouteError
 from nanovla_ros.srv import EncodeInstruction, SetInstruction
 
 _LOADING_RETRY_S = 0.25  # how often to ask again while the encoder reports its backbone loading
+# A request unanswered this long is sent again (within encode_timeout_s): a restarted encoder may not yet be
+# matched when the request goes out, and DDS does not keep it for a server that joins later.
+_ATTEMPT_S = 5.0
 
 
 class RouterNode(Node):
@@ -170,9 +173,11 @@ class RouterNode(Node):
             await self._wait(Future(), 0.05)  # a yielding sleep: discovery takes up to a second or two
         while True:
             future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
-            if not await self._wait(future, max(0.0, deadline - time.monotonic())):
+            if not await self._wait(future, max(0.0, min(_ATTEMPT_S, deadline - time.monotonic()))):
                 self._encoder.remove_pending_request(future)
-                return f"encoder did not answer within encode_timeout_s={timeout_s:g}"
+                if time.monotonic() >= deadline:
+                    return f"encoder did not answer within encode_timeout_s={timeout_s:g}"
+                continue  # lost on the way (an encoder that restarted): ask again
             reply = future.result()
             if reply.status != EncodeInstruction.Response.STATUS_LOADING:
                 break
