@@ -174,7 +174,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras),
-                                      more_phrasings=args.more_phrasings)
+                                      more_phrasings=args.more_phrasings, randomise=args.randomise)
     code = 0
     for kind in args.task:
         code = code or run_collect(args.out, kind, args.episodes, args.split, args.first_seed, args.timeout_s,
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
     col.add_argument("--more-phrasings", action="store_true", help="--in-process: training tasks are said with the "
                      "training-only phrasings as well (sim/tasks.py TRAINING_ONLY_TEMPLATES; never evaluated)")
+    col.add_argument("--randomise", action="store_true", help="--in-process: each episode in a workcell perturbed "
+                     "within nanovla_ros.sim.perturbation.RandomisationConfig (camera pose, light, table, noise)")
     col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],
                      help="cameras recorded (front always; wrist: the graph runs with wrist_camera:=true and "
                           "the bags hold wrist_camera/image_raw; in process it is rendered at the same moments)")

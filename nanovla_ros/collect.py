@@ -111,9 +111,11 @@ def _one_episode(job: tuple) -> tuple[str, bool]:
     from nanovla_ros.data.demos import write_shard
     from nanovla_ros.sim.demos import expert_episode
 
-    out, kind, split, seed, sample_every, quality, noise_rad, cameras, more_phrasings = job
+    out, kind, split, seed, sample_every, quality, noise_rad, cameras, more_phrasings, randomise = job
+    from nanovla_ros.sim.perturbation import RandomisationConfig
+
     episode = expert_episode(_WORKER["workcell"], kind, split, seed, sample_every, noise_rad=noise_rad, cameras=cameras,
-                             more_phrasings=more_phrasings)
+                             more_phrasings=more_phrasings, randomisation=RandomisationConfig() if randomise else None)
     name = episode_name(kind, split, seed)
     if episode["success"]:
         write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
@@ -122,10 +124,12 @@ def _one_episode(job: tuple) -> tuple[str, bool]:
 
 def run_collect_in_process(out_dir: str, kinds: list[str], episodes: int, split: str = "train", first_seed: int = 0,
                            workers: int = 1, sample_every: int = 4, jpeg_quality: int = 80, noise_rad: float = 0.0,
-                           cameras: tuple[str, ...] = ("front",), more_phrasings: bool = False) -> int:
+                           cameras: tuple[str, ...] = ("front",), more_phrasings: bool = False,
+                           randomise: bool = False) -> int:
     """The fast path: expert episodes in process, written straight as training shards (successful ones).
     ``noise_rad`` > 0 perturbs the executed commands (``nanovla_ros.sim.demos``: DART noise injection);
-    ``more_phrasings``: training tasks said with the training-only phrasings as well (``tasks.rephrased``)."""
+    ``more_phrasings``: training tasks said with the training-only phrasings as well (``tasks.rephrased``);
+    ``randomise``: each episode in a workcell perturbed within ``RandomisationConfig``'s ranges."""
     import multiprocessing as mp
 
     from tqdm import tqdm
@@ -134,7 +138,8 @@ def run_collect_in_process(out_dir: str, kinds: list[str], episodes: int, split:
 
     shards = Path(out_dir) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
-    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, noise_rad, tuple(cameras), more_phrasings) for k in kinds
+    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, noise_rad, tuple(cameras), more_phrasings, randomise)
+            for k in kinds
             for s in range(first_seed, first_seed + episodes) if not (shards / f"{episode_name(k, split, s)}.npz").exists()]
     build_model()  # decimated meshes cached once, before the workers start
     results = []

@@ -418,3 +418,21 @@ def test_perturbations_change_the_render_and_are_undone(workcell):
     for bad in ("light", "light=x", "fog=2", "light=-1"):
         with pytest.raises(ConfigError):
             parse(bad)
+
+
+def test_randomised_episodes_are_recorded_in_a_perturbed_workcell_and_it_is_put_back(workcell):
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.sim.demos import expert_episode
+    from nanovla_ros.sim.perturbation import RandomisationConfig
+
+    plain = expert_episode(workcell, "touch", "train", 5, sample_every=20, image_size=64, max_steps=20)
+    reference = workcell.render("front", 64).astype(int)
+    varied = expert_episode(workcell, "touch", "train", 5, sample_every=20, image_size=64, max_steps=20,
+                            randomisation=RandomisationConfig())
+    seen = varied["metadata"]["perturbation"]
+    assert 0.5 <= seen["light_scale"] <= 1.6 and max(abs(v) for v in seen["camera_shift_m"]) <= 0.03
+    assert "perturbation" not in plain["metadata"] and plain["instruction"] == varied["instruction"]  # same task
+    assert np.abs(varied["frames"][0].astype(int) - plain["frames"][0].astype(int)).mean() > 1.0
+    assert np.array_equal(workcell.render("front", 64).astype(int), reference)  # the workcell is put back
+    with pytest.raises(ConfigError, match="light_scale_range"):
+        RandomisationConfig(light_scale_range=(1.5, 0.5))

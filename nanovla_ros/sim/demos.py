@@ -16,9 +16,13 @@ path and creep).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from nanovla_ros.sim.experts import ScriptedExpert
+from nanovla_ros.sim.perturbation import Perturbation, RandomisationConfig
+from nanovla_ros.sim.perturbation import apply as apply_perturbation
 from nanovla_ros.sim.tasks import (
     SuccessMonitor,
     cube_positions,
@@ -51,7 +55,8 @@ class JointNoise:
 
 def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int = 4,
                    max_step_rad: float = 0.05, image_size: int = 224, max_steps: int = 450,
-                   noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",), more_phrasings: bool = False) -> dict:
+                   noise_rad: float = 0.0, cameras: tuple[str, ...] = ("front",), more_phrasings: bool = False,
+                   randomisation: RandomisationConfig | None = None) -> dict:
     """One expert episode as shard fields (frames, states, actions, indices, the task's positions at each sample
     (``task_positions``) and every cube's (``cube_positions``), instruction, metadata).
 
@@ -60,7 +65,24 @@ def expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_
     in [0, noise_rad] (a mixture of clean and perturbed episodes), from a generator of its own so that the
     layout and task of a seed do not depend on it.
     ``more_phrasings``: say a training task with any of its training phrasings, the training-only ones included
-    (``tasks.rephrased``; its own generator too: the scene stays the seed's)."""
+    (``tasks.rephrased``; its own generator too: the scene stays the seed's).
+    ``randomisation``: the episode is recorded in a perturbed workcell drawn from these ranges (camera pose, light,
+    table colour, sensor noise; its own generator), recorded in the metadata; undone after the episode."""
+    seen = randomisation.sample(np.random.default_rng([seed, 13])) if randomisation else Perturbation()
+    undo = apply_perturbation(workcell, seen, np.random.default_rng([seed, 17]))
+    try:
+        episode = _expert_episode(workcell, kind, split, seed, sample_every, max_step_rad, image_size, max_steps,
+                                  noise_rad, cameras, more_phrasings)
+    finally:
+        undo()
+    if randomisation:
+        episode["metadata"]["perturbation"] = asdict(seen)
+    return episode
+
+
+def _expert_episode(workcell: Workcell, kind: str, split: str, seed: int, sample_every: int, max_step_rad: float,
+                    image_size: int, max_steps: int, noise_rad: float, cameras: tuple[str, ...],
+                    more_phrasings: bool) -> dict:
     rng = np.random.default_rng(seed)
     layout = sample_layout(rng)
     task = sample_task(rng, kind, split)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from nanovla_ros.configuration import ConfigError, require
+from nanovla_ros.configuration import ConfigError, param, require
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,33 @@ SUITE: dict[str, tuple[tuple[float, ...], Callable[[float], Perturbation]]] = {
     "table": ((0.8, 0.6), lambda scale: Perturbation(table_scale=scale)),
     "noise": ((4.0, 8.0, 16.0), lambda std: Perturbation(image_noise_std=std)),
 }
+
+
+@dataclass(frozen=True)
+class RandomisationConfig:
+    """Ranges a randomised episode draws its perturbation from (uniformly, seeded per episode): for collecting
+    demonstrations a policy must generalise from (`nanovla collect --in-process --randomise`)."""
+
+    camera_shift_m: float = param(0.03, "Front camera moved by up to this along each of x, y, z, metres.")
+    camera_turn_deg: float = param(5.0, "Front camera turned by up to this either way about the vertical, degrees.")
+    light_scale_range: tuple[float, ...] = param((0.5, 1.6), "Lights' intensity factor, (low, high).")
+    table_scale_range: tuple[float, ...] = param((0.7, 1.15), "Table colour factor, (low, high).")
+    image_noise_std: float = param(6.0, "Sensor noise std up to this, in 0-255 units.")
+
+    def __post_init__(self) -> None:
+        for name in ("light_scale_range", "table_scale_range"):
+            low, high = getattr(self, name)
+            require(0.0 < low <= high, f"{name}={getattr(self, name)} must be (low, high) with 0 < low <= high")
+        require(self.camera_shift_m >= 0.0 and self.camera_turn_deg >= 0.0 and self.image_noise_std >= 0.0,
+                "camera_shift_m, camera_turn_deg and image_noise_std must be >= 0")
+
+    def sample(self, rng: np.random.Generator) -> Perturbation:
+        return Perturbation(
+            camera_shift_m=tuple(float(v) for v in rng.uniform(-self.camera_shift_m, self.camera_shift_m, 3)),
+            camera_turn_deg=float(rng.uniform(-self.camera_turn_deg, self.camera_turn_deg)),
+            light_scale=float(rng.uniform(*self.light_scale_range)),
+            table_scale=float(rng.uniform(*self.table_scale_range)),
+            image_noise_std=float(rng.uniform(0.0, self.image_noise_std)))
 
 
 def perturbation(family: str, strength: float) -> Perturbation:
