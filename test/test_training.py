@@ -551,6 +551,11 @@ def test_bank_phrasings_give_each_sample_one_of_its_tasks_sentences(tmp_path):
     assert first <= allowed
     assert np.allclose(drawn[idx.numpy() >= 3], table_back[1])  # an episode without task metadata keeps its own
     assert np.allclose(batches.batch(idx)["instruction"].numpy()[idx.numpy() < 3], table_back[0])  # no rephrase
+    varied = DeviceBatches(fake, np.zeros((5, 1, 1, 1), np.float32), table_back[:2], np.arange(2), 4,
+                           torch.device("cpu"), augmented=[np.ones((5, 1, 1, 1), np.float32)])
+    seen = varied.batch(idx, augment=torch.Generator().manual_seed(0))["image_features"].flatten().unique().tolist()
+    assert seen == [0.0, 1.0]  # the plain features and the augmented copy, drawn per sample
+    assert varied.batch(idx)["image_features"].flatten().unique().tolist() == [0.0]  # validation: plain only
 
 
 def test_the_harness_says_tasks_with_the_bank_s_families_of_the_split():
@@ -579,3 +584,35 @@ def test_the_harness_says_tasks_with_the_bank_s_families_of_the_split():
             assert result.instruction != template.instruction
     finally:
         workcell.close()
+
+
+def test_augmented_feature_copies_are_cached_once_and_drawn_in_training(dataset, tmp_path):
+    """``augment_copies`` K: K augmented copies of every frame's features cached beside the plain ones (colour,
+    shift, rotation, noise before the frozen encoder), and training draws among the K + 1 per sample."""
+    from nanovla_ros.model.augment import AugmentConfig, augment_frames
+    from nanovla_ros.model.configuration_nanovla import image_encoder_id
+    from nanovla_ros.model.feature_cache import load_camera_features
+
+    frames = torch.full((4, 32, 32, 3), 128, dtype=torch.uint8)
+    frames[:, 8:24, 8:24] = 200
+    once = augment_frames(frames, torch.Generator().manual_seed(1))
+    assert once.shape == frames.shape and once.dtype == torch.uint8 and not torch.equal(once, frames)
+    assert torch.equal(once, augment_frames(frames, torch.Generator().manual_seed(1)))  # seeded: reproducible
+    assert not torch.equal(once[0], once[1])  # each frame its own draw
+    with pytest.raises(ConfigError, match="brightness"):
+        AugmentConfig(brightness=1.5)
+
+    data = tmp_path / "ds"
+    shutil.copytree(dataset / "ds", data)
+    config = TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16, warmup_steps=1,
+                         val_fraction=0.0, augment_copies=2)
+    run_training(data, tmp_path / "run", config)
+    encoder = image_encoder_id("efficientnet-lite0", 224, 32, False)
+    from nanovla_ros.data.demos import load_demonstrations
+
+    frames_n = len(load_demonstrations(data).frames)
+    plain = np.asarray(load_camera_features(cache_dir_of(data), "front", frames_n, encoder))
+    copy1 = np.asarray(load_camera_features(cache_dir_of(data), "front", frames_n, encoder, copy=1))
+    copy2 = np.asarray(load_camera_features(cache_dir_of(data), "front", frames_n, encoder, copy=2))
+    assert plain.shape == copy1.shape == copy2.shape
+    assert np.abs(copy1.astype(np.float32) - plain).mean() > 1e-3 and not np.array_equal(copy1, copy2)

@@ -104,9 +104,11 @@ def camera_cache_dir(cache_dir: str | Path, camera: str, image_stride: int = 32,
 
 
 def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, image_encoder_id: str,
-                         image_stride: int = 32, fine: bool = False) -> np.ndarray:
-    """One camera's features (memory-mapped (F, C, h', w')), checked against the frame count and the encoder."""
+                         image_stride: int = 32, fine: bool = False, copy: int = 0) -> np.ndarray:
+    """One camera's features (memory-mapped (F, C, h', w')), checked against the frame count and the encoder;
+    ``copy`` > 0: its augmented copy of that number."""
     folder = camera_cache_dir(cache_dir, camera, image_stride, fine)
+    folder = augmented_cache_dir(folder, copy) if copy else folder
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise FeatureCacheError(f"no image features of camera {camera!r} in {str(cache_dir)!r}")
@@ -117,18 +119,26 @@ def load_camera_features(cache_dir: str | Path, camera: str, n_frames: int, imag
     return np.load(folder / "image_features.npy", mmap_mode="r")
 
 
+def augmented_cache_dir(camera_dir: str | Path, copy: int) -> Path:
+    """Where the ``copy``-th (1, 2, ...) augmented copy of a camera's features lives."""
+    return Path(camera_dir) / f"aug{copy}"
+
+
 def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder: FrozenImageEncoder,
-                         batch_size: int = 64, progress: bool = True, device: str | torch.device = "cpu") -> Path:
-    """Compute every frame's features once; an existing complete cache for the same encoder and frame count
-    is reused."""
+                         batch_size: int = 64, progress: bool = True, device: str | torch.device = "cpu",
+                         transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                         transform_id: str = "") -> Path:
+    """Compute every frame's features once; an existing complete cache for the same encoder, frame count and
+    transform is reused. ``transform(frames, start)``: applied to each decoded (b, h, w, 3) uint8 batch on the
+    device before the encoder (an augmented copy, ``augmented_cache_dir``); ``transform_id`` names it."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     index_path = cache_dir / "index.json"
     n = len(images)
-    wanted = {"image_encoder_id": image_encoder.encoder_id, "frames": n}
+    wanted = {"image_encoder_id": image_encoder.encoder_id, "frames": n, "transform": transform_id}
     if index_path.is_file():
         index = json.loads(index_path.read_text())
-        if {k: index.get(k) for k in wanted} == wanted and index.get("complete"):
+        if {k: index.get(k, "" if k == "transform" else None) for k in wanted} == wanted and index.get("complete"):
             return cache_dir
     image_encoder = image_encoder.to(device)
     with torch.no_grad():
@@ -152,7 +162,10 @@ def build_image_features(images: Sequence, cache_dir: str | Path, image_encoder:
             if k + workers < len(starts):
                 ahead.append(pool.submit(_decode_batch, images, starts[k + workers], batch_size))
             with torch.no_grad():
-                chunk = image_encoder(torch.from_numpy(batch).to(device))  # (b, C, h', w')
+                pixels = torch.from_numpy(batch).to(device)  # (b, h, w, 3) uint8
+                if transform is not None:
+                    pixels = transform(pixels, start)
+                chunk = image_encoder(pixels)  # (b, C, h', w')
             features[start:start + len(chunk)] = chunk.half().cpu().numpy()
             if bar is not None:
                 bar.update()

@@ -15,6 +15,9 @@ FINE_LR_SCALE = 30.0
 class TrainConfig:
     variant: str = param("s", "Model: s (NanoVLA-S, MiniLM instruction vectors) or l (NanoVLA-L, Gemma-3-270M).")
     horizon: int = param(100, "H: actions predicted per pass (the chunk).")
+    augment_copies: int = param(0, "K augmented copies of every frame's features (nanovla_ros.model.augment: colour "
+                                   "jitter, small shifts and rotations, noise, before the frozen encoder), cached "
+                                   "once; training draws one of the K + 1 per sample. 0: the plain features only.")
     phrasings: str = param("templates", "Instructions the model is trained on: templates (each episode's own) or "
                                         "bank: each sample's drawn at random from its own and the phrasing bank's "
                                         "training-family sentences of the same task (nanovla_ros.phrasings; their "
@@ -103,6 +106,7 @@ class TrainConfig:
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
         require_choice("phrasings", self.phrasings, ("templates", "bank"))
+        require(0 <= self.augment_copies <= 16, f"augment_copies={self.augment_copies} must be within [0, 16]")
         require(self.fine_lr_scale > 0.0, f"fine_lr_scale={self.fine_lr_scale} must be > 0")
         require(self.fine_features or self.fine_lr_scale in (1.0, FINE_LR_SCALE),  # the default and 1 say nothing
                 f"fine_lr_scale={self.fine_lr_scale} scales the fine cells' learning rate: it needs fine_features")

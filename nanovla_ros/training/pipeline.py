@@ -5,15 +5,19 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nanovla_ros import phrasings
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.data.demos import load_demonstrations
+from nanovla_ros.model.augment import AugmentConfig, augment_frames
 from nanovla_ros.model.configuration_nanovla import image_encoder_id
 from nanovla_ros.model.feature_cache import (
+    augmented_cache_dir,
     build_image_features,
     camera_cache_dir,
     instruction_vectors,
@@ -45,9 +49,10 @@ def cache_dir_of(data_dir: str | Path) -> Path:
 
 def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 64, with_instructions: bool = True,
                   image_size: int = 224, cameras: tuple[str, ...] = ("front",), image_stride: int = 32,
-                  fine_features: bool = False) -> Path:
-    """Image features of every frame of each camera (once) and, unless the tables exist, both encoders'
-    instruction tables for every workcell instruction plus the dataset's own."""
+                  fine_features: bool = False, augment_copies: int = 0) -> Path:
+    """Image features of every frame of each camera (once; and ``augment_copies`` augmented copies of them,
+    ``nanovla_ros.model.augment``) and, unless the tables exist, both encoders' instruction tables for every
+    workcell instruction plus the dataset's own."""
     from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
 
     demos = load_demonstrations(data_dir, cameras=cameras)
@@ -59,8 +64,16 @@ def prepare_cache(data_dir: str | Path, device: str = "cpu", batch_size: int = 6
                                                | set(phrasings.all_sentences())))
     encoder = FrozenImageEncoder("efficientnet-lite0", image_size, stride=image_stride, fine=fine_features)
     for camera in cameras:
-        build_image_features(demos.frames_of(camera), camera_cache_dir(cache, camera, image_stride, fine_features),
-                             encoder, batch_size=batch_size, device=device)
+        folder = camera_cache_dir(cache, camera, image_stride, fine_features)
+        build_image_features(demos.frames_of(camera), folder, encoder, batch_size=batch_size, device=device)
+        for copy in range(1, augment_copies + 1):
+            def transform(frames, start, copy=copy, camera=camera):  # seeded by copy, camera and batch
+                seed = int.from_bytes(f"{copy}/{camera}/{start}".encode(), "little") % (2 ** 62)
+                return augment_frames(frames, torch.Generator(device=frames.device).manual_seed(seed))
+
+            build_image_features(demos.frames_of(camera), augmented_cache_dir(folder, copy), encoder,
+                                 batch_size=batch_size, device=device, transform=transform,
+                                 transform_id=f"augment/{copy}/{json.dumps(asdict(AugmentConfig()))}")
     return cache
 
 
@@ -93,11 +106,13 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     demos = load_demonstrations(data_dir, cameras=config.cameras)
     if int(os.environ.get("RANK", "0")) == 0:
         cache = prepare_cache(data_dir, config.device, image_size=config.image_size, cameras=config.cameras,
-                              image_stride=config.image_stride, fine_features=config.fine_features)
+                              image_stride=config.image_stride, fine_features=config.fine_features,
+                              augment_copies=config.augment_copies)
     else:  # under torchrun, rank 0 builds the cache; the others wait for it instead of writing it too
         cache = cache_dir_of(data_dir)
         # cameras are built in order
-        index = camera_cache_dir(cache, config.cameras[-1], config.image_stride, config.fine_features) / "index.json"
+        last = camera_cache_dir(cache, config.cameras[-1], config.image_stride, config.fine_features)
+        index = (augmented_cache_dir(last, config.augment_copies) if config.augment_copies else last) / "index.json"
         deadline = time.monotonic() + 3600.0
         while not (index.is_file() and json.loads(index.read_text()).get("frames") == len(demos.frames)
                    and json.loads(index.read_text()).get("complete")):
@@ -112,6 +127,9 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
     features = [load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride,
                                      config.fine_features)
                 for c in config.cameras]
+    copies = [[load_camera_features(cache, c, len(demos.frames), encoder_id, config.image_stride,
+                                    config.fine_features, copy=k) for c in config.cameras]
+              for k in range(1, config.augment_copies + 1)]
     log.info(f"{len(demos.instructions)} episodes, {len(demos.states)} samples, {len(demos.frames)} frames of "
              f"{list(config.cameras)}; NanoVLA-{config.variant.upper()} on {language_id}")
     init_vectors = None
@@ -122,7 +140,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
         init_vectors = np.asarray(instruction_vectors(demos.instructions, cache, init_id))
     said = phrasing_rows(demos, cache, language_id) if config.phrasings == "bank" else None
     return train(demos, features, np.asarray(vectors), language_id, config, out_dir, resume=resume,
-                 init_instruction_vectors=init_vectors, phrasings=said)
+                 init_instruction_vectors=init_vectors, phrasings=said, augmented_features=copies)
 
 
 def phrasing_rows(demos, cache: str | Path, language_id: str) -> tuple[np.ndarray, list[np.ndarray]]:

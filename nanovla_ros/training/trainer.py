@@ -35,20 +35,26 @@ class DeviceBatches:
 
     def __init__(self, demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
                  episodes: np.ndarray, horizon: int, device: torch.device, phrasing_table: np.ndarray | None = None,
-                 episode_rows: list[np.ndarray] | None = None) -> None:
+                 episode_rows: list[np.ndarray] | None = None,
+                 augmented: list[np.ndarray | list[np.ndarray]] | None = None) -> None:
         """``phrasing_table`` (M, L) and ``episode_rows`` (per episode, the rows of the table that say its task, its
-        own instruction included): ``batch(..., rephrase=g)`` then gives each sample one of them at random."""
+        own instruction included): ``batch(..., rephrase=g)`` then gives each sample one of them at random.
+        ``augmented``: K augmented copies of ``features`` (each like it): ``batch(..., augment=g)`` gives each
+        sample the plain features or one of the copies at random."""
         samples = np.flatnonzero(np.isin(demos.episode, episodes))
         frames = demos.frame_index[samples]
         used, local = np.unique(frames, return_inverse=True)
         to = lambda a, dtype=None: torch.as_tensor(np.ascontiguousarray(a), device=device, dtype=dtype)  # noqa: E731
-        cameras = [features] if isinstance(features, np.ndarray) else features  # one (F, C, h', w') per camera
-        # Copied in slices into (F', N, C, h', w'): no host copy of the whole set.
-        self.features = torch.empty((len(used), len(cameras)) + cameras[0].shape[1:], dtype=torch.float16,
-                                    device=device)
-        for k, camera in enumerate(cameras):
-            for s in range(0, len(used), 4096):
-                self.features[s:s + 4096, k] = to(np.asarray(camera[used[s:s + 4096]]), torch.float16)
+        versions = [features] + list(augmented or [])  # the plain features, then the augmented copies
+        versions = [[v] if isinstance(v, np.ndarray) else v for v in versions]  # one (F, C, h', w') per camera
+        # Copied in slices into (K + 1, F', N, C, h', w'): no host copy of the whole set.
+        self.versions = torch.empty((len(versions), len(used), len(versions[0])) + versions[0][0].shape[1:],
+                                    dtype=torch.float16, device=device)
+        for v, cameras in enumerate(versions):
+            for k, camera in enumerate(cameras):
+                for s in range(0, len(used), 4096):
+                    self.versions[v, s:s + 4096, k] = to(np.asarray(camera[used[s:s + 4096]]), torch.float16)
+        self.features = self.versions[0]  # (F', N, C, h', w'): the plain ones
         self.frame = to(local, torch.long)
         self.instruction = to(instruction_vectors[demos.episode[samples]], torch.float32)  # (N, L)
         self.state = to(demos.states[samples], torch.float32)
@@ -91,13 +97,18 @@ class DeviceBatches:
         return self.cubes_xy_m is not None and len(self.query_cube) > 0
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None,
-              rephrase: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+              rephrase: torch.Generator | None = None, augment: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The samples ``idx``; with a ``generator`` and cube positions, a colour query for each (a random
         episode's instruction and where the cube it names is in this sample's scene); with ``rephrase`` and a
         phrasing table, each sample's instruction is one of its task's sentences, drawn at random."""
         rows = self.start[idx, None] + self.steps[None]  # (B, H)
         end = self.end[idx, None]
-        out = {"image_features": self.features[self.frame[idx]].float(), "instruction": self.instruction[idx],
+        if augment is not None and len(self.versions) > 1:
+            version = torch.randint(0, len(self.versions), (len(idx),), device=idx.device, generator=augment)
+            image_features = self.versions[version, self.frame[idx]]
+        else:
+            image_features = self.features[self.frame[idx]]
+        out = {"image_features": image_features.float(), "instruction": self.instruction[idx],
                "state": self.state[idx], "actions": self.actions[torch.minimum(rows, end)],
                "action_mask": rows <= end, "task_xy_m": self.task_xy_m[idx]}
         if rephrase is not None and self.phrasing_table is not None:
@@ -173,7 +184,8 @@ def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.
 def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instruction_vectors: np.ndarray,
           language_encoder_id: str, config: TrainConfig, out_dir: str | Path, resume: bool = True,
           progress: bool = True, init_instruction_vectors: np.ndarray | None = None,
-          phrasings: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Path:
+          phrasings: tuple[np.ndarray, list[np.ndarray]] | None = None,
+          augmented_features: list[list[np.ndarray]] | None = None) -> Path:
     """Train; return the path of the best checkpoint (lowest validation L1 over the chunks' first
     ``config.select_first_steps`` actions; the last without validation). ``init_instruction_vectors``: with
     ``config.refit_language``, each episode's instruction vector from the encoder that ``init_from`` read."""
@@ -194,7 +206,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     camera_features = features if isinstance(features, list) else [features]
     # phrasings: (table (M, L), per episode its task's rows): training draws each sample's instruction from them
     train_data = DeviceBatches(demos, features, instruction_vectors, train_eps, config.horizon, device,
-                               *(phrasings or (None, None)))
+                               *(phrasings or (None, None)), augmented=augmented_features or None)
     val_data = DeviceBatches(demos, features, instruction_vectors, val_eps, config.horizon, device) if len(val_eps) else None
     weights = kind_sample_weights(demos, train_eps, config.kind_weight_map())
     sample_weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
@@ -350,7 +362,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         else:
             idx = torch.multinomial(sample_weight, config.batch_size, replacement=True, generator=generator)
         b = train_data.batch(idx, generator if model.task_head is not None else None,
-                             rephrase=generator if train_data.phrasing_table is not None else None)
+                             rephrase=generator if train_data.phrasing_table is not None else None,
+                             augment=generator if len(train_data.versions) > 1 else None)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
                           task_xy_m=b["task_xy_m"], query_instruction=b.get("query_instruction"),
