@@ -75,6 +75,24 @@ def _publish_chunk(client, publisher, joint_names, target, horizon: int) -> None
     publisher.publish(msg)
 
 
+def _drive_arm_to(client, target, horizon: int) -> list:
+    """Through the launched driver: wait for joint states and the driver's chunk subscription, send one chunk
+    holding ``target`` and wait until the arm is there (0.01 rad); return the joint states (they keep coming)."""
+    import numpy as np
+    from sensor_msgs.msg import JointState
+
+    from nanovla_ros.msg import ActionChunk
+    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, JOINT_STATES_TOPIC, SENSOR_QOS
+
+    states = []
+    client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
+    publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+    assert client.spin_until(lambda: len(states) > 3 and publisher.get_subscription_count() > 0, 20)
+    _publish_chunk(client, publisher, states[-1].name, target, horizon)
+    assert client.spin_until(lambda: np.allclose(states[-1].position, target, atol=0.01), 15), states[-1].position
+    return states
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -133,24 +151,14 @@ def test_instruct_without_a_running_suite_says_so(env):
 
 def test_launched_driver_follows_action_chunks_and_drops_torque_on_ctrl_c(env):
     import numpy as np
-    from sensor_msgs.msg import JointState
 
     from nanovla_ros.client import NanovlaClient
-    from nanovla_ros.msg import ActionChunk
-    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, JOINT_STATES_TOPIC, SENSOR_QOS
 
     launcher = LauncherProcess(env=env)
     try:
         assert launcher.wait_for_line(r"all 5 nodes are up", STARTUP_WAIT_S), launcher.output()
         with NanovlaClient(node_name="chunk_source") as client:
-            states = []
-            client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
-            publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
-            assert client.spin_until(lambda: len(states) > 3 and publisher.get_subscription_count() > 0, 20)
-            target = np.array([0.2, -0.3, 0.4, 0.1, -0.2, 0.3])
-            _publish_chunk(client, publisher, states[-1].name, target, horizon=60)
-            assert client.spin_until(lambda: np.allclose(states[-1].position, target, atol=0.01), 15), \
-                states[-1].position
+            _drive_arm_to(client, np.array([0.2, -0.3, 0.4, 0.1, -0.2, 0.3]), horizon=60)
         launcher.process.send_signal(signal.SIGINT)
         assert launcher.process.wait(60) == 0, launcher.output()
         assert "torque off (shutdown)" in launcher.output()

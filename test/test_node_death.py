@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import wait_until
-from test_e2e_launch import STARTUP_WAIT_S, LauncherProcess, _alive, _publish_chunk
+from test_e2e_launch import STARTUP_WAIT_S, LauncherProcess, _alive, _drive_arm_to
 from test_e2e_launch import env as env  # noqa: F401 - the fixture, used by name
 
 from nanovla_ros.driver.bus import FeetechBus
@@ -88,23 +88,14 @@ def _driver_holding(client, timeout_s: float):
 
 
 def test_killed_nodes_are_respawned_while_the_driver_holds_the_arm_with_torque_on(env):
-    from sensor_msgs.msg import JointState
-
     from nanovla_ros.client import NanovlaClient
-    from nanovla_ros.msg import ActionChunk
-    from nanovla_ros.nodes.common import ACTION_CHUNK_TOPIC, COMMAND_QOS, JOINT_STATES_TOPIC, SENSOR_QOS
 
     launcher = LauncherProcess(env=env)
     try:
         assert launcher.wait_for_line(r"all 5 nodes are up", STARTUP_WAIT_S), launcher.output()
         with NanovlaClient(node_name="node_death_test") as client:
-            states = []
-            client.node.create_subscription(JointState, JOINT_STATES_TOPIC, states.append, SENSOR_QOS)
-            publisher = client.node.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, COMMAND_QOS)
-            assert client.spin_until(lambda: len(states) > 3 and publisher.get_subscription_count() > 0, 20)
             target = np.array([0.3, -0.4, 0.5, 0.2, -0.3, 0.4])
-            _publish_chunk(client, publisher, states[-1].name, target, horizon=30)
-            assert client.spin_until(lambda: np.allclose(states[-1].position, target, atol=0.01), 15)
+            states = _drive_arm_to(client, target, horizon=30)
             for name in ("policy", "router", "instruction_encoder", "camera"):
                 pid = int(next(line for line in reversed(launcher.lines) if f"as '{name}' (pid" in line)
                           .split("(pid ")[1].rstrip(")"))
