@@ -616,3 +616,17 @@ def test_augmented_feature_copies_are_cached_once_and_drawn_in_training(dataset,
     copy2 = np.asarray(load_camera_features(cache_dir_of(data), "front", frames_n, encoder, copy=2))
     assert plain.shape == copy1.shape == copy2.shape
     assert np.abs(copy1.astype(np.float32) - plain).mean() > 1e-3 and not np.array_equal(copy1, copy2)
+
+
+def test_instruction_noise_scales_with_each_vectors_rms():
+    """``instruction_noise``: each row gets Gaussian noise of std ``scale`` x its own rms (a short vector is not
+    drowned, a long one is not left untouched); 0 leaves training's instructions as they are."""
+    from nanovla_ros.training.trainer import noisy_instructions
+
+    vectors = torch.cat([torch.full((1, 4096), 0.01), torch.full((1, 4096), 3.0)])
+    noisy = noisy_instructions(vectors, 0.5, torch.Generator().manual_seed(0))
+    std = (noisy - vectors).std(dim=1)
+    assert torch.allclose(std, torch.tensor([0.005, 1.5]), rtol=0.05)
+    assert torch.allclose((noisy - vectors).mean(dim=1), torch.zeros(2), atol=0.05 * std.max())
+    with pytest.raises(ConfigError, match="instruction_noise"):
+        TrainConfig(instruction_noise=-0.1)

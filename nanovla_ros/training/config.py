@@ -22,6 +22,10 @@ class TrainConfig:
                                         "bank: each sample's drawn at random from its own and the phrasing bank's "
                                         "training-family sentences of the same task (nanovla_ros.phrasings; their "
                                         "vectors must be in the cache's instruction table).")
+    instruction_noise: float = param(0.0, "Std of Gaussian noise added to each training sample's instruction "
+                                          "vector, as a fraction of that vector's rms (0: none): the policy is "
+                                          "made to act alike on vectors near the phrasings it saw, as an unseen "
+                                          "phrasing of the same task gives.")
     execute_steps: int = param(0, "h: actions of each chunk the trained checkpoint declares it executes before the "
                                   "next (the policy node and the evaluation run it); <= horizon. 0: the init_from "
                                   "checkpoint's when the horizon is unchanged, else none declared (10 is used).")
@@ -106,6 +110,7 @@ class TrainConfig:
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
         require_choice("phrasings", self.phrasings, ("templates", "bank"))
+        require(0.0 <= self.instruction_noise <= 2.0, f"instruction_noise={self.instruction_noise} must be within [0, 2]")
         require(0 <= self.augment_copies <= 16, f"augment_copies={self.augment_copies} must be within [0, 16]")
         require(self.fine_lr_scale > 0.0, f"fine_lr_scale={self.fine_lr_scale} must be > 0")
         require(self.fine_features or self.fine_lr_scale in (1.0, FINE_LR_SCALE),  # the default and 1 say nothing

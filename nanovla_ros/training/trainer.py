@@ -168,6 +168,13 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
                          dropout=config.dropout, cameras=config.cameras, **extra)
 
 
+def noisy_instructions(vectors: torch.Tensor, scale: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``vectors`` (B, L) plus Gaussian noise of std ``scale`` times each row's rms."""
+    rms = vectors.float().pow(2).mean(dim=-1, keepdim=True).sqrt()
+    noise = torch.randn(vectors.shape, device=vectors.device, generator=generator)
+    return (vectors.float() + scale * rms * noise).to(vectors.dtype)
+
+
 def _lr(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -364,6 +371,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         b = train_data.batch(idx, generator if model.task_head is not None else None,
                              rephrase=generator if train_data.phrasing_table is not None else None,
                              augment=generator if len(train_data.versions) > 1 else None)
+        if config.instruction_noise > 0:
+            b["instruction"] = noisy_instructions(b["instruction"], config.instruction_noise, generator)
         with autocast:
             _, loss = ddp(b["image_features"], b["instruction"], b["state"], b["actions"], b["action_mask"],
                           task_xy_m=b["task_xy_m"], query_instruction=b.get("query_instruction"),
