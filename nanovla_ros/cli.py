@@ -233,6 +233,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from nanovla_ros.training.alignment import align_checkpoint
+
+    reading = None
+    if args.variant:
+        from nanovla_ros.language.encoders import encoder_id
+        from nanovla_ros.training.pipeline import BACKBONE_OF_VARIANT
+
+        reading = encoder_id(BACKBONE_OF_VARIANT[args.variant])
+    path, ridge = align_checkpoint(args.checkpoint, args.out, args.table_dir, args.ridge, reading)
+    print(f"[align] {path} (instruction projection refitted on the phrasing bank's training families, ridge "
+          f"{ridge:g}{'' if args.ridge is not None else ', chosen by cross-validation over training families'})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -415,6 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--execute-steps", type=int, help="h the checkpoint is meant to run with (as evaluated), declared "
                     "in it: the policy node's execute_steps: 0 and `evaluate` take it (none declared: 10)")
     ex.set_defaults(func=cmd_export)
+
+    al = sub.add_parser("align", help="refit a checkpoint's instruction projection so that the phrasing bank's "
+                                      "training-family sentences give its training templates' tokens (CPU, seconds)")
+    al.add_argument("checkpoint")
+    al.add_argument("out")
+    al.add_argument("--table-dir", default="data/tables", help="cache with the checkpoint's encoder's instruction "
+                    "table of the bank's sentences and the workcell's instructions")
+    al.add_argument("--ridge", type=float, help="ridge strength per row on standardised vectors (default: chosen "
+                    "by cross-validation over training families; scripts/eval/probe_alignment.py compares them)")
+    al.add_argument("--variant", choices=("s", "l"), help="the encoder the aligned model reads (l: Gemma-3-270M, "
+                    "NanoVLA-L from an S checkpoint); default: the checkpoint's own")
+    al.set_defaults(func=cmd_align)
 
     ev = sub.add_parser("evaluate", help="closed-loop episodes of a checkpoint in the workcell (in process)")
     ev.add_argument("checkpoint")

@@ -93,6 +93,7 @@ class Family:
     kind: str
     pattern: str  # the core inside its style: slots {c}, {t}, {d}
     split: str  # "train" or "heldout"
+    core: str = ""  # the core phrase (a terse form: its pattern); families of one core differ only in style
 
 
 def _id(kind: str, pattern: str) -> str:
@@ -108,10 +109,10 @@ def families(kind: str | None = None) -> list[Family]:
         for core, style in itertools.product(train_cores + held_cores, STYLES[0] + STYLES[1]):
             held = core in held_cores or style in STYLES[1]
             pattern = style.format(x=core)
-            found.append(Family(_id(k, pattern), k, pattern, "heldout" if held else "train"))
+            found.append(Family(_id(k, pattern), k, pattern, "heldout" if held else "train", core))
         for split, group in zip(("train", "heldout"), TERSE[k], strict=True):
             for pattern in group:
-                found.append(Family(_id(k, pattern), k, pattern, split))
+                found.append(Family(_id(k, pattern), k, pattern, split, pattern))
     return sorted(found, key=lambda f: (f.kind, f.split != "train", f.id))
 
 

@@ -1,0 +1,151 @@
+"""Phrasing alignment: refit a checkpoint's instruction projection so that the phrasing bank's training-family
+sentences give the instruction token its training templates give (no images, no simulator: seconds on a CPU).
+
+A model trained on the workcell's templates acts on the *token* its instruction projection makes of an
+instruction vector. Each task (kind, cube, target) has a *task vector*: the mean of the instruction vectors of its
+training templates (``nanovla_ros.tasks``: training phrasings, training-only ones included), whose token is the
+mean of their tokens (the projection is affine). The refit is the ridge regression of
+``NanoVLA.with_other_language_encoder`` with the same encoder on both sides: every training-family sentence of the
+bank and every training template is a row, its target the task vector of its task, so that a sentence said in a
+way the templates never said lands where the model already acts on the task. Every other weight is kept.
+Held-out families (``phrasings.bank("heldout")``) are never rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nanovla_ros import phrasings
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.modeling_nanovla import NanoVLA
+from nanovla_ros.tasks import CUBES, TEMPLATES, TRAINING_ONLY_TEMPLATES, say, targets_of
+
+Task = tuple[str, str, str]  # kind, cube, target
+RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # what `choose_ridge` tries
+
+
+def training_templates(kind: str, cube: str, target: str) -> list[str]:
+    """The workcell's training phrasings (the held-out paraphrases excluded) of one task."""
+    return [say(t, cube, target) for t in TEMPLATES[kind][0] + TRAINING_ONLY_TEMPLATES[kind]]
+
+
+def task_template_vectors(table: dict[str, np.ndarray]) -> tuple[list[Task], np.ndarray]:
+    """Every task of the workcell (both colour splits) and its task vector (T, L): the mean of its training
+    templates' vectors in ``table`` (text -> vector)."""
+    tasks = [(kind, cube, target) for kind in TEMPLATES for cube in CUBES
+             for target in targets_of(kind, cube)]
+    missing = [t for k, c, g in tasks for t in training_templates(k, c, g) if t not in table]
+    if missing:
+        raise ConfigError(f"{len(missing)} training instructions (e.g. {missing[0]!r}) have no vector in the table: "
+                          "regenerate it (nanovla_ros.model.feature_cache.write_instruction_tables)")
+    return tasks, np.stack([np.mean([table[t] for t in training_templates(*task)], axis=0) for task in tasks])
+
+
+def alignment_rows(table: dict[str, np.ndarray], families: set[str] | None = None,
+                   reading: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence vectors (N, L'), their task vectors (N, L)): the bank's training-family sentences (of
+    ``families`` only, if given) and the training templates, each paired with its task's vector in ``table``;
+    the sentences' vectors from ``reading`` (another encoder's table, L') if given, else from ``table``."""
+    tasks, centres = task_template_vectors(table)
+    reading = table if reading is None else reading
+    index = {task: i for i, task in enumerate(tasks)}
+    rows = [(text, (kind, cube, target)) for text, kind, cube, target, family in phrasings.bank("train")
+            if families is None or family in families]
+    rows += [(text, task) for task in tasks for text in training_templates(*task)]
+    missing = [text for text, _ in rows if text not in reading]
+    if missing:
+        raise ConfigError(f"{len(missing)} phrasing-bank sentences (e.g. {missing[0]!r}) have no vector in the table: "
+                          "regenerate it with the bank's sentences (phrasings.all_sentences())")
+    return np.stack([reading[text] for text, _ in rows]), np.stack([centres[index[task]] for _, task in rows])
+
+
+def align_phrasings(model: NanoVLA, table: dict[str, np.ndarray], ridge: float = 0.1,
+                    families: set[str] | None = None, reading: tuple[str, dict[str, np.ndarray]] | None = None) -> NanoVLA:
+    """``model`` with its instruction projection refitted on ``alignment_rows`` (``ridge`` per row, on
+    standardised vectors, as ``with_other_language_encoder``); in eval mode. ``table``: the model's own encoder's
+    vectors; ``reading``: (encoder id, its table) of another encoder the aligned model is to read instead (e.g.
+    NanoVLA-S aligned into an L that reads Gemma-3-270M), else the model's own."""
+    encoder_id, vectors = reading if reading is not None else (model.config.language_encoder_id, None)
+    sentences, targets = alignment_rows(table, families, vectors)
+    return model.with_other_language_encoder(encoder_id, sentences, targets, ridge=ridge)
+
+
+def instruction_tokens(model: NanoVLA, vectors: np.ndarray) -> np.ndarray:
+    """The instruction tokens (N, d) the model reads from instruction vectors (N, L)."""
+    import torch
+
+    with torch.no_grad():
+        v = torch.as_tensor(np.asarray(vectors), dtype=torch.float32)
+        return model.language_proj((v - model.language_mean) / model.language_std).numpy()
+
+
+def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple]) -> dict[str, float]:
+    """Of bank ``rows`` (text, kind, cube, target, ...): the fraction whose token lies nearest their own task's
+    token among all tasks' ("right"), and the median distance to their task's token over that token's distance
+    to the nearest other task's ("off": below 0.5 the sentence is well inside its task)."""
+    tasks, centres = task_template_vectors(table)
+    centre_tokens = instruction_tokens(model, centres)
+    own = instruction_tokens(model, np.stack([table[r[0]] for r in rows]))
+    own_task = np.array([tasks.index((r[1], r[2], r[3])) for r in rows])
+    distances = ((own[:, None] - centre_tokens[None]) ** 2).sum(-1)
+    gaps = np.sqrt(((centre_tokens[:, None] - centre_tokens[None]) ** 2).sum(-1)) + np.diag(np.full(len(tasks), np.inf))
+    off = np.sqrt(distances[np.arange(len(rows)), own_task]) / gaps.min(axis=1)[own_task]
+    return {"right": float(np.mean(distances.argmin(axis=1) == own_task)), "off": float(np.median(off))}
+
+
+def cross_validate(model: NanoVLA, table: dict[str, np.ndarray], ridges: list[float], folds: int = 3,
+                   seed: int = 0, reading: tuple[str, dict[str, np.ndarray]] | None = None) -> dict[float, dict[str, float]]:
+    """Per ridge, ``token_scores`` of training families left out of the fit, by whole core phrases: ``folds``
+    folds of the training cores (every style of a core leaves together), as the held-out split holds cores the
+    fit never saw; the held-out families are not read. For choosing the ridge without the held-out split."""
+    core_of = {f.id: (f.kind, f.core) for f in phrasings.families() if f.split == "train"}
+    cores = sorted(set(core_of.values()))
+    fold_of_core = dict(zip(cores, np.random.default_rng(seed).permutation(len(cores)) % folds, strict=True))
+    fold_of = {family: fold_of_core[core] for family, core in core_of.items()}
+    rows = phrasings.bank("train")
+    out = {}
+    for ridge in ridges:
+        scores = []
+        for k in range(folds):
+            fitted = align_phrasings(model, table, ridge, {i for i, f in fold_of.items() if f != k}, reading)
+            scores.append(token_scores(fitted, reading[1] if reading else table,
+                                       [r for r in rows if fold_of[r[4]] == k]))
+        out[ridge] = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+    return out
+
+
+def choose_ridge(model: NanoVLA, table: dict[str, np.ndarray], ridges: tuple[float, ...] = RIDGES,
+                 reading: tuple[str, dict[str, np.ndarray]] | None = None) -> float:
+    """The ridge of ``RIDGES`` with the most left-out training-family sentences nearest their task (then the
+    smallest "off"), by ``cross_validate``."""
+    scores = cross_validate(model, table, list(ridges), reading=reading)
+    return max(ridges, key=lambda r: (round(scores[r]["right"], 3), -scores[r]["off"]))
+
+
+def align_checkpoint(source: str | Path, destination: str | Path, table_dir: str | Path,
+                     ridge: float | None = None, reading_encoder_id: str | None = None) -> tuple[Path, float]:
+    """``source`` aligned (``align_phrasings``) with the instruction tables in ``table_dir`` (its own encoder's,
+    and ``reading_encoder_id``'s if the aligned model is to read another encoder), saved fp16 at
+    ``destination``; the checkpoint records the alignment (ridge, rows) beside its lineage and keeps the h it
+    declares. ``ridge`` None: ``choose_ridge``'s. Returns the path and the ridge."""
+    import torch
+
+    from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from nanovla_ros.model.feature_cache import read_instruction_table
+
+    model, extra = load_checkpoint(source)
+    texts, vectors = read_instruction_table(table_dir, model.config.language_encoder_id)
+    table = dict(zip(texts, vectors, strict=True))
+    reading = None
+    if reading_encoder_id and reading_encoder_id != model.config.language_encoder_id:
+        reading = (reading_encoder_id, dict(zip(*read_instruction_table(table_dir, reading_encoder_id), strict=True)))
+    ridge = choose_ridge(model, table, reading=reading) if ridge is None else ridge
+    aligned = align_phrasings(model, table, ridge, reading=reading)
+    record = {"step": extra.get("step", 0), "init": extra,
+              "phrasing_alignment": {"ridge": ridge, "rows": len(alignment_rows(table)[0]),
+                                     "from_encoder": model.config.language_encoder_id,
+                                     "families": len({row[4] for row in phrasings.bank("train")})}}
+    if "execute_steps" in extra:
+        record["execute_steps"] = extra["execute_steps"]
+    return save_checkpoint(aligned, destination, record, dtype=torch.float16), ridge
