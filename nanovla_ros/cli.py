@@ -242,7 +242,11 @@ def cmd_align(args: argparse.Namespace) -> int:
         from nanovla_ros.training.pipeline import BACKBONE_OF_VARIANT
 
         reading = encoder_id(BACKBONE_OF_VARIANT[args.variant])
-    path, ridge = align_checkpoint(args.checkpoint, args.out, args.table_dir, args.ridge, reading)
+    anchors = {}
+    for item in args.anchor or []:
+        kind, _, template = item.partition("=")
+        anchors[kind] = template
+    path, ridge = align_checkpoint(args.checkpoint, args.out, args.table_dir, args.ridge, reading, anchors or None)
     print(f"[align] {path} (instruction projection refitted on the phrasing bank's training families, ridge "
           f"{ridge:g}{'' if args.ridge is not None else ', chosen by cross-validation over training families'})")
     return 0
@@ -441,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "by cross-validation over training families; scripts/eval/probe_alignment.py compares them)")
     al.add_argument("--variant", choices=("s", "l"), help="the encoder the aligned model reads (l: Gemma-3-270M, "
                     "NanoVLA-L from an S checkpoint); default: the checkpoint's own")
+    al.add_argument("--anchor", action="append", metavar="KIND=TEMPLATE", help="aim a kind's sentences at the token "
+                    "of this training template (e.g. 'stack=place the {cube} cube onto the {target} cube'); default: "
+                    "the mean of the kind's training templates' tokens")
     al.set_defaults(func=cmd_align)
 
     ev = sub.add_parser("evaluate", help="closed-loop episodes of a checkpoint in the workcell (in process)")

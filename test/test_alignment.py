@@ -109,5 +109,6 @@ def test_nanovla_align_chooses_the_ridge_on_training_cores_and_writes_a_self_des
     assert ridge in RIDGES
     aligned, extra = load_checkpoint(path)
     assert extra["phrasing_alignment"]["ridge"] == ridge and extra["execute_steps"] == 4
-    assert extra["init"]["step"] == 7 and read_metadata(path)  # its lineage, readable without loading
+    assert extra["step"] == 7 and extra["phrasing_alignment"]["source"] == "s.safetensors"  # the trained model's
+    assert read_metadata(path)  # record stays, the alignment beside it, readable without loading
     assert aligned.config.language_encoder_id == "enc"

@@ -30,24 +30,32 @@ def training_templates(kind: str, cube: str, target: str) -> list[str]:
     return [say(t, cube, target) for t in TEMPLATES[kind][0] + TRAINING_ONLY_TEMPLATES[kind]]
 
 
-def task_template_vectors(table: dict[str, np.ndarray]) -> tuple[list[Task], np.ndarray]:
-    """Every task of the workcell (both colour splits) and its task vector (T, L): the mean of its training
-    templates' vectors in ``table`` (text -> vector)."""
+def task_template_vectors(table: dict[str, np.ndarray],
+                          anchors: dict[str, str] | None = None) -> tuple[list[Task], np.ndarray]:
+    """Every task of the workcell (both colour splits) and its task vector (T, L) in ``table`` (text -> vector):
+    the vector of its kind's anchor template (``anchors``: kind -> a training template) said for the task, or, for a
+    kind without one, the mean of its training templates' vectors."""
+    anchors = anchors or {}
     tasks = [(kind, cube, target) for kind in TEMPLATES for cube in CUBES
              for target in targets_of(kind, cube)]
     missing = [t for k, c, g in tasks for t in training_templates(k, c, g) if t not in table]
     if missing:
         raise ConfigError(f"{len(missing)} training instructions (e.g. {missing[0]!r}) have no vector in the table: "
                           "regenerate it (nanovla_ros.model.feature_cache.write_instruction_tables)")
-    return tasks, np.stack([np.mean([table[t] for t in training_templates(*task)], axis=0) for task in tasks])
+    for kind, template in anchors.items():
+        if template not in TEMPLATES[kind][0] + TRAINING_ONLY_TEMPLATES[kind]:
+            raise ConfigError(f"anchor {template!r} is not a training template of {kind!r}")
+    return tasks, np.stack([table[say(anchors[task[0]], *task[1:])] if task[0] in anchors else
+                            np.mean([table[t] for t in training_templates(*task)], axis=0) for task in tasks])
 
 
 def alignment_rows(table: dict[str, np.ndarray], families: set[str] | None = None,
-                   reading: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   reading: dict[str, np.ndarray] | None = None,
+                   anchors: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sentence vectors (N, L'), their task vectors (N, L)): the bank's training-family sentences (of
     ``families`` only, if given) and the training templates, each paired with its task's vector in ``table``;
     the sentences' vectors from ``reading`` (another encoder's table, L') if given, else from ``table``."""
-    tasks, centres = task_template_vectors(table)
+    tasks, centres = task_template_vectors(table, anchors)
     reading = table if reading is None else reading
     index = {task: i for i, task in enumerate(tasks)}
     rows = [(text, (kind, cube, target)) for text, kind, cube, target, family in phrasings.bank("train")
@@ -61,13 +69,14 @@ def alignment_rows(table: dict[str, np.ndarray], families: set[str] | None = Non
 
 
 def align_phrasings(model: NanoVLA, table: dict[str, np.ndarray], ridge: float = 0.1,
-                    families: set[str] | None = None, reading: tuple[str, dict[str, np.ndarray]] | None = None) -> NanoVLA:
+                    families: set[str] | None = None, reading: tuple[str, dict[str, np.ndarray]] | None = None,
+                    anchors: dict[str, str] | None = None) -> NanoVLA:
     """``model`` with its instruction projection refitted on ``alignment_rows`` (``ridge`` per row, on
     standardised vectors, as ``with_other_language_encoder``); in eval mode. ``table``: the model's own encoder's
     vectors; ``reading``: (encoder id, its table) of another encoder the aligned model is to read instead (e.g.
     NanoVLA-S aligned into an L that reads Gemma-3-270M), else the model's own."""
     encoder_id, vectors = reading if reading is not None else (model.config.language_encoder_id, None)
-    sentences, targets = alignment_rows(table, families, vectors)
+    sentences, targets = alignment_rows(table, families, vectors, anchors)
     return model.with_other_language_encoder(encoder_id, sentences, targets, ridge=ridge)
 
 
@@ -80,11 +89,12 @@ def instruction_tokens(model: NanoVLA, vectors: np.ndarray) -> np.ndarray:
         return model.language_proj((v - model.language_mean) / model.language_std).numpy()
 
 
-def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple]) -> dict[str, float]:
+def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple],
+                 anchors: dict[str, str] | None = None) -> dict[str, float]:
     """Of bank ``rows`` (text, kind, cube, target, ...): the fraction whose token lies nearest their own task's
     token among all tasks' ("right"), and the median distance to their task's token over that token's distance
     to the nearest other task's ("off": below 0.5 the sentence is well inside its task)."""
-    tasks, centres = task_template_vectors(table)
+    tasks, centres = task_template_vectors(table, anchors)
     centre_tokens = instruction_tokens(model, centres)
     own = instruction_tokens(model, np.stack([table[r[0]] for r in rows]))
     own_task = np.array([tasks.index((r[1], r[2], r[3])) for r in rows])
@@ -95,7 +105,8 @@ def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple]
 
 
 def cross_validate(model: NanoVLA, table: dict[str, np.ndarray], ridges: list[float], folds: int = 3,
-                   seed: int = 0, reading: tuple[str, dict[str, np.ndarray]] | None = None) -> dict[float, dict[str, float]]:
+                   seed: int = 0, reading: tuple[str, dict[str, np.ndarray]] | None = None,
+                   anchors: dict[str, str] | None = None) -> dict[float, dict[str, float]]:
     """Per ridge, ``token_scores`` of training families left out of the fit, by whole core phrases: ``folds``
     folds of the training cores (every style of a core leaves together), as the held-out split holds cores the
     fit never saw; the held-out families are not read. For choosing the ridge without the held-out split."""
@@ -108,23 +119,25 @@ def cross_validate(model: NanoVLA, table: dict[str, np.ndarray], ridges: list[fl
     for ridge in ridges:
         scores = []
         for k in range(folds):
-            fitted = align_phrasings(model, table, ridge, {i for i, f in fold_of.items() if f != k}, reading)
+            fitted = align_phrasings(model, table, ridge, {i for i, f in fold_of.items() if f != k}, reading, anchors)
             scores.append(token_scores(fitted, reading[1] if reading else table,
-                                       [r for r in rows if fold_of[r[4]] == k]))
+                                       [r for r in rows if fold_of[r[4]] == k], anchors))
         out[ridge] = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
     return out
 
 
 def choose_ridge(model: NanoVLA, table: dict[str, np.ndarray], ridges: tuple[float, ...] = RIDGES,
-                 reading: tuple[str, dict[str, np.ndarray]] | None = None) -> float:
+                 reading: tuple[str, dict[str, np.ndarray]] | None = None,
+                 anchors: dict[str, str] | None = None) -> float:
     """The ridge of ``RIDGES`` with the most left-out training-family sentences nearest their task (then the
     smallest "off"), by ``cross_validate``."""
-    scores = cross_validate(model, table, list(ridges), reading=reading)
+    scores = cross_validate(model, table, list(ridges), reading=reading, anchors=anchors)
     return max(ridges, key=lambda r: (round(scores[r]["right"], 3), -scores[r]["off"]))
 
 
 def align_checkpoint(source: str | Path, destination: str | Path, table_dir: str | Path,
-                     ridge: float | None = None, reading_encoder_id: str | None = None) -> tuple[Path, float]:
+                     ridge: float | None = None, reading_encoder_id: str | None = None,
+                     anchors: dict[str, str] | None = None) -> tuple[Path, float]:
     """``source`` aligned (``align_phrasings``) with the instruction tables in ``table_dir`` (its own encoder's,
     and ``reading_encoder_id``'s if the aligned model is to read another encoder), saved fp16 at
     ``destination``; the checkpoint records the alignment (ridge, rows) beside its lineage and keeps the h it
@@ -140,12 +153,12 @@ def align_checkpoint(source: str | Path, destination: str | Path, table_dir: str
     reading = None
     if reading_encoder_id and reading_encoder_id != model.config.language_encoder_id:
         reading = (reading_encoder_id, dict(zip(*read_instruction_table(table_dir, reading_encoder_id), strict=True)))
-    ridge = choose_ridge(model, table, reading=reading) if ridge is None else ridge
-    aligned = align_phrasings(model, table, ridge, reading=reading)
-    record = {"step": extra.get("step", 0), "init": extra,
-              "phrasing_alignment": {"ridge": ridge, "rows": len(alignment_rows(table)[0]),
-                                     "from_encoder": model.config.language_encoder_id,
-                                     "families": len({row[4] for row in phrasings.bank("train")})}}
-    if "execute_steps" in extra:
-        record["execute_steps"] = extra["execute_steps"]
+    ridge = choose_ridge(model, table, reading=reading, anchors=anchors) if ridge is None else ridge
+    aligned = align_phrasings(model, table, ridge, reading=reading, anchors=anchors)
+    # the trained model's record stays (its training, lineage and declared h): only its instruction projection
+    # changed, and how is recorded beside it
+    record = {**extra, "phrasing_alignment": {
+        "source": Path(source).name, "ridge": ridge, "rows": len(alignment_rows(table, anchors=anchors)[0]),
+        "from_encoder": model.config.language_encoder_id, "anchors": anchors or {},
+        "families": len({row[4] for row in phrasings.bank("train")})}}
     return save_checkpoint(aligned, destination, record, dtype=torch.float16), ridge

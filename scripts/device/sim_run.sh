@@ -145,6 +145,7 @@ dagger)
   # by the last round's policy (seeds DAGGER_SEED (20000) + 1000 (r - 1)), labelled by the expert; then fine-tune
   # the last round's model on everything so far -> $RUN/dagger<r> (log_dagger<r>.txt), exported to
   # $RUN/dagger<r>.safetensors for the next round.
+  # ROUND_FLAGS="--phrasings bank ...": training flags of the round's own model.
   # DRIVER=path: another policy than CKPT drives round 1's collection (CKPT still initialises the round's model).
   # DAGGER_H: actions the policy executes per chunk while it collects and in the early evaluations (default: what
   # the checkpoint declares, `nanovla export --execute-steps`: an H = 20 model says 20; its fine-tunes
@@ -157,6 +158,10 @@ dagger)
   cp "${CKPT:-nanovla_ros/checkpoints/nanovla_s_workcell.safetensors}" $RUN/dagger0.safetensors || exit 1
   {
     echo "cd $CODE"
+    # ALIGN=1: also $RUN/aligned.safetensors, CKPT with its instruction projection aligned to the phrasing bank's
+    # training families (`nanovla align`), for arms to start from ("name=40:20@$RUN/aligned.safetensors/...")
+    [ -n "${ALIGN:-}" ] && echo "python3 -m nanovla_ros.cli align $RUN/dagger0.safetensors $RUN/aligned.safetensors \
+  --table-dir $SIM/cache > $RUN/log_align.txt 2>&1"
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
   wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
@@ -193,7 +198,7 @@ dagger)
       for g in "${!queue[@]}"; do [ "$g" != 0 ] && echo "( ${queue[$g]}) &"; done  # GPU 0's wait for the round's own
       echo "$(gpu 0) python3 -m nanovla_ros.cli train --data $SIM --variant s --cameras front wrist --init-from $RUN/dagger$((r - 1)).safetensors \
   --out $RUN/dagger$r --image-size ${IMG:-320} --steps ${STEPS:-2000} --lr ${LR:-5e-5} --warmup-steps 100 --val-every 500 \
-  --batch-size 256 --device cuda > $RUN/log_dagger$r.txt 2>&1"
+  --batch-size 256 --device cuda ${ROUND_FLAGS:-} > $RUN/log_dagger$r.txt 2>&1"
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
       [ -n "${queue[0]:-}" ] && echo "( ${queue[0]}) &"
