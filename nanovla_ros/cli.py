@@ -229,7 +229,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from nanovla_ros.training.pipeline import export_checkpoint
 
-    export_checkpoint(args.checkpoint, args.out, args.execute_steps)
+    if not args.out and not args.onnx:
+        raise SystemExit("nanovla export: give OUT (an fp16 copy), --onnx OUT.onnx, or both")
+    if args.out:
+        export_checkpoint(args.checkpoint, args.out, args.execute_steps)
+    if args.onnx:
+        from nanovla_ros.model.onnx_policy import OPSET, export_checkpoint_onnx
+
+        source = args.out or args.checkpoint  # the fp16 copy, declaring --execute-steps, if one was asked for
+        path = export_checkpoint_onnx(source, args.onnx)
+        print(f"[export] {path}: the per-step path (image encoder, transformer, de-normalisation) as ONNX opset "
+              f"{OPSET}, "
+              f"{path.stat().st_size / 1e6:.1f} MB")
     return 0
 
 
@@ -275,7 +286,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.execute_steps = checkpoint_execute_steps(args.checkpoint)
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
-                       latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb)
+                       latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
+                       backend=args.backend)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -430,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="fp16 copy of a trained checkpoint, for shipping")
     ex.add_argument("checkpoint")
-    ex.add_argument("out")
+    ex.add_argument("out", nargs="?", help="the fp16 copy")
+    ex.add_argument("--onnx", metavar="OUT.onnx", help="also (or only) the policy's per-step path as ONNX, for "
+                    "the onnxruntime and tensorrt backends (nanovla_ros.model.onnx_policy)")
     ex.add_argument("--execute-steps", type=int, help="h the checkpoint is meant to run with (as evaluated), declared "
                     "in it: the policy node's execute_steps: 0 and `evaluate` take it (none declared: 10)")
     ex.set_defaults(func=cmd_export)
@@ -469,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "executed time-aligned (what a slow host's graph does; 10 = ~330 ms at 30 Hz)")
     ev.add_argument("--workers", type=int, default=1)
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                    help="the policy's runtime (onnxruntime: the checkpoint exported to ONNX once and cached; CPU or "
+                    "CUDA provider by --device; tensorrt: ONNX Runtime's TensorRT provider); an .onnx checkpoint "
+                    "needs onnxruntime or tensorrt")
     ev.add_argument("--first-seed", type=int, default=1000)
     ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
                     "(default: touch 240, push 300, pick_place and stack 450; --graph: that many 30 Hz periods of "

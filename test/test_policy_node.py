@@ -55,7 +55,7 @@ def _task() -> CurrentTask:
                        embedding=np.ones(384, np.float32))
 
 
-def _policy_with_inputs(graph, checkpoint, max_obs_age_ms: float):
+def _policy_with_inputs(graph, checkpoint, max_obs_age_ms: float, backend: str = "torch"):
     """A policy node with a latched task, plus the probe's chunk list and image / state publishers."""
     chunks = []
     graph.probe.create_subscription(ActionChunk, "action_chunk", chunks.append, COMMAND_QOS)
@@ -65,16 +65,18 @@ def _policy_with_inputs(graph, checkpoint, max_obs_age_ms: float):
     tasks.publish(_task())
     policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
         Parameter("checkpoint_small", value=str(checkpoint)), Parameter("replan_rate_hz", value=20.0),
-        Parameter("max_obs_age_ms", value=max_obs_age_ms)]))
+        Parameter("max_obs_age_ms", value=max_obs_age_ms), Parameter("backend", value=backend)]))
     return policy, chunks, images, states
 
 
-def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint, backend, tmp_path, monkeypatch):
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
+    monkeypatch.setenv("NANOVLA_CACHE_DIR", str(tmp_path))  # where the ONNX export is cached
     diagnostics = []
     graph.probe.create_subscription(DiagnosticArray, "diagnostics", diagnostics.append, COMMAND_QOS)
-    policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=1000.0)
+    policy, chunks, images, states = _policy_with_inputs(graph, checkpoint, max_obs_age_ms=1000.0, backend=backend)
     assert wait_until(lambda: images.get_subscription_count() > 0 and states.get_subscription_count() > 0, 10)
     stamps = []
 
@@ -94,6 +96,8 @@ def test_policy_publishes_a_chunk_stamped_with_the_observation(graph, checkpoint
     stamp_ns = chunk.header.stamp.sec * 1_000_000_000 + chunk.header.stamp.nanosec
     assert stamp_ns in stamps  # the observation's time, not the publish time
     assert policy.runner.policies["small"].config.horizon == 12
+    assert type(policy.runner.policies["small"]).__name__ == {"torch": "NanoVLAPolicy",
+                                                               "onnxruntime": "OnnxPolicy"}[backend]
     # its diagnostics say it is ready (what the demo and graph evaluation wait for) and how it runs
     def reported() -> dict | None:
         for status in (s for msg in diagnostics for s in msg.status if s.name == "policy: inference"):

@@ -137,16 +137,15 @@ def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max
 _WORKER: dict = {}
 
 
-def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str) -> None:
+def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch") -> None:
     import torch
 
-    from nanovla_ros.model.checkpoint import load_checkpoint
-    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+    from nanovla_ros.model.onnx_policy import load_policy
     from nanovla_ros.sim.workcell import Workcell
 
     torch.set_num_threads(1)
-    model, _ = load_checkpoint(checkpoint, device)
-    _WORKER.update(policy=NanoVLAPolicy(model).to(device), workcell=Workcell(), embeddings=embeddings)
+    policy, _ = load_policy(checkpoint, backend, device, threads=1)
+    _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
 def _run_one(job: tuple[str, str, int, int, int | None, int, str, str]) -> EpisodeResult:
@@ -183,10 +182,10 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
-             phrasings: str = "templates", perturb: str = "") -> list[EpisodeResult]:
+             phrasings: str = "templates", perturb: str = "", backend: str = "torch") -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
-    ``run_policy_episode``."""
+    ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``)."""
     import json
     import multiprocessing as mp
 
@@ -198,7 +197,14 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     if latency_steps * 1e3 / CONTROL_RATE_HZ > timeout_ms:
         print(f"[evaluate] warning: latency_steps={latency_steps} is more than the driver's chunk_timeout_ms="
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
-    language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
+    if checkpoint.endswith(".onnx") or backend != "torch":
+        from nanovla_ros.model.onnx_policy import cached_export, read_onnx_metadata
+
+        if not checkpoint.endswith(".onnx"):
+            checkpoint = str(cached_export(checkpoint))  # once here, not raced for by the workers
+        language_id = json.loads(read_onnx_metadata(checkpoint)["config"])["language_encoder_id"]
+    else:
+        language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank")
     parse_perturbation(perturb)  # a bad one is refused before any worker starts
     jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, perturb)
@@ -214,14 +220,14 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_steps}", unit="episode")
     results: list[EpisodeResult] = []
     if workers <= 1:
-        _init_worker(checkpoint, embeddings, device)
+        _init_worker(checkpoint, embeddings, device, backend)
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     else:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device)) as pool:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend)) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

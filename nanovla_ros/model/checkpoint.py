@@ -66,7 +66,12 @@ def declared_execute_steps(extra: dict) -> int:
 
 
 def checkpoint_execute_steps(path: str | Path) -> int:
-    """``declared_execute_steps`` of the checkpoint file at ``path`` (its metadata only, no weights loaded)."""
+    """``declared_execute_steps`` of the checkpoint file at ``path`` (its metadata only, no weights loaded; an
+    exported .onnx policy carries the checkpoint's)."""
+    if str(path).endswith(".onnx"):
+        from nanovla_ros.model.onnx_policy import read_onnx_metadata
+
+        return declared_execute_steps(json.loads(read_onnx_metadata(path).get("extra", "{}")))
     return declared_execute_steps(json.loads(read_metadata(path)["extra"]))
 
 

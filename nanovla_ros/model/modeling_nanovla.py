@@ -554,26 +554,31 @@ class NanoVLAPolicy(nn.Module):
         """(h, w, 3) uint8 RGB (a one-camera model) or {camera: frame} with every camera of ``config.cameras``
         (same size), (S,) radians, (L,) pooled instruction -> (H, A) joint targets, radians (z = 0)."""
         device = next(self.model.parameters()).device
-        c = self.config
-        if instruction_embedding.shape != (c.language_dim,):
-            raise ValueError(f"instruction embedding has shape {instruction_embedding.shape}, "
-                             f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
-        if state.shape != (c.state_dim,):
-            raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
-        if isinstance(image, dict):
-            missing = [name for name in c.cameras if name not in image]
-            if missing:
-                raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")
-            frames = np.stack([image[name] for name in c.cameras])  # (N, h, w, 3), a copy
-        elif len(c.cameras) == 1:
-            frames = np.require(image, requirements=["C", "W"])[None]  # a read-only frame (from a message) is copied
-        else:
-            raise ValueError(f"this model reads cameras {list(c.cameras)}: pass {{camera: frame}}")
+        frames = policy_inputs(self.config, image, state, instruction_embedding)
         images = torch.from_numpy(frames).to(device)  # (N, h, w, 3)
         state_t = torch.as_tensor(state, dtype=torch.float32, device=device)[None]  # (1, S)
         instruction = torch.as_tensor(instruction_embedding, dtype=torch.float32, device=device)[None]  # (1, L)
         pixels = self.image_encoder.preprocess(images)  # (N, 3, S, S) whatever the camera's size
         return self._forward(pixels, state_t, instruction)[0].float().cpu().numpy()  # (H, A)
+
+
+def policy_inputs(c: NanoVLAConfig, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
+                  instruction_embedding: np.ndarray) -> np.ndarray:
+    """Checks a policy step's inputs against the model's config; returns the frames (N, h, w, 3) uint8 in the
+    order of ``c.cameras`` (writable: a read-only frame from a message is copied)."""
+    if instruction_embedding.shape != (c.language_dim,):
+        raise ValueError(f"instruction embedding has shape {instruction_embedding.shape}, "
+                         f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
+    if state.shape != (c.state_dim,):
+        raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
+    if isinstance(image, dict):
+        missing = [name for name in c.cameras if name not in image]
+        if missing:
+            raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")
+        return np.stack([image[name] for name in c.cameras])  # (N, h, w, 3), a copy
+    if len(c.cameras) == 1:
+        return np.require(image, requirements=["C", "W"])[None]
+    raise ValueError(f"this model reads cameras {list(c.cameras)}: pass {{camera: frame}}")
 
 
 def fine_statistics(features: list[np.ndarray], fine_channels: int, max_frames: int = 2048,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from nanovla_ros.configuration import param, require, require_choice
 
 DEVICES = ("cpu", "cuda")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,13 @@ class PolicyNodeConfig:
     checkpoint_small: str = param("", "NanoVLA-S checkpoint (MiniLM instruction features); empty = none.")
     checkpoint_large: str = param("", "NanoVLA-L checkpoint (Gemma-3-270M instruction features); empty = none.")
     device: str = param("cpu", "Inference device: cpu or cuda.")
+    backend: str = param("torch", "Inference runtime: torch, onnxruntime (the checkpoint exported to ONNX once and "
+                                  "cached; CPU or CUDA provider by device) or tensorrt (ONNX Runtime's TensorRT "
+                                  "provider; needs onnxruntime-gpu and tensorrt). An .onnx checkpoint needs onnxruntime "
+                                  "or tensorrt.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
-    num_threads: int = param(0, "torch CPU threads for inference; 0 keeps torch's default (one per core).")
+    num_threads: int = param(0, "CPU threads for inference (torch's, or ONNX Runtime's intra-op threads); 0 keeps the "
+                                  "runtime's default.")
     # --- scheduling (long-short chunking)
     execute_steps: int = param(0, "h: actions of each chunk the driver executes before it needs the next; 0 = what "
                                   "the checkpoint declares (nanovla export --execute-steps), else 10.")
@@ -25,6 +31,9 @@ class PolicyNodeConfig:
 
     def __post_init__(self) -> None:
         require_choice("device", self.device, DEVICES)
+        require_choice("backend", self.backend, BACKENDS)
+        require(self.backend != "tensorrt" or self.device == "cuda", "backend tensorrt runs on device cuda")
+        require(not self.compile or self.backend == "torch", "compile applies to the torch backend only")
         require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0 (0: torch's default)")
         require(self.execute_steps >= 0, f"execute_steps={self.execute_steps} must be >= 0 (0: the checkpoint's)")
         require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")

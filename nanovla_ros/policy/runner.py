@@ -80,19 +80,28 @@ class PolicyRunner:
         for backbone, path in (("small", config.checkpoint_small), ("large", config.checkpoint_large)):
             if not path:
                 continue
-            model, extra = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
-            declared.append(min(declared_execute_steps(extra), model.config.horizon))
-            c = model.config
+            if config.backend == "torch":
+                model, extra = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
+                c = model.config
+                key = c.image_encoder_id
+                if key not in image_encoders:
+                    image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
+                                                               c.image_stride, c.fine_features).to(config.device)
+                self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
+                if config.compile:
+                    self.policies[backbone].compile()
+            else:  # ONNX Runtime (CPU / CUDA provider) or its TensorRT provider; exported once and cached
+                from nanovla_ros.model.onnx_policy import load_policy
+
+                self.policies[backbone], extra = load_policy(path, config.backend, config.device, config.num_threads)
+                c = self.policies[backbone].config
+                if c.language_encoder_id != encoder_id(backbone):
+                    raise ConfigError(f"{path} was trained on instruction vectors from {c.language_encoder_id!r}, but "
+                                      f"this node serves {encoder_id(backbone)!r} for {backbone}")
+            declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "
                                   f"(camera/image_raw) first")
-            key = c.image_encoder_id
-            if key not in image_encoders:
-                image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
-                                                           c.image_stride, c.fine_features).to(config.device)
-            self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
-            if config.compile:
-                self.policies[backbone].compile()
             self._warm_up(self.policies[backbone])
             log.info("NanoVLA-%s loaded from %s (H=%d, declares h=%d)", backbone[0].upper(), path, c.horizon,
                      declared[-1])

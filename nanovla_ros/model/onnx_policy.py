@@ -1,0 +1,177 @@
+"""The policy's per-step path as an ONNX graph, and a policy that runs it with ONNX Runtime.
+
+The exported graph is what ``NanoVLAPolicy`` runs each step after pre-processing: the frozen image encoder on every
+camera's frame, the fusion transformer (CVAE latent at zero, as at inference) and the de-normalisation of the
+action chunk. Inputs ``pixels`` (N cameras, 3, S, S) float32 (resized and normalised frames, as
+``FrozenImageEncoder.preprocess`` makes them), ``state`` (1, state_dim) radians, ``instruction`` (1, language_dim);
+output ``actions`` (1, H, A) joint targets in radians. The checkpoint's metadata (model config, the record of its
+training, the h it declares) travels in the ONNX file's metadata, so the file describes itself as the checkpoint
+does.
+
+``OnnxPolicy`` has ``NanoVLAPolicy``'s ``predict_chunk`` and ``config``, so the policy node and the evaluation take
+either. Providers: CPU, CUDA, TensorRT (``onnxruntime-gpu``; TensorRT also needs ``tensorrt``); a missing package is
+named in the error.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+from nanovla_ros.model.modeling_nanovla import IMAGE_MEAN, IMAGE_STD, NanoVLAPolicy, policy_inputs
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+             "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+OPSET = 17
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, policy: NanoVLAPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, pixels: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        return self.policy._chunk(pixels, state, instruction)
+
+
+def export_onnx(policy: NanoVLAPolicy, destination: str | Path, metadata: dict[str, str]) -> Path:
+    """Write ``policy``'s per-step path (fp32) to ``destination`` with ``metadata`` (string values) in it."""
+    import onnx
+
+    c = policy.config
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    pixels = torch.zeros(len(c.cameras), 3, c.image_size, c.image_size)
+    state, instruction = torch.zeros(1, c.state_dim), torch.zeros(1, c.language_dim)
+    step = _Step(policy.float().eval()).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on constant folding and tracing
+        torch.onnx.export(step, (pixels, state, instruction), str(destination), input_names=["pixels", "state",
+                          "instruction"], output_names=["actions"], opset_version=OPSET, dynamo=False)
+    graph = onnx.load(str(destination))
+    for key, value in {**metadata, "config": json.dumps(c.to_dict())}.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(destination))
+    return destination
+
+
+def export_checkpoint_onnx(checkpoint: str | Path, destination: str | Path) -> Path:
+    """``nanovla export CKPT --onnx OUT``: the checkpoint's policy (its own image encoder, cameras and sizes from
+    its metadata) as ONNX, with the checkpoint's metadata beside the config."""
+    from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata
+
+    model, _ = load_checkpoint(checkpoint)
+    metadata = {k: v for k, v in read_metadata(checkpoint).items() if k != "config"}
+    metadata["exported_from"] = Path(checkpoint).name
+    return export_onnx(NanoVLAPolicy(model), destination, metadata)
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata an exported policy carries (the checkpoint's: config, extra, encoder ids)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in graph.metadata_props}
+
+
+def _session(path: str | Path, device: str, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise OnnxExportError("backend onnxruntime needs the onnxruntime package (pip install onnxruntime; on a "
+                              "GPU host onnxruntime-gpu)") from err
+    wanted = PROVIDERS[device]
+    missing = [p for p in wanted[:1] if p not in ort.get_available_providers()]
+    if missing:
+        package = "tensorrt and onnxruntime-gpu" if device == "tensorrt" else "onnxruntime-gpu"
+        raise OnnxExportError(f"ONNX Runtime here has no {missing[0]} (it has {ort.get_available_providers()}): "
+                              f"install {package}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=wanted)
+
+
+class OnnxPolicy:
+    """An exported policy (``export_onnx``) run by ONNX Runtime: ``predict_chunk`` as ``NanoVLAPolicy``'s.
+    ``device``: cpu, cuda or tensorrt (the execution provider); ``threads``: ONNX Runtime's intra-op threads
+    (0: its default)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
+        if device not in PROVIDERS:
+            raise ValueError(f"device {device!r} is not one of {list(PROVIDERS)}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxExportError(f"ONNX policy {str(path)!r} does not exist (nanovla export CKPT --onnx OUT)")
+        self.session = _session(self.path, device, threads)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "config" not in self.metadata:
+            raise OnnxExportError(f"{str(path)!r} has no NanoVLA config in its metadata: export it with nanovla export")
+        self.config = NanoVLAConfig.from_dict(json.loads(self.metadata["config"]))
+        self.extra = json.loads(self.metadata.get("extra", "{}"))
+
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) uint8 -> (N, 3, S, S) float32, as ``FrozenImageEncoder.preprocess``."""
+        size = self.config.image_size
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return ((x - IMAGE_MEAN) / IMAGE_STD).numpy()
+
+    def predict_chunk(self, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
+                      instruction_embedding: np.ndarray) -> np.ndarray:
+        frames = policy_inputs(self.config, image, state, instruction_embedding)
+        feeds = {"pixels": self.preprocess(frames), "state": state.astype(np.float32)[None],
+                 "instruction": instruction_embedding.astype(np.float32)[None]}
+        return self.session.run(["actions"], feeds)[0][0]  # (H, A)
+
+
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The ONNX export of ``checkpoint``, made once and kept under ``cache_dir`` (default: $NANOVLA_CACHE_DIR/onnx
+    or ~/.cache/nanovla_ros/onnx) by the checkpoint's content hash, torch's and the exporter's versions."""
+    import hashlib
+
+    from nanovla_ros.language.encoders import default_cache_dir
+
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / "onnx"
+    path = folder / f"{Path(checkpoint).stem}-{digest}-torch{torch.__version__.split('+')[0]}-opset{OPSET}.onnx"
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        export_checkpoint_onnx(checkpoint, partial)
+        partial.replace(path)  # a killed export never leaves a file that looks finished
+    return path
+
+
+def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "cpu", threads: int = 0,
+                image_encoder=None):
+    """(policy, the checkpoint's record) for ``backend``: torch (``NanoVLAPolicy`` on ``device``, sharing
+    ``image_encoder`` if given), onnxruntime (``OnnxPolicy`` on the CPU or CUDA provider for ``device``) or tensorrt
+    (ONNX Runtime's TensorRT provider). A .safetensors checkpoint is exported to ONNX once (``cached_export``); an
+    .onnx file runs as it is (not with torch)."""
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.model.checkpoint import load_checkpoint
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    is_onnx = str(checkpoint).endswith(".onnx")
+    if backend == "torch":
+        if is_onnx:
+            raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
+        model, extra = load_checkpoint(checkpoint, device)
+        return NanoVLAPolicy(model, image_encoder).to(device), extra
+    policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint),
+                        "tensorrt" if backend == "tensorrt" else device, threads)
+    return policy, policy.extra

@@ -1,0 +1,72 @@
+"""The policy's per-step path exported to ONNX (`nanovla export CKPT --onnx OUT`) and run by ONNX Runtime: the
+same chunk as PyTorch's, the checkpoint's metadata inside, clear errors for what cannot run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.checkpoint import checkpoint_execute_steps, save_checkpoint
+from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+from nanovla_ros.model.modeling_nanovla import NanoVLA, NanoVLAPolicy
+from nanovla_ros.model.onnx_policy import (
+    OnnxExportError,
+    OnnxPolicy,
+    cached_export,
+    export_checkpoint_onnx,
+    load_policy,
+    read_onnx_metadata,
+)
+
+TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=12, latent_dim=4,
+            image_size=64, language_dim=16, language_encoder_id="enc")
+PARITY_RAD = 1e-4
+
+
+def _inputs(config: NanoVLAConfig, rng: np.random.Generator, height: int = 48, width: int = 80):
+    frames = {c: rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for c in config.cameras}
+    image = frames if len(config.cameras) > 1 else frames[config.cameras[0]]
+    return image, rng.normal(0, 0.5, config.state_dim).astype(np.float32), rng.normal(size=config.language_dim).astype(np.float32)
+
+
+@pytest.mark.parametrize("cameras", [("front",), ("front", "wrist")])
+def test_an_exported_policy_gives_torchs_chunk_and_describes_itself(tmp_path, cameras):
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(cameras=cameras, **TINY))
+    source = save_checkpoint(model, tmp_path / "tiny.safetensors", {"step": 3, "execute_steps": 6})
+    path = export_checkpoint_onnx(source, tmp_path / "tiny.onnx")
+    reference, exported = NanoVLAPolicy(model.eval()), OnnxPolicy(path, threads=1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # frames of another size than the model's input: resized alike
+        image, state, instruction = _inputs(model.config, rng)
+        want, got = reference.predict_chunk(image, state, instruction), exported.predict_chunk(image, state, instruction)
+        assert got.shape == (12, 6) and np.abs(got - want).max() <= PARITY_RAD
+    assert exported.config == model.config and exported.extra["step"] == 3
+    assert checkpoint_execute_steps(path) == 6  # the h the checkpoint declares travels with the export
+    assert json.loads(read_onnx_metadata(path)["config"])["cameras"] == list(cameras)
+    with pytest.raises(ValueError, match="instruction embedding has shape"):
+        exported.predict_chunk(image, state, np.zeros(5, np.float32))  # checked as the torch policy checks
+
+
+def test_the_backend_loader_exports_once_and_refuses_what_cannot_run(tmp_path):
+    torch.manual_seed(0)
+    source = save_checkpoint(NanoVLA(NanoVLAConfig(**TINY)), tmp_path / "tiny.safetensors", {"step": 1})
+    first = cached_export(source, tmp_path / "cache")
+    assert cached_export(source, tmp_path / "cache") == first and len(list((tmp_path / "cache").iterdir())) == 1
+    policy, extra = load_policy(first, "onnxruntime")
+    assert isinstance(policy, OnnxPolicy) and extra["step"] == 1
+    assert isinstance(load_policy(source, "torch")[0], NanoVLAPolicy)
+    with pytest.raises(ConfigError, match="ONNX policy"):
+        load_policy(first, "torch")
+    with pytest.raises(ConfigError, match="backend"):
+        load_policy(source, "tflite")
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(OnnxExportError, match="install tensorrt and onnxruntime-gpu"):
+            OnnxPolicy(first, "tensorrt")
+    with pytest.raises(OnnxExportError, match="does not exist"):
+        OnnxPolicy(tmp_path / "missing.onnx")
