@@ -34,13 +34,21 @@ READY_TIMEOUT_S = 60.0  # the workcell and the driver, after the nodes are on th
 STRIP_FRAMES = 6
 
 
-def scene_instruction(kind: str, seed: int) -> str:
-    """The instruction the workcell lays its scene out for (same sampling as the workcell node)."""
+def scene_task(kind: str, seed: int):
+    """The task the workcell lays its scene out for (same sampling as the workcell node)."""
     from nanovla_ros.sim.tasks import sample_layout, sample_task
 
     rng = np.random.default_rng(seed)
     sample_layout(rng)
-    return sample_task(rng, kind, "train").instruction
+    return sample_task(rng, kind, "train")
+
+
+def scene_instruction(kind: str, seed: int) -> str:
+    """``scene_task`` said as a person might: a sentence of one of the phrasing bank's held-out families, which
+    no training saw."""
+    from nanovla_ros.phrasings import sample_phrasing
+
+    return sample_phrasing(scene_task(kind, seed), np.random.default_rng(seed), split="heldout")
 
 
 def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool = False,

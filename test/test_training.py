@@ -24,9 +24,9 @@ TABLE_ID = "all-MiniLM-L6-v2@test/mean-l2"
 def touch_episode_recording(workcell, policy, embedding: np.ndarray, **kwargs):
     """Run the harness's touch episode of seed 1000; return its result, its instruction and the joint targets sent
     to the workcell at each control step, (steps, 6)."""
-    from nanovla_ros.demo import scene_instruction
+    from nanovla_ros.demo import scene_task
 
-    instruction, sent, step = scene_instruction("touch", 1000), [], workcell.step
+    instruction, sent, step = scene_task("touch", 1000).instruction, [], workcell.step
     workcell.step = lambda targets: (sent.append(np.array(targets)), step(targets))
     try:
         result = run_policy_episode(workcell, policy, {instruction: embedding}, "touch", "train", 1000, **kwargs)

@@ -9,6 +9,10 @@
   early_fusion_ar      the same, autoregressive readout (one LM step per action)
   shipped_s            the shipped checkpoint as `make demo` runs it: NanoVLA-S reading two cameras at 320 px
                        (two 480x640 frames per step), cached instruction
+  shipped_s_onnxruntime  the same step exported to ONNX (`nanovla export --onnx`), run by ONNX Runtime (CPU
+                       provider, or CUDA with --device cuda; policy node `backend:=onnxruntime`)
+  shipped_s_tensorrt   the same through ONNX Runtime's TensorRT provider (cuda only; needs onnxruntime-gpu and
+                       tensorrt)
 
 Each variant runs in its own process (so peak memory is its own). A "step" is one inference producing
 an H = 100 chunk from a 480x640 camera frame. Real packaged weights; readout heads random (timing only).
@@ -31,7 +35,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
-            "early_fusion_joint", "early_fusion_ar", "shipped_s")
+            "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_tensorrt")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -87,13 +91,13 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     state = np.zeros(6, np.float32)
-    if variant == "shipped_s":
+    if variant.startswith("shipped_s"):
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
-        from nanovla_ros.model.checkpoint import load_checkpoint
-        from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+        from nanovla_ros.model.onnx_policy import load_policy
 
-        policy = NanoVLAPolicy(load_checkpoint(SHIPPED_CHECKPOINT, device)[0]).to(device)
-        if compiled:
+        backend = variant.removeprefix("shipped_s").lstrip("_") or "torch"
+        policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads)  # the export: cached
+        if compiled and backend == "torch":
             policy.compile()
         cached = encode(load_text_encoder("small", random_dir), "cpu")  # the service's vector, computed once
         frames = {camera: image for camera in policy.config.cameras}
@@ -162,9 +166,15 @@ def main() -> None:
         print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders,
                                      args.compile)))
         return
+    if any(v.startswith("shipped_s_") for v in args.variants):  # the ONNX export, once, before the timed children
+        from nanovla_ros.graph import SHIPPED_CHECKPOINT
+        from nanovla_ros.model.onnx_policy import cached_export
+
+        cached_export(SHIPPED_CHECKPOINT)
+    variants = [v for v in args.variants if args.device == "cuda" or v != "shipped_s_tensorrt"]
     rows = []
     for threads in args.threads if args.device == "cpu" else [1]:
-        for variant in args.variants:
+        for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
                                   "--threads", str(threads), "--repeats", str(args.repeats)]
                                  + (["--random-encoders", args.random_encoders] if args.random_encoders else [])
@@ -190,7 +200,9 @@ def main() -> None:
                  ("NanoVLA-L (cached) vs early fusion, joint readout", "early_fusion_joint", "nanovla_l_cached"),
                  ("NanoVLA-L (cached) vs early fusion, autoregressive", "early_fusion_ar", "nanovla_l_cached"),
                  ("joint vs autoregressive readout (early fusion)", "early_fusion_ar", "early_fusion_joint"),
-                 ("two cameras at 320 px (shipped) cost vs one at 224 px", "shipped_s", "nanovla_s_cached")]
+                 ("two cameras at 320 px (shipped) cost vs one at 224 px", "shipped_s", "nanovla_s_cached"),
+                 ("ONNX Runtime vs torch, shipped step", "shipped_s", "shipped_s_onnxruntime"),
+                 ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt")]
         for label, slow, fast in pairs:
             if slow in p and fast in p:
                 print(f"- threads={threads}: {label}: {p[slow] / p[fast]:.1f}x")
