@@ -57,6 +57,8 @@ LAUNCH_ARGUMENTS = (
                                      "shipped = the package's workcell-trained one, for workcell:=true)."),
     LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none; with a checkpoint "
                                            "but none here the instruction encoder loads only the small backbone)."),
+    LaunchArgument("backend", "", "Policy inference runtime: torch, onnxruntime (exported to ONNX once, cached) or "
+                                  "tensorrt; empty = the parameter file's (torch)."),
     LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
@@ -81,7 +83,7 @@ NODES = (
     NodeSpec("instruction_encoder", "instruction_encoder_node", "nanovla_ros.nodes.instruction_encoder_node"),
     NodeSpec("router", "router_node", "nanovla_ros.nodes.router_node"),
     NodeSpec("policy", "policy_node", "nanovla_ros.nodes.policy_node",
-             {"checkpoint_small": "checkpoint", "checkpoint_large": "checkpoint_large"}),
+             {"checkpoint_small": "checkpoint", "checkpoint_large": "checkpoint_large", "backend": "backend"}),
     NodeSpec("so101_driver", "so101_driver_node", "nanovla_ros.nodes.so101_driver_node",
              {"port": "serial_port", "sim": "sim"}, respawn=False),
     NodeSpec("recorder", "recorder_node", "nanovla_ros.nodes.recorder_node", {"output_dir": "bag_dir"},
