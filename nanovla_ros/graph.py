@@ -58,7 +58,7 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("checkpoint_large", "", "NanoVLA-L checkpoint for the policy (empty = none; with a checkpoint "
                                            "but none here the instruction encoder loads only the small backbone)."),
     LaunchArgument("backend", "", "Policy inference runtime: torch, onnxruntime (exported to ONNX once, cached) or "
-                                  "tensorrt; empty = the parameter file's (torch)."),
+                                  "tensorrt; empty = the parameter file's (auto: onnxruntime on cpu)."),
     LaunchArgument("workcell", "false", "true: run the simulated MuJoCo workcell; the camera shows it and the "
                                         "driver drives it through its emulated servo bus (needs sim:=true)."),
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),

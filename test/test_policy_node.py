@@ -158,6 +158,20 @@ def test_num_threads_sets_the_inference_threads(checkpoint):
         PolicyNodeConfig(num_threads=-1)
 
 
+def test_the_default_backend_is_onnx_runtime_on_a_cpu_and_torch_where_it_cannot_be():
+    """backend auto: ONNX Runtime on a CPU (faster there, same chunks), torch on cuda or with compile."""
+    from nanovla_ros.policy.config import PolicyNodeConfig
+
+    assert PolicyNodeConfig().backend == "auto" and PolicyNodeConfig().resolved_backend == "onnxruntime"
+    assert PolicyNodeConfig(device="cuda").resolved_backend == "torch"
+    assert PolicyNodeConfig(compile=True).resolved_backend == "torch"
+    assert PolicyNodeConfig(backend="torch").resolved_backend == "torch"
+    with pytest.raises(ConfigError, match="tensorrt runs on device cuda"):
+        PolicyNodeConfig(backend="tensorrt")
+    with pytest.raises(ConfigError, match="compile applies to the torch backend"):
+        PolicyNodeConfig(backend="onnxruntime", compile=True)
+
+
 def test_a_chunk_that_arrives_late_runs_fewer_actions_so_the_next_comes_in_time(checkpoint, tmp_path):
     from nanovla_ros.policy.config import PolicyNodeConfig
     from nanovla_ros.policy.runner import Observation, PolicyRunner, Task
@@ -190,7 +204,8 @@ def test_a_fine_features_checkpoint_gets_the_folding_encoder(tmp_path):
     torch.manual_seed(0)
     model = NanoVLA(NanoVLAConfig(language_dim=384, language_encoder_id=encoder_id("small"), fine_features=True,
                                   **TINY))
-    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(save_checkpoint(model, tmp_path / "fine.safetensors"))))
+    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(save_checkpoint(model, tmp_path / "fine.safetensors")),
+                                           backend="torch"))
     assert runner.policies["small"].image_encoder.encoder_id.endswith("+s16")
     task = Task(7, "small", encoder_id("small"), np.ones(384, np.float32))
     now_ns = 1_000_000_000_000

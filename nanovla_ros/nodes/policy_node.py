@@ -80,7 +80,8 @@ class PolicyNode(Node):
         self._inference.start()
         loaded = sorted(self.runner.policies) or ["none"]
         self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
-                               f"h={self.runner.execute_steps}, device {self.config.device}")
+                               f"h={self.runner.execute_steps}, device {self.config.device}, backend "
+                               f"{self.config.resolved_backend}")
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from nanovla_ros.configuration import param, require, require_choice
 
 DEVICES = ("cpu", "cuda")
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -15,10 +15,11 @@ class PolicyNodeConfig:
     checkpoint_small: str = param("", "NanoVLA-S checkpoint (MiniLM instruction features); empty = none.")
     checkpoint_large: str = param("", "NanoVLA-L checkpoint (Gemma-3-270M instruction features); empty = none.")
     device: str = param("cpu", "Inference device: cpu or cuda.")
-    backend: str = param("torch", "Inference runtime: torch, onnxruntime (the checkpoint exported to ONNX once and "
-                                  "cached; CPU or CUDA provider by device) or tensorrt (ONNX Runtime's TensorRT "
-                                  "provider; needs onnxruntime-gpu and tensorrt). An .onnx checkpoint needs onnxruntime "
-                                  "or tensorrt.")
+    backend: str = param("auto", "Inference runtime: torch, onnxruntime (the checkpoint exported to ONNX once and "
+                                 "cached; CPU or CUDA provider by device) or tensorrt (ONNX Runtime's TensorRT "
+                                 "provider; needs onnxruntime-gpu and tensorrt); auto: onnxruntime on cpu where it is "
+                                 "installed (2.2x faster than torch eager on a 2-core CPU, the same closed-loop "
+                                 "success), else torch. An .onnx checkpoint needs onnxruntime or tensorrt.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     num_threads: int = param(0, "CPU threads for inference (torch's, or ONNX Runtime's intra-op threads); 0 keeps the "
                                   "runtime's default.")
@@ -33,9 +34,19 @@ class PolicyNodeConfig:
         require_choice("device", self.device, DEVICES)
         require_choice("backend", self.backend, BACKENDS)
         require(self.backend != "tensorrt" or self.device == "cuda", "backend tensorrt runs on device cuda")
-        require(not self.compile or self.backend == "torch", "compile applies to the torch backend only")
+        require(not self.compile or self.backend in ("torch", "auto"), "compile applies to the torch backend only")
         require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0 (0: torch's default)")
         require(self.execute_steps >= 0, f"execute_steps={self.execute_steps} must be >= 0 (0: the checkpoint's)")
         require(0.0 < self.control_rate_hz <= 1000.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 1000]")
         require(self.replan_rate_hz >= 0.0, f"replan_rate_hz={self.replan_rate_hz} must be >= 0")
         require(self.max_obs_age_ms > 0.0, f"max_obs_age_ms={self.max_obs_age_ms} must be positive")
+
+    @property
+    def resolved_backend(self) -> str:
+        """The runtime ``backend`` names (auto: onnxruntime on cpu where it is installed and compile is off)."""
+        if self.backend != "auto":
+            return self.backend
+        import importlib.util
+
+        onnx = self.device == "cpu" and not self.compile and importlib.util.find_spec("onnxruntime") is not None
+        return "onnxruntime" if onnx else "torch"

@@ -80,7 +80,8 @@ class PolicyRunner:
         for backbone, path in (("small", config.checkpoint_small), ("large", config.checkpoint_large)):
             if not path:
                 continue
-            if config.backend == "torch":
+            backend = config.resolved_backend
+            if backend == "torch":
                 model, extra = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
                 c = model.config
                 key = c.image_encoder_id
@@ -93,7 +94,7 @@ class PolicyRunner:
             else:  # ONNX Runtime (CPU / CUDA provider) or its TensorRT provider; exported once and cached
                 from nanovla_ros.model.onnx_policy import load_policy
 
-                self.policies[backbone], extra = load_policy(path, config.backend, config.device, config.num_threads)
+                self.policies[backbone], extra = load_policy(path, backend, config.device, config.num_threads)
                 c = self.policies[backbone].config
                 if c.language_encoder_id != encoder_id(backbone):
                     raise ConfigError(f"{path} was trained on instruction vectors from {c.language_encoder_id!r}, but "
@@ -103,8 +104,8 @@ class PolicyRunner:
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "
                                   f"(camera/image_raw) first")
             self._warm_up(self.policies[backbone])
-            log.info("NanoVLA-%s loaded from %s (H=%d, declares h=%d)", backbone[0].upper(), path, c.horizon,
-                     declared[-1])
+            log.info("NanoVLA-%s loaded from %s (H=%d, declares h=%d; %s)", backbone[0].upper(), path, c.horizon,
+                     declared[-1], backend)
         # h: the parameter, else what the checkpoints declare (one timer replans for both: the smaller, so that
         # neither runs out of actions); the most a chunk runs (effective_steps: less on a slow host)
         self.execute_steps = config.execute_steps or min(declared, default=DEFAULT_EXECUTE_STEPS)
