@@ -28,7 +28,7 @@ def _table(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, t
     def add(text: str, task: tuple[str, str, str], family: str) -> None:
         if family not in style:
             style[family] = 8.0 * style_basis @ rng.normal(size=8)
-        table[text] = meaning[task] + style[family] + 0.05 * rng.normal(size=DIM)
+        table[text] = meaning[task] + style[family] + 0.01 * rng.normal(size=DIM)
         task_of[text] = task
 
     for task in tasks:
@@ -57,7 +57,15 @@ def _nearest_task_rate(model, table, task_of, texts) -> float:
     return float(np.mean([tasks[n] == task_of[t] for n, t in zip(nearest, texts, strict=True)]))
 
 
-def test_alignment_sends_unseen_families_to_their_tasks_token_and_keeps_every_other_weight():
+def _tokens(model, vectors) -> np.ndarray:
+    with torch.no_grad():
+        v = torch.as_tensor(np.asarray(vectors), dtype=torch.float32)
+        return model.language_proj((v - model.language_mean) / model.language_std).numpy()
+
+
+def test_alignment_sends_unseen_families_to_their_tasks_token_and_keeps_every_other_weight(monkeypatch):
+    from nanovla_ros.training import alignment
+
     rng = np.random.default_rng(0)
     table, task_of = _table(rng)
     torch.manual_seed(0)
@@ -68,12 +76,21 @@ def test_alignment_sends_unseen_families_to_their_tasks_token_and_keeps_every_ot
     model.eval()
     heldout = [row[0] for row in phrasings.bank("heldout")]
     before = _nearest_task_rate(model, table, task_of, heldout)
-    aligned = align_phrasings(model, table, ridge=0.1)
-    after = _nearest_task_rate(aligned, table, task_of, heldout)
-    assert before < 0.5 and after > 0.95, (before, after)
-    assert _nearest_task_rate(aligned, table, task_of, templates) == 1.0
+    monkeypatch.setattr(alignment, "TEMPLATE_REPEATS", 0)  # the bank's sentences alone
+    plain = align_phrasings(model, table, ridge=0.1)
+    assert before < 0.5 and _nearest_task_rate(plain, table, task_of, heldout) > 0.95
+    assert _nearest_task_rate(plain, table, task_of, templates) == 1.0
     kept = {k for k in model.state_dict() if not k.startswith("language_")}
-    assert kept and all(torch.equal(model.state_dict()[k], aligned.state_dict()[k]) for k in kept)
+    assert kept and all(torch.equal(model.state_dict()[k], plain.state_dict()[k]) for k in kept)
+    # the templates' own rows keep what the model was trained on closer to where it was, at some cost to unseen
+    # families in this made-up geometry (none measured on the real bank: docs/data_loop.md)
+    monkeypatch.setattr(alignment, "TEMPLATE_REPEATS", 20)
+    keeping = align_phrasings(model, table, ridge=0.1)
+    original = _tokens(model, [table[t] for t in templates])
+    drift = {name: np.abs(_tokens(m, [table[t] for t in templates]) - original).mean()
+             for name, m in (("plain", plain), ("keeping", keeping))}
+    assert drift["keeping"] < 0.8 * drift["plain"], drift
+    assert _nearest_task_rate(keeping, table, task_of, heldout) > before
     # the fit never reads a held-out family's sentence
     sentences, _ = alignment_rows(table)
     held_rows = {tuple(np.round(table[t], 6)) for t in heldout}
@@ -89,13 +106,16 @@ def test_alignment_needs_the_bank_in_the_table():
         alignment_rows(table)
 
 
-def test_nanovla_align_chooses_the_ridge_on_training_cores_and_writes_a_self_describing_checkpoint(tmp_path):
+def test_nanovla_align_chooses_the_ridge_on_training_cores_and_writes_a_self_describing_checkpoint(tmp_path,
+                                                                                                   monkeypatch):
     """`nanovla align CKPT OUT`: the ridge comes from folds of training *cores* left out of the fit (never from
     the held-out families); the written checkpoint says how it was aligned and keeps the h its source declares."""
     from nanovla_ros.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
     from nanovla_ros.model.feature_cache import write_instruction_table
+    from nanovla_ros.training import alignment
     from nanovla_ros.training.alignment import RIDGES, align_checkpoint, cross_validate
 
+    monkeypatch.setattr(alignment, "TEMPLATE_REPEATS", 0)  # this made-up geometry: the bank's sentences alone
     rng = np.random.default_rng(0)
     table, _ = _table(rng)
     write_instruction_table(tmp_path, "enc", sorted(table), np.stack([table[t] for t in sorted(table)]))
