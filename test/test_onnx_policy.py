@@ -70,3 +70,26 @@ def test_the_backend_loader_exports_once_and_refuses_what_cannot_run(tmp_path):
             OnnxPolicy(first, "tensorrt")
     with pytest.raises(OnnxExportError, match="does not exist"):
         OnnxPolicy(tmp_path / "missing.onnx")
+
+
+def test_int8_quantises_the_matrix_products_and_keeps_the_policy_close(tmp_path):
+    """precision int8: the transformer's MatMul / Gemm weights in int8 (dynamic quantisation, no calibration);
+    the file still describes itself, says its precision, and its chunks stay near fp32's."""
+    torch.manual_seed(0)
+    model = NanoVLA(NanoVLAConfig(**TINY))
+    source = save_checkpoint(model, tmp_path / "tiny.safetensors", {"step": 2, "execute_steps": 6})
+    fp32 = cached_export(source, tmp_path / "cache")
+    int8 = cached_export(source, tmp_path / "cache", precision="int8")
+    assert int8 != fp32 and read_onnx_metadata(int8)["precision"] == "int8-dynamic"
+    assert checkpoint_execute_steps(int8) == 6 and OnnxPolicy(int8).config == model.config
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops  # it is quantised, not a copy
+    rng = np.random.default_rng(0)
+    image, state, instruction = _inputs(model.config, rng)
+    a, b = OnnxPolicy(fp32).predict_chunk(image, state, instruction), OnnxPolicy(int8).predict_chunk(image, state,
+                                                                                                     instruction)
+    assert np.isfinite(b).all() and np.abs(a - b).max() < 0.05
+    with pytest.raises(ConfigError, match="onnxruntime backend"):
+        load_policy(source, "torch", precision="int8")

@@ -137,14 +137,15 @@ def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max
 _WORKER: dict = {}
 
 
-def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch") -> None:
+def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch",
+                 precision: str = "fp32") -> None:
     import torch
 
     from nanovla_ros.model.onnx_policy import load_policy
     from nanovla_ros.sim.workcell import Workcell
 
     torch.set_num_threads(1)
-    policy, _ = load_policy(checkpoint, backend, device, threads=1)
+    policy, _ = load_policy(checkpoint, backend, device, threads=1, precision=precision)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
@@ -182,7 +183,8 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
-             phrasings: str = "templates", perturb: str = "", backend: str = "torch") -> list[EpisodeResult]:
+             phrasings: str = "templates", perturb: str = "", backend: str = "torch",
+             precision: str = "fp32") -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``)."""
@@ -201,7 +203,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         from nanovla_ros.model.onnx_policy import cached_export, read_onnx_metadata
 
         if not checkpoint.endswith(".onnx"):
-            checkpoint = str(cached_export(checkpoint))  # once here, not raced for by the workers
+            checkpoint = str(cached_export(checkpoint, precision=precision))  # once here, not raced for by workers
         language_id = json.loads(read_onnx_metadata(checkpoint)["config"])["language_encoder_id"]
     else:
         language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
@@ -220,7 +222,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_steps}", unit="episode")
     results: list[EpisodeResult] = []
     if workers <= 1:
-        _init_worker(checkpoint, embeddings, device, backend)
+        _init_worker(checkpoint, embeddings, device, backend)  # an exported file: its precision is in it
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:

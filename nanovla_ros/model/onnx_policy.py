@@ -29,6 +29,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 OPSET = 17
+PRECISIONS = ("fp32", "int8")  # int8: dynamic quantisation of the matrix products (quantize_dynamic_int8)
 
 
 class OnnxExportError(RuntimeError):
@@ -138,25 +139,60 @@ class OnnxPolicy:
         return self.session.run(["actions"], feeds)[0][0]  # (H, A)
 
 
-def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """The ONNX export of ``checkpoint``, made once and kept under ``cache_dir`` (default: $NANOVLA_CACHE_DIR/onnx
-    or ~/.cache/nanovla_ros/onnx) by the checkpoint's content hash, torch's and the exporter's versions."""
+def quantize_dynamic_int8(source: str | Path, destination: str | Path) -> Path:
+    """``source`` with the weights of its matrix products (the transformer's and the projections') in int8 and
+    their activations quantised per call (ONNX Runtime's dynamic quantisation: no calibration data); the image
+    encoder's convolutions stay fp32. The metadata travels along."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(destination), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"], per_channel=True)
+    graph = onnx.load(str(destination))
+    kept = {p.key for p in graph.metadata_props}
+    for prop in onnx.load(str(source), load_external_data=False).metadata_props:
+        if prop.key not in kept:
+            graph.metadata_props.add(key=prop.key, value=prop.value)
+    graph.metadata_props.add(key="precision", value="int8-dynamic")
+    onnx.save(graph, str(destination))
+    return Path(destination)
+
+
+def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None, precision: str = "fp32") -> Path:
+    """The ONNX export of ``checkpoint`` (``precision`` fp32, or int8: ``quantize_dynamic_int8``), made once and
+    kept under ``cache_dir`` (default: $NANOVLA_CACHE_DIR/onnx or ~/.cache/nanovla_ros/onnx) by the checkpoint's
+    content hash, torch's and the exporter's versions."""
     import hashlib
 
     from nanovla_ros.language.encoders import default_cache_dir
 
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / "onnx"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
     path = folder / f"{Path(checkpoint).stem}-{digest}-torch{torch.__version__.split('+')[0]}-opset{OPSET}.onnx"
     if not path.is_file():
         partial = path.with_suffix(".partial")
         export_checkpoint_onnx(checkpoint, partial)
         partial.replace(path)  # a killed export never leaves a file that looks finished
+    if precision == "int8":
+        quantized = path.with_name(path.stem + "-int8.onnx")
+        if not quantized.is_file():
+            partial = quantized.with_suffix(".partial")
+            quantize_dynamic_int8(path, partial)
+            partial.replace(quantized)
+        return quantized
     return path
 
 
 def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "cpu", threads: int = 0,
-                image_encoder=None):
+                image_encoder=None, precision: str = "fp32"):
     """(policy, the checkpoint's record) for ``backend``: torch (``NanoVLAPolicy`` on ``device``, sharing
     ``image_encoder`` if given), onnxruntime (``OnnxPolicy`` on the CPU or CUDA provider for ``device``) or tensorrt
     (ONNX Runtime's TensorRT provider). A .safetensors checkpoint is exported to ONNX once (``cached_export``); an
@@ -167,11 +203,13 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
     is_onnx = str(checkpoint).endswith(".onnx")
+    if precision != "fp32" and backend == "torch":
+        raise ConfigError(f"precision {precision} runs on the onnxruntime backend")
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
         model, extra = load_checkpoint(checkpoint, device)
         return NanoVLAPolicy(model, image_encoder).to(device), extra
-    policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint),
+    policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint, precision=precision),
                         "tensorrt" if backend == "tensorrt" else device, threads)
     return policy, policy.extra

@@ -94,7 +94,8 @@ class PolicyRunner:
             else:  # ONNX Runtime (CPU / CUDA provider) or its TensorRT provider; exported once and cached
                 from nanovla_ros.model.onnx_policy import load_policy
 
-                self.policies[backbone], extra = load_policy(path, backend, config.device, config.num_threads)
+                self.policies[backbone], extra = load_policy(path, backend, config.device, config.num_threads,
+                                                             precision=config.precision)
                 c = self.policies[backbone].config
                 if c.language_encoder_id != encoder_id(backbone):
                     raise ConfigError(f"{path} was trained on instruction vectors from {c.language_encoder_id!r}, but "
