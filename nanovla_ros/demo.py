@@ -28,7 +28,7 @@ from nanovla_ros.graph import SHIPPED_CHECKPOINT
 from nanovla_ros.language.encoders import ENCODER_SPECS
 from nanovla_ros.launcher import Launcher, LaunchError
 
-TASK_KIND, SEED = "touch", 1000  # the shipped checkpoint's best task (README: results)
+TASK_KIND, SEED = "touch", 1000  # the shipped checkpoint's most reliable task
 EPISODE_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0  # the workcell and the driver, after the nodes are on the graph
 STRIP_FRAMES = 6
@@ -162,7 +162,7 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
         report.append(f"result           : {'SUCCESS' if success else 'FAILURE'}: {instruction!r} "
                       f"({'done' if success else 'not done'} after {elapsed:.1f} s)")
         # The demo worked when the graph did its part; whether the policy finished the task is reported
-        # above (NanoVLA-S's measured success rates are in the README).
+        # above (NanoVLA-S's measured success rates are in the model card).
         ok = again.cache_hit and not empty.accepted and len(task.embedding) > 0 and (teleop or chunks[0] > 0)
         return 0 if ok else 1
     except LaunchError as error:

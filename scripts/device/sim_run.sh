@@ -123,8 +123,8 @@ setup) setup ;;  # alone: the next call carries something else (the carry limit 
 train)
   # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
   # of memory: ARMS as for `dagger` (default init: CKPT, else the round's starting point), GPUs in turn, SLOTS
-  # trainings at once on each; detached like `dagger` (then `progress`, `finish`). Run 27 lost 7 minutes retrying
-  # by hand without this script's environment.
+  # trainings at once on each; detached like `dagger` (then `progress`, `finish`): retrying by hand,
+  # without this script's environment, costs device minutes.
   : "${ARMS:?ARMS=\"name=H[:h][@init][/--flag=value...] ...\"}"
   i=0; queue=()
   for a in $ARMS; do
