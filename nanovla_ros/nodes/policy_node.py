@@ -81,7 +81,7 @@ class PolicyNode(Node):
         loaded = sorted(self.runner.policies) or ["none"]
         self.get_logger().info(f"checkpoints loaded: {loaded}; replanning every {self.runner.period_s * 1e3:.0f} ms, "
                                f"h={self.runner.execute_steps}, device {self.config.device}, backend "
-                               f"{self.config.resolved_backend}")
+                               f"{self.config.resolved_backend} ({self.config.resolved_precision})")
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:

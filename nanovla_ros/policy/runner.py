@@ -95,7 +95,7 @@ class PolicyRunner:
                 from nanovla_ros.model.onnx_policy import load_policy
 
                 self.policies[backbone], extra = load_policy(path, backend, config.device, config.num_threads,
-                                                             precision=config.precision)
+                                                             precision=config.resolved_precision)
                 c = self.policies[backbone].config
                 if c.language_encoder_id != encoder_id(backbone):
                     raise ConfigError(f"{path} was trained on instruction vectors from {c.language_encoder_id!r}, but "

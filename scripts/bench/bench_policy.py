@@ -11,6 +11,8 @@
                        (two 480x640 frames per step), cached instruction
   shipped_s_onnxruntime  the same step exported to ONNX (`nanovla export --onnx`), run by ONNX Runtime (CPU
                        provider, or CUDA with --device cuda; policy node `backend:=onnxruntime`)
+  shipped_s_onnxruntime_int8  the same with the transformer's matrix products in int8 (dynamic quantisation;
+                       `precision: int8`)
   shipped_s_tensorrt   the same through ONNX Runtime's TensorRT provider (cuda only; needs onnxruntime-gpu and
                        tensorrt)
 
@@ -35,7 +37,8 @@ import time
 from pathlib import Path
 
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
-            "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_tensorrt")
+            "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
+            "shipped_s_tensorrt")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -95,8 +98,9 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import load_policy
 
-        backend = variant.removeprefix("shipped_s").lstrip("_") or "torch"
-        policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads)  # the export: cached
+        backend = variant.removeprefix("shipped_s").lstrip("_").removesuffix("_int8") or "torch"
+        policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
+                                precision="int8" if variant.endswith("_int8") else "fp32")
         if compiled and backend == "torch":
             policy.compile()
         cached = encode(load_text_encoder("small", random_dir), "cpu")  # the service's vector, computed once
@@ -171,6 +175,8 @@ def main() -> None:
         from nanovla_ros.model.onnx_policy import cached_export
 
         cached_export(SHIPPED_CHECKPOINT)
+        if "shipped_s_onnxruntime_int8" in args.variants:
+            cached_export(SHIPPED_CHECKPOINT, precision="int8")
     variants = [v for v in args.variants if args.device == "cuda" or v != "shipped_s_tensorrt"]
     rows = []
     for threads in args.threads if args.device == "cpu" else [1]:
@@ -202,6 +208,7 @@ def main() -> None:
                  ("joint vs autoregressive readout (early fusion)", "early_fusion_ar", "early_fusion_joint"),
                  ("two cameras at 320 px (shipped) cost vs one at 224 px", "shipped_s", "nanovla_s_cached"),
                  ("ONNX Runtime vs torch, shipped step", "shipped_s", "shipped_s_onnxruntime"),
+                 ("ONNX Runtime int8 vs fp32, shipped step", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8"),
                  ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt")]
         for label, slow, fast in pairs:
             if slow in p and fast in p:
