@@ -278,7 +278,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=1))
         print(f"[graph-eval] {report['successes']}/{report['count']} succeeded through the graph; camera -> chunk "
               f"{report['camera_to_chunk_ms']} (inference {report['inference_ms']}), camera -> servo "
-              f"{report['camera_to_servo_ms']}")
+              f"{report['camera_to_servo_ms']}; CPU cores by node {report['cpu_cores_by_node']}")
         return 0
     if args.execute_steps is None:
         from nanovla_ros.model.checkpoint import checkpoint_execute_steps

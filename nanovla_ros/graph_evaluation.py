@@ -42,6 +42,7 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, chunk_ms, inference_ms, servo_p50, servo_p95 = [], [], [], [], []
+    cores: dict[str, list[float]] = {}  # per node, the CPU cores it used during each episode
     for kind in kinds:
         for seed in range(first_seed, first_seed + episodes):
             log_file = (out / f"{kind}_{split}_{seed}.log").open("w")
@@ -78,11 +79,16 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
                     instruction = status[-1].instruction
                     accepted = client.set_instruction(instruction, "auto", timeout_s=90.0)
                     started = time.monotonic()
+                    cpu_before = {name: cpu_seconds(node.process.pid) for name, node in launcher.nodes.items()}
                     # The in-process harness's episode length as wall-clock time (``max_steps``: another length;
                     # on a slow host the chunks arrive late and the arm gets there later than in process).
                     limit_s = (max_steps or MAX_STEPS[kind]) / control_rate_hz
                     success = accepted.accepted and client.spin_until(lambda: status[-1].success, limit_s)
                     elapsed = time.monotonic() - started
+                    for name, node in launcher.nodes.items():
+                        used = cpu_seconds(node.process.pid)
+                        if used is not None and cpu_before.get(name) is not None and elapsed > 0:
+                            cores.setdefault(name, []).append((used - cpu_before[name]) / elapsed)
                     if diagnostics:  # one more diagnostics period, so the last chunks are counted
                         n = len(diagnostics)
                         client.spin_until(lambda: len(diagnostics) > n, 2.0)
@@ -104,4 +110,14 @@ def run_graph_episodes(checkpoint: str, kinds: list[str], split: str, episodes: 
     return {"episodes": results, "successes": sum(r["success"] for r in results), "count": len(results),
             "camera_to_chunk_ms": {"p50": pct(chunk_ms, 50), "p95": pct(chunk_ms, 95), "chunks": len(chunk_ms)},
             "inference_ms": {"p50": pct(inference_ms, 50), "p95": pct(inference_ms, 95)},
-            "camera_to_servo_ms": {"p50_of_episode_p50s": pct(servo_p50, 50), "max_episode_p95": max(servo_p95) if servo_p95 else None}}
+            "camera_to_servo_ms": {"p50_of_episode_p50s": pct(servo_p50, 50), "max_episode_p95": max(servo_p95) if servo_p95 else None},
+            "cpu_cores_by_node": {name: round(float(np.mean(v)), 3) for name, v in sorted(cores.items())}}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far, from /proc (None where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None

@@ -4,6 +4,7 @@ import importlib.util
 import math
 import re
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -190,3 +191,17 @@ def test_launch_file_builds_the_same_nodes_as_the_pip_launcher(monkeypatch):
     assert nodes[-1].kwargs["parameters"][1]["sim"] is False
     respawned = {n.kwargs["name"]: n.kwargs["respawn"] for n in nodes}
     assert respawned["so101_driver"] is False and respawned["policy"] and respawned["router"] and respawned["camera"]
+
+
+def test_cpu_seconds_reads_a_process_cpu_time_for_the_graphs_budget():
+    """The graph evaluation's CPU budget per node: a process's CPU seconds from /proc, None for a gone one."""
+    import os
+
+    from nanovla_ros.graph_evaluation import cpu_seconds
+
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.15
+    assert cpu_seconds(2**22 + 12345) is None  # beyond pid_max: no such process
