@@ -231,6 +231,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.out and not args.onnx:
         raise SystemExit("nanovla export: give OUT (an fp16 copy), --onnx OUT.onnx, or both")
+    if args.execute_steps is not None and not args.out:
+        raise SystemExit("nanovla export: --execute-steps is declared in the fp16 copy: give OUT too (the ONNX file "
+                         "is made from it)")
     if args.out:
         export_checkpoint(args.checkpoint, args.out, args.execute_steps)
     if args.onnx:
@@ -239,8 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         source = args.out or args.checkpoint  # the fp16 copy, declaring --execute-steps, if one was asked for
         path = export_checkpoint_onnx(source, args.onnx)
         print(f"[export] {path}: the per-step path (image encoder, transformer, de-normalisation) as ONNX opset "
-              f"{OPSET}, "
-              f"{path.stat().st_size / 1e6:.1f} MB")
+              f"{OPSET}, {path.stat().st_size / 1e6:.1f} MB")
     return 0
 
 
