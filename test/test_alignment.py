@@ -10,7 +10,13 @@ from nanovla_ros import phrasings
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
 from nanovla_ros.model.modeling_nanovla import NanoVLA, language_statistics
-from nanovla_ros.training.alignment import align_phrasings, alignment_rows, task_template_vectors, training_templates
+from nanovla_ros.training.alignment import (
+    align_phrasings,
+    alignment_rows,
+    instruction_tokens,
+    task_template_vectors,
+    training_templates,
+)
 
 DIM = 64
 
@@ -48,19 +54,9 @@ def _tasks():
 
 def _nearest_task_rate(model, table, task_of, texts) -> float:
     tasks, centres = task_template_vectors(table)
-    with torch.no_grad():
-        def tok(v):
-            v = torch.as_tensor(np.asarray(v), dtype=torch.float32)
-            return model.language_proj((v - model.language_mean) / model.language_std).numpy()
-        c, own = tok(centres), tok(np.stack([table[t] for t in texts]))
+    c, own = instruction_tokens(model, centres), instruction_tokens(model, np.stack([table[t] for t in texts]))
     nearest = np.argmin(((own[:, None] - c[None]) ** 2).sum(-1), axis=1)
     return float(np.mean([tasks[n] == task_of[t] for n, t in zip(nearest, texts, strict=True)]))
-
-
-def _tokens(model, vectors) -> np.ndarray:
-    with torch.no_grad():
-        v = torch.as_tensor(np.asarray(vectors), dtype=torch.float32)
-        return model.language_proj((v - model.language_mean) / model.language_std).numpy()
 
 
 def test_alignment_sends_unseen_families_to_their_tasks_token_and_keeps_every_other_weight(monkeypatch):
@@ -86,8 +82,8 @@ def test_alignment_sends_unseen_families_to_their_tasks_token_and_keeps_every_ot
     # families in this made-up geometry (none measured on the real bank: docs/data_loop.md)
     monkeypatch.setattr(alignment, "TEMPLATE_REPEATS", 20)
     keeping = align_phrasings(model, table, ridge=0.1)
-    original = _tokens(model, [table[t] for t in templates])
-    drift = {name: np.abs(_tokens(m, [table[t] for t in templates]) - original).mean()
+    original = instruction_tokens(model, [table[t] for t in templates])
+    drift = {name: np.abs(instruction_tokens(m, [table[t] for t in templates]) - original).mean()
              for name, m in (("plain", plain), ("keeping", keeping))}
     assert drift["keeping"] < 0.8 * drift["plain"], drift
     assert _nearest_task_rate(keeping, table, task_of, heldout) > before

@@ -95,6 +95,15 @@ class DecoderLayer(nn.Module):
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.5  # EfficientNet-Lite's own normalisation (classified better than ImageNet's)
 
 
+def preprocess_frames(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(B, h, w, 3) uint8 RGB -> (B, 3, S, S) float, resized to ``image_size`` and normalised: what the frozen
+    image encoder reads, whichever runtime runs it."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, h, w)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return (x - IMAGE_MEAN) / IMAGE_STD
+
+
 class FrozenImageEncoder(nn.Module):
     """EfficientNet-Lite0 with its packaged ImageNet weights (or ResNet-18 from a local weights file);
     returns the C x h' x w' feature map at ``stride`` (32: the final map; 16: the last stride-16 stage, whose
@@ -130,11 +139,8 @@ class FrozenImageEncoder(nn.Module):
         return super().train(False)  # batch-norm statistics stay frozen
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, 3) uint8 RGB -> (B, 3, S, S) float, resized and normalised."""
-        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, h, w)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return (x - IMAGE_MEAN) / IMAGE_STD
+        """(B, h, w, 3) uint8 RGB -> (B, 3, S, S) float, resized and normalised (``preprocess_frames``)."""
+        return preprocess_frames(images, self.image_size)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

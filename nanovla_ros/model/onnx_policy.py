@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
-from nanovla_ros.model.modeling_nanovla import IMAGE_MEAN, IMAGE_STD, NanoVLAPolicy, policy_inputs
+from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy, policy_inputs, preprocess_frames
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -124,12 +123,8 @@ class OnnxPolicy:
         self.extra = json.loads(self.metadata.get("extra", "{}"))
 
     def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """(N, h, w, 3) uint8 -> (N, 3, S, S) float32, as ``FrozenImageEncoder.preprocess``."""
-        size = self.config.image_size
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return ((x - IMAGE_MEAN) / IMAGE_STD).numpy()
+        """(N, h, w, 3) uint8 -> (N, 3, S, S) float32 (``preprocess_frames``, as the torch policy)."""
+        return preprocess_frames(torch.from_numpy(frames), self.config.image_size).numpy()
 
     def predict_chunk(self, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
                       instruction_embedding: np.ndarray) -> np.ndarray:
@@ -192,11 +187,12 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None, p
 
 
 def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "cpu", threads: int = 0,
-                image_encoder=None, precision: str = "fp32"):
+                image_encoder=None, precision: str = "fp32", expected_language_encoder_id: str | None = None):
     """(policy, the checkpoint's record) for ``backend``: torch (``NanoVLAPolicy`` on ``device``, sharing
     ``image_encoder`` if given), onnxruntime (``OnnxPolicy`` on the CPU or CUDA provider for ``device``) or tensorrt
     (ONNX Runtime's TensorRT provider). A .safetensors checkpoint is exported to ONNX once (``cached_export``); an
-    .onnx file runs as it is (not with torch)."""
+    .onnx file runs as it is (not with torch). ``expected_language_encoder_id``: refuse a policy that reads
+    another encoder's vectors."""
     from nanovla_ros.configuration import ConfigError
     from nanovla_ros.model.checkpoint import load_checkpoint
 
@@ -208,8 +204,12 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
-        model, extra = load_checkpoint(checkpoint, device)
+        model, extra = load_checkpoint(checkpoint, device, expected_language_encoder_id)
         return NanoVLAPolicy(model, image_encoder).to(device), extra
     policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint, precision=precision),
                         "tensorrt" if backend == "tensorrt" else device, threads)
+    found = policy.config.language_encoder_id
+    if expected_language_encoder_id is not None and found != expected_language_encoder_id:
+        raise ConfigError(f"{checkpoint} was trained on instruction vectors from {found!r}, but this node serves "
+                          f"{expected_language_encoder_id!r}: use a checkpoint trained with that encoder")
     return policy, policy.extra

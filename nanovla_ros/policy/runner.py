@@ -95,11 +95,9 @@ class PolicyRunner:
                 from nanovla_ros.model.onnx_policy import load_policy
 
                 self.policies[backbone], extra = load_policy(path, backend, config.device, config.num_threads,
-                                                             precision=config.resolved_precision)
+                                                             precision=config.resolved_precision,
+                                                             expected_language_encoder_id=encoder_id(backbone))
                 c = self.policies[backbone].config
-                if c.language_encoder_id != encoder_id(backbone):
-                    raise ConfigError(f"{path} was trained on instruction vectors from {c.language_encoder_id!r}, but "
-                                      f"this node serves {encoder_id(backbone)!r} for {backbone}")
             declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "

@@ -24,13 +24,7 @@ import torch
 from nanovla_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from nanovla_ros.model.feature_cache import instruction_table_ids, read_instruction_table
 from nanovla_ros.tasks import TEMPLATES, instruction_rows
-
-
-def tokens(model, vectors: np.ndarray) -> np.ndarray:
-    """The instruction tokens the model reads from (N, L) vectors (before the transformer)."""
-    with torch.no_grad():
-        v = torch.as_tensor(vectors, dtype=torch.float32)
-        return model.language_proj((v - model.language_mean) / model.language_std).numpy()
+from nanovla_ros.training.alignment import instruction_tokens
 
 
 def main() -> None:
@@ -51,7 +45,7 @@ def main() -> None:
     train = [r for r in rows if r[2] == "train"]
     old = np.stack([tables[own][t] for t, _, _ in train])
     new = np.stack([tables[others[0]][t] for t, _, _ in train])
-    own_train = tokens(model, old)
+    own_train = instruction_tokens(model, old)
     print(f"{model.config.language_encoder_id} -> {others[0]}: {len(train)} training instructions, "
           f"{len(rows) - len(train)} held-out; token rms {np.sqrt((own_train ** 2).mean()):.3f}")
     print("| ridge | fit error rms (train) | held-out kind: token distance rms to the checkpoint's own, "
@@ -59,14 +53,14 @@ def main() -> None:
     print("|---|---|---|")
     for ridge in args.ridge:
         refit = model.with_other_language_encoder(others[0], new, old, ridge=ridge)
-        refit_train = tokens(refit, new)
+        refit_train = instruction_tokens(refit, new)
         cells = []
         for kind in TEMPLATES:
             held = [t for t, k, s in rows if k == kind and s == "heldout"]
             if not held:
                 continue
-            a = tokens(model, np.stack([tables[own][t] for t in held]))
-            b = tokens(refit, np.stack([tables[others[0]][t] for t in held]))
+            a = instruction_tokens(model, np.stack([tables[own][t] for t in held]))
+            b = instruction_tokens(refit, np.stack([tables[others[0]][t] for t in held]))
             nearest = Counter(train[int(np.argmin(((refit_train - x) ** 2).sum(1)))][1] for x in b)
             cells.append(f"{kind} ({len(held)}) {np.sqrt(((a - b) ** 2).mean()):.2f}, "
                          + " ".join(f"{k} {n}" for k, n in nearest.most_common()))
