@@ -7,13 +7,12 @@ from conftest import wait_until
 
 from nanovla_ros.driver import control_table as ct
 from nanovla_ros.driver.bus import (
-    READ_TAGS,
+    MAX_EXTRA_BYTES,
     BusError,
     BusReadError,
     FeetechBus,
     ReplyLedger,
     status_packets,
-    tagged_span,
 )
 from nanovla_ros.driver.control_table import REGISTERS
 from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
@@ -149,14 +148,68 @@ def test_a_late_dataless_reply_does_not_answer_a_ping_s_model_read(bus, emulator
     assert bus.ping(3) == ct.MODEL_STS3215  # ...once, and not again (retried, no chain of discarded replies)
 
 
-def test_read_spans_differ_between_consecutive_reads():
-    for size in (1, 2):
-        spans = [tagged_span(size, n) for n in range(20)]
-        assert all(span >= size and span - size < READ_TAGS for span in spans)
-        window = [spans[n:n + READ_TAGS] for n in range(20 - READ_TAGS)]
-        assert all(len(set(w)) == READ_TAGS for w in window)  # READ_TAGS consecutive replies: all lengths differ
-    # ...whatever registers they read: a 1-byte read right after a 2-byte one never gets the same length.
-    assert tagged_span(1, 5) != tagged_span(2, 4)
+def test_a_deep_backlog_of_late_replies_is_never_taken_for_a_value(emulator):
+    """The bus stalls while the host keeps asking (each request gives up after a few ms): dozens of replies then
+    come late, in order, among them replies of same-sized registers of the same servo, some lost or corrupted.
+    Every read either fails or returns the register it asked for, never another request's value."""
+    bus = FeetechBus(emulator.port_name, latency_timer_ms=1.0, retries=0)
+    emulator.faults = FaultConfig(drop_rate=0.05, corrupt_rate=0.05, seed=3)
+    emulator.set_raw_position(3, 2000)  # Present_Load and Present_Velocity read 0, Voltage 121, Temperature 32
+    truth = {"Present_Position": 2000, "Present_Load": 0, "Present_Velocity": 0,
+             "Present_Voltage": 121, "Present_Temperature": 32, "Status": 0}
+    names = list(truth)
+    read = failed = 0
+    for stall in range(6):
+        emulator.stall_next(120.0)
+        for n in range(40):
+            name = names[n % len(names)]
+            try:
+                value = bus.read(name, 3)
+            except BusReadError:
+                failed += 1
+                continue
+            read += 1
+            assert value == truth[name], (stall, n, name, value)
+    assert emulator.stalls == 6 and bus.stats.stale_replies > 20
+    assert read > 100 and failed > 10, (read, failed)  # both paths were taken
+    bus.close()
+
+
+def test_sync_reads_on_a_stalling_lossy_bus_return_only_true_values(emulator):
+    """Six servos, the loop's mix of sync reads (positions and telemetry, 1 and 2 bytes) on a bus that stalls
+    before 15 % of requests and loses or corrupts 8 % of replies: whatever is returned is what the servos hold."""
+    for i in range(1, 7):
+        emulator.set_raw_position(i, 1700 + 100 * i)
+    bus = FeetechBus(emulator.port_name, latency_timer_ms=2.0, retries=0)
+    names = ("Present_Position", "Status", "Present_Temperature", "Present_Position", "Present_Load", "Present_Voltage")
+    truth = {name: bus.sync_read(name, range(1, 7)) for name in names}
+    emulator.faults = FaultConfig(corrupt_rate=0.08, drop_rate=0.08, delay_rate=0.15, delay_ms=60.0, seed=1)
+    returned = 0
+    for n in range(240):
+        name = names[n % len(names)]
+        try:
+            values = bus.sync_read(name, range(1, 7))
+        except BusReadError as error:
+            values = error.partial
+        returned += len(values)
+        assert values == {i: truth[name][i] for i in values}, (n, name)
+    assert returned > 500 and bus.stats.stale_replies > 50 and emulator.stalls > 20, (returned, bus.stats)
+    bus.close()
+
+
+def test_a_read_asks_for_a_length_no_owed_reply_has(bus):
+    assert bus.read("Present_Position", 3) == ct.HALF_TURN_TICKS  # nothing owed: the register alone
+    for extra in range(MAX_EXTRA_BYTES):
+        bus.ledger.owe((3, 2 + extra + 2), time.monotonic() + 10.0)  # lost replies: owed until the TTL
+    started = time.monotonic()
+    assert bus.read("Present_Position", 3) == ct.HALF_TURN_TICKS  # the one length left...
+    assert time.monotonic() - started < 0.1 and len(bus.ledger) == 0  # ...and its reply settled all older ones
+    for extra in range(MAX_EXTRA_BYTES + 1):
+        bus.ledger.owe((3, 2 + extra + 2), time.monotonic() + 10.0)
+    with pytest.raises(BusReadError):
+        bus.read("Present_Position", 3)  # every length owed: not sent, rather than a value nobody can attribute
+    assert bus.stats.unattributable_reads == bus.retries + 1  # each try waited for late replies, none came
+    assert bus.read("Present_Position", 2) == ct.HALF_TURN_TICKS  # another servo's replies are told apart by id
 
 
 def test_the_ledger_discards_owed_replies_until_a_current_one_settles_it():

@@ -11,18 +11,22 @@ it cuts ``length`` bytes from the first packet with the right id). Protocol 0 ha
 reply that comes after its request gave up (a stalled host or USB adapter) would otherwise be taken as the
 answer to the next request, e.g. a Present_Position reply read as the Status register. Two things prevent it:
 
-- the bus numbers its reads itself: the n-th read asks for its register and as many bytes of the registers
-  after it (ignored) as make the length of its data equal n modulo ``READ_TAGS``, so the replies of
-  ``READ_TAGS`` consecutive reads all differ in LENGTH, whatever registers they read;
-- ``ReplyLedger`` remembers the replies each failed request still owes; servos answer in request order, so a
-  packet that matches an owed (id, length) is the late answer to an earlier request and is discarded, and a
-  reply that matches the current request settles everything older.
+- every read asks for a data length that no reply still owed by the servos it asks has: its register and as
+  many bytes of the registers after it (ignored) as make (id, LENGTH) unique (``MAX_EXTRA_BYTES`` at most, and
+  none while nothing is owed); if every length is owed, the bus first collects late replies for up to
+  ``DRAIN_S``, and fails the read without sending it if that does not free one;
+- ``ReplyLedger`` remembers the replies each failed request still owes; a packet that matches an owed
+  (id, length) is the late answer to an earlier request and is discarded, and a reply that matches the current
+  request (which no earlier one can, its key being unique) settles everything older: servos on one bus answer
+  in request order.
+
+Writes and pings are acknowledged by a dataless reply, (id, 2) whatever they did: before one is sent, owed
+(id, 2) replies are waited for (``DRAIN_S``), so a late acknowledgement is rarely taken for the current one.
 
 A reply that cannot be attributed is a failed read, never a value.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import select
 import threading
@@ -65,6 +69,7 @@ class BusStats:
     timeouts: int = 0  # replies that never came
     stale_replies: int = 0  # late replies to earlier requests, recognised and discarded
     unexpected_replies: int = 0  # valid packets that answer nothing asked (wrong id or length), discarded
+    unattributable_reads: int = 0  # reads not sent: every reply length was still owed by earlier requests
     per_servo_failures: dict[int, int] = field(default_factory=dict)
 
 
@@ -74,13 +79,11 @@ SO101_IDS = tuple(m.id for m in SO101_MOTORS.values())
 # the ledger earlier (servos answer in order); this only bounds it while the whole bus is silent.
 OWED_REPLY_TTL_S = 1.0
 
-# Consecutive reads ask for data lengths that differ modulo this; see the module docstring.
-READ_TAGS = 4
-
-
-def tagged_span(size: int, sequence: int) -> int:
-    """The data length the ``sequence``-th read of a ``size``-byte register asks for: >= size, = sequence mod READ_TAGS."""
-    return size + (sequence - size) % READ_TAGS
+# A read asks for at most this many bytes past its register to make its reply's length unique (see the module
+# docstring): 8 bytes cost 80 us a servo at 1 Mbaud, and only while that many replies of the servo are owed.
+MAX_EXTRA_BYTES = 8
+# The longest a request waits for owed replies (a stalled bus answering late) before it is sent or given up.
+DRAIN_S = 0.05
 
 Key = tuple[int, int]  # (servo id, the status packet's LENGTH byte = data bytes + 2)
 
@@ -103,6 +106,10 @@ class ReplyLedger:
             return False
         self._owed[key] = expiries[1:]
         return True
+
+    def owes(self, key: Key, now_s: float) -> bool:
+        """Whether a reply with ``key`` may still come as the late answer to an earlier request."""
+        return any(t > now_s for t in self._owed.get(key, ()))
 
     def settle(self) -> None:
         """A reply to the current request came: every earlier reply has come or never will."""
@@ -195,7 +202,6 @@ class FeetechBus:
         self._port.on_discard = self._on_discard
         self._packets = scs.PacketHandler(0)
         self._lock = threading.Lock()  # one transaction on the wire at a time
-        self._reads = itertools.count()  # numbers the reads (READ_TAGS)
         try:
             opened = self._port.openPort()
         except Exception as error:  # noqa: BLE001 - pyserial raises several types
@@ -218,15 +224,57 @@ class FeetechBus:
             else:
                 self.stats.unexpected_replies += 1
 
-    def _transact(self, send: Callable[[], int], ids: tuple[int, ...], data_bytes: int) -> tuple[dict[int, bytes], int]:
-        """Send one request (``send``: an SDK Tx call) and collect the replies of ``ids``, each ``data_bytes``
-        long. Returns the validated data by id and the SDK result of the first failure (COMM_SUCCESS if none)."""
+    def _collect_late_replies(self, done: Callable[[], bool], budget_s: float = DRAIN_S) -> None:
+        """Take replies off the line, each paying an owed one, until ``done()`` or ``budget_s`` passes (lock held)."""
+        deadline = time.monotonic() + budget_s
+        while not done():
+            remaining_ms = (deadline - time.monotonic()) * 1e3
+            if remaining_ms <= 0:
+                return
+            self._port.packet_start_time = self._port.getCurrentTime()
+            self._port.packet_timeout = remaining_ms
+            packet, result = self._packets.rxPacket(self._port)
+            if result == scs.COMM_SUCCESS:
+                if self.ledger.claim((packet[2], packet[3]), time.monotonic()):
+                    self.stats.stale_replies += 1
+                else:
+                    self.stats.unexpected_replies += 1
+
+    def _unique_span(self, size: int, ids: tuple[int, ...]) -> int | None:
+        """The data length a read of a ``size``-byte register from ``ids`` asks for: the shortest whose reply no
+        earlier request still owes (lock held). None if every one is owed after waiting ``DRAIN_S``."""
+        def free() -> int | None:
+            now = time.monotonic()
+            for span in range(size, size + MAX_EXTRA_BYTES + 1):
+                if not any(self.ledger.owes((i, span + 2), now) for i in ids):
+                    return span
+            return None
+
+        span = free()
+        if span is None:
+            self._collect_late_replies(lambda: free() is not None)
+            span = free()
+        return span
+
+    def _transact(self, send: Callable[[int], int], ids: tuple[int, ...], size: int
+                  ) -> tuple[dict[int, bytes], int]:
+        """Send one request (``send(span)``: an SDK Tx call) and collect the replies of ``ids``. ``size``: the
+        register's size for a read, which asks for a span no owed reply has; 0 for a ping or an acknowledged write.
+        Returns the validated data by id and the SDK result of the first failure (COMM_SUCCESS if none)."""
         with self._lock:
-            result = send()
+            if size:
+                span = self._unique_span(size, ids)
+                if span is None:
+                    self.stats.unattributable_reads += 1
+                    return {}, scs.COMM_RX_TIMEOUT
+            else:
+                span = 0
+                self._collect_late_replies(lambda: not any(self.ledger.owes((i, 2), time.monotonic()) for i in ids))
+            result = send(span)
             if result != scs.COMM_SUCCESS:
                 self._port.is_using = False
                 return {}, result
-            replies, result = self._receive(ids, data_bytes)
+            replies, result = self._receive(ids, span)
         self.stats.transactions += 1
         return replies, result
 
@@ -291,7 +339,7 @@ class FeetechBus:
     def ping(self, servo_id: int, attempts: int | None = None) -> int | None:
         """The servo's model number, or None if it does not answer ``attempts`` times (default retries + 1)."""
         for _ in range(attempts or self.retries + 1):
-            replies, result = self._transact(lambda: self._ping_tx(servo_id), (servo_id,), 0)
+            replies, result = self._transact(lambda _span: self._ping_tx(servo_id), (servo_id,), 0)
             if servo_id in replies:
                 try:
                     return self.read("Model_Number", servo_id, retries=0)
@@ -313,9 +361,9 @@ class FeetechBus:
         register = REGISTERS[name]
         retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
-            span = tagged_span(register.size, next(self._reads))
             replies, result = self._transact(
-                lambda: self._packets.readTx(self._port, servo_id, register.address, span), (servo_id,), span)
+                lambda span: self._packets.readTx(self._port, servo_id, register.address, span),
+                (servo_id,), register.size)
             if servo_id in replies:
                 return ct.decode_value(register, ct.from_bytes(register, replies[servo_id]))
             self._count_failure(result, [servo_id])
@@ -332,7 +380,7 @@ class FeetechBus:
             raise BusError(f"{name} is read-only")
         payload = list(ct.to_bytes(register, ct.encode_value(register, value)))
 
-        def send() -> int:
+        def send(_span: int) -> int:
             result = self._packets.writeTxOnly(self._port, servo_id, register.address, register.size, payload)
             self._port.setPacketTimeout(6)
             return result
@@ -374,10 +422,10 @@ class FeetechBus:
         values: dict[int, int] = {}
         remaining = ids
         for attempt in range(retries + 1):
-            asked, span = remaining, tagged_span(register.size, next(self._reads))
+            asked = remaining
             replies, result = self._transact(
-                lambda: self._packets.syncReadTx(self._port, register.address, span, list(asked), len(asked)),
-                asked, span)
+                lambda span: self._packets.syncReadTx(self._port, register.address, span, list(asked), len(asked)),
+                asked, register.size)
             values.update({i: ct.decode_value(register, ct.from_bytes(register, d)) for i, d in replies.items()})
             remaining = tuple(i for i in asked if i not in replies)
             if not remaining:
