@@ -286,6 +286,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from nanovla_ros.model.checkpoint import checkpoint_execute_steps
 
         args.execute_steps = checkpoint_execute_steps(args.checkpoint)
+    if args.suite:
+        from nanovla_ros.evaluation.robustness import markdown, run_suite
+
+        out_dir = str(Path(args.out).parent) if args.out.endswith(".json") else args.out
+        summary = run_suite(args.checkpoint, out_dir, args.families, args.strengths, args.episodes, args.split[0],
+                            execute_steps=args.execute_steps, workers=args.workers, device=args.device,
+                            table_dir=args.table_dir, first_seed=args.first_seed, max_steps=args.max_steps,
+                            latency_steps=args.latency_steps, phrasings=args.phrasings, backend=args.backend,
+                            precision=args.precision)
+        print(markdown(summary), end="")
+        print(f"[evaluate] robustness suite: {out_dir}/robustness.json, .md, .png")
+        return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
@@ -351,6 +363,8 @@ def cmd_train_router(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nanovla_ros.sim.perturbation import SUITE as PERTURBATION_SUITE
+
     parser = argparse.ArgumentParser(prog="nanovla", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -472,8 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", nargs="+", default=["train", "heldout"])
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
     ev.add_argument("--perturb", default="", metavar="FAMILY=STRENGTH",
-                    help="evaluate in a perturbed workcell (nanovla_ros.sim.perturbation.SUITE: camera_shift_cm, "
-                         "camera_turn_deg, light, table, noise), e.g. light=0.6")
+                    help="evaluate in a perturbed workcell, e.g. light=0.6 (families: "
+                         + ", ".join(PERTURBATION_SUITE) + ")")
+    ev.add_argument("--suite", choices=["robustness"], help="robustness: the nominal workcell and every perturbation "
+                    "family of nanovla_ros.sim.perturbation.SUITE at each strength, --episodes per task each, first "
+                    "--split only; writes robustness.json, .md and .png beside --out")
+    ev.add_argument("--families", nargs="+", choices=list(PERTURBATION_SUITE), help="--suite: only these families")
+    ev.add_argument("--strengths", choices=["all", "plausible"], default="all", help="--suite: plausible: only the "
+                    "strengths a real workcell plausibly differs by (every family's but the last)")
     ev.add_argument("--phrasings", choices=["templates", "bank"], default="templates",
                     help="say each task with the workcell's templates of the split, or with the phrasing bank's "
                          "families of the split (heldout: families no training or selection saw)")

@@ -630,3 +630,27 @@ def test_instruction_noise_scales_with_each_vectors_rms():
     assert torch.allclose((noisy - vectors).mean(dim=1), torch.zeros(2), atol=0.05 * std.max())
     with pytest.raises(ConfigError, match="instruction_noise"):
         TrainConfig(instruction_noise=-0.1)
+
+
+def test_the_robustness_suite_runs_every_condition_on_the_same_seeds_and_reports_them(dataset, tmp_path):
+    from nanovla_ros.evaluation.robustness import TASKS, conditions, run_suite
+    from nanovla_ros.tasks import all_instructions
+
+    best = run_training(dataset / "ds", dataset / "suite",
+                        TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
+                                    warmup_steps=1, val_fraction=0.0))
+    texts = sorted(all_instructions())
+    write_instruction_table(tmp_path / "tables", TABLE_ID, texts, np.random.default_rng(1).normal(size=(len(texts), 384)))
+    assert conditions(["light", "distractors"], "plausible") == ["", "light=0.5", "light=0.6", "light=1.4",
+                                                                  "light=1.6", "distractors=1", "distractors=2"]
+    summary = run_suite(str(best), str(tmp_path / "out"), ["table", "distractors"], "all", episodes=1, progress=False,
+                        execute_steps=2, max_steps=3, table_dir=str(tmp_path / "tables"))
+    rows = summary["rows"]
+    assert [r["condition"] for r in rows] == ["none", "table=0.8", "table=0.6", "distractors=1", "distractors=2",
+                                              "distractors=3"]
+    assert all(r["episodes"] == len(TASKS) and set(r["per_task"]) == set(TASKS) for r in rows)
+    assert [r["plausible"] for r in rows] == [True, True, False, True, True, False]  # the last strength: beyond
+    saved = json.loads((tmp_path / "out" / "robustness.json").read_text())
+    assert saved["rows"] == rows and saved["episodes_per_task"] == 1
+    table = (tmp_path / "out" / "robustness.md").read_text()
+    assert "| distractors=3 (beyond) | " in table and (tmp_path / "out" / "robustness.png").stat().st_size > 10_000

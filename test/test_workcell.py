@@ -404,18 +404,31 @@ def test_perturbations_change_the_render_and_are_undone(workcell):
     from nanovla_ros.sim.perturbation import SUITE, apply, parse
 
     layout = sample_layout(np.random.default_rng(3))
-    workcell.place(layout.cubes, layout.squares)
-    before = workcell.render("front").astype(int)
+
+    def both_cameras() -> np.ndarray:
+        workcell.place(layout.cubes, layout.squares)  # (distractors are put on the table by ``place``)
+        return np.concatenate([workcell.render("front"), workcell.render("wrist")], axis=1).astype(int)
+
+    before = both_cameras()
     for family, (strengths, _) in SUITE.items():
-        undo = apply(workcell, parse(f"{family}={strengths[-1]}"))
-        changed = np.abs(workcell.render("front").astype(int) - before).mean()
-        undo()
-        assert changed > 0.5, (family, changed)
-        assert np.array_equal(workcell.render("front").astype(int), before), family  # put back exactly
+        for strength in (strengths[0], strengths[-1]):
+            undo = apply(workcell, parse(f"{family}={strength}"), np.random.default_rng(1))
+            changed = int((np.abs(both_cameras() - before).max(axis=-1) > 3).sum())  # pixels
+            undo()
+            assert changed > 300, (family, strength, changed)  # (a cube is ~170 pixels of the front view)
+            assert np.array_equal(both_cameras(), before), family  # put back exactly
     dim = apply(workcell, parse("light=0.5"))
-    assert workcell.render("front").mean() < before.mean()
+    assert both_cameras().mean() < before.mean()
     dim()
-    for bad in ("light", "light=x", "fog=2", "light=-1"):
+    clutter = apply(workcell, parse("distractors=3"), np.random.default_rng(2))
+    workcell.place(layout.cubes, layout.squares)
+    objects = [*layout.cubes.values(), *layout.squares.values()]
+    for name in ("mug", "box", "ball"):
+        xy = workcell.model.geom(f"distractor_{name}").pos[:2]
+        assert min(np.linalg.norm(xy - np.asarray(p)) for p in objects) > 0.05, name  # on the table, clear of them
+    clutter()
+    assert all(workcell.model.geom(f"distractor_{n}").pos[2] < 0 for n in ("mug", "box", "ball"))  # parked again
+    for bad in ("light", "light=x", "fog=2", "light=-1", "distractors=9", "jpeg_quality=300"):
         with pytest.raises(ConfigError):
             parse(bad)
 

