@@ -94,7 +94,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nanovla_ros.demo import run_demo
 
-    return run_demo(args.out_dir, args.task, args.seed, args.teleop, args.checkpoint)
+    return run_demo(args.out_dir, args.task, args.seed, args.teleop, args.checkpoint, args.look)
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="task kind of the scene (touch: what the shipped checkpoint does best; pick_place and "
                            "stack it does not do yet, --teleop shows them with the scripted expert)")
     demo.add_argument("--seed", type=int, default=1000, help="workcell scene seed (evaluation seeds start at 1000)")
+    demo.add_argument("--look", default="", help="how the workcell looks: FAMILY=STRENGTH (e.g. light=0.6, "
+                      "distractors=2; families: " + ", ".join(PERTURBATION_SUITE) + ") or random (drawn from the "
+                      "randomisation ranges by the seed); default: the training workcell")
     demo.add_argument("--teleop", action="store_true", help="drive the arm with the scripted expert (teleoperation)")
     demo.add_argument("--checkpoint", default=None, help="NanoVLA-S checkpoint (default: the shipped one)")
     demo.add_argument("--out-dir", default="out/demo")

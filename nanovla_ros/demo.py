@@ -52,7 +52,7 @@ def scene_instruction(kind: str, seed: int) -> str:
 
 
 def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool = False,
-             checkpoint: str | None = None) -> int:
+             checkpoint: str | None = None, look: str = "") -> int:
     from sensor_msgs.msg import Image, JointState
 
     from nanovla_ros.client import NanovlaClient
@@ -79,7 +79,7 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
     if not teleop and not Path(checkpoint).is_file():
         print(f"[demo] FAILED: no checkpoint at {checkpoint}")
         return 1
-    arguments = {"workcell": "true", "task": kind, "seed": str(seed)}
+    arguments = {"workcell": "true", "task": kind, "seed": str(seed), "look": look}
     if teleop:
         arguments["teleop"] = "true"
     else:
@@ -151,6 +151,7 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
             f"same again       : cache_hit={again.cache_hit}",
             f"empty instruction: accepted={empty.accepted}: {empty.message}",
             f"arm              : driven by {driver}",
+            f"workcell look    : {look or 'the training workcell'}",
         ]
         if strip:
             picks = [f for _, f in strip][-STRIP_FRAMES:]

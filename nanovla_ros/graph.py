@@ -64,6 +64,9 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("task", "pick_place", "Workcell task the scene is laid out for: pick_place, push, touch, stack."),
     LaunchArgument("seed", "0", "Workcell scene seed (cube and square positions)."),
     LaunchArgument("split", "train", "Workcell instruction split: train or heldout (held-out phrasings and pairings)."),
+    LaunchArgument("look", "", "Workcell look: empty = the training workcell; FAMILY=STRENGTH = one perturbation "
+                               "(e.g. light=0.6, distractors=2); random = each episode drawn from the randomisation "
+                               "ranges (nanovla_ros.sim.perturbation)."),
     LaunchArgument("teleop", "false", "With workcell:=true: the workcell's scripted expert plays the leader arm "
                                       "and the driver follows it (demonstrations over the teleoperation path)."),
     LaunchArgument("record", "false", "true: run the recorder node (episode bags via its ~/start and ~/stop)."),
@@ -72,7 +75,7 @@ LAUNCH_ARGUMENTS = (
 
 NODES = (
     NodeSpec("workcell", "workcell_node", "nanovla_ros.nodes.workcell_node",
-             {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop"}, only_if="workcell",
+             {"task": "task", "seed": "seed", "split": "split", "expert_teleop": "teleop", "look": "look"}, only_if="workcell",
              respawn=False),
     NodeSpec("camera", "camera_node", "nanovla_ros.nodes.camera_node",
              {"source": "camera_source", "device": "camera_device", "path": "camera_path"}),

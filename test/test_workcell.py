@@ -1,4 +1,6 @@
 """The simulated workcell: success checks (positive and negative), experts, determinism, splits, cameras."""
+import os
+
 import numpy as np
 import pytest
 
@@ -449,3 +451,33 @@ def test_randomised_episodes_are_recorded_in_a_perturbed_workcell_and_it_is_put_
     assert np.array_equal(workcell.render("front", 64).astype(int), reference)  # the workcell is put back
     with pytest.raises(ConfigError, match="light_scale_range"):
         RandomisationConfig(light_scale_range=(1.5, 0.5))
+
+
+def test_the_workcell_node_lays_out_each_episode_in_its_configured_look(tmp_path):
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.sim.config import WorkcellNodeConfig
+    from nanovla_ros.sim.perturbation import RandomisationConfig
+    from nanovla_ros.sim.server import WorkcellServer
+    from nanovla_ros.sim.workcell import FRONT_CAMERA_POS
+
+    names = {"frames_name": f"nanovla_test_look_{os.getpid()}", "bus_link": str(tmp_path / "bus"),
+             "calibration_file": str(tmp_path / "calibration.json")}
+    server = WorkcellServer(WorkcellNodeConfig(look="random", seed=1000, **names))
+    try:
+        server.start()
+        drawn = [RandomisationConfig().sample(np.random.default_rng([seed, 13])) for seed in (1000, 1002)]
+        assert server.look == drawn[0] and drawn[0] != drawn[1]  # drawn per seed, reproducibly
+        server.reset(1002, "touch")
+        assert server.look == drawn[1] and server.seed == 1002
+        front = server.workcell.model.cam_pos[server.workcell.model.camera("front").id]
+        assert np.allclose(front, np.add(FRONT_CAMERA_POS, drawn[1].camera_shift_m))  # the last look undone first
+    finally:
+        server.close()
+    fixed = WorkcellServer(WorkcellNodeConfig(look="distractors=2", seed=1000, **names))
+    try:
+        on_table = [n for n in ("mug", "box", "ball") if fixed.workcell.model.geom(f"distractor_{n}").pos[2] > 0]
+        assert fixed.look.distractors == 2 and len(on_table) == 2
+    finally:
+        fixed.close()
+    with pytest.raises(ConfigError, match="fog"):
+        WorkcellNodeConfig(look="fog=2")

@@ -3,6 +3,8 @@ reads its rendered frames and the driver node opens its emulated servo bus, so b
 real hardware. Logs the scene's task instruction."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -19,6 +21,7 @@ from nanovla_ros.nodes.common import (
 )
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.sim.config import WorkcellNodeConfig
+from nanovla_ros.sim.perturbation import Perturbation
 from nanovla_ros.sim.server import EpisodeState, WorkcellServer
 from nanovla_ros.sim.tasks import Task
 from nanovla_ros.sim.workcell import JOINTS
@@ -42,7 +45,13 @@ class WorkcellNode(Node):
         self.get_logger().info(
             f"workcell running at {self.config.control_rate_hz:g} Hz (real time); servo bus on "
             f"{self.config.bus_link}; {self.config.camera} camera frames in '{self.config.frames_name}'; "
-            f"task: {self.server.task.instruction!r}")
+            f"task: {self.server.task.instruction!r}; look: {self._look()}")
+
+    def _look(self) -> str:
+        changed = {k: v for k, v in asdict(self.server.look).items() if v != getattr(Perturbation(), k)}
+        return "the training workcell" if not changed else ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, tuple)
+            else f"{k}={v}" for k, v in changed.items())
 
     def _publish_leader(self, targets: np.ndarray, stamp_ns: int) -> None:
         msg = JointState(name=list(JOINTS), position=[float(v) for v in targets])
@@ -72,7 +81,7 @@ class WorkcellNode(Node):
         t = state.task
         response.success, response.message, response.episode = True, "ready", state.episode
         response.instruction, response.task_kind, response.cube, response.target = t.instruction, t.kind, t.cube, t.target
-        self.get_logger().info(f"episode {state.episode} (seed {state.seed}): {t.instruction!r}")
+        self.get_logger().info(f"episode {state.episode} (seed {state.seed}): {t.instruction!r}; look: {self._look()}")
         return response
 
     def _on_success(self, task: Task) -> None:

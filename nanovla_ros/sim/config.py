@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nanovla_ros.configuration import param, require, require_choice
+from nanovla_ros.sim.perturbation import parse as parse_perturbation
 from nanovla_ros.sim.tasks import KINDS
+
+RANDOM_LOOK = "random"  # WorkcellNodeConfig.look: every episode's look drawn from RandomisationConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class WorkcellNodeConfig:
                                   "Where the simulated arm's LeRobot-format calibration is written for the driver.")
     control_rate_hz: float = param(30.0, "Physics control rate, real time.")
     expert_teleop: bool = param(False, "Play the leader arm: publish the scripted expert's joint commands for the task.")
+    look: str = param("", "How the scene looks: empty = the training workcell; FAMILY=STRENGTH = one perturbation of "
+                          "nanovla_ros.sim.perturbation.SUITE (e.g. light=0.6); random = each episode's look drawn "
+                          "from RandomisationConfig's ranges, seeded by the episode's seed.")
 
     def __post_init__(self) -> None:
         require_choice("task", self.task, KINDS)
@@ -32,4 +38,6 @@ class WorkcellNodeConfig:
         require("/" not in self.wrist_frames_name and self.wrist_frames_name != self.frames_name,
                 f"wrist_frames_name={self.wrist_frames_name!r} must be a plain name other than frames_name")
         require(bool(self.bus_link), "bus_link is empty")
+        if self.look != RANDOM_LOOK:
+            parse_perturbation(self.look)  # ConfigError naming the families if it is not one
         require(0.0 < self.control_rate_hz <= 200.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 200]")

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
-from nanovla_ros.sim.config import WorkcellNodeConfig
+from nanovla_ros.sim.config import RANDOM_LOOK, WorkcellNodeConfig
 from nanovla_ros.sim.experts import ScriptedExpert
+from nanovla_ros.sim.perturbation import Perturbation, RandomisationConfig
+from nanovla_ros.sim.perturbation import apply as apply_perturbation
+from nanovla_ros.sim.perturbation import parse as parse_perturbation
 from nanovla_ros.sim.servo_bridge import WorkcellServoBridge
 from nanovla_ros.sim.tasks import SuccessMonitor, Task, sample_layout, sample_task
 from nanovla_ros.sim.workcell import Workcell
@@ -58,6 +61,8 @@ class WorkcellServer:
         rng = np.random.default_rng(config.seed)
         layout = sample_layout(rng)
         self.task: Task = sample_task(rng, config.task, config.split)
+        self._undo_look: Callable[[], None] = lambda: None
+        self.look = self._set_look(config.seed)
         self.workcell.place(layout.cubes, layout.squares)
         self.episode, self.seed = 1, config.seed
         self._on_episode = on_episode
@@ -82,6 +87,14 @@ class WorkcellServer:
         self._first_frame = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workcell_physics", daemon=True)
+
+    def _set_look(self, seed: int) -> Perturbation:
+        """How the episode of ``seed`` looks (``config.look``); the previous episode's look is undone first."""
+        self._undo_look()
+        look = (RandomisationConfig().sample(np.random.default_rng([seed, 13])) if self.config.look == RANDOM_LOOK
+                else parse_perturbation(self.config.look))
+        self._undo_look = apply_perturbation(self.workcell, look, np.random.default_rng([seed, 17]))
+        return look
 
     def _render(self) -> None:
         stamp_ns = time.time_ns()  # both views show the same physics state: one stamp
@@ -133,6 +146,7 @@ class WorkcellServer:
             home = np.max(np.abs(self.workcell.joint_positions - HOME_RAD)) < HOMING_TOLERANCE_RAD
             if not home and self._homing_steps < HOMING_TIMEOUT_STEPS:
                 return
+        self.look = self._set_look(seed)
         self.workcell.place(layout.cubes, layout.squares, joints=self.workcell.joint_positions)
         self.task, self.seed, self.episode = task, seed, self.episode + 1
         self.monitor = SuccessMonitor(task, self.workcell)
