@@ -164,11 +164,13 @@ dagger)
   --table-dir $SIM/cache > $RUN/log_align.txt 2>&1"
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
-  wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
+  wrist ${PHRASINGS:+--more-phrasings} ${RANDOMISE:+--randomise} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
+    # RANDOMISE=1: the expert episodes are recorded in workcells drawn from RandomisationConfig's ranges (camera
+    # pose and optics, light, colours, distractors, sensor), for invariance (issue #28)
     # EXTRA_TASKS="stack" EXTRA_EPS=1000: more expert episodes of those tasks (seeds after DEMO_EPS's)
     [ -n "${EXTRA_TASKS:-}" ] && echo "python3 -m nanovla_ros.cli collect --in-process --task $EXTRA_TASKS \
   --episodes ${EXTRA_EPS:-1000} --first-seed $(( ${DEMO_SEED:-14000} + ${DEMO_EPS:-0} )) --sample-every ${EVERY:-10} \
-  --noise-rad ${NOISE:-0.05} --cameras front wrist ${PHRASINGS:+--more-phrasings} --out $SIM \
+  --noise-rad ${NOISE:-0.05} --cameras front wrist ${PHRASINGS:+--more-phrasings} ${RANDOMISE:+--randomise} --out $SIM \
   --workers \$(( \$(nproc) - 1 )) >> $RUN/log_demos.txt 2>&1"
     for r in $(seq 1 "${ROUNDS:-1}"); do
       drive=$RUN/dagger$((r - 1)).safetensors; [ "$r" = 1 ] && drive=${DRIVER:-$drive}  # DRIVER: round 1's, if not CKPT
@@ -276,6 +278,12 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
       [ -n "${LAT:-}" ] && evaluate "${v}_lat$LAT" $RUN/nanovla_${v}_workcell.safetensors "${x:-${EXEC_H:-$declared}}" \
         train "$n" "$OUT/${v}_lat$LAT.json" $((i + 1)) "$LAT"
     fi
+    # SUITE=plausible|all: also the robustness suite (nanovla evaluate --suite robustness, SUITE_N episodes per task
+    # and condition, training split) -> <name>.robustness.json
+    [ -n "${SUITE:-}" ] && env "$(gpu $((i + 2)))" python3 -m nanovla_ros.cli evaluate $RUN/nanovla_${v}_workcell.safetensors \
+      --suite robustness --strengths "$SUITE" --split train --episodes "${SUITE_N:-13}" --workers "${EVAL_WORKERS:-15}" \
+      --execute-steps "${x:-${EXEC_H:-$declared}}" --device cuda --table-dir $SIM/cache --out "$RUN/suite_$v" 2>&1 | \
+      grep "^|" | sed "s/^/$v /" && cp "$RUN/suite_$v/robustness.json" "$OUT/$v.robustness.json"
     [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
     python3 docs/experiments/probes/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
