@@ -93,3 +93,18 @@ def test_int8_quantises_the_matrix_products_and_keeps_the_policy_close(tmp_path)
     assert np.isfinite(b).all() and np.abs(a - b).max() < 0.05
     with pytest.raises(ConfigError, match="onnxruntime backend"):
         load_policy(source, "torch", precision="int8")
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (64, 64), (32, 48), (90, 70)])
+def test_the_frame_preprocessor_gives_the_torch_preprocessing_with_reused_buffers(shape):
+    from nanovla_ros.model.modeling_nanovla import preprocess_frames
+    from nanovla_ros.model.onnx_policy import FramePreprocessor
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, *shape, 3), dtype=np.uint8)
+    preprocess = FramePreprocessor(64)
+    first = preprocess(list(frames))
+    expected = preprocess_frames(torch.from_numpy(frames), 64).numpy()
+    assert first.shape == (2, 3, 64, 64) and np.abs(first - expected).max() < 1e-5, shape
+    again = preprocess([frames[1], frames[0]])
+    assert again is first and np.abs(again[0] - expected[1]).max() < 1e-5  # the same buffer, refilled

@@ -572,6 +572,13 @@ def policy_inputs(c: NanoVLAConfig, image: np.ndarray | dict[str, np.ndarray], s
                   instruction_embedding: np.ndarray) -> np.ndarray:
     """Checks a policy step's inputs against the model's config; returns the frames (N, h, w, 3) uint8 in the
     order of ``c.cameras`` (writable: a read-only frame from a message is copied)."""
+    frames = policy_frames(c, image, state, instruction_embedding)
+    return np.require(frames[0], requirements=["C", "W"])[None] if len(frames) == 1 else np.stack(frames)
+
+
+def policy_frames(c: NanoVLAConfig, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
+                  instruction_embedding: np.ndarray) -> list[np.ndarray]:
+    """``policy_inputs``' checks; the frames (h, w, 3) uint8 in the order of ``c.cameras``, as given (no copy)."""
     if instruction_embedding.shape != (c.language_dim,):
         raise ValueError(f"instruction embedding has shape {instruction_embedding.shape}, "
                          f"this model reads ({c.language_dim},) vectors from {c.language_encoder_id!r}")
@@ -581,9 +588,9 @@ def policy_inputs(c: NanoVLAConfig, image: np.ndarray | dict[str, np.ndarray], s
         missing = [name for name in c.cameras if name not in image]
         if missing:
             raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")
-        return np.stack([image[name] for name in c.cameras])  # (N, h, w, 3), a copy
+        return [image[name] for name in c.cameras]
     if len(c.cameras) == 1:
-        return np.require(image, requirements=["C", "W"])[None]
+        return [image]
     raise ValueError(f"this model reads cameras {list(c.cameras)}: pass {{camera: frame}}")
 
 

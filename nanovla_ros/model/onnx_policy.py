@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
-from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy, policy_inputs, preprocess_frames
+from nanovla_ros.model.modeling_nanovla import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    NanoVLAPolicy,
+    policy_frames,
+)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -104,6 +110,41 @@ def _session(path: str | Path, device: str, threads: int):
     return ort.InferenceSession(str(path), options, providers=wanted)
 
 
+class FramePreprocessor:
+    """Frames (h, w, 3) uint8 -> (N, 3, S, S) float32, what ``preprocess_frames`` gives (bilinear, half-pixel
+    centres, then EfficientNet-Lite's normalisation; equal within 1e-6) at a fraction of its cost: per frame one
+    uint8 -> float copy, one OpenCV resize and one fused scale-and-shift per channel, all into buffers kept from
+    call to call (the returned array is overwritten by the next call)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.size = image_size
+        self.scale = np.float32(1.0 / (255.0 * IMAGE_STD))
+        self.offset = np.float32(-IMAGE_MEAN / IMAGE_STD)
+        self._small = np.empty((image_size, image_size, 3), np.float32)
+        self._float: dict[tuple[int, ...], np.ndarray] = {}  # by frame shape
+        self._out = np.empty((0, 3, image_size, image_size), np.float32)
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        import cv2
+
+        if self._out.shape[0] != len(frames):
+            self._out = np.empty((len(frames), 3, self.size, self.size), np.float32)
+        for i, frame in enumerate(frames):
+            if frame.shape[:2] == (self.size, self.size):
+                np.copyto(self._small, frame, casting="unsafe")
+            else:
+                as_float = self._float.get(frame.shape)
+                if as_float is None:
+                    as_float = self._float[frame.shape] = np.empty(frame.shape, np.float32)
+                np.copyto(as_float, frame, casting="unsafe")
+                cv2.resize(as_float, (self.size, self.size), dst=self._small, interpolation=cv2.INTER_LINEAR)
+            for channel in range(3):
+                plane = self._out[i, channel]
+                np.multiply(self._small[..., channel], self.scale, out=plane)
+                plane += self.offset
+        return self._out
+
+
 class OnnxPolicy:
     """An exported policy (``export_onnx``) run by ONNX Runtime: ``predict_chunk`` as ``NanoVLAPolicy``'s.
     ``device``: cpu, cuda or tensorrt (the execution provider); ``threads``: ONNX Runtime's intra-op threads
@@ -121,14 +162,16 @@ class OnnxPolicy:
             raise OnnxExportError(f"{str(path)!r} has no NanoVLA config in its metadata: export it with nanovla export")
         self.config = NanoVLAConfig.from_dict(json.loads(self.metadata["config"]))
         self.extra = json.loads(self.metadata.get("extra", "{}"))
+        self.preprocess = FramePreprocessor(self.config.image_size)
+        if threads > 0:
+            import cv2
 
-    def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """(N, h, w, 3) uint8 -> (N, 3, S, S) float32 (``preprocess_frames``, as the torch policy)."""
-        return preprocess_frames(torch.from_numpy(frames), self.config.image_size).numpy()
+            cv2.setNumThreads(threads)  # the pre-processing's resize too (this process's OpenCV)
+
 
     def predict_chunk(self, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray,
                       instruction_embedding: np.ndarray) -> np.ndarray:
-        frames = policy_inputs(self.config, image, state, instruction_embedding)
+        frames = policy_frames(self.config, image, state, instruction_embedding)
         feeds = {"pixels": self.preprocess(frames), "state": state.astype(np.float32)[None],
                  "instruction": instruction_embedding.astype(np.float32)[None]}
         return self.session.run(["actions"], feeds)[0][0]  # (H, A)
