@@ -207,6 +207,11 @@ class So101Arm:
             self.health.mode, self.health.fault = ArmMode.IDLE, ""
         self.disable()
 
+    def commanded_rad(self) -> np.ndarray:
+        """(J,) radians: the last target sent to the servos, or where they are if none was sent yet."""
+        with self._lock:
+            return self.executor.last_command(self.positions_rad)
+
     def submit(self, chunk: Chunk, now_s: float) -> None:
         with self._lock:
             if self.health.mode is not ArmMode.ACTIVE:

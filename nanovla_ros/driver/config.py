@@ -64,6 +64,8 @@ class DriverConfig:
     limit_margin_rad: float = param(0.15, "Targets beyond the calibrated range by more than this reject the chunk; "
                                           "smaller overshoots are clamped to the range.")
     max_step_rad: float = param(0.05, "Largest change of a joint target per control step.")
+    max_trajectory_s: float = param(30.0, "Longest JointTrajectory accepted on joint_trajectory, seconds (one "
+                                          "faster than max_step_rad allows is refused too).")
     blend_steps: int = param(3, "Control steps over which a new chunk is cross-faded into the previous one.")
     overrun_steps: int = param(10, "Actions a chunk may run past its h (counted from its arrival) while the next "
                                    "chunk is late, before the arm holds; 0: hold right after h.")
@@ -77,6 +79,7 @@ class DriverConfig:
         require(self.chunk_timeout_ms > 0.0, f"chunk_timeout_ms={self.chunk_timeout_ms} must be positive")
         require(self.future_tolerance_ms >= 0.0, f"future_tolerance_ms={self.future_tolerance_ms} must be >= 0")
         require(self.limit_margin_rad >= 0.0, f"limit_margin_rad={self.limit_margin_rad} must be >= 0")
+        require(0.0 < self.max_trajectory_s <= 600.0, f"max_trajectory_s={self.max_trajectory_s} must be within (0, 600]")
         require(0.0 < self.max_step_rad <= 1.0, f"max_step_rad={self.max_step_rad} must be within (0, 1] rad")
         require(len(self.joint_names) == len(set(self.joint_names)) > 0,
                 f"joint_names={list(self.joint_names)} must be non-empty and unique")

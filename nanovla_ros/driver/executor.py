@@ -123,6 +123,10 @@ class ChunkExecutor:
         self._blend_left = 0
         self._last = np.asarray(present_rad, dtype=np.float64).copy()
 
+    def last_command(self, present_rad: np.ndarray) -> np.ndarray:
+        """(J,) the last command this executor gave, or ``present_rad`` before the first."""
+        return np.asarray(present_rad if self._last is None else self._last, dtype=np.float64).copy()
+
     def submit(self, chunk: Chunk, now_s: float) -> None:
         if chunk.positions.shape[1] != self.n_joints:
             raise ChunkRejected(f"chunk has {chunk.positions.shape[1]} joints, the arm has {self.n_joints}")

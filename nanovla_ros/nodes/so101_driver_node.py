@@ -28,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from nanovla_ros.driver.arm import ArmMode, ControlLoop, So101Arm
 from nanovla_ros.driver.bus import BusError, FeetechBus
@@ -35,6 +36,7 @@ from nanovla_ros.driver.calibration import ArmCalibration, CalibrationError, def
 from nanovla_ros.driver.config import DriverConfig
 from nanovla_ros.driver.emulator import FaultConfig, Sts3215BusEmulator
 from nanovla_ros.driver.executor import ChunkRejected, Command, make_chunk
+from nanovla_ros.driver.trajectory import trajectory_chunk
 from nanovla_ros.msg import ActionChunk
 from nanovla_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
@@ -42,6 +44,7 @@ from nanovla_ros.nodes.common import (
     DIAGNOSTICS_TOPIC,
     JOINT_COMMANDS_TOPIC,
     JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
     SENSOR_QOS,
     ns_from_stamp,
     run_node,
@@ -66,6 +69,8 @@ class So101DriverNode(LifecycleNode):
         self._command_pub = self.create_publisher(JointState, JOINT_COMMANDS_TOPIC, COMMAND_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, JOINT_TRAJECTORY_TOPIC, self._on_trajectory, COMMAND_QOS)
+        self._trajectory_ids = itertools.count(2_000_000)
         if self.config.follow_topic:
             self.create_subscription(JointState, self.config.follow_topic, self._on_leader, COMMAND_QOS)
             self._leader_ids = itertools.count(1_000_000)
@@ -208,6 +213,29 @@ class So101DriverNode(LifecycleNode):
             self._chunk_rejections += 1
             self.get_logger().warning(f"action chunk {msg.chunk_id} rejected, nothing moves: {error}",
                                       throttle_duration_sec=1.0)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        """A standard trajectory (MoveIt, a script): followed from where the arm is commanded now, through the same
+        checks as chunks, plus speed and duration (nanovla_ros.driver.trajectory)."""
+        arm = self.arm
+        chunk_id = next(self._trajectory_ids)
+        try:
+            if arm is None:
+                raise ChunkRejected("the arm is not configured")
+            stamp_ns = ns_from_stamp(msg.header.stamp)
+            now_s = time.time()
+            chunk = trajectory_chunk(
+                chunk_id, stamp_ns / 1e9 if stamp_ns else now_s, list(msg.joint_names),
+                [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points],
+                [list(p.positions) for p in msg.points], arm.commanded_rad(),
+                1.0 / self.config.control_rate_hz, self.config.max_step_rad, self.config.joint_names,
+                self.config.max_trajectory_s)
+            arm.submit(chunk, now_s)
+            self.get_logger().info(f"joint trajectory accepted: {len(msg.points)} points over "
+                                   f"{chunk.positions.shape[0] / self.config.control_rate_hz:.1f} s")
+        except ChunkRejected as error:
+            self._chunk_rejections += 1
+            self.get_logger().warning(f"joint trajectory rejected, nothing moves: {error}", throttle_duration_sec=1.0)
 
     def _on_leader(self, msg: JointState) -> None:
         """Teleoperation: each leader reading becomes a one-step chunk, through the same safety path."""
