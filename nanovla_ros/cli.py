@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--more-phrasings", action="store_true", help="--in-process: training tasks are said with the "
                      "training-only phrasings as well (sim/tasks.py TRAINING_ONLY_TEMPLATES; never evaluated)")
     col.add_argument("--randomise", action="store_true", help="--in-process: each episode in a workcell perturbed "
-                     "within nanovla_ros.sim.perturbation.RandomisationConfig (camera pose, light, table, noise)")
+                     "within nanovla_ros.sim.perturbation.RandomisationConfig (camera pose and optics, light, colours, "
+                     "distractors, sensor)")
     col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],
                      help="cameras recorded (front always; wrist: the graph runs with wrist_camera:=true and "
                           "the bags hold wrist_camera/image_raw; in process it is rendered at the same moments)")
