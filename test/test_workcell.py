@@ -481,3 +481,28 @@ def test_the_workcell_node_lays_out_each_episode_in_its_configured_look(tmp_path
         fixed.close()
     with pytest.raises(ConfigError, match="fog"):
         WorkcellNodeConfig(look="fog=2")
+
+
+def test_randomisation_covers_every_plausible_strength_and_none_beyond():
+    """Training on randomised scenes must leave the suite's strongest strength of each family unseen."""
+    from dataclasses import asdict
+
+    from nanovla_ros.sim.perturbation import SUITE, Perturbation, RandomisationConfig, plausible_strengths
+
+    rng = np.random.default_rng(0)
+    draws = [asdict(RandomisationConfig().sample(rng)) for _ in range(3000)]
+    nominal = asdict(Perturbation())
+    for family, (strengths, make) in SUITE.items():
+        for strength in strengths:
+            changed = {k: v for k, v in asdict(make(strength)).items() if v != nominal[k]}
+            assert changed, family
+            for field_name, value in changed.items():
+                values = np.array([d[field_name] for d in draws], dtype=float).reshape(len(draws), -1)
+                target = np.asarray(value, dtype=float).reshape(-1)
+                axis = np.flatnonzero(target != np.asarray(nominal[field_name], dtype=float).reshape(-1))
+                base = np.asarray(nominal[field_name], dtype=float).reshape(-1)[axis]
+                seen = values[:, axis][np.all(values[:, axis] != base, axis=1)]  # (JPEG: 0 is "none", not a quality)
+                low, high = seen.min(axis=0), seen.max(axis=0)
+                margin = 0.02 * (high - low)  # the ranges' edges are never drawn exactly
+                inside = bool(np.all((low - margin <= target[axis]) & (target[axis] <= high + margin)))
+                assert inside == (strength in plausible_strengths(family)), (family, strength, field_name)

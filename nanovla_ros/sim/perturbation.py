@@ -115,7 +115,7 @@ class RandomisationConfig:
     light_scale_range: tuple[float, ...] = param((0.5, 1.6), "Lights' intensity factor, (low, high).")
     light_colour_k_range: tuple[float, ...] = param((3500.0, 9500.0), "Lights' colour temperature, kelvin.")
     light_turn_deg: float = param(90.0, "Lights turned by up to this either way about the vertical, degrees.")
-    table_scale_range: tuple[float, ...] = param((0.6, 1.15), "Table colour factor, (low, high).")
+    table_scale_range: tuple[float, ...] = param((0.7, 1.15), "Table colour factor, (low, high).")
     table_hue_deg: float = param(60.0, "Table colour turned round the hue circle by up to this either way.")
     square_scale_range: tuple[float, ...] = param((0.7, 1.1), "Target squares' colour factor, (low, high).")
     cube_scale_range: tuple[float, ...] = param((0.8, 1.2), "Cubes' colour factor, (low, high).")
