@@ -15,6 +15,9 @@
                        `precision: int8`)
   shipped_s_tensorrt   the same through ONNX Runtime's TensorRT provider (cuda only; needs onnxruntime-gpu and
                        tensorrt)
+  preprocess_torch     the shipped step's pre-processing alone (two 480x640 frames -> 2 x 3 x 320 x 320, resized
+                       and normalised) as the torch policy does it (`preprocess_frames`)
+  preprocess_reused    the same as the ONNX policy does it (`FramePreprocessor`: OpenCV, buffers reused)
 
 Each variant runs in its own process (so peak memory is its own). A "step" is one inference producing
 an H = 100 chunk from a 480x640 camera frame. Real packaged weights; readout heads random (timing only).
@@ -38,7 +41,7 @@ from pathlib import Path
 
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
             "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
-            "shipped_s_tensorrt")
+            "shipped_s_tensorrt", "preprocess_torch", "preprocess_reused")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -108,6 +111,22 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
 
         def step():
             return policy.predict_chunk(frames, state, cached)
+    elif variant.startswith("preprocess"):
+        from nanovla_ros.model.modeling_nanovla import preprocess_frames
+        from nanovla_ros.model.onnx_policy import FramePreprocessor
+
+        pair = np.stack([image, image])
+        if variant == "preprocess_torch":
+            def step():
+                return preprocess_frames(torch.from_numpy(pair), 320).numpy()
+        else:
+            import cv2
+
+            cv2.setNumThreads(threads)
+            reused = FramePreprocessor(320)
+
+            def step():
+                return reused([image, image])
     elif variant.startswith("nanovla"):
         from nanovla_ros.model.configuration_nanovla import nanovla_l, nanovla_s
         from nanovla_ros.model.modeling_nanovla import NanoVLA, NanoVLAPolicy
@@ -209,7 +228,8 @@ def main() -> None:
                  ("two cameras at 320 px (shipped) cost vs one at 224 px", "shipped_s", "nanovla_s_cached"),
                  ("ONNX Runtime vs torch, shipped step", "shipped_s", "shipped_s_onnxruntime"),
                  ("ONNX Runtime int8 vs fp32, shipped step", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8"),
-                 ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt")]
+                 ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt"),
+                 ("reused-buffer pre-processing vs torch's", "preprocess_torch", "preprocess_reused")]
         for label, slow, fast in pairs:
             if slow in p and fast in p:
                 print(f"- threads={threads}: {label}: {p[slow] / p[fast]:.1f}x")
