@@ -80,3 +80,27 @@ def test_the_driver_follows_a_joint_trajectory_and_refuses_an_unsafe_one():
         assert np.allclose(states[-1].position, before, atol=0.01)  # nothing moved
     finally:
         graph.close()
+
+
+def test_the_driver_publishes_the_arm_s_model_latched_for_viewers():
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from std_msgs.msg import String
+
+    from nanovla_ros.nodes.common import LATCHED_QOS, ROBOT_DESCRIPTION_TOPIC
+
+    graph = Graph(threads=1)
+    try:
+        graph.add(So101DriverNode(context=graph.context, parameter_overrides=[Parameter("latency_timer_ms", value=2.0)]))
+        received = []  # subscribed after the driver published: latched, it still comes
+        graph.probe.create_subscription(String, ROBOT_DESCRIPTION_TOPIC, received.append, LATCHED_QOS)
+        assert wait_until(lambda: received, 10.0)
+        root = ET.fromstring(received[0].data)
+        joints = {j.get("name") for j in root.findall("joint") if j.get("type") == "revolute"}
+        assert joints == set(JOINTS)  # the names joint_states carries: robot_state_publisher poses it from them
+        meshes = [urlparse(m.get("filename")) for m in root.iter("mesh")]
+        assert meshes and all(m.scheme == "file" and Path(m.path).is_file() for m in meshes)
+    finally:
+        graph.close()

@@ -183,7 +183,12 @@ def test_launch_file_builds_the_same_nodes_as_the_pip_launcher(monkeypatch):
     opaque = description.args[0][-1]
     context = {a.name: a.default for a in LAUNCH_ARGUMENTS} | {"camera_source": "v4l2", "sim": "false"}
     nodes = opaque.kwargs["function"](context)
+    state_publisher = nodes.pop()  # the arm's model and transforms on a ROS host, in place of the driver's
+    assert state_publisher.kwargs["package"] == "robot_state_publisher"
+    assert "<robot name=\"so101\"" in state_publisher.kwargs["parameters"][0]["robot_description"]
     assert [n.kwargs["executable"] for n in nodes] == [s.executable for s in active_nodes(context)]
+    driver = next(n for n in nodes if n.kwargs["executable"] == "so101_driver_node")
+    assert driver.kwargs["parameters"][1]["publish_description"] is False
     assert "workcell_node" not in [n.kwargs["executable"] for n in nodes]  # only with workcell:=true
     camera = nodes[0].kwargs
     assert camera["parameters"][0].endswith("config/so101.yaml")

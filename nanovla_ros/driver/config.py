@@ -64,6 +64,8 @@ class DriverConfig:
     limit_margin_rad: float = param(0.15, "Targets beyond the calibrated range by more than this reject the chunk; "
                                           "smaller overshoots are clamped to the range.")
     max_step_rad: float = param(0.05, "Largest change of a joint target per control step.")
+    publish_description: bool = param(True, "Publish the SO-101's URDF, latched, on robot_description (false where "
+                                            "robot_state_publisher does, as the ROS launch file sets it).")
     max_trajectory_s: float = param(30.0, "Longest JointTrajectory accepted on joint_trajectory, seconds (one "
                                           "faster than max_step_rad allows is refused too).")
     blend_steps: int = param(3, "Control steps over which a new chunk is cross-faded into the previous one.")

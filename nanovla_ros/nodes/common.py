@@ -38,6 +38,7 @@ CAMERA_INFO_TOPIC = "camera/camera_info"
 CURRENT_TASK_TOPIC = "current_task"
 ROUTE_DECISION_TOPIC = "route_decision"
 ACTION_CHUNK_TOPIC = "action_chunk"
+ROBOT_DESCRIPTION_TOPIC = "robot_description"  # std_msgs/String, latched: the SO-101 URDF
 JOINT_TRAJECTORY_TOPIC = "joint_trajectory"  # trajectory_msgs/JointTrajectory to the driver (MoveIt, scripts)
 JOINT_STATES_TOPIC = "joint_states"
 JOINT_COMMANDS_TOPIC = "joint_commands"

@@ -27,9 +27,11 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from nanovla_ros.description import robot_description
 from nanovla_ros.driver.arm import ArmMode, ControlLoop, So101Arm
 from nanovla_ros.driver.bus import BusError, FeetechBus
 from nanovla_ros.driver.calibration import ArmCalibration, CalibrationError, default_calibration
@@ -45,6 +47,8 @@ from nanovla_ros.nodes.common import (
     JOINT_COMMANDS_TOPIC,
     JOINT_STATES_TOPIC,
     JOINT_TRAJECTORY_TOPIC,
+    LATCHED_QOS,
+    ROBOT_DESCRIPTION_TOPIC,
     SENSOR_QOS,
     ns_from_stamp,
     run_node,
@@ -70,6 +74,9 @@ class So101DriverNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS)
         self.create_subscription(JointTrajectory, JOINT_TRAJECTORY_TOPIC, self._on_trajectory, COMMAND_QOS)
+        if self.config.publish_description:  # what viewers draw the arm from, with joint_states
+            self._description_pub = self.create_publisher(String, ROBOT_DESCRIPTION_TOPIC, LATCHED_QOS)
+            self._description_pub.publish(String(data=robot_description()))
         self._trajectory_ids = itertools.count(2_000_000)
         if self.config.follow_topic:
             self.create_subscription(JointState, self.config.follow_topic, self._on_leader, COMMAND_QOS)
