@@ -108,3 +108,20 @@ def test_the_frame_preprocessor_gives_the_torch_preprocessing_with_reused_buffer
     assert first.shape == (2, 3, 64, 64) and np.abs(first - expected).max() < 1e-5, shape
     again = preprocess([frames[1], frames[0]])
     assert again is first and np.abs(again[0] - expected[1]).max() < 1e-5  # the same buffer, refilled
+
+
+def test_fp16_is_a_tensorrt_engine_and_refused_elsewhere(tmp_path):
+    from nanovla_ros.model.onnx_policy import providers
+    from nanovla_ros.policy.config import PolicyNodeConfig
+
+    first = providers("tensorrt", fp16=True, engine_cache=tmp_path)[0]
+    assert first[0] == "TensorrtExecutionProvider" and first[1]["trt_fp16_enable"] is True
+    assert first[1]["trt_engine_cache_path"] == str(tmp_path)  # built once, kept beside the export
+    assert providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="tensorrt"):
+        providers("cuda", fp16=True)
+    with pytest.raises(ConfigError, match="tensorrt"):
+        load_policy(tmp_path / "x.safetensors", "onnxruntime", precision="fp16")
+    with pytest.raises(ConfigError, match="tensorrt"):
+        PolicyNodeConfig(precision="fp16", backend="onnxruntime")
+    assert PolicyNodeConfig(precision="fp16", backend="tensorrt", device="cuda").resolved_precision == "fp16"

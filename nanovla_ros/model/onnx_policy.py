@@ -34,7 +34,25 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 OPSET = 17
-PRECISIONS = ("fp32", "int8")  # int8: dynamic quantisation of the matrix products (quantize_dynamic_int8)
+# int8: dynamic quantisation of the matrix products (quantize_dynamic_int8), for the CPU; fp16: the fp32 graph
+# built by TensorRT into an fp16 engine (the tensorrt backend only)
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def providers(device: str, fp16: bool = False, engine_cache: str | Path | None = None) -> list:
+    """ONNX Runtime's execution providers for ``device`` (cpu, cuda, tensorrt), best first. TensorRT: ``fp16``
+    engines, built once and kept in ``engine_cache`` (building one takes minutes)."""
+    if device not in PROVIDERS:
+        raise ValueError(f"device {device!r} is not one of {list(PROVIDERS)}")
+    wanted: list = list(PROVIDERS[device])
+    if device == "tensorrt":
+        options = {"trt_fp16_enable": fp16}
+        if engine_cache is not None:
+            options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engine_cache)}
+        wanted[0] = (wanted[0], options)
+    elif fp16:
+        raise ValueError("fp16 runs on the tensorrt device (ONNX Runtime's TensorRT provider)")
+    return wanted
 
 
 class OnnxExportError(RuntimeError):
@@ -90,14 +108,14 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in graph.metadata_props}
 
 
-def _session(path: str | Path, device: str, threads: int):
+def _session(path: str | Path, device: str, threads: int, fp16: bool = False):
     try:
         import onnxruntime as ort
     except ImportError as err:
         raise OnnxExportError("backend onnxruntime needs the onnxruntime package (pip install onnxruntime; on a "
                               "GPU host onnxruntime-gpu)") from err
-    wanted = PROVIDERS[device]
-    missing = [p for p in wanted[:1] if p not in ort.get_available_providers()]
+    wanted = providers(device, fp16, Path(path).parent / "tensorrt_engines")
+    missing = [p for p in PROVIDERS[device][:1] if p not in ort.get_available_providers()]
     if missing:
         package = "tensorrt and onnxruntime-gpu" if device == "tensorrt" else "onnxruntime-gpu"
         raise OnnxExportError(f"ONNX Runtime here has no {missing[0]} (it has {ort.get_available_providers()}): "
@@ -150,13 +168,12 @@ class OnnxPolicy:
     ``device``: cpu, cuda or tensorrt (the execution provider); ``threads``: ONNX Runtime's intra-op threads
     (0: its default)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
-        if device not in PROVIDERS:
-            raise ValueError(f"device {device!r} is not one of {list(PROVIDERS)}")
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, fp16: bool = False) -> None:
+        providers(device, fp16)  # a bad device or precision is refused before anything loads
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxExportError(f"ONNX policy {str(path)!r} does not exist (nanovla export CKPT --onnx OUT)")
-        self.session = _session(self.path, device, threads)
+        self.session = _session(self.path, device, threads, fp16)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if "config" not in self.metadata:
             raise OnnxExportError(f"{str(path)!r} has no NanoVLA config in its metadata: export it with nanovla export")
@@ -219,7 +236,7 @@ def cached_export(checkpoint: str | Path, cache_dir: str | Path | None = None, p
         partial = path.with_suffix(".partial")
         export_checkpoint_onnx(checkpoint, partial)
         partial.replace(path)  # a killed export never leaves a file that looks finished
-    if precision == "int8":
+    if precision == "int8":  # (fp16: TensorRT builds it from the fp32 graph)
         quantized = path.with_name(path.stem + "-int8.onnx")
         if not quantized.is_file():
             partial = quantized.with_suffix(".partial")
@@ -243,14 +260,17 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
         raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
     is_onnx = str(checkpoint).endswith(".onnx")
     if precision != "fp32" and backend == "torch":
-        raise ConfigError(f"precision {precision} runs on the onnxruntime backend")
+        raise ConfigError(f"precision {precision} runs on the {'tensorrt' if precision == 'fp16' else 'onnxruntime'} "
+                          "backend")
+    if precision == "fp16" and backend != "tensorrt":
+        raise ConfigError("precision fp16 runs on the tensorrt backend (TensorRT builds an fp16 engine)")
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
         model, extra = load_checkpoint(checkpoint, device, expected_language_encoder_id)
         return NanoVLAPolicy(model, image_encoder).to(device), extra
     policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint, precision=precision),
-                        "tensorrt" if backend == "tensorrt" else device, threads)
+                        "tensorrt" if backend == "tensorrt" else device, threads, fp16=precision == "fp16")
     found = policy.config.language_encoder_id
     if expected_language_encoder_id is not None and found != expected_language_encoder_id:
         raise ConfigError(f"{checkpoint} was trained on instruction vectors from {found!r}, but this node serves "

@@ -20,10 +20,10 @@ class PolicyNodeConfig:
                                  "provider; needs onnxruntime-gpu and tensorrt); auto: onnxruntime on cpu where it is "
                                  "installed (2.2x faster than torch eager on a 2-core CPU, the same closed-loop "
                                  "success), else torch. An .onnx checkpoint needs onnxruntime or tensorrt.")
-    precision: str = param("auto", "onnxruntime backend: fp32, or int8 (the transformer's matrix products with int8 "
-                                    "weights, activations quantised per call; the image encoder stays fp32); auto: int8 "
-                                    "where the backend is onnxruntime on cpu (1.2x faster there, the same closed-loop "
-                                    "success), else fp32.")
+    precision: str = param("auto", "fp32; int8 (onnxruntime backend: the transformer's matrix products with int8 "
+                                    "weights, activations quantised per call; the image encoder stays fp32); fp16 "
+                                    "(tensorrt backend: an fp16 engine); auto: int8 where the backend is onnxruntime "
+                                    "on cpu (1.2x faster there, the same closed-loop success), else fp32.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     num_threads: int = param(0, "CPU threads for inference (torch's, or ONNX Runtime's intra-op threads); 0 keeps the "
                                   "runtime's default.")
@@ -39,7 +39,8 @@ class PolicyNodeConfig:
         require_choice("backend", self.backend, BACKENDS)
         require(self.backend != "tensorrt" or self.device == "cuda", "backend tensorrt runs on device cuda")
         require(not self.compile or self.backend in ("torch", "auto"), "compile applies to the torch backend only")
-        require_choice("precision", self.precision, ("auto", "fp32", "int8"))
+        require_choice("precision", self.precision, ("auto", "fp32", "int8", "fp16"))
+        require(self.precision != "fp16" or self.backend == "tensorrt", "precision fp16 runs on the tensorrt backend")
         require(self.precision != "int8" or self.resolved_backend == "onnxruntime",
                 "precision int8 runs on the onnxruntime backend")
         require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0 (0: torch's default)")

@@ -15,6 +15,7 @@
                        `precision: int8`)
   shipped_s_tensorrt   the same through ONNX Runtime's TensorRT provider (cuda only; needs onnxruntime-gpu and
                        tensorrt)
+  shipped_s_tensorrt_fp16  the same with an fp16 TensorRT engine (`precision: fp16`)
   preprocess_torch     the shipped step's pre-processing alone (two 480x640 frames -> 2 x 3 x 320 x 320, resized
                        and normalised) as the torch policy does it (`preprocess_frames`)
   preprocess_reused    the same as the ONNX policy does it (`FramePreprocessor`: OpenCV, buffers reused)
@@ -41,7 +42,7 @@ from pathlib import Path
 
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
             "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
-            "shipped_s_tensorrt", "preprocess_torch", "preprocess_reused")
+            "shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "preprocess_torch", "preprocess_reused")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -101,9 +102,10 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import load_policy
 
-        backend = variant.removeprefix("shipped_s").lstrip("_").removesuffix("_int8") or "torch"
+        backend = variant.removeprefix("shipped_s").lstrip("_").removesuffix("_int8").removesuffix("_fp16") or "torch"
+        precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
         policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
-                                precision="int8" if variant.endswith("_int8") else "fp32")
+                                precision=precision)
         if compiled and backend == "torch":
             policy.compile()
         cached = encode(load_text_encoder("small", random_dir), "cpu")  # the service's vector, computed once
@@ -196,7 +198,7 @@ def main() -> None:
         cached_export(SHIPPED_CHECKPOINT)
         if "shipped_s_onnxruntime_int8" in args.variants:
             cached_export(SHIPPED_CHECKPOINT, precision="int8")
-    variants = [v for v in args.variants if args.device == "cuda" or v != "shipped_s_tensorrt"]
+    variants = [v for v in args.variants if args.device == "cuda" or not v.startswith("shipped_s_tensorrt")]
     rows = []
     for threads in args.threads if args.device == "cpu" else [1]:
         for variant in variants:
@@ -229,6 +231,7 @@ def main() -> None:
                  ("ONNX Runtime vs torch, shipped step", "shipped_s", "shipped_s_onnxruntime"),
                  ("ONNX Runtime int8 vs fp32, shipped step", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8"),
                  ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt"),
+                 ("TensorRT fp16 vs torch, shipped step", "shipped_s", "shipped_s_tensorrt_fp16"),
                  ("reused-buffer pre-processing vs torch's", "preprocess_torch", "preprocess_reused")]
         for label, slow, fast in pairs:
             if slow in p and fast in p:
