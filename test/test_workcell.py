@@ -506,3 +506,24 @@ def test_randomisation_covers_every_plausible_strength_and_none_beyond():
                 margin = 0.02 * (high - low)  # the ranges' edges are never drawn exactly
                 inside = bool(np.all((low - margin <= target[axis]) & (target[axis] <= high + margin)))
                 assert inside == (strength in plausible_strengths(family)), (family, strength, field_name)
+
+
+def test_the_parked_distractors_leave_the_nominal_scene_exactly_as_without_them(workcell, monkeypatch):
+    """Objects only a perturbation puts on the table must not change the training workcell: far away they grew
+    MuJoCo's model extent, and with it the cameras' near clipping plane (the wrist view lost the jaws)."""
+    import nanovla_ros.sim.workcell as workcell_module
+    from nanovla_ros.sim.perturbation import apply, parse
+
+    monkeypatch.setattr(workcell_module, "DISTRACTORS", ())
+    plain = workcell_module.Workcell()
+    try:
+        assert plain.model.stat.extent == workcell.model.stat.extent
+        layout = sample_layout(np.random.default_rng(1000))
+        undo = apply(workcell, parse(""), np.random.default_rng(0))  # what every nominal episode goes through
+        for w in (workcell, plain):
+            w.place(layout.cubes, layout.squares)
+        for camera in ("front", "wrist"):
+            assert np.array_equal(workcell.render(camera), plain.render(camera)), camera
+        undo()
+    finally:
+        plain.close()

@@ -243,8 +243,9 @@ def apply(workcell, p: Perturbation, rng: np.random.Generator | None = None) -> 
         centre = np.array([*WORKSPACE_CENTRE, 0.0])
         model.light_pos[:] = (model.light_pos - centre) @ turn.T + centre
         model.light_dir[:] = model.light_dir @ turn.T
-    model.geom_rgba[table, :3] = np.clip(_hue_turned(model.geom_rgba[table, :3], p.table_hue_deg) * p.table_scale,
-                                         0.0, 1.0)
+    if p.table_hue_deg:
+        model.geom_rgba[table, :3] = _hue_turned(model.geom_rgba[table, :3], p.table_hue_deg)
+    model.geom_rgba[table, :3] = np.clip(model.geom_rgba[table, :3] * p.table_scale, 0.0, 1.0)
     model.geom_rgba[squares, :3] = np.clip(model.geom_rgba[squares, :3] * p.square_scale, 0.0, 1.0)
     model.geom_rgba[cubes, :3] = np.clip(model.geom_rgba[cubes, :3] * p.cube_scale, 0.0, 1.0)
     workcell.sensor = SensorEffects(rng, p.image_noise_std, p.blur_px, p.exposure, p.jpeg_quality) \

@@ -34,7 +34,10 @@ WORKSPACE = np.array([[0.14, -0.16], [0.29, 0.16]])  # within the arm's top-down
 
 # Where distractor objects may stand: the workspace and the table around it in both cameras' view, metres.
 DISTRACTOR_AREA = np.array([[0.10, -0.24], [0.34, 0.24]])
-DISTRACTOR_PARKING = (-0.8, -0.8)  # x, y under the table, out of every camera's sight
+# Where distractors wait, out of every camera's sight: just under the table, within the scene's extent. (Far away
+# they would grow MuJoCo's model extent, and with it every camera's near clipping plane: the wrist camera would
+# lose the jaws in front of it.)
+DISTRACTOR_PARKING = (0.2, 0.0, -0.06)
 
 
 @dataclass
@@ -162,8 +165,8 @@ def build_model(simplify_visual_meshes: bool = True) -> mujoco.MjModel:
         body.add_freejoint(name=f"cube_{name}")
         body.add_geom(name=f"cube_{name}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF_M] * 3,
                       mass=0.03, rgba=[*rgb, 1.0], friction=[1.5, 0.01, 0.001])
-    for i, (name, kind, size, rgb) in enumerate(DISTRACTORS):  # visual only; parked under the table until placed
-        world.add_geom(name=f"distractor_{name}", type=kind, size=list(size), pos=[*DISTRACTOR_PARKING, -0.3 - 0.1 * i],
+    for name, kind, size, rgb in DISTRACTORS:  # visual only; parked under the table until placed
+        world.add_geom(name=f"distractor_{name}", type=kind, size=list(size), pos=list(DISTRACTOR_PARKING),
                        rgba=[*rgb, 1.0], contype=0, conaffinity=0)
     spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
     spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
@@ -259,8 +262,8 @@ class Workcell:
             taken.append(xy)
 
     def park_distractors(self) -> None:
-        for i, (name, *_) in enumerate(DISTRACTORS):
-            self.model.geom(f"distractor_{name}").pos[:] = [*DISTRACTOR_PARKING, -0.3 - 0.1 * i]
+        for name, *_ in DISTRACTORS:
+            self.model.geom(f"distractor_{name}").pos[:] = DISTRACTOR_PARKING
 
     def snapshot(self) -> tuple[np.ndarray, int]:
         """The whole physical state (MuJoCo's integration state) and the step count, for ``restore``."""
