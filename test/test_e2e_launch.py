@@ -197,6 +197,24 @@ def test_workcell_mode_moves_the_simulated_arm_and_shows_it(env):
             # The camera shows the arm that moved.
             assert client.spin_until(lambda: np.abs(np.frombuffer(bytes(images[-1].data), np.uint8).astype(int)
                                                     - first_image).mean() > 1.0, 5)
+            # A standard JointTrajectory (as MoveIt or `ros2 topic pub` send it) moves the simulated arm too, and
+            # the arm's model is there for viewers.
+            from builtin_interfaces.msg import Duration
+            from std_msgs.msg import String
+            from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+            from nanovla_ros.nodes.common import JOINT_TRAJECTORY_TOPIC, LATCHED_QOS, ROBOT_DESCRIPTION_TOPIC
+
+            descriptions = []
+            client.node.create_subscription(String, ROBOT_DESCRIPTION_TOPIC, descriptions.append, LATCHED_QOS)
+            trajectories = client.node.create_publisher(JointTrajectory, JOINT_TRAJECTORY_TOPIC, COMMAND_QOS)
+            back = target - [0.3, 0.2, -0.2, 0.2, 0.0, 0.0]
+            assert client.spin_until(lambda: trajectories.get_subscription_count() > 0 and descriptions, 10)
+            trajectories.publish(JointTrajectory(joint_names=list(states[-1].name), points=[JointTrajectoryPoint(
+                positions=[float(v) for v in back], time_from_start=Duration(sec=1))]))
+            assert client.spin_until(lambda: np.abs(np.array(states[-1].position) - back).max() < 0.05, 15), \
+                states[-1].position
+            assert '<robot name="so101"' in descriptions[0].data
         assert "touch the" in launcher.output()
         launcher.process.send_signal(signal.SIGINT)
         assert launcher.process.wait(60) == 0, launcher.output()
