@@ -146,3 +146,22 @@ def test_a_recorded_wrist_camera_becomes_aligned_frames_and_a_stale_one_drops_sa
     # than max_image_age_s (0.25 s) old, and are dropped.
     assert len(demos.states) == 75 - 10
     assert len(load_demonstrations(tmp_path / "ds").frames) == len(demos.frames)  # front-only readers still work
+
+
+def test_lerobot_units_are_bounded_to_the_calibrated_range_as_lerobot_reports_them():
+    """LeRobot's MotorsBus bounds every reading to [range_min, range_max] before normalising: its SO-101 follower
+    never reports a gripper outside 0-100. Inside the range the conversion is undone exactly."""
+    import math
+
+    from nanovla_ros.data.lerobot_format import from_lerobot_units, to_lerobot_units
+    from nanovla_ros.driver.calibration import default_calibration
+
+    calibration = default_calibration(SO101_JOINTS)
+    low, high = np.array(calibration.limits_rad(SO101_JOINTS)).T  # (6,) each
+    inside = (low + high) / 2 + 0.3 * (high - low) * np.array([[-1], [0.5], [1]])  # (3, 6)
+    np.testing.assert_allclose(from_lerobot_units(to_lerobot_units(inside, calibration), calibration), inside,
+                               atol=1e-5)
+    beyond = to_lerobot_units(np.stack([low - 0.5, high + 0.5]), calibration)  # past both ends of every joint
+    assert beyond[0, -1] == 0.0 and beyond[1, -1] == 100.0  # the gripper, 0-100
+    np.testing.assert_allclose(beyond, to_lerobot_units(np.stack([low, high]), calibration), atol=1e-3)
+    assert math.isclose(float(to_lerobot_units(np.zeros((1, 6)), calibration)[0, 0]), 0.0, abs_tol=1e-6)

@@ -29,20 +29,24 @@ CHUNKS_SIZE = 1000
 MAX_RES = 4095  # LeRobot's scale for degrees (Feetech: 4096 ticks per turn, max value 4095)
 
 
-def _gripper_percent(m: MotorCalibration, rad: np.ndarray) -> np.ndarray:
+def _ticks(m: MotorCalibration, rad: np.ndarray) -> np.ndarray:
+    """Raw ticks of ``rad``, bounded to the calibrated range as LeRobot bounds every reading it normalises
+    (``MotorsBus._normalize``): what its SO-101 follower would report for the same arm."""
     ticks = m.mid_ticks + (-1.0 if m.drive_mode else 1.0) * rad * 4096 / (2 * math.pi)
-    return 100.0 * (ticks - m.range_min) / (m.range_max - m.range_min)
+    return np.clip(ticks, m.range_min, m.range_max)
 
 
 def to_lerobot_units(values_rad: np.ndarray, calibration: ArmCalibration, joints=SO101_JOINTS) -> np.ndarray:
-    """(N, 6) radians -> LeRobot SO-101 units (degrees; gripper 0-100)."""
+    """(N, 6) radians -> LeRobot SO-101 units (degrees about mid-range; gripper 0-100), each reading bounded to the
+    joint's calibrated range first, as LeRobot does (the gripper stays within 0-100)."""
     out = np.empty_like(values_rad, dtype=np.float64)
     for j, name in enumerate(joints):
         m = calibration.motors[name]
+        ticks = _ticks(m, values_rad[:, j])
         if name == "gripper":
-            out[:, j] = _gripper_percent(m, values_rad[:, j])
+            out[:, j] = 100.0 * (ticks - m.range_min) / (m.range_max - m.range_min)
         else:
-            out[:, j] = values_rad[:, j] * 4096 / (2 * math.pi) * 360.0 / MAX_RES
+            out[:, j] = (-1.0 if m.drive_mode else 1.0) * (ticks - m.mid_ticks) * 360.0 / MAX_RES
     return out.astype(np.float32)
 
 
