@@ -170,7 +170,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         return run_collect_dagger(args.out, args.dagger, args.task, args.episodes, args.split, args.first_seed,
                                   args.workers, args.sample_every, args.device, args.table_dir,
-                                  label_steps=args.label_steps, execute_steps=args.execute_steps)
+                                  label_steps=args.label_steps, execute_steps=args.execute_steps,
+                                  randomise=args.randomise)
     if args.in_process:
         return run_collect_in_process(args.out, args.task, args.episodes, args.split, args.first_seed, args.workers,
                                       args.sample_every, noise_rad=args.noise_rad, cameras=tuple(args.cameras),
@@ -422,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(DART noise, per-episode std drawn in [0, this]); the labels stay the expert's commands")
     col.add_argument("--more-phrasings", action="store_true", help="--in-process: training tasks are said with the "
                      "training-only phrasings as well (sim/tasks.py TRAINING_ONLY_TEMPLATES; never evaluated)")
-    col.add_argument("--randomise", action="store_true", help="--in-process: each episode in a workcell perturbed "
+    col.add_argument("--randomise", action="store_true", help="--in-process or --dagger: each episode in a workcell perturbed "
                      "within nanovla_ros.sim.perturbation.RandomisationConfig (camera pose and optics, light, colours, "
                      "distractors, sensor)")
     col.add_argument("--cameras", nargs="+", default=["front"], choices=["front", "wrist"],

@@ -167,9 +167,10 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str]:
     from nanovla_ros.data.demos import write_shard
     from nanovla_ros.evaluation.dagger import dagger_episode
 
-    out, kind, split, seed, sample_every, quality, label_steps, execute_steps = job
+    out, kind, split, seed, sample_every, quality, label_steps, execute_steps, randomise = job
     episode = dagger_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
-                             execute_steps=execute_steps, sample_every=sample_every, label_steps=label_steps)
+                             execute_steps=execute_steps, sample_every=sample_every, label_steps=label_steps,
+                             randomise=randomise)
     name = f"dagger_{episode_name(kind, split, seed)}"
     write_shard(Path(out) / "shards" / f"{name}.npz", episode, quality)
     return kind, episode["metadata"]["policy_stage"]
@@ -178,10 +179,11 @@ def _one_dagger_episode(job: tuple) -> tuple[str, str]:
 def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes: int, split: str = "train",
                        first_seed: int = 0, workers: int = 1, sample_every: int = 6, device: str = "cpu",
                        table_dir: str | None = None, jpeg_quality: int = 80, label_steps: int = 50,
-                       execute_steps: int | None = None) -> int:
+                       execute_steps: int | None = None, randomise: bool = False) -> int:
     """DAgger episodes (``nanovla_ros.evaluation.dagger``): ``checkpoint`` drives, executing ``execute_steps`` actions of
     each chunk (None: what the checkpoint declares, as it is deployed), the expert labels every
-    ``sample_every``-th state with its own chunk; every episode is written (failures are the point)."""
+    ``sample_every``-th state with its own chunk; every episode is written (failures are the point).
+    ``randomise``: each episode in a workcell drawn from ``RandomisationConfig`` by its seed."""
     import json
     import multiprocessing as mp
 
@@ -196,7 +198,7 @@ def run_collect_dagger(out_dir: str, checkpoint: str, kinds: list[str], episodes
     language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
     execute_steps = execute_steps or checkpoint_execute_steps(checkpoint)
     embeddings = instruction_embeddings(language_id, table_dir)
-    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps, execute_steps) for k in kinds
+    jobs = [(out_dir, k, split, s, sample_every, jpeg_quality, label_steps, execute_steps, randomise) for k in kinds
             for s in range(first_seed, first_seed + episodes)
             if not (shards / f"dagger_{episode_name(k, split, s)}.npz").exists()]
     build_model()

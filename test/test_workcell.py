@@ -253,6 +253,12 @@ def test_dagger_labels_are_the_experts_and_leave_the_episode_alone(workcell, tmp
     write_shard(tmp_path / "shards" / "b.npz", episode, 80)
     demos = load_demonstrations(tmp_path, cameras=("front", "wrist"))
     np.testing.assert_array_equal(demos.action_end, [7, 15, 23, 31, 39, 47])  # per sample, offset per shard
+    # randomised: the same scene and task in a workcell drawn by the seed, recorded; then the workcell is put back
+    varied = dagger_episode(workcell, policy, {instruction: np.ones(8, np.float32)}, "touch", "train", 7,
+                            sample_every=5, max_steps=6, label_steps=8, randomise=True)
+    assert varied["instruction"] == episode["instruction"] and "perturbation" in varied["metadata"]
+    assert "perturbation" not in episode["metadata"]
+    assert np.abs(varied["frames"][0].astype(int) - episode["frames"][0].astype(int)).mean() > 1.0
 
 
 def test_the_experts_grip_holds_a_command_more_open_than_their_own(workcell, monkeypatch):

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from nanovla_ros.phrasings import sample_phrasing
+from nanovla_ros.sim.perturbation import Perturbation
 from nanovla_ros.sim.perturbation import apply as apply_perturbation
 from nanovla_ros.sim.perturbation import parse as parse_perturbation
 
@@ -56,13 +57,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                        execute_steps: int, max_steps: int | None = None, on_step=None,
-                       latency_steps: int = 0, phrasings: str = "templates", perturb: str = "") -> EpisodeResult:
+                       latency_steps: int = 0, phrasings: str = "templates",
+                       perturb: str | Perturbation = "") -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
     states it visits this way).
 
     ``perturb``: "FAMILY=STRENGTH" of ``nanovla_ros.sim.perturbation.SUITE`` (camera pose, light, table colour,
-    sensor noise), applied for this episode only; "" the training workcell.
+    sensor noise), applied for this episode only; "" the training workcell; a ``Perturbation`` as it is (a
+    randomised episode's draw, recorded as "randomised").
 
     ``phrasings``: "templates" says each task with the workcell's templates of ``split``; "bank" with a sentence
     of the phrasing bank's families of ``split`` (held-out families for "heldout"), the scene unchanged.
@@ -71,13 +74,14 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
     driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay. A chunk
     older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
-    undo = apply_perturbation(workcell, parse_perturbation(perturb), np.random.default_rng([seed, 11]))
+    look = perturb if isinstance(perturb, Perturbation) else parse_perturbation(perturb)
+    undo = apply_perturbation(workcell, look, np.random.default_rng([seed, 11]))
     try:
         result = _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step,
                           latency_steps, phrasings)
     finally:
         undo()
-    return replace(result, perturbation=perturb)
+    return replace(result, perturbation=perturb if isinstance(perturb, str) else "randomised")
 
 
 def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step, latency_steps,

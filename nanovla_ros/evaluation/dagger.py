@@ -22,11 +22,14 @@ cost); the policy executes the first h = 10 of each chunk anyway.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from nanovla_ros.driver.config import DriverConfig
 from nanovla_ros.evaluation.closed_loop import run_policy_episode
 from nanovla_ros.sim.experts import ScriptedExpert
+from nanovla_ros.sim.perturbation import Perturbation, RandomisationConfig
 from nanovla_ros.sim.tasks import Task, cube_positions, square_positions, task_positions
 from nanovla_ros.sim.workcell import CUBE_COLOURS, Workcell
 
@@ -50,9 +53,10 @@ def expert_chunk(workcell: Workcell, task: Task, last_command: np.ndarray, horiz
 
 def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                    execute_steps: int = 10, sample_every: int = 6, max_steps: int | None = None,
-                   label_steps: int | None = None) -> dict:
+                   label_steps: int | None = None, randomise: bool = False) -> dict:
     """One policy episode (the evaluation harness's loop) with expert labels, as shard fields (see the module
-    docstring)."""
+    docstring). ``randomise``: in a workcell drawn from ``RandomisationConfig`` by the seed, as the randomised
+    expert episodes are (``nanovla_ros.sim.demos.expert_episode``), recorded in the metadata."""
     max_step_rad = DriverConfig().max_step_rad  # the labels are rate-limited like the policy's commands
     horizon = min(label_steps or policy.config.horizon, policy.config.horizon)
     cameras = policy.config.cameras
@@ -75,7 +79,9 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
         chunks.append(expert_chunk(workcell, task, last, horizon, max_step_rad))
         return views
 
-    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step=record)
+    look = RandomisationConfig().sample(np.random.default_rng([seed, 13])) if randomise else Perturbation()
+    result = run_policy_episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step=record,
+                                perturb=look)
     task, n = tasks[0], len(states)
     return {"frames": frames["front"], "camera_frames": {c: frames[c] for c in cameras if c != "front"},
             "frame_index": np.arange(n, dtype=np.int64), "states": np.stack(states),
@@ -87,4 +93,5 @@ def dagger_episode(workcell: Workcell, policy, embeddings: dict[str, np.ndarray]
                          "cube_colours": list(CUBE_COLOURS), "source": "dagger",
                          "squares_xy_m": square_positions(workcell),
                          "policy_success": str(result.success).lower(), "policy_stage": result.outcome["stage"],
-                         "label_horizon": horizon, "sample_every": sample_every}}
+                         "label_horizon": horizon, "sample_every": sample_every}
+            | ({"perturbation": asdict(look)} if randomise else {})}

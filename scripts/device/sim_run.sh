@@ -165,8 +165,8 @@ dagger)
     [ "${DEMO_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
   touch --episodes $DEMO_EPS --first-seed ${DEMO_SEED:-14000} --sample-every ${EVERY:-10} --noise-rad ${NOISE:-0.05} --cameras front \
   wrist ${PHRASINGS:+--more-phrasings} ${RANDOMISE:+--randomise} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
-    # RANDOMISE=1: the expert episodes are recorded in workcells drawn from RandomisationConfig's ranges (camera
-    # pose and optics, light, colours, distractors, sensor), for invariance (issue #28)
+    # RANDOMISE=1: the expert and DAgger episodes are recorded in workcells drawn from RandomisationConfig's ranges
+    # (camera pose and optics, light, colours, distractors, sensor), for invariance (issue #28)
     # EXTRA_TASKS="stack" EXTRA_EPS=1000: more expert episodes of those tasks (seeds after DEMO_EPS's)
     [ -n "${EXTRA_TASKS:-}" ] && echo "python3 -m nanovla_ros.cli collect --in-process --task $EXTRA_TASKS \
   --episodes ${EXTRA_EPS:-1000} --first-seed $(( ${DEMO_SEED:-14000} + ${DEMO_EPS:-0} )) --sample-every ${EVERY:-10} \
@@ -176,7 +176,7 @@ dagger)
       drive=$RUN/dagger$((r - 1)).safetensors; [ "$r" = 1 ] && drive=${DRIVER:-$drive}  # DRIVER: round 1's, if not CKPT
       echo "python3 -m nanovla_ros.cli collect --dagger $drive --task ${DAGGER_TASKS:-pick_place stack push touch} \
   --episodes ${DEPS:-100} --first-seed $((${DAGGER_SEED:-20000} + 1000 * (r - 1))) --sample-every ${EVERY:-10} --label-steps ${LABEL:-30} \
-  ${DAGGER_H:+--execute-steps $DAGGER_H} --device cuda \
+  ${DAGGER_H:+--execute-steps $DAGGER_H} ${RANDOMISE:+--randomise} --device cuda \
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a checkpoint with fine cells), so
       # the final map's own cache is not built (~1 min)
