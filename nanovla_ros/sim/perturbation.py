@@ -101,6 +101,33 @@ def plausible_strengths(family: str) -> tuple[float, ...]:
     return SUITE[family][0][:-1]
 
 
+@dataclass
+class SensorEffects:
+    """What a camera does to a rendered frame, in a camera's order: gain (exposure), blur, noise, JPEG."""
+
+    rng: np.random.Generator
+    noise_std: float = 0.0  # 0-255 units
+    blur_px: float = 0.0  # Gaussian sigma, pixels of a 224 frame (scaled with the frame)
+    exposure: float = 1.0
+    jpeg_quality: int = 0  # 0: none
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        out = frame.astype(np.float64)
+        if self.exposure != 1.0:
+            out *= self.exposure
+        if self.blur_px:
+            out = cv2.GaussianBlur(out, (0, 0), sigmaX=self.blur_px * frame.shape[1] / 224.0)
+        if self.noise_std:
+            out += self.rng.normal(0.0, self.noise_std, frame.shape)
+        out = np.clip(out, 0, 255).astype(np.uint8)
+        if self.jpeg_quality:
+            _, data = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+            out = np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+        return out
+
+
 @dataclass(frozen=True)
 class RandomisationConfig:
     """Ranges a randomised episode draws its perturbation from (uniformly, seeded per episode): for collecting
@@ -213,8 +240,6 @@ def _hue_turned(rgb: np.ndarray, degrees: float) -> np.ndarray:
 def apply(workcell, p: Perturbation, rng: np.random.Generator | None = None) -> Callable[[], None]:
     """Change ``workcell`` as ``p`` says; return the function that puts it back. Distractors are placed by the
     workcell's next ``place`` (where the scene's objects are known); ``rng`` draws their places and the noise."""
-    from nanovla_ros.sim.workcell import SensorEffects
-
     rng = rng or np.random.default_rng(0)
     model = workcell.model
     front, wrist = model.camera("front").id, model.camera("wrist").id

@@ -15,7 +15,7 @@ import mujoco  # MUJOCO_GL is chosen in nanovla_ros/sim/__init__.py
 import numpy as np
 
 from nanovla_ros.driver.config import SO101_JOINTS
-from nanovla_ros.sim.perturbation import DISTRACTORS
+from nanovla_ros.sim.perturbation import DISTRACTORS, SensorEffects
 from nanovla_ros.tasks import CUBES, SQUARES
 
 JOINTS = SO101_JOINTS  # the arm's actuators, in the driver's joint order
@@ -38,33 +38,6 @@ DISTRACTOR_AREA = np.array([[0.10, -0.24], [0.34, 0.24]])
 # they would grow MuJoCo's model extent, and with it every camera's near clipping plane: the wrist camera would
 # lose the jaws in front of it.)
 DISTRACTOR_PARKING = (0.2, 0.0, -0.06)
-
-
-@dataclass
-class SensorEffects:
-    """What a camera does to a rendered frame, in a camera's order: gain (exposure), blur, noise, JPEG."""
-
-    rng: np.random.Generator
-    noise_std: float = 0.0  # 0-255 units
-    blur_px: float = 0.0  # Gaussian sigma, pixels of a 224 frame (scaled with the frame)
-    exposure: float = 1.0
-    jpeg_quality: int = 0  # 0: none
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        import cv2
-
-        out = frame.astype(np.float64)
-        if self.exposure != 1.0:
-            out *= self.exposure
-        if self.blur_px:
-            out = cv2.GaussianBlur(out, (0, 0), sigmaX=self.blur_px * frame.shape[1] / 224.0)
-        if self.noise_std:
-            out += self.rng.normal(0.0, self.noise_std, frame.shape)
-        out = np.clip(out, 0, 255).astype(np.uint8)
-        if self.jpeg_quality:
-            _, data = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
-            out = np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
-        return out
 
 
 def so101_model_path() -> Path:
@@ -250,14 +223,13 @@ class Workcell:
         self.park_distractors()
         taken = [np.asarray(xy, dtype=float) for xy in occupied]
         for index in chosen:
-            name, _, size, _ = DISTRACTORS[index]
+            name, kind, size, _ = DISTRACTORS[index]
             geom = self.model.geom(f"distractor_{name}")
             for _ in range(500):  # the table around the workspace, clear of every object by 2 cm
                 xy = rng.uniform(DISTRACTOR_AREA[0], DISTRACTOR_AREA[1])
                 if all(np.linalg.norm(xy - p) >= max(size[:2]) + SQUARE_HALF_M * 1.42 + 0.02 for p in taken):
                     break
-            height = size[1] if geom.type[0] == mujoco.mjtGeom.mjGEOM_CYLINDER else (
-                size[2] if geom.type[0] == mujoco.mjtGeom.mjGEOM_BOX else size[0])
+            height = {mujoco.mjtGeom.mjGEOM_CYLINDER: size[1], mujoco.mjtGeom.mjGEOM_BOX: size[2]}.get(kind, size[0])
             geom.pos[:] = [xy[0], xy[1], TABLE_Z + height]
             taken.append(xy)
 
