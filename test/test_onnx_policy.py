@@ -110,7 +110,7 @@ def test_the_frame_preprocessor_gives_the_torch_preprocessing_with_reused_buffer
     assert again is first and np.abs(again[0] - expected[1]).max() < 1e-5  # the same buffer, refilled
 
 
-def test_fp16_is_a_tensorrt_engine_and_refused_elsewhere(tmp_path):
+def test_fp16_is_a_tensorrt_engine_or_torch_autocast_on_cuda_and_refused_elsewhere(tmp_path):
     from nanovla_ros.model.onnx_policy import providers
     from nanovla_ros.policy.config import PolicyNodeConfig
 
@@ -125,3 +125,28 @@ def test_fp16_is_a_tensorrt_engine_and_refused_elsewhere(tmp_path):
     with pytest.raises(ConfigError, match="tensorrt"):
         PolicyNodeConfig(precision="fp16", backend="onnxruntime")
     assert PolicyNodeConfig(precision="fp16", backend="tensorrt", device="cuda").resolved_precision == "fp16"
+    assert PolicyNodeConfig(precision="fp16", backend="torch", device="cuda").resolved_precision == "fp16"
+    assert PolicyNodeConfig(precision="fp16", device="cuda").resolved_backend == "torch"  # auto on cuda: torch
+    with pytest.raises(ConfigError, match="cuda"):
+        PolicyNodeConfig(precision="fp16", backend="torch")  # a CPU has no fp16 autocast worth having
+    with pytest.raises(ConfigError, match="cuda"):
+        load_policy(tmp_path / "x.safetensors", "torch", precision="fp16")
+
+
+def test_torch_fp16_runs_the_step_under_autocast_and_returns_fp32():
+    """The torch policy's fp16 switch wraps the step in CUDA autocast; the chunk comes back fp32. On a CPU the
+    autocast context is inert, so this checks the wiring (the GPU bench measures the speed)."""
+    import torch
+
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+
+    config = NanoVLAConfig(**TINY)
+    plain = NanoVLAPolicy(NanoVLA(config))
+    half = NanoVLAPolicy(plain.model, plain.image_encoder, fp16=True)
+    assert half.fp16 and not plain.fp16
+    frame = np.zeros((64, 64, 3), np.uint8)
+    state, vector = np.zeros(config.state_dim, np.float32), np.ones(config.language_dim, np.float32)
+    with pytest.warns(UserWarning, match="CUDA"):  # autocast names the device it cannot use here
+        out = half.predict_chunk(frame, state, vector)
+    assert out.dtype == np.float32 and np.allclose(out, plain.predict_chunk(frame, state, vector), atol=1e-6)
+    assert torch.is_autocast_enabled() is False

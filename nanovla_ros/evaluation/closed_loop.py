@@ -232,14 +232,16 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         bar = tqdm(total=len(jobs), desc=f"evaluate h={execute_steps}", unit="episode")
     results: list[EpisodeResult] = []
     if workers <= 1:
-        _init_worker(checkpoint, embeddings, device, backend)  # an exported file: its precision is in it
+        _init_worker(checkpoint, embeddings, device, backend,  # an exported file: its precision is in it
+                     precision if backend == "torch" else "fp32")
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     else:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend)) as pool:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend,
+                                                                   precision if backend == "torch" else "fp32")) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

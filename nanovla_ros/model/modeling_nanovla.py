@@ -526,9 +526,12 @@ class NanoVLA(nn.Module):
 class NanoVLAPolicy(nn.Module):
     """Frozen image encoder + NanoVLA, for inference: ``predict_chunk(image, state, instruction_embedding)``."""
 
-    def __init__(self, model: NanoVLA, image_encoder: FrozenImageEncoder | None = None) -> None:
+    def __init__(self, model: NanoVLA, image_encoder: FrozenImageEncoder | None = None, fp16: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
+        # fp16: the step under CUDA autocast (convolutions and matrix products in fp16, reductions and the
+        # de-normalisation in fp32); the weights stay fp32, so one checkpoint serves both precisions
+        self.fp16 = fp16
         c = model.config
         self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
                                                                    c.image_stride, c.fine_features)
@@ -542,9 +545,10 @@ class NanoVLAPolicy(nn.Module):
         return self.model.config
 
     def _chunk(self, pixels: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        features = self.image_encoder.features(pixels)  # (N, C, h', w'), one row per camera
-        pred_n, _ = self.model(features[None], instruction, state)
-        return self.model.denormalize_actions(pred_n)  # (1, H, A)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            features = self.image_encoder.features(pixels)  # (N, C, h', w'), one row per camera
+            pred_n, _ = self.model(features[None], instruction, state)
+        return self.model.denormalize_actions(pred_n.float())  # (1, H, A)
 
     def compile(self, mode: str = "reduce-overhead") -> NanoVLAPolicy:
         """torch.compile the per-step path (image encoder + transformer). On a GPU, "reduce-overhead"

@@ -259,16 +259,18 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
     is_onnx = str(checkpoint).endswith(".onnx")
-    if precision != "fp32" and backend == "torch":
-        raise ConfigError(f"precision {precision} runs on the {'tensorrt' if precision == 'fp16' else 'onnxruntime'} "
-                          "backend")
-    if precision == "fp16" and backend != "tensorrt":
-        raise ConfigError("precision fp16 runs on the tensorrt backend (TensorRT builds an fp16 engine)")
+    if precision == "int8" and backend != "onnxruntime":
+        raise ConfigError("precision int8 runs on the onnxruntime backend")
+    if precision == "fp16" and backend == "onnxruntime":
+        raise ConfigError("precision fp16 runs on the tensorrt backend (TensorRT builds an fp16 engine) or on the "
+                          "torch backend on cuda (autocast)")
+    if precision == "fp16" and backend == "torch" and not str(device).startswith("cuda"):
+        raise ConfigError("precision fp16 with the torch backend runs on cuda (on a CPU use onnxruntime int8)")
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
         model, extra = load_checkpoint(checkpoint, device, expected_language_encoder_id)
-        return NanoVLAPolicy(model, image_encoder).to(device), extra
+        return NanoVLAPolicy(model, image_encoder, fp16=precision == "fp16").to(device), extra
     policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint, precision=precision),
                         "tensorrt" if backend == "tensorrt" else device, threads, fp16=precision == "fp16")
     found = policy.config.language_encoder_id

@@ -22,8 +22,8 @@ class PolicyNodeConfig:
                                  "success), else torch. An .onnx checkpoint needs onnxruntime or tensorrt.")
     precision: str = param("auto", "fp32; int8 (onnxruntime backend: the transformer's matrix products with int8 "
                                     "weights, activations quantised per call; the image encoder stays fp32); fp16 "
-                                    "(tensorrt backend: an fp16 engine); auto: int8 where the backend is onnxruntime "
-                                    "on cpu (1.2x faster there, the same closed-loop success), else fp32.")
+                                    "(tensorrt backend: an fp16 engine; torch on cuda: autocast); auto: int8 where "
+                                    "the backend is onnxruntime on cpu (1.2x faster there, the same closed-loop success), else fp32.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     num_threads: int = param(0, "CPU threads for inference (torch's, or ONNX Runtime's intra-op threads); 0 keeps the "
                                   "runtime's default.")
@@ -40,7 +40,9 @@ class PolicyNodeConfig:
         require(self.backend != "tensorrt" or self.device == "cuda", "backend tensorrt runs on device cuda")
         require(not self.compile or self.backend in ("torch", "auto"), "compile applies to the torch backend only")
         require_choice("precision", self.precision, ("auto", "fp32", "int8", "fp16"))
-        require(self.precision != "fp16" or self.backend == "tensorrt", "precision fp16 runs on the tensorrt backend")
+        require(self.precision != "fp16" or self.backend == "tensorrt"
+                or (self.device == "cuda" and self.resolved_backend == "torch"),
+                "precision fp16 runs on the tensorrt backend, or on the torch backend on cuda")
         require(self.precision != "int8" or self.resolved_backend == "onnxruntime",
                 "precision int8 runs on the onnxruntime backend")
         require(self.num_threads >= 0, f"num_threads={self.num_threads} must be >= 0 (0: torch's default)")

@@ -16,6 +16,9 @@
   shipped_s_tensorrt   the same through ONNX Runtime's TensorRT provider (cuda only; needs onnxruntime-gpu and
                        tensorrt)
   shipped_s_tensorrt_fp16  the same with an fp16 TensorRT engine (`precision: fp16`)
+  shipped_s_fp16       the shipped step in torch under CUDA fp16 autocast (cuda only; `precision: fp16`)
+  *_cudagraph          a torch variant's step torch.compile'd, replayed as a CUDA graph on a GPU (`compile: true`):
+                       nanovla_s_cached, nanovla_l_cached, shipped_s, shipped_s_fp16
   preprocess_torch     the shipped step's pre-processing alone (two 480x640 frames -> 2 x 3 x 320 x 320, resized
                        and normalised) as the torch policy does it (`preprocess_frames`)
   preprocess_reused    the same as the ONNX policy does it (`FramePreprocessor`: OpenCV, buffers reused)
@@ -29,6 +32,8 @@ an H = 100 chunk from a 480x640 camera frame. Real packaged weights; readout hea
 --random-encoders DIR (for the GPU machine, which the packaged weights cannot reach): DIR/minilm and
 DIR/gemma hold the encoders' configs and tokenizers; the language models are built with random weights.
 Latency and memory do not depend on weight values; the image encoder keeps its real weights.
+--random-vectors: the cached variants read a random unit vector of the encoder's size instead of encoding
+INSTRUCTION (no language model is loaded: a host without the packaged encoders, e.g. the GPU machine).
 """
 from __future__ import annotations
 
@@ -42,7 +47,10 @@ from pathlib import Path
 
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
             "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
-            "shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "preprocess_torch", "preprocess_reused")
+            "shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "nanovla_s_cached_cudagraph",
+            "nanovla_l_cached_cudagraph", "shipped_s_cudagraph", "shipped_s_fp16_cudagraph", "preprocess_torch",
+            "preprocess_reused")
+CUDA_ONLY = ("shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "shipped_s_fp16_cudagraph")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -89,11 +97,20 @@ def load_text_encoder(backbone: str, random_dir: str | None):
     return RandomWeights(str(Path(random_dir) / ("minilm" if backbone == "small" else "gemma")))
 
 
+def random_vector(dim: int):
+    import numpy as np
+
+    vector = np.random.default_rng(1).standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
 def run_variant(variant: str, device: str, threads: int, repeats: int, random_dir: str | None = None,
-                compiled: bool = False) -> dict:
+                compiled: bool = False, random_vectors: bool = False) -> dict:
     import numpy as np
     import torch
 
+    compiled = compiled or variant.endswith("_cudagraph")
+    variant_name, variant = variant, variant.removesuffix("_cudagraph")
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -102,13 +119,14 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import load_policy
 
-        backend = variant.removeprefix("shipped_s").lstrip("_").removesuffix("_int8").removesuffix("_fp16") or "torch"
+        backend = variant.removeprefix("shipped_s").removesuffix("_int8").removesuffix("_fp16").lstrip("_") or "torch"
         precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
         policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
                                 precision=precision)
         if compiled and backend == "torch":
             policy.compile()
-        cached = encode(load_text_encoder("small", random_dir), "cpu")  # the service's vector, computed once
+        cached = (random_vector(policy.config.language_dim) if random_vectors  # the service's vector, computed once
+                  else encode(load_text_encoder("small", random_dir), "cpu"))
         frames = {camera: image for camera in policy.config.cameras}
 
         def step():
@@ -138,9 +156,12 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         policy = NanoVLAPolicy(NanoVLA(config)).to(device)
         if compiled:
             policy.compile()
-        encoder = load_text_encoder(backbone, random_dir)
-        encoder.model.to(device)
-        cached = encode(encoder, device)
+        if random_vectors and variant.endswith("_cached"):
+            cached = random_vector(config.language_dim)
+        else:
+            encoder = load_text_encoder(backbone, random_dir)
+            encoder.model.to(device)
+            cached = encode(encoder, device)
 
         def step():
             embedding = cached if variant.endswith("_cached") else encode(encoder, device)
@@ -173,7 +194,7 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         times.append((time.perf_counter() - start) * 1e3)
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"variant": variant, "threads": threads, "n": n, "p50": float(np.percentile(times, 50)),
+    return {"variant": variant_name, "threads": threads, "n": n, "p50": float(np.percentile(times, 50)),
             "p95": float(np.percentile(times, 95)), "peak_mb": peak_mb}
 
 
@@ -185,27 +206,30 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--random-encoders", default=None, help="config+tokenizer dirs: random LM weights")
     parser.add_argument("--compile", action="store_true", help="torch.compile NanoVLA's step (CUDA graphs on GPU)")
+    parser.add_argument("--random-vectors", action="store_true", help="cached variants: a random instruction vector "
+                        "(no language model loaded)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders,
-                                     args.compile)))
+                                     args.compile, args.random_vectors)))
         return
-    if any(v.startswith("shipped_s_") for v in args.variants):  # the ONNX export, once, before the timed children
+    if any(v.startswith(("shipped_s_onnx", "shipped_s_tensorrt")) for v in args.variants):  # the ONNX export, once
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import cached_export
 
         cached_export(SHIPPED_CHECKPOINT)
         if "shipped_s_onnxruntime_int8" in args.variants:
             cached_export(SHIPPED_CHECKPOINT, precision="int8")
-    variants = [v for v in args.variants if args.device == "cuda" or not v.startswith("shipped_s_tensorrt")]
+    variants = [v for v in args.variants if args.device == "cuda" or not (v in CUDA_ONLY or v.endswith("_cudagraph"))]
     rows = []
     for threads in args.threads if args.device == "cpu" else [1]:
         for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
                                   "--threads", str(threads), "--repeats", str(args.repeats)]
                                  + (["--random-encoders", args.random_encoders] if args.random_encoders else [])
-                                 + (["--compile"] if args.compile else []),
+                                 + (["--compile"] if args.compile else [])
+                                 + (["--random-vectors"] if args.random_vectors else []),
                                  capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
@@ -232,6 +256,10 @@ def main() -> None:
                  ("ONNX Runtime int8 vs fp32, shipped step", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8"),
                  ("TensorRT vs torch, shipped step", "shipped_s", "shipped_s_tensorrt"),
                  ("TensorRT fp16 vs torch, shipped step", "shipped_s", "shipped_s_tensorrt_fp16"),
+                 ("torch fp16 (autocast) vs fp32, shipped step", "shipped_s", "shipped_s_fp16"),
+                 ("CUDA graph vs eager, shipped step", "shipped_s", "shipped_s_cudagraph"),
+                 ("CUDA graph fp16 vs eager fp32, shipped step", "shipped_s", "shipped_s_fp16_cudagraph"),
+                 ("CUDA graph vs eager, NanoVLA-L cached", "nanovla_l_cached", "nanovla_l_cached_cudagraph"),
                  ("reused-buffer pre-processing vs torch's", "preprocess_torch", "preprocess_reused")]
         for label, slow, fast in pairs:
             if slow in p and fast in p:
