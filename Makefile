@@ -2,19 +2,23 @@
 #   make demo   - the main job: the node suite on the simulated arm, one instruction, a report
 #   make test   - the linter (ruff) and the test suite (what .ci/run calls)
 #   make setup  - only the set-up (venv, ROS 2 wheels, torch, interfaces, model caches)
+#   make lerobot-venv - the real lerobot package in .venv-lerobot (Python 3.12), for the LeRobot format tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup demo test bench colcon-check clean
+.PHONY: setup lerobot-venv demo test bench colcon-check clean
 
 setup:
 	@bash scripts/setup_env.sh
 
+lerobot-venv:
+	@bash scripts/lerobot/setup_venv.sh
+
 demo: setup
 	$(PY) -m nanovla_ros.cli demo
 
-test: setup
+test: setup lerobot-venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q test
 

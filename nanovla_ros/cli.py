@@ -192,10 +192,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
         try:
             if args.lerobot_export:
-                written = export_lerobot(args.bags, args.lerobot_export, include_failed=bool(args.include_failed))
+                written = export_lerobot(args.bags, args.lerobot_export, include_failed=bool(args.include_failed),
+                                         videos=not args.lerobot_images)
                 print(f"[dataset] LeRobot export: {written}")
             else:
-                print(f"[dataset] LeRobot import: {import_lerobot(args.lerobot_import, args.out, args.calibration)}")
+                cameras = dict(pair.split("=", 1) for pair in args.lerobot_camera) if args.lerobot_camera else None
+                back = import_lerobot(args.lerobot_import, args.out, args.calibration, cameras, progress=True)
+                print(f"[dataset] LeRobot import: {back}")
         except (DatasetError, ConfigError) as error:
             print(f"nanovla dataset: {error}", file=sys.stderr)
             return 1
@@ -443,9 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="episode bags -> training samples (resumable), optionally the feature cache")
     ds.add_argument("--bags", default="data/bags")
     ds.add_argument("--out", default="data/demos")
-    ds.add_argument("--lerobot-export", metavar="DIR", help="write the bags as a LeRobot v2.1 dataset instead")
-    ds.add_argument("--lerobot-import", metavar="DIR", help="read a LeRobot dataset into --out's shards instead")
-    ds.add_argument("--calibration", help="LeRobot calibration JSON for --lerobot-import (units)")
+    ds.add_argument("--lerobot-export", metavar="DIR", help="write the bags as a LeRobot v3.0 dataset instead "
+                    "(cameras as AV1 videos, as lerobot records them)")
+    ds.add_argument("--lerobot-images", action="store_true", help="--lerobot-export: cameras as PNG images in the "
+                    "parquet files instead of videos")
+    ds.add_argument("--lerobot-import", metavar="DIR", help="read a LeRobot dataset (v3.0 with videos or images; "
+                    "v2.1 with images) into --out's shards instead")
+    ds.add_argument("--calibration", help="--lerobot-import: the follower's LeRobot calibration JSON (units); "
+                    "datasets exported here carry theirs")
+    ds.add_argument("--lerobot-camera", nargs="+", metavar="OURS=KEY", help="--lerobot-import: which camera "
+                    "feature is which of ours, e.g. front=observation.images.laptop wrist=observation.images.wrist "
+                    "(default: observation.images.front / .wrist, else the first camera as front)")
     add_config_arguments(ds, DatasetBuildConfig)  # one flag per DatasetBuildConfig field, documented there
     ds.add_argument("--cache", action="store_true", help="also compute the frozen features (image + instructions)")
     ds.add_argument("--device", default="cpu")

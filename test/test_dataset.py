@@ -101,6 +101,8 @@ def test_stale_frames_are_dropped_and_sample_every_thins(tmp_path):
 
 
 def test_lerobot_export_and_import_round_trip(tmp_path):
+    """v3.0 without lerobot installed (test_lerobot_compat.py checks against lerobot itself): the layout, LeRobot's
+    units, and the way back to the same radians and pictures."""
     import json
 
     import pyarrow.parquet as pq
@@ -110,24 +112,69 @@ def test_lerobot_export_and_import_round_trip(tmp_path):
 
     calibration = default_calibration(SO101_JOINTS)
     calibration.save(tmp_path / "cal.json")
-    write_episode(tmp_path / "bags" / "ep0", calibration=(tmp_path / "cal.json").read_text())
-    summary = export_lerobot(tmp_path / "bags", tmp_path / "lerobot", progress=False)
-    assert summary == {"episodes": 1, "frames": 75, "tasks": 1, "skipped": {}}
+    for i, text in enumerate(("touch the red cube", "touch the blue cube", "touch the red cube")):
+        write_episode(tmp_path / "bags" / f"ep{i}", calibration=(tmp_path / "cal.json").read_text(), instruction=text)
+    summary = export_lerobot(tmp_path / "bags", tmp_path / "lerobot", videos=False, progress=False)
+    assert summary == {"episodes": 3, "frames": 225, "tasks": 2, "cameras": ["front"], "videos": False,
+                       "skipped": {}}
     info = json.loads((tmp_path / "lerobot" / "meta" / "info.json").read_text())
-    assert info["codebase_version"] == "v2.1" and info["fps"] == 30 and info["total_frames"] == 75
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 30 and info["total_frames"] == 225
     assert info["features"]["action"]["names"][0] == "shoulder_pan.pos"
-    table = pq.read_table(tmp_path / "lerobot" / "data" / "chunk-000" / "episode_000000.parquet").to_pydict()
-    assert table["frame_index"][:3] == [0, 1, 2] and table["timestamp"][30] == pytest.approx(1.0)
+    table = pq.read_table(tmp_path / "lerobot" / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    assert table["episode_index"][74:76] == [0, 1] and table["index"][75] == 75 and table["frame_index"][75] == 0
+    assert table["timestamp"][30] == pytest.approx(1.0)
     # LeRobot units: degrees for the arm; the commands were 0.01 * k rad, k = 15.. (from the instruction on)
     assert table["action"][0][0] == pytest.approx(np.degrees(0.15), rel=1e-3)
-    tasks = (tmp_path / "lerobot" / "meta" / "tasks.jsonl").read_text()
-    assert json.loads(tasks.splitlines()[0]) == {"task_index": 0, "task": "touch the red cube"}
-    back = import_lerobot(tmp_path / "lerobot", tmp_path / "ds")
-    assert back == {"episodes": 1}
+    tasks = pq.read_table(tmp_path / "lerobot" / "meta" / "tasks.parquet").to_pydict()
+    assert tasks == {"task_index": [0, 1], "task": ["touch the red cube", "touch the blue cube"]}
+    episodes = pq.read_table(tmp_path / "lerobot" / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    first = episodes.to_pylist()[1]
+    assert first["dataset_from_index"] == 75 and first["dataset_to_index"] == 150 and first["tasks"] == [
+        "touch the blue cube"]
+    assert len(first["stats/action/q99"]) == 6
+    back = import_lerobot(tmp_path / "lerobot", tmp_path / "ds")  # the calibration travels in meta/
+    assert back["episodes"] == 3
     demos = load_demonstrations(tmp_path / "ds")
-    assert np.allclose(demos.actions[:, 0], 0.01 * np.arange(15, 90), atol=1e-5)
+    assert demos.instructions == ["touch the red cube", "touch the blue cube", "touch the red cube"]
+    assert np.allclose(demos.actions[:75, 0], 0.01 * np.arange(15, 90), atol=1e-5)
     assert np.allclose(demos.states[0], -0.01 * np.floor((15 / 30 * 1e9 + 3_000_000) / 1e7), atol=1e-5)
     assert np.abs(demos.frames[0][16, 16].astype(int) - COLOURS[0]).max() < 15
+
+
+def test_a_lerobot_v21_dataset_still_imports(tmp_path):
+    """v2.1 (one parquet file per episode, images inside, tasks in meta/tasks.jsonl): what older LeRobot recorded."""
+    import json
+
+    import cv2
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nanovla_ros.data.lerobot_format import import_lerobot
+    from nanovla_ros.driver.calibration import default_calibration
+
+    calibration = default_calibration(SO101_JOINTS)
+    calibration.save(tmp_path / "cal.json")
+    root = tmp_path / "v21"
+    (root / "meta").mkdir(parents=True)
+    image = {"dtype": "image", "shape": [32, 32, 3], "names": ["height", "width", "channels"]}
+    (root / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v2.1", "fps": 30, "features": {
+        "observation.state": {"dtype": "float32", "shape": [6]}, "action": {"dtype": "float32", "shape": [6]},
+        "observation.images.laptop": image}}))
+    (root / "meta" / "tasks.jsonl").write_text('{"task_index": 0, "task": "a"}\n{"task_index": 1, "task": "b"}\n')
+    for e in range(2):
+        png = cv2.imencode(".png", np.full((32, 32, 3), COLOURS[e][::-1], np.uint8))[1].tobytes()
+        path = root / "data" / "chunk-000" / f"episode_{e:06d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({
+            "observation.state": [[10.0 * e] * 5 + [50.0]] * 4, "action": [[1.0] * 5 + [50.0]] * 4,
+            "observation.images.laptop": [{"bytes": png, "path": None}] * 4, "episode_index": [e] * 4,
+            "frame_index": list(range(4)), "task_index": [1 - e] * 4}), path)
+    back = import_lerobot(root, tmp_path / "ds", str(tmp_path / "cal.json"))
+    assert back == {"episodes": 2, "cameras": {"front": "observation.images.laptop"}, "format": "v2.1"}
+    demos = load_demonstrations(tmp_path / "ds")
+    assert demos.instructions == ["b", "a"] and len(demos.states) == 8
+    assert np.allclose(demos.states[4, 0], np.radians(10.0) * 4095 / 4096, atol=1e-4)
+    assert np.abs(demos.frames[int(demos.frame_index[4])][5, 5].astype(int) - COLOURS[1]).max() <= 1
 
 
 def test_a_recorded_wrist_camera_becomes_aligned_frames_and_a_stale_one_drops_samples(tmp_path):
