@@ -455,29 +455,52 @@ def _write_episode_shard(shards: Path, name: str, frames: dict[str, list[np.ndar
     tmp.replace(shards / f"{name}.npz")
 
 
-def import_lerobot(root: str | Path, out_dir: str | Path, calibration_file: str | None = None,
-                   cameras: dict[str, str] | None = None, jpeg_quality: int = 90, progress: bool = False) -> dict:
-    """A LeRobot dataset (v3.0 with videos or images, v2.1 with images) -> one training shard per episode under
-    ``out_dir/shards``. ``cameras``: our camera name -> the dataset's feature key (default: front / wrist)."""
+def iter_lerobot_episodes(root: str | Path, calibration_file: str | None = None, cameras: dict[str, str] | None = None,
+                          episodes: list[int] | None = None, progress: bool = False):
+    """Each episode of a LeRobot dataset (v3.0 with videos or images, v2.1 with images) as a dict: ``index``,
+    ``task``, ``frames`` {our camera: [RGB (h, w, 3)]}, ``states`` and ``actions`` (N, 6) radians, ``timestamps``
+    (N,) s, ``fps``. ``episodes``: only those indices. ``cameras``: our camera name -> the dataset's feature key
+    (default: front / wrist)."""
     root = Path(root)
     info_path = root / "meta" / "info.json"
     if not info_path.is_file():
         raise DatasetError(f"{str(root)!r} is not a LeRobot dataset (no meta/info.json)")
     info = json.loads(info_path.read_text())
     version = str(info.get("codebase_version", ""))
-    calibration = _calibration_of(root, info, calibration_file)
     keys = _camera_keys(info, cameras)
-    shards = Path(out_dir) / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
     if version.startswith("v2"):
-        return _import_v2(root, info, calibration, keys, shards, jpeg_quality)
-    if version != CODEBASE_VERSION:
+        rows = _rows_v2(root, info, keys)
+    elif version == CODEBASE_VERSION:
+        rows = _rows_v3(root, info, keys, episodes, progress)
+    else:
         raise DatasetError(f"{str(root)!r}: LeRobot dataset format {version!r}; this reads v3.0 and v2.1")
-    return _import_v3(root, info, calibration, keys, shards, jpeg_quality, progress)
+    calibration = _calibration_of(root, info, calibration_file)
+    for episode in rows:
+        if episodes is not None and episode["index"] not in episodes:
+            continue
+        yield {**episode, "states": from_lerobot_units(episode["states"], calibration),
+               "actions": from_lerobot_units(episode["actions"], calibration), "fps": float(info["fps"]),
+               "cameras": keys, "format": version}
 
 
-def _import_v3(root: Path, info: dict, calibration: ArmCalibration, keys: dict[str, str], shards: Path,
-               jpeg_quality: int, progress: bool) -> dict:
+def import_lerobot(root: str | Path, out_dir: str | Path, calibration_file: str | None = None,
+                   cameras: dict[str, str] | None = None, jpeg_quality: int = 90, progress: bool = False) -> dict:
+    """A LeRobot dataset (v3.0 with videos or images, v2.1 with images) -> one training shard per episode under
+    ``out_dir/shards``. ``cameras``: our camera name -> the dataset's feature key (default: front / wrist)."""
+    root = Path(root)
+    shards = Path(out_dir) / "shards"
+    count, keys, version = 0, {}, ""
+    for episode in iter_lerobot_episodes(root, calibration_file, cameras, progress=progress):
+        shards.mkdir(parents=True, exist_ok=True)
+        e = episode["index"]
+        _write_episode_shard(shards, f"lerobot_{root.name}_episode_{e:06d}", episode["frames"], episode["states"],
+                             episode["actions"], episode["task"], f"lerobot:{root.name}/episode {e}", jpeg_quality)
+        count, keys, version = count + 1, episode["cameras"], episode["format"]
+    return {"episodes": count, "cameras": keys, "format": version}
+
+
+def _rows_v3(root: Path, info: dict, keys: dict[str, str], only: list[int] | None, progress: bool):
+    """v3.0 episodes in LeRobot's units: data files hold many episodes, video files many episodes in a row."""
     import pyarrow.parquet as pq
 
     tasks = _read_tasks(root)
@@ -497,6 +520,8 @@ def _import_v3(root: Path, info: dict, calibration: ArmCalibration, keys: dict[s
             raise DatasetError(f"{str(f)!r}: episode metadata lacks {missing}")
         episodes += table.select(wanted).to_pylist()
     episodes.sort(key=lambda r: r["episode_index"])
+    if only is not None:
+        episodes = [ep for ep in episodes if ep["episode_index"] in only]
     fps = float(info["fps"])
     image_keys = [k for k in keys.values() if info["features"][k]["dtype"] == "image"]
     data_columns = ["observation.state", "action", "timestamp", "episode_index", "frame_index", "task_index",
@@ -507,8 +532,7 @@ def _import_v3(root: Path, info: dict, calibration: ArmCalibration, keys: dict[s
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(episodes, desc="LeRobot -> shards", unit="episode")
-    count = 0
+        iterator = tqdm(episodes, desc="LeRobot episodes", unit="episode")
     try:
         for ep in iterator:
             at = (ep["data/chunk_index"], ep["data/file_index"])
@@ -541,22 +565,17 @@ def _import_v3(root: Path, info: dict, calibration: ArmCalibration, keys: dict[s
                 frames[ours] = videos[key].frames(ep[f"videos/{key}/from_timestamp"] + timestamps,
                                                   tolerance_s=0.5 / fps)
             task_indices = {table["task_index"][i] for i in rows}
-            instruction = tasks[int(table["task_index"][rows[0]])] if len(task_indices) == 1 else ep["tasks"][0]
-            state = from_lerobot_units(np.asarray([table["observation.state"][i] for i in rows], np.float32),
-                                       calibration)
-            action = from_lerobot_units(np.asarray([table["action"][i] for i in rows], np.float32), calibration)
-            _write_episode_shard(shards, f"lerobot_{root.name}_episode_{e:06d}", frames, state, action, instruction,
-                                 f"lerobot:{root.name}/episode {e}", jpeg_quality)
-            count += 1
+            task = tasks[int(table["task_index"][rows[0]])] if len(task_indices) == 1 else ep["tasks"][0]
+            yield {"index": e, "task": task, "frames": frames, "timestamps": timestamps,
+                   "states": np.asarray([table["observation.state"][i] for i in rows], np.float32),
+                   "actions": np.asarray([table["action"][i] for i in rows], np.float32)}
     finally:
         for video in videos.values():
             video.close()
-    return {"episodes": count, "cameras": keys, "format": CODEBASE_VERSION}
 
 
-def _import_v2(root: Path, info: dict, calibration: ArmCalibration, keys: dict[str, str], shards: Path,
-               jpeg_quality: int) -> dict:
-    """v2.1: one parquet file per episode, images in the parquet files, tasks in meta/tasks.jsonl."""
+def _rows_v2(root: Path, info: dict, keys: dict[str, str]):
+    """v2.1 episodes in LeRobot's units: one parquet file per episode, images inside, tasks in meta/tasks.jsonl."""
     import pyarrow.parquet as pq
 
     for key in keys.values():
@@ -570,19 +589,15 @@ def _import_v2(root: Path, info: dict, calibration: ArmCalibration, keys: dict[s
     for line in tasks_path.read_text().splitlines():
         entry = json.loads(line)
         tasks[entry["task_index"]] = entry["task"]
-    count = 0
     for path in sorted((root / "data").rglob("*.parquet")):
         table = pq.read_table(path).to_pydict()
         for e in sorted(set(table["episode_index"])):  # one episode a file, but never assume it
             rows = sorted((i for i, x in enumerate(table["episode_index"]) if x == e),
                           key=lambda i: table["frame_index"][i])
-            frames = {ours: [_decode_image(table[key][i], root) for i in rows] for ours, key in keys.items()}
-            state = from_lerobot_units(np.asarray([table["observation.state"][i] for i in rows], np.float32),
-                                       calibration)
-            action = from_lerobot_units(np.asarray([table["action"][i] for i in rows], np.float32), calibration)
-            _write_episode_shard(shards, f"lerobot_{root.name}_episode_{e:06d}", frames, state, action,
-                                 tasks[int(table["task_index"][rows[0]])], f"lerobot:{root.name}/episode {e}",
-                                 jpeg_quality)
-            count += 1
-    return {"episodes": count, "cameras": keys, "format": "v2.1"}
-
+            fps = float(info["fps"])
+            yield {"index": e, "task": tasks[int(table["task_index"][rows[0]])],
+                   "frames": {ours: [_decode_image(table[key][i], root) for i in rows] for ours, key in keys.items()},
+                   "timestamps": np.array([table["timestamp"][i] if "timestamp" in table else
+                                           table["frame_index"][i] / fps for i in rows], np.float64),
+                   "states": np.asarray([table["observation.state"][i] for i in rows], np.float32),
+                   "actions": np.asarray([table["action"][i] for i in rows], np.float32)}
