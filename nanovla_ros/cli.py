@@ -8,6 +8,7 @@
   nanovla calibrate --port /dev/ttyACM0 --out arm.json  # SO-101 calibration (LeRobot's file format)
   nanovla prepare-models                               # convert/cache the frozen encoders (no ROS)
   nanovla bag repair BAG_OR_FOLDER                     # finish bags whose recorder was killed
+  nanovla view [BAG|BAG_FOLDER|LEROBOT_DATASET]         # the viewer (Rerun, in a browser): live, or a recording
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from nanovla_ros.demo import run_demo
 
-    return run_demo(args.out_dir, args.task, args.seed, args.teleop, args.checkpoint, args.look)
+    return run_demo(args.out_dir, args.task, args.seed, args.teleop, args.checkpoint, args.look, args.record)
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -324,6 +325,62 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """The viewer: a recorded episode (bag, folder of bags, LeRobot dataset) or, with no path, the live graph."""
+    from nanovla_ros.viewer.config import ViewerConfig
+
+    try:
+        config = ViewerConfig(**config_values(args, ViewerConfig))
+    except ConfigError as error:
+        print(f"nanovla view: {error}", file=sys.stderr)
+        return 2
+    if args.save_layout:
+        from nanovla_ros.viewer.server import save_layout
+
+        print(f"[view] layout written to {save_layout(args.save_layout)}")
+        return 0
+    if args.path is None:
+        import os
+
+        from nanovla_ros.nodes.viewer_node import main as viewer_main
+
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        ros_args = ["--ros-args"] + [f"-p{k}:={v!r}" if isinstance(v, str) else f"-p{k}:={v}"
+                                     for k, v in (("web_port", config.web_port), ("grpc_port", config.grpc_port),
+                                                  ("max_image_rate_hz", config.max_image_rate_hz),
+                                                  ("save", config.save))]
+        return viewer_main(["nanovla_view", *ros_args])
+    from nanovla_ros.data.demos import DatasetError
+    from nanovla_ros.recording.bags import BagError
+    from nanovla_ros.viewer.server import start_viewer
+    from nanovla_ros.viewer.sources import ViewerSourceError, find_bag, is_lerobot_dataset, log_bag, log_lerobot
+
+    try:
+        if is_lerobot_dataset(args.path):
+            log, endpoints = start_viewer(f"{Path(args.path).name}_{args.episode or 0}", config.web_port,
+                                          config.grpc_port, config.save or None)
+            cameras = dict(pair.split("=", 1) for pair in args.lerobot_camera) if args.lerobot_camera else None
+            summary = log_lerobot(log, args.path, args.episode or 0, args.calibration, cameras)
+        else:
+            bag = find_bag(args.path, args.episode)
+            log, endpoints = start_viewer(bag.name, config.web_port, config.grpc_port, config.save or None)
+            summary = log_bag(log, bag)
+    except (ViewerSourceError, BagError, DatasetError, ConfigError) as error:
+        print(f"nanovla view: {error}", file=sys.stderr)
+        return 1
+    print(f"[view] {summary['source']}: {summary['logged']}", flush=True)
+    if endpoints is None:
+        log.recording.flush()
+        print(f"[view] saved to {config.save} (open it with `rerun {config.save}`)")
+        return 0
+    print(f"[view] {endpoints}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_bag(args: argparse.Namespace) -> int:
     from nanovla_ros.recording.bags import BagError, repair_bag, unfinished_bags
 
@@ -408,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--teleop", action="store_true", help="drive the arm with the scripted expert (teleoperation)")
     demo.add_argument("--checkpoint", default=None, help="NanoVLA-S checkpoint (default: the shipped one)")
     demo.add_argument("--out-dir", default="out/demo")
+    demo.add_argument("--record", action="store_true", help="record the episode as a bag under OUT_DIR/bags "
+                      "(every recorded topic; `nanovla view OUT_DIR/bags` replays it)")
     demo.set_defaults(func=cmd_demo)
 
     col = sub.add_parser("collect", help="record expert demonstrations through the whole graph on the workcell, "
@@ -538,6 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--params-file", default="", help="--graph: the nodes' parameter YAML (default: config/so101.yaml)")
     ev.add_argument("--out", default="out/eval/results.json")
     ev.set_defaults(func=cmd_evaluate)
+
+    from nanovla_ros.viewer.config import ViewerConfig
+
+    view = sub.add_parser("view", help="the viewer (Rerun's web viewer, served locally): cameras, joints, each action "
+                          "chunk's planned future, the arm, instruction, route and outcome; live or recorded")
+    view.add_argument("path", nargs="?", default=None, help="an episode bag, a folder of bags (--episode picks one; "
+                      "default the newest) or a LeRobot dataset (--episode, default 0); none: the live graph")
+    view.add_argument("--episode", type=int, default=None)
+    view.add_argument("--calibration", help="LeRobot dataset: the follower's calibration JSON (units)")
+    view.add_argument("--lerobot-camera", nargs="+", metavar="OURS=KEY", help="LeRobot dataset: camera mapping")
+    view.add_argument("--save-layout", metavar="FILE.rbl", help="write the viewer's layout (a Rerun blueprint) and "
+                      "exit")
+    add_config_arguments(view, ViewerConfig)
+    view.set_defaults(func=cmd_view)
 
     bag = sub.add_parser("bag", help="episode bags: `nanovla bag repair PATH` finishes bags whose recorder was killed")
     bag_sub = bag.add_subparsers(dest="bag_command", required=True)

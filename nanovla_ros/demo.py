@@ -52,7 +52,7 @@ def scene_instruction(kind: str, seed: int) -> str:
 
 
 def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool = False,
-             checkpoint: str | None = None, look: str = "") -> int:
+             checkpoint: str | None = None, look: str = "", record: bool = False) -> int:
     from sensor_msgs.msg import Image, JointState
 
     from nanovla_ros.client import NanovlaClient
@@ -80,6 +80,9 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
         print(f"[demo] FAILED: no checkpoint at {checkpoint}")
         return 1
     arguments = {"workcell": "true", "task": kind, "seed": str(seed), "look": look}
+    bag_dir = (out / "bags").resolve()
+    if record:  # the episode as a bag (all recorded topics), for `nanovla view` and as fine-tuning data
+        arguments.update(record="true", bag_dir=str(bag_dir))
     if teleop:
         arguments["teleop"] = "true"
     else:
@@ -120,6 +123,13 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
                     print(f"[demo] FAILED: not ready after {READY_TIMEOUT_S:g} s: {unready} (see {log_path})")
                     return 1
                 print(f"[demo] policy and instruction encoder ready in {time.monotonic() - start:.1f} s", flush=True)
+            if record:
+                started = client.start_recording(f"demo_{kind}_{seed}", {
+                    "instruction": instruction, "task_kind": kind, "seed": seed, "split": "demo",
+                    "source": "teleop" if teleop else "policy", "control_rate_hz": 30.0})
+                if not started.success:
+                    print(f"[demo] FAILED: the recorder did not start: {started.message}")
+                    return 1
             first = client.set_instruction(instruction, "auto", timeout_s=90.0)
             if not first.accepted:
                 print(f"[demo] FAILED: instruction rejected: {first.message}")
@@ -137,6 +147,10 @@ def run_demo(out_dir: str, kind: str = TASK_KIND, seed: int = SEED, teleop: bool
 
             success = client.spin_until(done, EPISODE_TIMEOUT_S)
             elapsed = time.monotonic() - episode_start
+            if record:
+                stopped = client.stop_recording(success)
+                report.append(f"recording        : {stopped.message if not stopped.success else bag_dir} "
+                              f"(view it: nanovla view {bag_dir})")
             if frames and (not strip or strip[-1][1] is not frames[-1]):
                 strip.append((time.monotonic(), frames[-1]))
         if task is None:

@@ -28,6 +28,8 @@ CORE = {
     "data": {"configuration", "tasks", "recording", "driver", "camera", "model"},
     "training": {"configuration", "tasks", "phrasings", "data", "model", "language"},
     "evaluation": {"configuration", "tasks", "phrasings", "sim", "driver", "model", "policy", "language"},
+    "description": {"driver"},  # the SO-101's URDF and its kinematics
+    "viewer": {"configuration", "driver", "description", "data", "recording", "camera"},  # Rerun, no ROS
 }
 ROS_PREFIXES = ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "builtin_interfaces",
                 "rcl_interfaces", "nanovla_ros.msg", "nanovla_ros.srv")

@@ -1,0 +1,137 @@
+"""The viewer (`nanovla view`): the arm's kinematics, a recorded episode served and rendered in a real headless
+browser (Debian's Chromium; skipped, saying why, where none can be installed), and the live graph logged by the
+viewer node over real DDS."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import wait_until  # noqa: E402
+from test_dataset import COLOURS, write_episode  # noqa: E402
+
+
+def test_the_urdf_kinematics_put_the_gripper_point_where_the_simulation_does():
+    import mujoco
+
+    from nanovla_ros.description import gripper_points
+    from nanovla_ros.sim.workcell import Workcell
+
+    workcell = Workcell()
+    try:
+        m, d = workcell.model, workcell.data
+        base = m.body("base").id
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            q = rng.uniform(-1, 1, 6) * np.array([1.5, 1.4, 1.4, 1.4, 2.5, 0.8])
+            d.qpos[:6] = q
+            mujoco.mj_kinematics(m, d)
+            rotation = d.xmat[base].reshape(3, 3)
+            simulated = rotation.T @ (d.site_xpos[workcell.grasp_site] - d.xpos[base])
+            assert np.linalg.norm(gripper_points(q)[0] - simulated) < 1e-4  # metres
+    finally:
+        workcell.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _colour_share(image: np.ndarray, colour) -> float:
+    return float((np.abs(image.astype(int) - np.asarray(colour, int)).max(-1) < 25).mean())
+
+
+def test_a_recorded_episode_renders_in_the_served_viewer(tmp_path):
+    from nanovla_ros.viewer.browser import BrowserError, find_chromium, screenshot_when
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium here (needs root and apt: `make browser`): the served viewer is not rendered")
+    write_episode(tmp_path / "bags" / "ep0", wrist_gap=(99, 99))  # 3 s: each second the cameras change colour
+    web_port, grpc_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "nanovla_ros.cli", "view", str(tmp_path / "bags"), "--web-port",
+                                str(web_port), "--grpc-port", str(grpc_port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        while not any("open http" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, f"nanovla view ended: {''.join(lines)[-3000:]}"
+            lines.append(line)
+        logged = next(line for line in lines if "{'" in line)
+        assert "'frame:front': 45" in logged and "'frame:wrist': 45" in logged and "'joint_state': 300" in logged
+        url = next(line for line in lines if "open http" in line).split()[2]
+        # the last moment of the episode: the front camera shows COLOURS[2], the wrist camera COLOURS[0]
+        shown = {"front": 0.0, "wrist": 0.0}
+
+        def rendered(image: np.ndarray) -> bool:
+            shown.update(front=_colour_share(image, COLOURS[2]), wrist=_colour_share(image, COLOURS[0]))
+            return min(shown.values()) > 0.01
+        try:
+            image = screenshot_when(url, rendered, timeout_s=150)
+        except BrowserError as error:
+            raise AssertionError(f"the viewer never showed both cameras: {shown}") from error
+        assert image.shape[0] > 500 and min(shown.values()) > 0.01
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_live_viewer_logs_what_the_graph_publishes(tmp_path):
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    from nanovla_ros.description import robot_description
+    from nanovla_ros.driver.config import SO101_JOINTS
+    from nanovla_ros.msg import ActionChunk, CurrentTask
+    from nanovla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+    from nanovla_ros.nodes.viewer_node import ViewerNode
+
+    context = Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    saved = tmp_path / "live.rrd"
+    node = ViewerNode(context=context, parameter_overrides=[Parameter("save", value=str(saved)),
+                                                            Parameter("max_image_rate_hz", value=0.0)])
+    probe = rclpy.create_node("probe", context=context)
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        image_pub = probe.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+        wrist_pub = probe.create_publisher(Image, "wrist_camera/image_raw", SENSOR_QOS)
+        state_pub = probe.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        chunk_pub = probe.create_publisher(ActionChunk, "action_chunk", COMMAND_QOS)
+        task_pub = probe.create_publisher(CurrentTask, "current_task", LATCHED_QOS)
+        description_pub = probe.create_publisher(String, "robot_description", LATCHED_QOS)
+        task_pub.publish(CurrentTask(text="touch the red cube", backbone="small"))
+        description_pub.publish(String(data=robot_description()))
+        frame = Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(np.full(192, 120, np.uint8)))
+        chunk = ActionChunk(chunk_id=1, backbone="small", dt_s=1 / 30, execute_steps=10, horizon=4,
+                            joint_names=list(SO101_JOINTS), positions=np.zeros(24).tolist())
+
+        def logged() -> bool:
+            for publisher, message in ((image_pub, frame), (wrist_pub, frame), (chunk_pub, chunk),
+                                       (state_pub, JointState(name=list(SO101_JOINTS), position=[0.1] * 6))):
+                publisher.publish(message)
+            executor.spin_once(timeout_sec=0.05)
+            c = node.log.counts
+            return all(c.get(k, 0) >= 1 for k in ("frame:front", "frame:wrist", "joint_state", "chunk")) and \
+                c.get("robot_description", 0) >= 2 and c.get("event", 0) >= 2
+        assert wait_until(logged, 20.0, interval_s=0.0), node.log.counts
+        node.log.recording.flush()
+        assert saved.stat().st_size > 10_000  # the URDF's meshes, the frames, the series
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        probe.destroy_node()
+        context.try_shutdown()
