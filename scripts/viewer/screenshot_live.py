@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""The docs' picture of the live graph in the viewer: launches the suite on the simulated workcell with the
+shipped policy, runs `nanovla view` (the viewer node) beside it, sends the scene's instruction, and saves what
+headless Chromium shows once the policy has sent chunks and both cameras are on screen.
+
+    .venv/bin/python scripts/viewer/screenshot_live.py [--out docs/images/viewer_live_graph.png] [--task touch]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    import cv2
+    import numpy as np
+
+    from nanovla_ros.client import NanovlaClient
+    from nanovla_ros.demo import scene_instruction
+    from nanovla_ros.launcher import Launcher
+    from nanovla_ros.viewer.browser import screenshot_when
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/images/viewer_live_graph.png")
+    parser.add_argument("--task", default="touch")
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--web-port", type=int, default=9190)
+    parser.add_argument("--grpc-port", type=int, default=9976)
+    args = parser.parse_args()
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    log = open(Path(args.out).with_suffix(".launch.log"), "w")
+    launcher = Launcher({"workcell": "true", "task": args.task, "seed": str(args.seed), "checkpoint": "shipped"},
+                        out=log)
+    viewer = None
+    try:
+        launcher.start(timeout_s=180.0)
+        viewer = subprocess.Popen([sys.executable, "-m", "nanovla_ros.cli", "view", "--web-port", str(args.web_port),
+                                   "--grpc-port", str(args.grpc_port)], stdout=log, stderr=subprocess.STDOUT)
+        with NanovlaClient(node_name="viewer_screenshot") as client:
+            if unready := client.wait_until_ready(120.0):
+                print(f"not ready: {unready}")
+                return 1
+            sent = time.monotonic()
+            accepted = client.set_instruction(scene_instruction(args.task, args.seed), "auto", timeout_s=60.0)
+            print(f"instruction accepted: {accepted.accepted}")
+        url = (f"http://127.0.0.1:{args.web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{args.grpc_port}"
+               "%2Fproxy")
+
+        def ready(image: np.ndarray) -> bool:  # some seconds into the episode, the 3D view drawn (not blank)
+            return time.monotonic() - sent > 6.0 and image[100:600, 420:980].std() > 20
+        image = screenshot_when(url, ready, timeout_s=120.0)
+        cv2.imwrite(args.out, image[..., ::-1])
+        print(f"saved {args.out}")
+        return 0
+    finally:
+        if viewer is not None:
+            viewer.terminate()
+            viewer.wait(timeout=30)
+        launcher.stop()
+        log.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
