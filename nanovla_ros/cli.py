@@ -325,6 +325,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def viewer_ros_arguments(config) -> list[str]:
+    """``ViewerConfig`` as the viewer node's ROS parameters on a command line (``--ros-args -p name:=value ...``)."""
+    import json
+    from dataclasses import asdict
+
+    arguments = ["--ros-args"]
+    for name, value in asdict(config).items():
+        arguments += ["-p", f"{name}:={json.dumps(value)}"]  # JSON is YAML: strings quoted, numbers as they are
+    return arguments
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     """The viewer: a recorded episode (bag, folder of bags, LeRobot dataset) or, with no path, the live graph."""
     from nanovla_ros.viewer.config import ViewerConfig
@@ -345,11 +356,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         from nanovla_ros.nodes.viewer_node import main as viewer_main
 
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        ros_args = ["--ros-args"] + [f"-p{k}:={v!r}" if isinstance(v, str) else f"-p{k}:={v}"
-                                     for k, v in (("web_port", config.web_port), ("grpc_port", config.grpc_port),
-                                                  ("max_image_rate_hz", config.max_image_rate_hz),
-                                                  ("save", config.save))]
-        return viewer_main(["nanovla_view", *ros_args])
+        return viewer_main(["nanovla_view", *viewer_ros_arguments(config)])
     from nanovla_ros.data.demos import DatasetError
     from nanovla_ros.recording.bags import BagError
     from nanovla_ros.viewer.server import start_viewer

@@ -135,3 +135,57 @@ def test_the_live_viewer_logs_what_the_graph_publishes(tmp_path):
         node.destroy_node()
         probe.destroy_node()
         context.try_shutdown()
+
+
+def test_nanovla_view_hands_its_options_to_the_viewer_node_as_ros_parameters(tmp_path):
+    """`nanovla view` (no path) starts the viewer node with its options on a ROS command line: rclpy must accept
+    that line and the node must read the values back."""
+    import rclpy
+    from rclpy.context import Context
+
+    from nanovla_ros.cli import viewer_ros_arguments
+    from nanovla_ros.nodes.viewer_node import ViewerNode
+    from nanovla_ros.viewer.config import ViewerConfig
+
+    config = ViewerConfig(web_port=9555, grpc_port=9556, max_image_rate_hz=4.0, save=str(tmp_path / "live.rrd"))
+    context = Context()
+    rclpy.init(args=["nanovla_view", *viewer_ros_arguments(config)], context=context)
+    try:
+        node = ViewerNode(context=context)
+        assert node.config == config
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+    assert viewer_ros_arguments(ViewerConfig())[-1] == 'save:=""'  # an empty string stays a string
+
+
+def test_the_live_viewer_serves_from_a_rerun_server_of_its_own():
+    """Live, the viewer node streams to Rerun's own server process (the web viewer and its buffers do not share the
+    node's process); the page answers, and the server goes when the node does."""
+    import urllib.request
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from nanovla_ros.nodes.viewer_node import ViewerNode
+
+    context = Context()
+    rclpy.init(context=context)
+    web_port, grpc_port = _free_port(), _free_port()
+    try:
+        node = ViewerNode(context=context, parameter_overrides=[Parameter("web_port", value=web_port),
+                                                                Parameter("grpc_port", value=grpc_port)])
+        server = node.log.server
+        assert server is not None and server.poll() is None
+        assert f"127.0.0.1:{web_port}" in node.endpoints.web_url
+        def answers() -> bool:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=5).status == 200
+            except OSError:
+                return False
+        assert wait_until(answers, 30.0)
+        node.destroy_node()
+        assert server.poll() is not None
+    finally:
+        context.try_shutdown()

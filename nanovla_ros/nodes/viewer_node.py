@@ -33,6 +33,7 @@ from nanovla_ros.nodes.common import (
 )
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.viewer.config import ViewerConfig
+from nanovla_ros.viewer.log import route_odds
 
 WRIST_IMAGE_TOPIC = "wrist_camera/image_raw"
 
@@ -43,7 +44,10 @@ class ViewerNode(Node):
         from nanovla_ros.viewer.server import start_viewer
 
         self.config = c = declare_config(self, ViewerConfig)
-        self.log, self.endpoints = start_viewer("live", c.web_port, c.grpc_port, c.save or None)
+        # the server in a process of its own: this one is busy with the robot's streams (a server inside it fell
+        # behind and stopped streaming on a 2-core host running the whole graph)
+        self.log, self.endpoints = start_viewer("live", c.web_port, c.grpc_port, c.save or None,
+                                                separate_server=True)
         self._start = time.monotonic()
         self._last_frame: dict[str, float] = {}
         self._description_dir = tempfile.TemporaryDirectory(prefix="nanovla_viewer_")
@@ -88,8 +92,7 @@ class ViewerNode(Node):
         self.log.event(self._t(), f"instruction: {msg.text!r} -> {msg.backbone}")
 
     def _on_route(self, msg: RouteDecision) -> None:
-        self.log.event(self._t(), f"route: {msg.backbone} (P(success) small {msg.predicted_success_small:.2f}, "
-                                  f"large {msg.predicted_success_large:.2f}): {msg.reason}")
+        self.log.event(self._t(), f"route: {msg.backbone} ({route_odds(msg)}): {msg.reason}")
 
     def _on_episode(self, msg: EpisodeStatus) -> None:
         outcome = "SUCCESS" if msg.success else ("expert done" if msg.expert_done else "running")
@@ -104,6 +107,11 @@ class ViewerNode(Node):
         self.log.event(self._t(), "robot_description received: the arm as the driver describes it")
 
     def destroy_node(self) -> None:
+        self.get_logger().info(f"viewer: logged {dict(sorted(self.log.counts.items()))}")
+        self.log.recording.flush()
+        if self.log.server is not None:
+            self.log.server.terminate()
+            self.log.server.wait(timeout=10)
         self._description_dir.cleanup()
         super().destroy_node()
 

@@ -32,10 +32,13 @@ def _free_port() -> int:
 
 
 def screenshot_when(url: str, ready: Callable[[np.ndarray], bool], timeout_s: float = 90.0,
-                    size: tuple[int, int] = (1600, 900), poll_s: float = 1.0) -> np.ndarray:
+                    size: tuple[int, int] = (1600, 900), poll_s: float = 1.0, reply_timeout_s: float = 90.0,
+                    open_after: Callable[[], bool] | None = None) -> np.ndarray:
     """Opens ``url`` in headless Chromium and returns the first screenshot (RGB, (H, W, 3)) for which ``ready`` is
     true, polling every ``poll_s``; BrowserError after ``timeout_s`` (the last screenshot is in the message's
-    ``last`` attribute)."""
+    ``last`` attribute). ``reply_timeout_s``: how long one DevTools call may take (a screenshot of a page that
+    renders 3D in software on a busy 2-core host takes tens of seconds). ``open_after``: the page is opened once this
+    returns true (polled; e.g. once a live episode is over and the host is idle again)."""
     import cv2
     from websockets.sync.client import connect
 
@@ -68,12 +71,16 @@ def screenshot_when(url: str, ready: Callable[[np.ndarray], bool], timeout_s: fl
                     counter[0] += 1
                     ws.send(json.dumps({"id": counter[0], "method": method, "params": params}))
                     while True:
-                        reply = json.loads(ws.recv(timeout=30))
+                        reply = json.loads(ws.recv(timeout=reply_timeout_s))
                         if reply.get("id") == counter[0]:
                             if "error" in reply:
                                 raise BrowserError(f"{method}: {reply['error']}")
                             return reply["result"]
 
+                while open_after is not None and not open_after():
+                    if time.monotonic() > deadline:
+                        raise BrowserError("open_after never became true")
+                    time.sleep(poll_s)
                 call("Page.navigate", url=url)
                 image = None
                 while time.monotonic() < deadline:

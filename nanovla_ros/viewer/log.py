@@ -39,13 +39,25 @@ def blueprint(cameras: tuple[str, ...] = ("front", "wrist")):
         rrb.TimePanel(state="collapsed"), collapse_panels=True)
 
 
+def route_odds(decision) -> str:
+    """A route decision's predicted success rates, or that no router model made them (NaN)."""
+    small, large = float(decision.predicted_success_small), float(decision.predicted_success_large)
+    if np.isnan(small) or np.isnan(large):
+        return "no router model: the default backbone"
+    return f"P(success) small {small:.2f}, large {large:.2f}, threshold {float(decision.threshold):.2f}"
+
+
 class ViewerLog:
     """Logs the robot's streams into one Rerun recording (``rerun.RecordingStream``)."""
 
-    def __init__(self, recording, joints: tuple[str, ...] = SO101_JOINTS, urdf_path: str | None = None) -> None:
+    def __init__(self, recording, joints: tuple[str, ...] = SO101_JOINTS, urdf_path: str | None = None,
+                 jpeg_quality: int = 85) -> None:
         import rerun as rr
 
         self.rr, self.recording, self.joints = rr, recording, tuple(joints)
+        # Frames travel to the browser as JPEG (~20x smaller than raw RGB): a viewer on a busy host or over a
+        # network keeps up; 0 logs raw pixels
+        self.jpeg_quality = jpeg_quality
         self._trail: list[tuple[float, np.ndarray]] = []
         self._urdf = None
         self.counts: dict[str, int] = {}
@@ -68,7 +80,15 @@ class ViewerLog:
 
     def frame(self, t_s: float, camera: str, rgb: np.ndarray) -> None:
         self._at(t_s)
-        self.rr.log(f"cameras/{camera}", self.rr.Image(rgb, color_model="RGB"), recording=self.recording)
+        if self.jpeg_quality:
+            import cv2
+
+            jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                                self.jpeg_quality])[1]
+            image = self.rr.EncodedImage(contents=jpeg.tobytes(), media_type="image/jpeg")
+        else:
+            image = self.rr.Image(rgb, color_model="RGB")
+        self.rr.log(f"cameras/{camera}", image, recording=self.recording)
         self._count(f"frame:{camera}")
 
     def joint_state(self, t_s: float, positions_rad: np.ndarray, names: tuple[str, ...] | None = None) -> None:

@@ -23,21 +23,53 @@ def web_url(web_port: int, grpc_url: str) -> str:
     return f"http://127.0.0.1:{web_port}/?url={quote(grpc_url, safe='')}"
 
 
+def spawn_server(web_port: int, grpc_port: int, timeout_s: float = 30.0):
+    """Rerun's own server process (gRPC and the web viewer, bound to localhost): for a live view, whose logging
+    process is busy with the robot's streams, the server and its buffers live in a process of their own."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    executable = shutil.which("rerun") or str(Path(sys.executable).parent / "rerun")
+    process = subprocess.Popen([executable, "--serve-web", "--bind", "127.0.0.1", "--port", str(grpc_port),
+                                "--web-viewer-port", str(web_port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", grpc_port)) == 0:
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the Rerun server did not start on port {grpc_port} (exit code {process.poll()})")
+        time.sleep(0.1)
+
+
 def start_viewer(name: str, web_port: int = 9090, grpc_port: int = 9876, save: str | Path | None = None,
-                 cameras: tuple[str, ...] = ("front", "wrist"), urdf_path: str | None = None
-                 ) -> tuple[ViewerLog, ViewerEndpoints | None]:
-    """A recording named ``name`` with the viewer's layout, served (web viewer + gRPC) or saved to ``save``."""
+                 cameras: tuple[str, ...] = ("front", "wrist"), urdf_path: str | None = None,
+                 separate_server: bool = False) -> tuple[ViewerLog, ViewerEndpoints | None]:
+    """A recording named ``name`` with the viewer's layout, served (web viewer + gRPC) or saved to ``save``.
+    ``separate_server``: serve from Rerun's own process (``spawn_server``; kept as ``log.server``) instead of this
+    one."""
     import rerun as rr
 
     recording = rr.RecordingStream(APPLICATION_ID, recording_id=name)
-    endpoints = None
+    endpoints, server = None, None
     if save:
         recording.save(str(save), default_blueprint=blueprint(cameras))
+    elif separate_server:
+        server = spawn_server(web_port, grpc_port)
+        grpc_url = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
+        recording.connect_grpc(grpc_url, default_blueprint=blueprint(cameras))
+        endpoints = ViewerEndpoints(grpc_url, web_url(web_port, grpc_url))
     else:
         grpc_url = recording.serve_grpc(grpc_port=grpc_port, default_blueprint=blueprint(cameras))
         rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=grpc_url)
         endpoints = ViewerEndpoints(grpc_url, web_url(web_port, grpc_url))
     log = ViewerLog(recording)
+    log.server = server
     if urdf_path is None:
         from nanovla_ros.description import urdf_path as packaged_urdf
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanovla_ros.viewer.log import ViewerLog
+from nanovla_ros.viewer.log import ViewerLog, route_odds
 
 CAMERA_TOPICS = {"camera/image_raw": "front", "wrist_camera/image_raw": "wrist"}
 BAG_TOPICS = (*CAMERA_TOPICS, "joint_states", "joint_commands", "action_chunk", "current_task", "route_decision",
@@ -63,8 +63,7 @@ def log_bag(log: ViewerLog, bag_path: str | Path) -> dict:
         elif topic == "current_task":
             log.event(t, f"instruction: {msg.text!r} -> {msg.backbone}")
         elif topic == "route_decision":
-            log.event(t, f"route: {msg.backbone} (P(success) small {msg.predicted_success_small:.2f}, large "
-                         f"{msg.predicted_success_large:.2f}, threshold {msg.threshold:.2f}): {msg.reason}")
+            log.event(t, f"route: {msg.backbone} ({route_odds(msg)}): {msg.reason}")
         elif topic == "workcell/episode":
             outcome = "SUCCESS" if msg.success else ("expert done" if msg.expert_done else "running")
             log.event(t, f"episode {msg.episode} ({msg.task_kind}, seed {msg.seed}): {outcome} after {msg.steps} "
