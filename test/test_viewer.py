@@ -187,5 +187,9 @@ def test_the_live_viewer_serves_from_a_rerun_server_of_its_own():
         assert wait_until(answers, 30.0)
         node.destroy_node()
         assert server.poll() is not None
+        import socket
+
+        with socket.socket() as probe:  # nothing left serving: the server was the executable, not a wrapper
+            assert probe.connect_ex(("127.0.0.1", grpc_port)) != 0
     finally:
         context.try_shutdown()

@@ -23,16 +23,25 @@ def web_url(web_port: int, grpc_url: str) -> str:
     return f"http://127.0.0.1:{web_port}/?url={quote(grpc_url, safe='')}"
 
 
+def rerun_binary() -> str:
+    """The Rerun executable itself (the ``rerun`` console script is a Python wrapper that runs it as a child: ending
+    the wrapper would leave the server running)."""
+    import rerun_cli
+
+    binary = Path(rerun_cli.__file__).parent / "rerun"
+    if not binary.is_file():
+        raise RuntimeError(f"no Rerun executable at {binary}: reinstall rerun-sdk")
+    return str(binary)
+
+
 def spawn_server(web_port: int, grpc_port: int, timeout_s: float = 30.0):
     """Rerun's own server process (gRPC and the web viewer, bound to localhost): for a live view, whose logging
     process is busy with the robot's streams, the server and its buffers live in a process of their own."""
-    import shutil
     import socket
     import subprocess
-    import sys
     import time
 
-    executable = shutil.which("rerun") or str(Path(sys.executable).parent / "rerun")
+    executable = rerun_binary()
     process = subprocess.Popen([executable, "--serve-web", "--bind", "127.0.0.1", "--port", str(grpc_port),
                                 "--web-viewer-port", str(web_port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
