@@ -5,7 +5,7 @@ reports success stops the graph (the viewer node keeps serving what it received)
 Chromium and saves what it shows. The browser waits for the graph to stop because Chromium renders 3D in software
 and cannot share two cores with the simulation and the policy.
 
-    .venv/bin/python scripts/viewer/screenshot_live.py [--out docs/images/viewer_live_graph.png] [--task touch]
+    .venv/bin/python scripts/viewer/screenshot_live.py [--out docs/images/viewer_live_graph.jpg] [--task touch]
 """
 from __future__ import annotations
 
@@ -27,14 +27,16 @@ def main() -> int:
     from nanovla_ros.viewer.browser import BrowserError, screenshot_when
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="docs/images/viewer_live_graph.png")
+    parser.add_argument("--out", default="docs/images/viewer_live_graph.jpg")
     parser.add_argument("--task", default="touch")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--web-port", type=int, default=9190)
     parser.add_argument("--grpc-port", type=int, default=9976)
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    log = open(Path(args.out).with_suffix(".launch.log"), "w")
+    log_path = Path("out") / "viewer_screenshot_launch.log"  # the graph's output, for when something fails
+    log_path.parent.mkdir(exist_ok=True)
+    log = open(log_path, "w")
     launcher = Launcher({"workcell": "true", "task": args.task, "seed": str(args.seed), "checkpoint": "shipped"},
                         out=log)
     viewer = None
@@ -52,7 +54,6 @@ def main() -> int:
         url = (f"http://127.0.0.1:{args.web_port}/?url=rerun%2Bhttp%3A%2F%2F127.0.0.1%3A{args.grpc_port}"
                "%2Fproxy")
 
-        log_path = Path(args.out).with_suffix(".launch.log")
         stopped, previous, steady = [], [], []
 
         def episode_over() -> bool:
@@ -77,7 +78,7 @@ def main() -> int:
             image = screenshot_when(url, ready, timeout_s=240.0, open_after=episode_over)
         except BrowserError as error:
             if getattr(error, "last", None) is not None:
-                cv2.imwrite(str(Path(args.out).with_suffix(".failed.png")), error.last[..., ::-1])
+                cv2.imwrite(str(Path("out") / "viewer_screenshot_failed.png"), error.last[..., ::-1])
             raise
         cv2.imwrite(args.out, image[..., ::-1])
         print(f"saved {args.out}")
