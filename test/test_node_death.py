@@ -95,7 +95,10 @@ def test_killed_nodes_are_respawned_while_the_driver_holds_the_arm_with_torque_o
         assert launcher.wait_for_line(r"all 5 nodes are up", STARTUP_WAIT_S), launcher.output()
         with NanovlaClient(node_name="node_death_test") as client:
             target = np.array([0.3, -0.4, 0.5, 0.2, -0.3, 0.4])
-            states = _drive_arm_to(client, target, horizon=30)
+            try:
+                states = _drive_arm_to(client, target, horizon=30)
+            except AssertionError as error:  # what the driver said is the diagnosis
+                raise AssertionError(f"{error}\n{launcher.output()[-6000:]}") from error
             for name in ("policy", "router", "instruction_encoder", "camera"):
                 pid = int(next(line for line in reversed(launcher.lines) if f"as '{name}' (pid" in line)
                           .split("(pid ")[1].rstrip(")"))
