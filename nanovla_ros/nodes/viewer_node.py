@@ -33,7 +33,6 @@ from nanovla_ros.nodes.common import (
 )
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.viewer.config import ViewerConfig
-from nanovla_ros.viewer.log import route_odds
 
 WRIST_IMAGE_TOPIC = "wrist_camera/image_raw"
 
@@ -83,21 +82,16 @@ class ViewerNode(Node):
         self.log.joint_command(self._t(), np.asarray(msg.position), tuple(msg.name))
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        names = tuple(msg.joint_names)
-        chunk = np.asarray(msg.positions, np.float64).reshape(int(msg.horizon), len(names))
-        self.log.chunk(self._t(), chunk, float(msg.dt_s), names, f"chunk {msg.chunk_id} ({msg.backbone}, "
-                       f"{msg.inference_latency_ms:.0f} ms, executes {msg.execute_steps})")
+        self.log.chunk_message(self._t(), msg)
 
     def _on_task(self, msg: CurrentTask) -> None:
-        self.log.event(self._t(), f"instruction: {msg.text!r} -> {msg.backbone}")
+        self.log.task_message(self._t(), msg)
 
     def _on_route(self, msg: RouteDecision) -> None:
-        self.log.event(self._t(), f"route: {msg.backbone} ({route_odds(msg)}): {msg.reason}")
+        self.log.route_message(self._t(), msg)
 
     def _on_episode(self, msg: EpisodeStatus) -> None:
-        outcome = "SUCCESS" if msg.success else ("expert done" if msg.expert_done else "running")
-        self.log.event(self._t(), f"episode {msg.episode} ({msg.task_kind}, seed {msg.seed}): {outcome} after "
-                                  f"{msg.steps} steps", "INFO" if msg.success or not msg.steps else "WARN")
+        self.log.episode_message(self._t(), msg)
 
     def _on_description(self, msg: String) -> None:
         """The driver's robot_description: the arm drawn from what the graph publishes (file:// meshes)."""

@@ -138,6 +138,24 @@ class ViewerLog:
             self.event(t_s, note, "DEBUG")
         self._count("chunk")
 
+    # The graph's messages (live from the viewer node, recorded from a bag), duck-typed: no ROS import here
+    def chunk_message(self, t_s: float, msg) -> None:
+        names = tuple(msg.joint_names)
+        chunk = np.asarray(msg.positions, np.float64).reshape(int(msg.horizon), len(names))
+        self.chunk(t_s, chunk, float(msg.dt_s), names, f"chunk {msg.chunk_id} ({msg.backbone}, "
+                   f"{msg.inference_latency_ms:.0f} ms, executes {msg.execute_steps})")
+
+    def task_message(self, t_s: float, msg) -> None:
+        self.event(t_s, f"instruction: {msg.text!r} -> {msg.backbone}")
+
+    def route_message(self, t_s: float, msg) -> None:
+        self.event(t_s, f"route: {msg.backbone} ({route_odds(msg)}): {msg.reason}")
+
+    def episode_message(self, t_s: float, msg) -> None:
+        outcome = "SUCCESS" if msg.success else ("expert done" if msg.expert_done else "running")
+        self.event(t_s, f"episode {msg.episode} ({msg.task_kind}, seed {msg.seed}): {outcome} after {msg.steps} "
+                        f"steps", "INFO" if msg.success or not msg.steps else "WARN")
+
     def event(self, t_s: float, text: str, level: str = "INFO") -> None:
         self._at(t_s)
         self.rr.log("events", self.rr.TextLog(text, level=level), recording=self.recording)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanovla_ros.viewer.log import ViewerLog, route_odds
+from nanovla_ros.viewer.log import ViewerLog
 
 CAMERA_TOPICS = {"camera/image_raw": "front", "wrist_camera/image_raw": "wrist"}
 BAG_TOPICS = (*CAMERA_TOPICS, "joint_states", "joint_commands", "action_chunk", "current_task", "route_decision",
@@ -56,18 +56,13 @@ def log_bag(log: ViewerLog, bag_path: str | Path) -> dict:
         elif topic == "joint_commands":
             log.joint_command(t, np.asarray(msg.position), tuple(msg.name))
         elif topic == "action_chunk":
-            names = tuple(msg.joint_names)
-            chunk = np.asarray(msg.positions, np.float64).reshape(int(msg.horizon), len(names))
-            log.chunk(t, chunk, float(msg.dt_s), names, f"chunk {msg.chunk_id} ({msg.backbone}, "
-                      f"{msg.inference_latency_ms:.0f} ms, executes {msg.execute_steps})")
+            log.chunk_message(t, msg)
         elif topic == "current_task":
-            log.event(t, f"instruction: {msg.text!r} -> {msg.backbone}")
+            log.task_message(t, msg)
         elif topic == "route_decision":
-            log.event(t, f"route: {msg.backbone} ({route_odds(msg)}): {msg.reason}")
+            log.route_message(t, msg)
         elif topic == "workcell/episode":
-            outcome = "SUCCESS" if msg.success else ("expert done" if msg.expert_done else "running")
-            log.event(t, f"episode {msg.episode} ({msg.task_kind}, seed {msg.seed}): {outcome} after {msg.steps} "
-                         f"steps", "INFO" if msg.success or not msg.steps else "WARN")
+            log.episode_message(t, msg)
     end = (events[-1][0] - start) / 1e9
     instruction = bag.metadata.get("instruction")
     if instruction:
