@@ -167,6 +167,12 @@ dagger)
   wrist ${PHRASINGS:+--more-phrasings} ${RANDOMISE:+--randomise} --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_demos.txt 2>&1"
     # RANDOMISE=1: the expert and DAgger episodes are recorded in workcells drawn from RandomisationConfig's ranges
     # (camera pose and optics, light, colours, distractors, sensor), for invariance (issue #28)
+    # NOMINAL_EPS=500 (with RANDOMISE=1): that many expert episodes per task in the nominal workcell as well (seeds
+    # NOMINAL_SEED, default DEMO_SEED + 50000), so that a randomised training keeps the nominal skill
+    [ "${NOMINAL_EPS:-0}" -gt 0 ] && echo "python3 -m nanovla_ros.cli collect --in-process --task pick_place stack push \
+  touch --episodes $NOMINAL_EPS --first-seed ${NOMINAL_SEED:-$(( ${DEMO_SEED:-14000} + 50000 ))} --sample-every ${EVERY:-10} \
+  --noise-rad ${NOISE:-0.05} --cameras front wrist ${PHRASINGS:+--more-phrasings} --out $SIM --workers \$(( \$(nproc) - 1 )) \
+  >> $RUN/log_demos.txt 2>&1"
     # EXTRA_TASKS="stack" EXTRA_EPS=1000: more expert episodes of those tasks (seeds after DEMO_EPS's)
     [ -n "${EXTRA_TASKS:-}" ] && echo "python3 -m nanovla_ros.cli collect --in-process --task $EXTRA_TASKS \
   --episodes ${EXTRA_EPS:-1000} --first-seed $(( ${DEMO_SEED:-14000} + ${DEMO_EPS:-0} )) --sample-every ${EVERY:-10} \
