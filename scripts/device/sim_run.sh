@@ -199,8 +199,12 @@ dagger)
       # With several GPUs the trainings take them in turn, the round's own on GPU 0.
       # Two trainings a GPU need ~2 x 42 GB with 70k samples: on 80 GB cards (H100) they run out of memory,
       # so there each GPU takes its trainings one after another (SLOTS=1; 2 where a card has 100 GB or more).
+      # An arm with /--data=DIR (e.g. one of another --image-size, whose feature cache would otherwise replace the
+      # round's in $SIM/cache) trains on the same episodes through DIR: DIR/shards links to $SIM's, DIR/cache is its own.
       i=0; queue=(); [ "$r" = "${ROUNDS:-1}" ] && for a in $(for h in ${FIXED_H:-}; do echo "fixed_H$h=$h"; done) ${ARMS:-}; do
         i=$((i + 1)); cmd=$(arm_cmd "$a" $i $RUN/dagger$((r - 1)).safetensors)
+        own=$(echo "$a" | sed -n 's#.*/--data=##p' | sed 's#/--.*##')
+        [ -n "$own" ] && echo "mkdir -p $own/cache && ln -sfn $SIM/shards $own/shards && cp -r $SIM/cache/instructions $own/cache/"
         if [ "$SLOTS" -ge 2 ]; then echo "$cmd &"; else g=$((i % NGPU)); queue[$g]="${queue[$g]:-}$cmd; "; fi
       done
       for g in "${!queue[@]}"; do [ "$g" != 0 ] && echo "( ${queue[$g]}) &"; done  # GPU 0's wait for the round's own
