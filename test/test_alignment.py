@@ -2,6 +2,8 @@
 training-family sentences give their task's template token; every other weight kept."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,22 @@ def test_nanovla_align_chooses_the_ridge_on_training_cores_and_writes_a_self_des
     assert extra["step"] == 7 and extra["phrasing_alignment"]["source"] == "s.safetensors"  # the trained model's
     assert read_metadata(path)  # record stays, the alignment beside it, readable without loading
     assert aligned.config.language_encoder_id == "enc"
+
+
+def test_rule_folds_leave_out_cores_styles_and_nouns_as_the_held_out_split_does():
+    """Cross-validation `by="rules"`: fold k leaves out whole cores, whole styles and the k-th training noun of the
+    cubes and the targets; a fitted sentence uses none of them, and each training sentence is scored in some fold."""
+    from nanovla_ros import phrasings
+    from nanovla_ros.training.alignment import fold_rule
+
+    rows = phrasings.bank("train")
+    by_cores, by_rules = fold_rule(by="cores"), fold_rule(by="rules")
+    for k in range(3):
+        cube_noun, square_noun = phrasings.CUBE_NOUNS[0][k], phrasings.SQUARE_NOUNS[0][k]
+        fitted = [r for r in rows if not by_rules(r[0], r[4], k)]
+        assert fitted and not any(re.search(rf"\b({cube_noun}|{square_noun})\b", r[0]) for r in fitted)
+        assert all(by_rules(r[0], r[4], k) for r in rows if by_cores(r[0], r[4], k))  # rules leave out more
+        assert any(by_rules(r[0], r[4], k) and not by_cores(r[0], r[4], k) for r in rows)
+    assert all(any(by_rules(r[0], r[4], k) for k in range(3)) for r in rows[::50])
+    with pytest.raises(ValueError, match="cores"):
+        fold_rule(by="words")

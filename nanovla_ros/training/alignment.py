@@ -14,6 +14,8 @@ leaving whole core phrases of the training families out of the fit (``cross_vali
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from nanovla_ros.model.modeling_nanovla import NanoVLA
 from nanovla_ros.tasks import CUBES, TEMPLATES, TRAINING_ONLY_TEMPLATES, say, targets_of
 
 Task = tuple[str, str, str]  # kind, cube, target
+Keep = Callable[[str, str], bool]  # (bank sentence, its family id) -> whether it is a row of the fit
 RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # what `choose_ridge` tries
 # Rows of each training template kept at its own token: the templates' tokens then move by ~0.17 of the distance
 # between neighbouring tasks' tokens instead of ~0.4, at almost no cost to the bank's sentences
@@ -54,18 +57,18 @@ def task_template_vectors(table: dict[str, np.ndarray],
                             np.mean([table[t] for t in training_templates(*task)], axis=0) for task in tasks])
 
 
-def alignment_rows(table: dict[str, np.ndarray], families: set[str] | None = None,
+def alignment_rows(table: dict[str, np.ndarray], keep: Keep | None = None,
                    reading: dict[str, np.ndarray] | None = None,
                    anchors: dict[str, str] | None = None,
                    template_repeats: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(sentence vectors (N, L'), their task vectors (N, L)): the bank's training-family sentences (of
-    ``families`` only, if given) and the training templates, each paired with its task's vector in ``table``;
+    which ``keep(text, family id)`` is true only, if given) and the training templates, each paired with its task's vector in ``table``;
     the sentences' vectors from ``reading`` (another encoder's table, L') if given, else from ``table``."""
     tasks, centres = task_template_vectors(table, anchors)
     reading = table if reading is None else reading
     index = {task: i for i, task in enumerate(tasks)}
     rows = [(text, (kind, cube, target)) for text, kind, cube, target, family in phrasings.bank("train")
-            if families is None or family in families]
+            if keep is None or keep(text, family)]
     rows += [(text, task) for task in tasks for text in training_templates(*task)]
     missing = [text for text, _ in rows if text not in reading]
     if missing:
@@ -80,14 +83,14 @@ def alignment_rows(table: dict[str, np.ndarray], families: set[str] | None = Non
 
 
 def align_phrasings(model: NanoVLA, table: dict[str, np.ndarray], ridge: float = 0.1,
-                    families: set[str] | None = None, reading: tuple[str, dict[str, np.ndarray]] | None = None,
+                    keep: Keep | None = None, reading: tuple[str, dict[str, np.ndarray]] | None = None,
                     anchors: dict[str, str] | None = None) -> NanoVLA:
     """``model`` with its instruction projection refitted on ``alignment_rows`` (``ridge`` per row, on
     standardised vectors, as ``with_other_language_encoder``); in eval mode. ``table``: the model's own encoder's
     vectors; ``reading``: (encoder id, its table) of another encoder the aligned model is to read instead (e.g.
     NanoVLA-S aligned into an L that reads Gemma-3-270M), else the model's own."""
     encoder_id, vectors = reading if reading is not None else (model.config.language_encoder_id, None)
-    sentences, targets = alignment_rows(table, families, vectors, anchors, TEMPLATE_REPEATS)
+    sentences, targets = alignment_rows(table, keep, vectors, anchors, TEMPLATE_REPEATS)
     return model.with_other_language_encoder(encoder_id, sentences, targets, ridge=ridge)
 
 
@@ -115,24 +118,58 @@ def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple]
     return {"right": float(np.mean(distances.argmin(axis=1) == own_task)), "off": float(np.median(off))}
 
 
+def fold_rule(folds: int = 3, seed: int = 0, by: str = "cores") -> Callable[[str, str, int], bool]:
+    """``left_out(sentence, family id, k)``: whether a training-family sentence of the bank is left out of fold k's
+    fit (and scored) in ``cross_validate``.
+
+    ``by="cores"``: whole core phrases of the training families leave together (every style of a core).
+    ``by="rules"``: the way the held-out split is made, within the training families: fold k leaves out a share of
+    the cores, a share of the styles, the k-th training noun for the cubes and the k-th for the targets; a sentence
+    that uses any of them is left out."""
+    if by not in ("cores", "rules"):
+        raise ValueError(f"by={by!r} must be 'cores' or 'rules'")
+    train = [f for f in phrasings.families() if f.split == "train"]
+    rng = np.random.default_rng(seed)
+    cores = sorted({(f.kind, f.core) for f in train})
+    fold_of_core = dict(zip(cores, rng.permutation(len(cores)) % folds, strict=True))
+    styles = sorted({_style(f) for f in train})
+    fold_of_style = dict(zip(styles, rng.permutation(len(styles)) % folds, strict=True))
+    family_of = {f.id: f for f in train}
+    noun_groups = (phrasings.CUBE_NOUNS[0], phrasings.SQUARE_NOUNS[0])
+
+    def left_out(text: str, family_id: str, k: int) -> bool:
+        family = family_of[family_id]
+        if fold_of_core[(family.kind, family.core)] == k:
+            return True
+        if by == "cores":
+            return False
+        words = [group[k % len(group)] for group in noun_groups]
+        return fold_of_style[_style(family)] == k or any(re.search(rf"\b{w}\b", text) for w in words)
+
+    return left_out
+
+
+def _style(family: phrasings.Family) -> str:
+    """A family's style (its pattern with the core replaced by {x}; a terse form's is "terse")."""
+    return family.pattern.replace(family.core, "{x}") if family.core != family.pattern else "terse"
+
+
 def cross_validate(model: NanoVLA, table: dict[str, np.ndarray], ridges: list[float], folds: int = 3,
                    seed: int = 0, reading: tuple[str, dict[str, np.ndarray]] | None = None,
-                   anchors: dict[str, str] | None = None) -> dict[float, dict[str, float]]:
-    """Per ridge, ``token_scores`` of training families left out of the fit, by whole core phrases: ``folds``
-    folds of the training cores (every style of a core leaves together), as the held-out split holds cores the
-    fit never saw; the held-out families are not read. For choosing the ridge without the held-out split."""
-    core_of = {f.id: (f.kind, f.core) for f in phrasings.families() if f.split == "train"}
-    cores = sorted(set(core_of.values()))
-    fold_of_core = dict(zip(cores, np.random.default_rng(seed).permutation(len(cores)) % folds, strict=True))
-    fold_of = {family: fold_of_core[core] for family, core in core_of.items()}
+                   anchors: dict[str, str] | None = None, by: str = "cores") -> dict[float, dict[str, float]]:
+    """Per ridge, ``token_scores`` of training-family sentences left out of the fit (``fold_rule(folds, seed,
+    by)``), averaged over the folds; the held-out families are not read. For choosing without the held-out split:
+    ``by="rules"`` shows a pooling or ridge that only does well where every word was fitted, ``by="cores"`` less so."""
+    left_out = fold_rule(folds, seed, by)
     rows = phrasings.bank("train")
     out = {}
     for ridge in ridges:
         scores = []
         for k in range(folds):
-            fitted = align_phrasings(model, table, ridge, {i for i, f in fold_of.items() if f != k}, reading, anchors)
+            fitted = align_phrasings(model, table, ridge, lambda text, family, k=k: not left_out(text, family, k),
+                                     reading, anchors)
             scores.append(token_scores(fitted, reading[1] if reading else table,
-                                       [r for r in rows if fold_of[r[4]] == k], anchors))
+                                       [r for r in rows if left_out(r[0], r[4], k)], anchors))
         out[ridge] = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
     return out
 
