@@ -10,7 +10,8 @@ bank and every training template is a row, its target the task vector of its tas
 way the templates never said lands where the model already acts on the task; each training template is also
 ``TEMPLATE_REPEATS`` rows aimed at its own token, so that what the model was trained on stays where it was. Every
 other weight is kept. Held-out families (``phrasings.bank("heldout")``) are never rows. The ridge is chosen by
-leaving whole core phrases of the training families out of the fit (``cross_validate``).
+leaving cores, styles and nouns of the training families out of the fit as the held-out split is made
+(``cross_validate(by="rules")``).
 """
 from __future__ import annotations
 
@@ -183,8 +184,8 @@ def choose_ridge(model: NanoVLA, table: dict[str, np.ndarray], ridges: tuple[flo
                  reading: tuple[str, dict[str, np.ndarray]] | None = None,
                  anchors: dict[str, str] | None = None) -> float:
     """The ridge of ``RIDGES`` with the most left-out training-family sentences nearest their task (then the
-    smallest "off"), by ``cross_validate``."""
-    scores = cross_validate(model, table, list(ridges), reading=reading, anchors=anchors)
+    smallest "off"), by ``cross_validate(by="rules")``."""
+    scores = cross_validate(model, table, list(ridges), reading=reading, anchors=anchors, by="rules")
     return max(ridges, key=lambda r: (round(scores[r]["right"], 3), -scores[r]["off"]))
 
 

@@ -60,12 +60,7 @@ def encode(encoder, device: str):
 
     batch = encoder.tokenizer([INSTRUCTION], return_tensors="pt").to(device)
     with torch.inference_mode():
-        hidden = encoder.model(**batch).last_hidden_state  # (1, T, D)
-        mask = batch["attention_mask"].clone()
-        if encoder._skip_first:
-            mask[:, 0] = 0
-        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        return torch.nn.functional.normalize(pooled, dim=-1)[0].float().cpu().numpy()
+        return encoder.pool(batch)[0].float().cpu().numpy()
 
 
 def hardware(device: str) -> str:
@@ -93,6 +88,7 @@ def load_text_encoder(backbone: str, random_dir: str | None):
             self.model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir)).float().eval()
             self.encoder_id, self.dim = f"random:{backbone}", int(self.model.config.hidden_size)
             self._skip_first = backbone == "large"
+            self._layers = "all" if backbone == "large" else "last"
 
     return RandomWeights(str(Path(random_dir) / ("minilm" if backbone == "small" else "gemma")))
 
