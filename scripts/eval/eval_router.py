@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--table-dir", default="data/demos/cache")
     parser.add_argument("--out-dir", default="docs/router")
     parser.add_argument("--router-out", default="out/router.safetensors")
+    parser.add_argument("--title", default="test scenes, train + held-out instructions",
+                        help="what the test episodes are, for the plot's title")
     args = parser.parse_args()
     eval_dir, out = Path(args.eval_dir), Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def main() -> None:
     axes[1].set_ylabel("success rate")
     axes[1].set_ylim(0, 1.05)
     axes[1].legend(fontsize=7)
-    fig.suptitle("NanoVLA-R: routing between NanoVLA-S and NanoVLA-L (test scenes, train + held-out instructions)")
+    fig.suptitle(f"NanoVLA-R: routing between NanoVLA-S and NanoVLA-L ({args.title})")
     fig.tight_layout()
     fig.savefig(out / "router_sweep.png", dpi=120)
     print(f"plots and sweep in {out}")
