@@ -150,3 +150,29 @@ def test_torch_fp16_runs_the_step_under_autocast_and_returns_fp32():
         out = half.predict_chunk(frame, state, vector)
     assert out.dtype == np.float32 and np.allclose(out, plain.predict_chunk(frame, state, vector), atol=1e-6)
     assert torch.is_autocast_enabled() is False
+
+
+def test_half_weights_run_the_whole_step_in_fp16_and_stay_close_to_fp32():
+    """`half_weights`: every weight and activation fp16 (the GPU bench's `shipped_s_half`), the actions
+    de-normalised in fp32; on a CPU too, so the step's dtype handling is checked here, including a feature map of
+    another size than the model's own (its positions computed in the weights' dtype)."""
+    import copy
+
+    import torch
+
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+
+    torch.manual_seed(0)
+    config = NanoVLAConfig(**TINY)
+    plain = NanoVLAPolicy(NanoVLA(config))
+    half = NanoVLAPolicy(copy.deepcopy(plain.model), copy.deepcopy(plain.image_encoder), half_weights=True)
+    assert next(half.model.parameters()).dtype == torch.float16 and half.model.action_std.dtype == torch.float32
+    rng = np.random.default_rng(0)
+    state, vector = rng.normal(size=config.state_dim).astype(np.float32), np.ones(config.language_dim, np.float32)
+    for size in (64, 96):  # 96: another feature-map size than the model's
+        frame = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        plain.image_encoder.image_size = half.image_encoder.image_size = size
+        out, ref = half.predict_chunk(frame, state, vector), plain.predict_chunk(frame, state, vector)
+        assert out.dtype == np.float32 and np.isfinite(out).all()
+        assert np.abs(out - ref).max() < 0.03 * max(1.0, float(np.abs(ref).max()))  # fp16: ~3 digits; the shipped
+        # model: 1.6e-3 rad at most on two camera frames

@@ -316,7 +316,8 @@ class NanoVLA(nn.Module):
     def _image_pos(self, h: int, w: int, device) -> torch.Tensor:
         if self.image_pos.shape[0] == h * w:
             return self.image_pos  # (h*w, D)
-        return sinusoidal_2d(h, w, self.config.d_model).to(device)  # another input size: computed each time
+        # another input size: computed each time, in the weights' dtype (fp16 weights: NanoVLAPolicy half_weights)
+        return sinusoidal_2d(h, w, self.config.d_model).to(device, self.image_pos.dtype)
 
     def posterior(self, state_n: torch.Tensor, actions_n: torch.Tensor, action_mask: torch.Tensor):
         """q(z | state, actions) -> (mu, logvar), each (B, latent)."""
@@ -407,7 +408,7 @@ class NanoVLA(nn.Module):
             mu, logvar = self.posterior(state_n, actions_n, action_mask)
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         else:
-            z = torch.zeros(B, c.latent_dim, device=image_features.device)
+            z = torch.zeros(B, c.latent_dim, device=image_features.device, dtype=image_features.dtype)
         memory, memory_pos = self.encode(image_features, instruction, state_n, z, env)
         # decoder: H zero-initialised action slots
         query_pos = self.query_pos.weight[None].expand(B, -1, -1)  # (B, H, D)
@@ -526,18 +527,27 @@ class NanoVLA(nn.Module):
 class NanoVLAPolicy(nn.Module):
     """Frozen image encoder + NanoVLA, for inference: ``predict_chunk(image, state, instruction_embedding)``."""
 
-    def __init__(self, model: NanoVLA, image_encoder: FrozenImageEncoder | None = None, fp16: bool = False) -> None:
+    def __init__(self, model: NanoVLA, image_encoder: FrozenImageEncoder | None = None, fp16: bool = False,
+                 half_weights: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
         # fp16: the step under CUDA autocast (convolutions and matrix products in fp16, reductions and the
         # de-normalisation in fp32); the weights stay fp32, so one checkpoint serves both precisions
         self.fp16 = fp16
+        # half_weights: weights and activations all fp16 (no autocast, no casts between layers; half the weight
+        # bytes read per step), the inputs cast once; the de-normalisation stays fp32. For a GPU.
+        self.half_weights = half_weights
         c = model.config
         self.image_encoder = image_encoder or FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
                                                                    c.image_stride, c.fine_features)
         if self.image_encoder.encoder_id != c.image_encoder_id:
             raise ValueError(f"the image encoder gives {self.image_encoder.encoder_id!r} features; the model reads "
                              f"{c.image_encoder_id!r}")
+        if half_weights:
+            self.model.half()
+            self.image_encoder.half()
+            for name in ("action_mean", "action_std"):  # the actions are de-normalised in fp32
+                setattr(self.model, name, getattr(self.model, name).float())
         self._forward = self._chunk
 
     @property
@@ -545,6 +555,8 @@ class NanoVLAPolicy(nn.Module):
         return self.model.config
 
     def _chunk(self, pixels: torch.Tensor, state: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        if self.half_weights:
+            pixels, state, instruction = pixels.half(), state.half(), instruction.half()
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             features = self.image_encoder.features(pixels)  # (N, C, h', w'), one row per camera
             pred_n, _ = self.model(features[None], instruction, state)

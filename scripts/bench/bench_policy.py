@@ -17,8 +17,10 @@
                        tensorrt)
   shipped_s_tensorrt_fp16  the same with an fp16 TensorRT engine (`precision: fp16`)
   shipped_s_fp16       the shipped step in torch under CUDA fp16 autocast (cuda only; `precision: fp16`)
+  shipped_s_half       the shipped step in torch with fp16 weights and activations (NanoVLAPolicy half_weights;
+                       cuda only)
   *_cudagraph          a torch variant's step torch.compile'd, replayed as a CUDA graph on a GPU (`compile: true`):
-                       nanovla_s_cached, nanovla_l_cached, shipped_s, shipped_s_fp16
+                       nanovla_s_cached, nanovla_l_cached, shipped_s, shipped_s_fp16, shipped_s_half
   preprocess_torch     the shipped step's pre-processing alone (two 480x640 frames -> 2 x 3 x 320 x 320, resized
                        and normalised) as the torch policy does it (`preprocess_frames`)
   preprocess_reused    the same as the ONNX policy does it (`FramePreprocessor`: OpenCV, buffers reused)
@@ -48,9 +50,11 @@ from pathlib import Path
 VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanovla_l_uncached",
             "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
             "shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "nanovla_s_cached_cudagraph",
-            "nanovla_l_cached_cudagraph", "shipped_s_cudagraph", "shipped_s_fp16_cudagraph", "preprocess_torch",
+            "nanovla_l_cached_cudagraph", "shipped_s_cudagraph", "shipped_s_fp16_cudagraph", "shipped_s_half",
+            "shipped_s_half_cudagraph", "preprocess_torch",
             "preprocess_reused")
-CUDA_ONLY = ("shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "shipped_s_fp16_cudagraph")
+CUDA_ONLY = ("shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "shipped_s_fp16_cudagraph",
+             "shipped_s_half", "shipped_s_half_cudagraph")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -115,10 +119,16 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import load_policy
 
-        backend = variant.removeprefix("shipped_s").removesuffix("_int8").removesuffix("_fp16").lstrip("_") or "torch"
+        half = variant == "shipped_s_half"
+        backend = (variant.removeprefix("shipped_s").removesuffix("_int8").removesuffix("_fp16").removesuffix("_half")
+                   .lstrip("_") or "torch")
         precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
         policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
                                 precision=precision)
+        if half:
+            from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+
+            policy = NanoVLAPolicy(policy.model, policy.image_encoder, half_weights=True)
         if compiled and backend == "torch":
             policy.compile()
         cached = (random_vector(policy.config.language_dim) if random_vectors  # the service's vector, computed once
@@ -255,6 +265,8 @@ def main() -> None:
                  ("torch fp16 (autocast) vs fp32, shipped step", "shipped_s", "shipped_s_fp16"),
                  ("CUDA graph vs eager, shipped step", "shipped_s", "shipped_s_cudagraph"),
                  ("CUDA graph fp16 vs eager fp32, shipped step", "shipped_s", "shipped_s_fp16_cudagraph"),
+                 ("fp16 weights vs autocast, shipped step, CUDA graph", "shipped_s_fp16_cudagraph",
+                  "shipped_s_half_cudagraph"),
                  ("CUDA graph vs eager, NanoVLA-L cached", "nanovla_l_cached", "nanovla_l_cached_cudagraph"),
                  ("reused-buffer pre-processing vs torch's", "preprocess_torch", "preprocess_reused")]
         for label, slow, fast in pairs:
