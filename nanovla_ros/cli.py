@@ -21,7 +21,8 @@ from pathlib import Path
 from nanovla_ros.configuration import ConfigError, add_config_arguments, config_values
 from nanovla_ros.data.config import DatasetBuildConfig
 from nanovla_ros.graph import LAUNCH_ARGUMENTS, SHIPPED_SCOPE
-from nanovla_ros.training.config import TrainConfig
+from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
+from nanovla_ros.training.config import EarlyFusionTrainConfig, TrainConfig
 
 
 def _launch_arguments(args: argparse.Namespace) -> dict[str, str]:
@@ -228,6 +229,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     best = run_training(args.data, args.out, config, resume=not args.no_resume)
     print(f"[train] best checkpoint: {best}")
+    return 0
+
+
+def cmd_train_early_fusion(args: argparse.Namespace) -> int:
+    from nanovla_ros.training.early_fusion import train_early_fusion
+    from nanovla_ros.training.pipeline import prepare_cache
+
+    try:
+        model_config = EarlyFusionConfig(**config_values(args, EarlyFusionConfig))
+        config = EarlyFusionTrainConfig(**config_values(args, EarlyFusionTrainConfig))
+    except ConfigError as error:
+        print(f"nanovla train-early-fusion: {error}", file=sys.stderr)
+        return 1
+    from transformers import AutoTokenizer
+
+    from nanovla_ros.language.encoders import prepare_gemma
+
+    prepare_cache(args.data, config.device, image_size=model_config.image_size, cameras=model_config.cameras,
+                  with_instructions=False)  # the stride-32 features, once (kept if present)
+    tokenizer = AutoTokenizer.from_pretrained(model_config.lm_dir or str(prepare_gemma()))
+    best = train_early_fusion(args.data, args.out, model_config, config, tokenizer)
+    print(f"[train-early-fusion] best checkpoint: {best}")
     return 0
 
 
@@ -537,6 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tr, TrainConfig)  # one flag per TrainConfig field, documented there
     tr.add_argument("--no-resume", action="store_true", help="start over even if out/ holds a run")
     tr.set_defaults(func=cmd_train)
+
+    ef = sub.add_parser("train-early-fusion", help="train the EdgeVLA-style early-fusion baseline (the image's "
+                        "tokens, the instruction's and the state through a frozen Gemma-3-270M, the chunk read out "
+                        "jointly) on the same data and cached image features as NanoVLA (nanovla_ros.model.early_fusion)")
+    ef.add_argument("--data", default="data/demos")
+    ef.add_argument("--out", default="out/train_early_fusion")
+    add_config_arguments(ef, EarlyFusionConfig, skip=("lm_config",))
+    add_config_arguments(ef, EarlyFusionTrainConfig)
+    ef.set_defaults(func=cmd_train_early_fusion)
 
     ex = sub.add_parser("export", help="fp16 copy of a trained checkpoint, for shipping")
     ex.add_argument("checkpoint")

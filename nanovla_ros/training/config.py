@@ -137,3 +137,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EarlyFusionTrainConfig:
+    steps: int = param(3000, "Optimiser steps.")
+    batch_size: int = param(64, "Samples per step.")
+    lr: float = param(3e-4, "AdamW learning rate of the trained parts (cosine decay after warm-up).")
+    warmup_steps: int = param(100, "Linear warm-up steps.")
+    weight_decay: float = param(1e-4, "AdamW weight decay.")
+    val_fraction: float = param(0.1, "Episodes held out for validation (the same split as NanoVLA's at the same seed).")
+    val_every: int = param(500, "Steps between validations; the best validation L1 is kept.")
+    seed: int = param(0, "Seed of the split, the initialisation and the batches.")
+    device: str = param("cpu", "cpu or cuda.")
+    bf16: bool = param(True, "bf16 autocast on cuda.")
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be >= 1")
+        require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")

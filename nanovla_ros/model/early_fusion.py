@@ -1,0 +1,163 @@
+"""EdgeVLA-style early fusion, trainable: the baseline NanoVLA's decoupling is measured against (issue #31; no ROS).
+
+Every control step the image's feature tokens (the same frozen EfficientNet-Lite0 maps NanoVLA reads, one linear
+projection into the language model's width, a learned embedding per cell and camera), the instruction's own
+tokens (the language model's embedding table), a joint-state token and H action queries pass through the
+language model together; the action queries' outputs are the whole chunk at once (EdgeVLA's joint prediction,
+non-autoregressive). Attention: the prefix (image, instruction, state) is causal as the language model was
+trained; each action query attends to the whole prefix and to every other query (the causal mask removed for the
+readout), and no prefix token attends to a query.
+
+The language model (Gemma-3-270M from its package) is frozen; what trains is the image and state projections,
+the cell and camera embeddings, the action queries and the action head (a few million weights): "frozen with a
+trained projection", which one GPU session can afford. Image features are cached as for NanoVLA, so training
+reads no pixels; the language model still runs forward and backward every step, which is the cost early fusion
+pays and NanoVLA does not.
+
+The autoregressive readout (one language-model step per action) exists as a timing baseline only
+(``nanovla_ros.model.baselines.EarlyFusionVLA``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
+
+FORMAT = "nanovla-early-fusion/1"
+
+
+def build_language_model(config: EarlyFusionConfig) -> nn.Module:
+    """The frozen decoder (its text model: embedding table and layers) in eval mode."""
+    from transformers import AutoModel, Gemma3TextConfig
+
+    if config.lm_config:
+        lm = AutoModel.from_config(Gemma3TextConfig(**json.loads(config.lm_config)), attn_implementation="sdpa")
+    else:
+        from nanovla_ros.language.encoders import prepare_gemma
+
+        lm = AutoModel.from_pretrained(config.lm_dir or str(prepare_gemma()), dtype=torch.float32,
+                                       attn_implementation="sdpa")
+    return lm.float().eval().requires_grad_(False)
+
+
+class EarlyFusionPolicyModel(nn.Module):
+    """Image feature maps, instruction token ids and the joint state -> the (H, A) chunk, normalised."""
+
+    def __init__(self, config: EarlyFusionConfig, lm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = c = config
+        self.lm = lm if lm is not None else build_language_model(config)
+        width = int(self.lm.config.hidden_size)
+        n_cells = len(c.cameras) * c.grid * c.grid
+        self.image_proj = nn.Linear(c.image_channels, width)
+        self.cell_embed = nn.Parameter(torch.randn(n_cells, width) * 0.02)  # (cells of every camera, W)
+        self.state_proj = nn.Linear(c.state_dim, width)
+        self.action_queries = nn.Parameter(torch.randn(c.horizon, width) * 0.02)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c.action_dim))
+        for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen language model: what a checkpoint holds."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
+
+    def set_normalization(self, state_mean, state_std, action_mean, action_std) -> None:
+        for name, value in (("state_mean", state_mean), ("state_std", state_std), ("action_mean", action_mean),
+                            ("action_std", action_std)):
+            getattr(self, name).copy_(torch.as_tensor(np.asarray(value), dtype=torch.float32))
+
+    def attention_mask(self, token_mask: torch.Tensor, n_prefix: int) -> torch.Tensor:
+        """(B, 1, T, T) bool, True where a position may attend: causal within the prefix (padded instruction
+        tokens never attended to), every prefix token and every query for the H queries, no query for the prefix."""
+        B, H, device = token_mask.shape[0], self.config.horizon, token_mask.device
+        T = n_prefix + H
+        i = torch.arange(T, device=device)
+        allowed = (i[None, :] <= i[:, None]) | (i[:, None] >= n_prefix)  # (T, T): causal, or a query's row
+        allowed = allowed & ~((i[:, None] < n_prefix) & (i[None, :] >= n_prefix))  # the prefix never sees queries
+        n_image = n_prefix - token_mask.shape[1] - 1
+        keys = torch.ones(B, T, dtype=torch.bool, device=device)
+        keys[:, n_image:n_image + token_mask.shape[1]] = token_mask
+        allowed = allowed[None] & keys[:, None, :]  # (B, T, T)
+        allowed = allowed | torch.eye(T, dtype=torch.bool, device=device)[None]  # a padded row attends to itself
+        return allowed[:, None]
+
+    def forward(self, image_features: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
+                state: torch.Tensor, actions: torch.Tensor | None = None,
+                action_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``image_features`` (B, N, C, g, g), ``tokens`` (B, T) ids, ``token_mask`` (B, T) bool (False: padding),
+        ``state`` (B, S) radians -> (normalised chunk (B, H, A), L1 loss against ``actions`` (B, H, A) radians
+        where ``action_mask`` (B, H) holds, else None)."""
+        c = self.config
+        B = image_features.shape[0]
+        cells = image_features.flatten(3).permute(0, 1, 3, 2).reshape(B, -1, image_features.shape[2])  # (B, N*g*g, C)
+        image_tokens = self.image_proj(cells) + self.cell_embed[None]  # (B, N*g*g, W)
+        text_tokens = self.lm.embed_tokens(tokens)  # (B, T, W): the language model's own (scaled) embeddings
+        state_n = (state - self.state_mean) / self.state_std
+        prefix = torch.cat([image_tokens, text_tokens, self.state_proj(state_n)[:, None]], dim=1)  # (B, P, W)
+        inputs = torch.cat([prefix, self.action_queries[None].expand(B, -1, -1)], dim=1)  # (B, P + H, W)
+        mask = self.attention_mask(token_mask, prefix.shape[1])
+        layer_types = set(getattr(self.lm.config, "layer_types", None) or ["full_attention"])
+        hidden = self.lm(inputs_embeds=inputs, attention_mask={t: mask for t in layer_types}).last_hidden_state
+        pred_n = self.head(hidden[:, -c.horizon:])  # (B, H, A)
+        if actions is None:
+            return pred_n, None
+        target_n = (actions - self.action_mean) / self.action_std
+        weight = (action_mask if action_mask is not None else torch.ones(actions.shape[:2], dtype=torch.bool,
+                                                                         device=actions.device)).float()[..., None]
+        loss = ((pred_n - target_n).abs() * weight).sum() / (weight.sum() * c.action_dim).clamp(min=1.0)
+        return pred_n, loss
+
+    def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
+        return actions_n * self.action_std + self.action_mean
+
+
+def tokenize(texts: list[str], tokenizer, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (N, T), mask (N, T)) of ``texts`` by ``tokenizer``, padded to the longest; an instruction of more than
+    ``max_tokens`` tokens is refused (naming it), not cut."""
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    long = [t for t, r in zip(texts, rows, strict=True) if len(r) > max_tokens]
+    if long:
+        raise ConfigError(f"instruction {long[0]!r} is more than {max_tokens} tokens")
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), tokenizer.pad_token_id or 0, np.int64)
+    mask = np.zeros((len(rows), width), bool)
+    for k, r in enumerate(rows):
+        ids[k, :len(r)], mask[k, :len(r)] = r, True
+    return ids, mask
+
+
+def save_early_fusion(model: EarlyFusionPolicyModel, path: str | Path, extra: dict | None = None) -> Path:
+    """The trainable weights and normalisation (not the frozen language model) with the config; self-describing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous().cpu() for k, v in model.trainable_state().items()}
+    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "extra": json.dumps(extra or {})}
+    partial = path.with_suffix(path.suffix + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    partial.replace(path)
+    return path
+
+
+def load_early_fusion(path: str | Path, lm: nn.Module | None = None) -> tuple[EarlyFusionPolicyModel, dict]:
+    """(model in eval mode, extra) from ``save_early_fusion``'s file; the language model from its package (or
+    ``lm``, shared)."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise ConfigError(f"{str(path)!r} is not an early-fusion checkpoint (format {metadata.get('format')!r})")
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = EarlyFusionPolicyModel(EarlyFusionConfig.from_dict(json.loads(metadata["config"])), lm)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("lm.")]
+    if missing or unexpected:
+        raise ConfigError(f"{str(path)!r} does not match its config: missing {missing}, unexpected {unexpected}")
+    return model.eval(), json.loads(metadata.get("extra", "{}"))

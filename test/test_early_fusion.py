@@ -1,0 +1,98 @@
+"""The trainable early-fusion baseline (issue #31): a tiny randomly initialised Gemma-3 text model, CPU."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_dataset import write_episode
+
+from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
+from nanovla_ros.model.early_fusion import (
+    EarlyFusionPolicyModel,
+    load_early_fusion,
+    save_early_fusion,
+    tokenize,
+)
+
+TINY_LM = json.dumps(dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=64,
+                          max_position_embeddings=256))
+
+
+class WordTokenizer:
+    """A tokenizer of whitespace words into ids 1..63 (0 pads), for the tiny language model."""
+    pad_token_id = 0
+
+    def __call__(self, text: str) -> dict:
+        return {"input_ids": [2] + [1 + sum(map(ord, w)) % 62 + 1 for w in text.split()]}
+
+
+def _inputs(batch: int = 3, tokens: int = 6):
+    torch.manual_seed(1)
+    mask = torch.ones(batch, tokens, dtype=torch.bool)
+    mask[0, 4:] = False  # the first instruction is shorter: padded
+    return (torch.randn(batch, 1, 8, 2, 2), torch.randint(1, 64, (batch, tokens)), mask, torch.randn(batch, 6))
+
+
+def test_the_chunk_is_read_jointly_by_queries_that_see_each_other_and_the_prefix_is_causal(tmp_path):
+    torch.manual_seed(0)
+    config = EarlyFusionConfig(horizon=5, cameras=("front",), image_size=64, image_channels=8, lm_config=TINY_LM)
+    model = EarlyFusionPolicyModel(config)
+    features, tokens, mask, state = _inputs()
+    pred, loss = model(features, tokens, mask, state)
+    assert pred.shape == (3, 5, 6) and loss is None
+    other = tokens.clone()
+    other[0, 4:] = 7  # what stands in the padding does not matter
+    np.testing.assert_allclose(model(features, other, mask, state)[0].detach(), pred.detach(), atol=1e-6)
+    allowed = model.attention_mask(mask, n_prefix=4 + 6 + 1)[:, 0]  # (B, T, T): 4 cells, 6 tokens, a state
+    assert not allowed[:, :11, 11:].any()  # no prefix token attends to a query
+    assert allowed[1:, 11:, :].all() and not allowed[0, 11:, 8:10].any()  # queries: everything but padding
+    assert not allowed[:, 3, 4:11].any()  # the prefix is causal
+    with torch.no_grad():
+        model.action_queries[-1] += 1.0
+    assert (model(features, tokens, mask, state)[0][:, 0] - pred[:, 0]).abs().max() > 1e-3  # query 0 sees query 4
+
+    actions = torch.randn(3, 5, 6)
+    _, loss = model(features, tokens, mask, state, actions)
+    loss.backward()
+    assert all(p.grad is None for p in model.lm.parameters())  # frozen
+    assert model.image_proj.weight.grad is not None and model.action_queries.grad is not None
+    path = save_early_fusion(model, tmp_path / "ef.safetensors", {"step": 3})
+    loaded, extra = load_early_fusion(path, lm=model.lm)
+    assert extra == {"step": 3} and loaded.config == config
+    np.testing.assert_allclose(loaded(features, tokens, mask, state)[0].detach(),
+                               model.eval()(features, tokens, mask, state)[0].detach(), atol=1e-6)
+    assert not any(k.startswith("lm.") for k in model.trainable_state())  # the language model comes from its package
+
+
+def test_instructions_are_tokenized_padded_and_a_too_long_one_is_refused():
+    ids, mask = tokenize(["touch the red cube", "touch it"], WordTokenizer(), 8)
+    assert ids.shape == mask.shape == (2, 5) and mask.sum(1).tolist() == [5, 3] and (ids[1, 3:] == 0).all()
+    with pytest.raises(ConfigError, match="more than 4 tokens"):
+        tokenize(["put the red cube in the yellow square"], WordTokenizer(), 4)
+
+
+def test_early_fusion_trains_on_the_cached_features_and_keeps_its_best_checkpoint(tmp_path):
+    from nanovla_ros.data.demos import build_dataset
+    from nanovla_ros.training.config import EarlyFusionTrainConfig
+    from nanovla_ros.training.early_fusion import train_early_fusion
+    from nanovla_ros.training.pipeline import prepare_cache
+
+    texts = ["touch the red cube", "touch the blue cube"]
+    for i in range(6):
+        write_episode(tmp_path / "bags" / f"ep{i}", instruction=texts[i % 2], seconds=2.0)
+    build_dataset(tmp_path / "bags", tmp_path / "ds", progress=False)
+    prepare_cache(tmp_path / "ds", image_size=64, with_instructions=False)
+    config = EarlyFusionConfig(horizon=8, cameras=("front",), image_size=64, lm_config=TINY_LM)
+    best = train_early_fusion(tmp_path / "ds", tmp_path / "run", config,
+                              EarlyFusionTrainConfig(steps=60, batch_size=16, lr=3e-3, val_every=20, val_fraction=0.34,
+                                                     warmup_steps=5), WordTokenizer(), progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["step"] for h in history] == [0, 20, 40, 60] and all("val_l1" in h for h in history)
+    model, extra = load_early_fusion(best)
+    assert extra["val_l1"] == min(h["val_l1"] for h in history[1:]) < 0.8 * history[0]["val_l1"]  # it learns
+    assert extra["samples"] > 0 and extra["step"] in (20, 40, 60)
+    assert (tmp_path / "run" / "last.safetensors").is_file()
