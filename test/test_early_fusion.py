@@ -96,3 +96,28 @@ def test_early_fusion_trains_on_the_cached_features_and_keeps_its_best_checkpoin
     assert extra["val_l1"] == min(h["val_l1"] for h in history[1:]) < 0.8 * history[0]["val_l1"]  # it learns
     assert extra["samples"] > 0 and extra["step"] in (20, 40, 60)
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_an_early_fusion_checkpoint_runs_in_the_closed_loop_harness_reading_the_instructions_words(tmp_path):
+    """`nanovla evaluate` takes an early-fusion checkpoint as it takes NanoVLA's: the policy is picked by the
+    checkpoint's format, reads the task's words (no table of vectors) and drives the simulated arm."""
+    from nanovla_ros.evaluation.closed_loop import evaluate
+    from nanovla_ros.model.checkpoint import checkpoint_execute_steps
+    from nanovla_ros.model.early_fusion import EarlyFusionPolicy
+    from nanovla_ros.model.onnx_policy import load_policy
+
+    torch.manual_seed(0)
+    config = EarlyFusionConfig(horizon=10, cameras=("front", "wrist"), image_size=64, lm_config=TINY_LM)
+    path = save_early_fusion(EarlyFusionPolicyModel(config), tmp_path / "ef.safetensors", {"execute_steps": 5})
+    assert checkpoint_execute_steps(path) == 5
+    policy, extra = load_policy(path)
+    assert isinstance(policy, EarlyFusionPolicy) and extra["execute_steps"] == 5
+    frames = {name: np.zeros((48, 64, 3), np.uint8) for name in config.cameras}
+    chunk = policy.predict_chunk(frames, np.zeros(6, np.float32), "touch the red cube")
+    assert chunk.shape == (10, 6) and np.isfinite(chunk).all()
+    with pytest.raises(ValueError, match="text"):
+        policy.predict_chunk(frames, np.zeros(6, np.float32), np.ones(384, np.float32))
+    with pytest.raises(ConfigError, match="torch backend"):
+        load_policy(path, backend="onnxruntime")
+    results = evaluate(str(path), ["touch"], ["train"], 1, execute_steps=5, max_steps=12, progress=False)
+    assert len(results) == 1 and results[0].steps == 12 and results[0].instruction

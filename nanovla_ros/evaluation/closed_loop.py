@@ -99,7 +99,8 @@ def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max
         task = replace(task, instruction=sample_phrasing(task, np.random.default_rng([seed, 7]), split))
     workcell.place(layout.cubes, layout.squares)
     monitor, outcome = SuccessMonitor(task, workcell), OutcomeMonitor(task, workcell)
-    embedding = embeddings[task.instruction]
+    # what the policy reads of the instruction: its cached vector, or its words (an early-fusion policy)
+    embedding = task.instruction if getattr(policy, "reads_text", False) else embeddings[task.instruction]
     driver = DriverConfig()
     executor = ChunkExecutor.from_config(driver, sim_calibration(workcell).limits_rad(driver.joint_names))
     executor.reset(workcell.joint_positions.astype(np.float64))
@@ -207,7 +208,11 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     if latency_steps * 1e3 / CONTROL_RATE_HZ > timeout_ms:
         print(f"[evaluate] warning: latency_steps={latency_steps} is more than the driver's chunk_timeout_ms="
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
-    if checkpoint.endswith(".onnx") or backend != "torch":
+    from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
+
+    if is_early_fusion_checkpoint(checkpoint):
+        language_id = ""  # it reads the instruction's words: no table of vectors
+    elif checkpoint.endswith(".onnx") or backend != "torch":
         from nanovla_ros.model.onnx_policy import cached_export, read_onnx_metadata
 
         if not checkpoint.endswith(".onnx"):
@@ -215,7 +220,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
         language_id = json.loads(read_onnx_metadata(checkpoint)["config"])["language_encoder_id"]
     else:
         language_id = json.loads(read_metadata(checkpoint)["config"])["language_encoder_id"]
-    embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank")
+    embeddings = instruction_embeddings(language_id, table_dir, with_bank=phrasings == "bank") if language_id else {}
     conditions = [perturb] if isinstance(perturb, str) else list(perturb)
     for condition in conditions:
         parse_perturbation(condition)  # a bad one is refused before any worker starts

@@ -72,6 +72,11 @@ def checkpoint_execute_steps(path: str | Path) -> int:
         from nanovla_ros.model.onnx_policy import read_onnx_metadata
 
         return declared_execute_steps(json.loads(read_onnx_metadata(path).get("extra", "{}")))
+    from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
+
+    if is_early_fusion_checkpoint(path):
+        with safe_open(str(path), framework="pt") as f:
+            return declared_execute_steps(json.loads((f.metadata() or {}).get("extra", "{}")))
     return declared_execute_steps(json.loads(read_metadata(path)["extra"]))
 
 

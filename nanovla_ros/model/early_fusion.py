@@ -120,6 +120,31 @@ class EarlyFusionPolicyModel(nn.Module):
         return actions_n * self.action_std + self.action_mean
 
 
+class WordHashTokenizer:
+    """Whitespace words hashed into ids 1..vocab-1 (0 pads), with a leading 2: the tokenizer of a randomly
+    initialised language model (``EarlyFusionConfig.lm_config``, tests and timing), which has no vocabulary."""
+    pad_token_id = 0
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def __call__(self, text: str) -> dict:
+        import zlib
+
+        return {"input_ids": [2] + [1 + zlib.crc32(w.encode()) % (self.vocab_size - 1) for w in text.split()]}
+
+
+def load_tokenizer(config: EarlyFusionConfig):
+    """The language model's tokenizer (``WordHashTokenizer`` for a randomly initialised one)."""
+    if config.lm_config:
+        return WordHashTokenizer(int(json.loads(config.lm_config)["vocab_size"]))
+    from transformers import AutoTokenizer
+
+    from nanovla_ros.language.encoders import prepare_gemma
+
+    return AutoTokenizer.from_pretrained(config.lm_dir or str(prepare_gemma()))
+
+
 def tokenize(texts: list[str], tokenizer, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids (N, T), mask (N, T)) of ``texts`` by ``tokenizer``, padded to the longest; an instruction of more than
     ``max_tokens`` tokens is refused (naming it), not cut."""
@@ -161,3 +186,51 @@ def load_early_fusion(path: str | Path, lm: nn.Module | None = None) -> tuple[Ea
     if missing or unexpected:
         raise ConfigError(f"{str(path)!r} does not match its config: missing {missing}, unexpected {unexpected}")
     return model.eval(), json.loads(metadata.get("extra", "{}"))
+
+
+def is_early_fusion_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a ``save_early_fusion`` file (its metadata only)."""
+    if not str(path).endswith(".safetensors") or not Path(path).is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("format") == FORMAT
+
+
+class EarlyFusionPolicy:
+    """Frozen image encoder + early-fusion model, for inference: ``predict_chunk(image, state, instruction text)``
+    (it reads the instruction's words, not a cached vector: ``reads_text``)."""
+
+    reads_text = True
+
+    def __init__(self, model: EarlyFusionPolicyModel, device: str = "cpu", tokenizer=None) -> None:
+        from nanovla_ros.model.modeling_nanovla import FrozenImageEncoder
+
+        self.model = model.eval().to(device)
+        self.image_encoder = FrozenImageEncoder("efficientnet-lite0", model.config.image_size).to(device).eval()
+        self.tokenizer = tokenizer or load_tokenizer(model.config)
+        self.device = device
+
+    @property
+    def config(self) -> EarlyFusionConfig:
+        return self.model.config
+
+    @torch.inference_mode()
+    def predict_chunk(self, image: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
+        """{camera: (h, w, 3) uint8 RGB} with every camera of ``config.cameras``, (S,) radians, the instruction's
+        text -> (H, A) joint targets, radians."""
+        c = self.config
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("the early-fusion policy reads the instruction's text: give a non-empty string")
+        if state.shape != (c.state_dim,):
+            raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
+        missing = [name for name in c.cameras if name not in image]
+        if missing:
+            raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")
+        frames = torch.from_numpy(np.stack([image[name] for name in c.cameras])).to(self.device)  # (N, h, w, 3)
+        features = self.image_encoder.features(self.image_encoder.preprocess(frames))  # (N, C, g, g)
+        ids, mask = tokenize([instruction], self.tokenizer, c.max_instruction_tokens)
+        pred_n, _ = self.model(features[None], torch.as_tensor(ids, device=self.device),
+                               torch.as_tensor(mask, device=self.device),
+                               torch.as_tensor(state, dtype=torch.float32, device=self.device)[None])
+        return self.model.denormalize_actions(pred_n)[0].float().cpu().numpy()  # (H, A)
+

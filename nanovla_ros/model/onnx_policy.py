@@ -258,6 +258,13 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    from nanovla_ros.model.early_fusion import EarlyFusionPolicy, is_early_fusion_checkpoint, load_early_fusion
+
+    if is_early_fusion_checkpoint(checkpoint):  # the baseline: torch, fp32, the instruction's words
+        if backend != "torch" or precision != "fp32":
+            raise ConfigError(f"{checkpoint} is an early-fusion checkpoint: it runs on the torch backend in fp32")
+        model, extra = load_early_fusion(checkpoint)
+        return EarlyFusionPolicy(model, str(device)), extra
     is_onnx = str(checkpoint).endswith(".onnx")
     if precision == "int8" and backend != "onnxruntime":
         raise ConfigError("precision int8 runs on the onnxruntime backend")
