@@ -121,3 +121,25 @@ def test_an_early_fusion_checkpoint_runs_in_the_closed_loop_harness_reading_the_
         load_policy(path, backend="onnxruntime")
     results = evaluate(str(path), ["touch"], ["train"], 1, execute_steps=5, max_steps=12, progress=False)
     assert len(results) == 1 and results[0].steps == 12 and results[0].instruction
+
+
+def test_the_policy_runner_serves_an_early_fusion_checkpoint_from_the_tasks_words(tmp_path):
+    """`checkpoint_small:=ef.safetensors`: the policy node's runner picks the architecture from the checkpoint,
+    hands it the instruction's text (the cached vector's encoder does not matter to it) and refuses a task without
+    text, publishing nothing."""
+    from nanovla_ros.driver.config import SO101_MOTORS
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import Observation, PolicyRunner, Skip, Task
+
+    torch.manual_seed(0)
+    config = EarlyFusionConfig(horizon=10, cameras=("front",), image_size=64, lm_config=TINY_LM)
+    path = save_early_fusion(EarlyFusionPolicyModel(config), tmp_path / "ef.safetensors", {"execute_steps": 5})
+    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(path)))
+    assert runner.execute_steps == 5
+    now_ns = 1_000_000_000_000
+    observation = Observation(np.zeros((48, 64, 3), np.uint8), now_ns, np.zeros(6), now_ns, tuple(SO101_MOTORS))
+    task = Task(7, "small", "any-encoder", np.ones(384, np.float32), "touch the red cube")
+    result = runner.step(observation, task, now_ns / 1e9)
+    assert result.positions.shape == (10, 6) and np.isfinite(result.positions).all()
+    skip = runner.step(observation, Task(8, "small", "any-encoder", np.ones(384, np.float32)), now_ns / 1e9)
+    assert isinstance(skip, Skip) and "words" in skip.reason

@@ -215,14 +215,16 @@ class EarlyFusionPolicy:
         return self.model.config
 
     @torch.inference_mode()
-    def predict_chunk(self, image: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
-        """{camera: (h, w, 3) uint8 RGB} with every camera of ``config.cameras``, (S,) radians, the instruction's
-        text -> (H, A) joint targets, radians."""
+    def predict_chunk(self, image: np.ndarray | dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
+        """{camera: (h, w, 3) uint8 RGB} with every camera of ``config.cameras`` (a one-camera model: the frame
+        alone), (S,) radians, the instruction's text -> (H, A) joint targets, radians."""
         c = self.config
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the early-fusion policy reads the instruction's text: give a non-empty string")
         if state.shape != (c.state_dim,):
             raise ValueError(f"state has shape {state.shape}, expected ({c.state_dim},)")
+        if isinstance(image, np.ndarray) and len(c.cameras) == 1:  # a one-camera model may be given the frame
+            image = {c.cameras[0]: image}
         missing = [name for name in c.cameras if name not in image]
         if missing:
             raise ValueError(f"no frame from camera(s) {missing}; this model reads {list(c.cameras)}")

@@ -97,7 +97,8 @@ class PolicyNode(Node):
 
     def _on_task(self, msg: CurrentTask) -> None:
         with self._lock:
-            self._task = Task(msg.instruction_id, msg.backbone, msg.encoder_id, np.asarray(msg.embedding, np.float32))
+            self._task = Task(msg.instruction_id, msg.backbone, msg.encoder_id, np.asarray(msg.embedding, np.float32),
+                              msg.text)
 
     def _observation(self, image: Image | None, state: JointState | None,
                      others: dict[str, Image]) -> Observation | Skip | None:

@@ -45,6 +45,7 @@ class Task:
     backbone: str
     encoder_id: str
     embedding: np.ndarray  # (L,)
+    text: str = ""  # the instruction's words (what an early-fusion checkpoint reads instead of the vector)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,15 @@ class PolicyRunner:
             if not path:
                 continue
             backend = config.resolved_backend
-            if backend == "torch":
+            from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
+
+            if is_early_fusion_checkpoint(path):  # the early-fusion baseline: torch, reads the instruction's words
+                from nanovla_ros.model.onnx_policy import load_policy
+
+                self.policies[backbone], extra = load_policy(path, "torch", config.device)
+                c = self.policies[backbone].config
+                backend = "torch (early fusion)"
+            elif backend == "torch":
                 model, extra = load_checkpoint(path, config.device, expected_language_encoder_id=encoder_id(backbone))
                 c = model.config
                 key = c.image_encoder_id
@@ -122,8 +131,10 @@ class PolicyRunner:
         which would otherwise delay the first chunk and count in delay_steps."""
         c = policy.config
         blank = np.zeros((c.image_size, c.image_size, 3), np.uint8)
+        instruction = "touch the red cube" if getattr(policy, "reads_text", False) else np.zeros(c.language_dim,
+                                                                                                 np.float32)
         policy.predict_chunk(blank if len(c.cameras) == 1 else {camera: blank for camera in c.cameras},
-                             np.zeros(c.state_dim, np.float32), np.zeros(c.language_dim, np.float32))
+                             np.zeros(c.state_dim, np.float32), instruction)
 
     @property
     def delay_steps(self) -> int:
@@ -153,7 +164,10 @@ class PolicyRunner:
         policy = self.policies.get(task.backbone)
         if policy is None:
             return Skip(f"no checkpoint for the {task.backbone} backbone (set checkpoint_{task.backbone})")
-        if policy.config.language_encoder_id != task.encoder_id:
+        reads_text = getattr(policy, "reads_text", False)
+        if reads_text and not task.text.strip():
+            return Skip(f"task {task.instruction_id} came without its text; this checkpoint reads the instruction's words")
+        if not reads_text and policy.config.language_encoder_id != task.encoder_id:
             return Skip(f"task {task.instruction_id} was encoded by {task.encoder_id!r}, the {task.backbone} "
                         f"checkpoint reads {policy.config.language_encoder_id!r}")
         if observation is None:
@@ -177,7 +191,7 @@ class PolicyRunner:
         start = time.perf_counter()
         image = observation.image if len(policy.config.cameras) == 1 else frames
         positions = policy.predict_chunk(image, observation.state.astype(np.float32),
-                                         np.asarray(task.embedding, dtype=np.float32))
+                                         task.text if reads_text else np.asarray(task.embedding, dtype=np.float32))
         latency_ms = (time.perf_counter() - start) * 1e3
         self._delays_s.append(now_s - observation.image_stamp_ns / 1e9 + latency_ms / 1e3)
         return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,
