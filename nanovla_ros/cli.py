@@ -242,14 +242,11 @@ def cmd_train_early_fusion(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"nanovla train-early-fusion: {error}", file=sys.stderr)
         return 1
-    from transformers import AutoTokenizer
-
-    from nanovla_ros.language.encoders import prepare_gemma
+    from nanovla_ros.model.early_fusion import load_tokenizer
 
     prepare_cache(args.data, config.device, image_size=model_config.image_size, cameras=model_config.cameras,
                   with_instructions=False)  # the stride-32 features, once (kept if present)
-    tokenizer = AutoTokenizer.from_pretrained(model_config.lm_dir or str(prepare_gemma()))
-    best = train_early_fusion(args.data, args.out, model_config, config, tokenizer)
+    best = train_early_fusion(args.data, args.out, model_config, config, load_tokenizer(model_config))
     print(f"[train-early-fusion] best checkpoint: {best}")
     return 0
 

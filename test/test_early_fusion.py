@@ -143,3 +143,26 @@ def test_the_policy_runner_serves_an_early_fusion_checkpoint_from_the_tasks_word
     assert result.positions.shape == (10, 6) and np.isfinite(result.positions).all()
     skip = runner.step(observation, Task(8, "small", "any-encoder", np.ones(384, np.float32)), now_ns / 1e9)
     assert isinstance(skip, Skip) and "words" in skip.reason
+
+
+def test_a_cut_down_language_model_tokenizes_from_its_table_and_its_checkpoints_deploy_with_the_packaged_one(
+        tmp_path):
+    """scripts/device/pack_gemma.py's copy (the workcell's sentences' tokens only) has no tokenizer: its table gives
+    the ids of the sentences it was made for and refuses others; a checkpoint trained with it records no lm_dir."""
+    from nanovla_ros.model.early_fusion import TRIMMED_MARKER, TableTokenizer, load_tokenizer
+
+    folder = tmp_path / "gemma"
+    folder.mkdir()
+    (folder / "tokens.json").write_text(json.dumps({"touch the red cube": [2, 5, 6, 7, 8]}))
+    (folder / "config.json").write_text(json.dumps({"pad_token_id": 0}))
+    (folder / TRIMMED_MARKER).write_text("{}")
+    tokenizer = load_tokenizer(EarlyFusionConfig(lm_dir=str(folder)))
+    assert isinstance(tokenizer, TableTokenizer) and tokenizer("touch the red cube")["input_ids"] == [2, 5, 6, 7, 8]
+    with pytest.raises(ConfigError, match="not one of the sentences"):
+        tokenizer("make me a coffee")
+    config = EarlyFusionConfig(horizon=4, cameras=("front",), image_size=64, lm_config=TINY_LM, lm_dir=str(folder))
+    path = save_early_fusion(EarlyFusionPolicyModel(config), tmp_path / "ef.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["lm_dir"] == ""

@@ -20,6 +20,7 @@ The autoregressive readout (one language-model step per action) exists as a timi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,19 @@ from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
 
 FORMAT = "nanovla-early-fusion/1"
+# in the folder of a cut-down copy of the language model (scripts/device/pack_gemma.py): the embedding rows of the
+# workcell's sentences' tokens only, and tokens.json, their ids in it
+TRIMMED_MARKER = "nanovla_trimmed.json"
+
+
+def lm_folder(config: EarlyFusionConfig) -> str:
+    """Where the language model is: ``config.lm_dir``, else $NANOVLA_GEMMA_DIR (e.g. a cut-down copy on a lent GPU
+    machine, which has no packages), else the packaged Gemma-3-270M."""
+    if config.lm_dir or os.environ.get("NANOVLA_GEMMA_DIR"):
+        return config.lm_dir or os.environ["NANOVLA_GEMMA_DIR"]
+    from nanovla_ros.language.encoders import prepare_gemma
+
+    return str(prepare_gemma())
 
 
 def build_language_model(config: EarlyFusionConfig) -> nn.Module:
@@ -41,10 +55,7 @@ def build_language_model(config: EarlyFusionConfig) -> nn.Module:
     if config.lm_config:
         lm = AutoModel.from_config(Gemma3TextConfig(**json.loads(config.lm_config)), attn_implementation="sdpa")
     else:
-        from nanovla_ros.language.encoders import prepare_gemma
-
-        lm = AutoModel.from_pretrained(config.lm_dir or str(prepare_gemma()), dtype=torch.float32,
-                                       attn_implementation="sdpa")
+        lm = AutoModel.from_pretrained(lm_folder(config), dtype=torch.float32, attn_implementation="sdpa")
     return lm.float().eval().requires_grad_(False)
 
 
@@ -134,15 +145,34 @@ class WordHashTokenizer:
         return {"input_ids": [2] + [1 + zlib.crc32(w.encode()) % (self.vocab_size - 1) for w in text.split()]}
 
 
+class TableTokenizer:
+    """The ids of known sentences, from a cut-down copy's tokens.json; any other sentence is refused."""
+
+    def __init__(self, path: str | Path, pad_token_id: int = 0) -> None:
+        self.table, self.pad_token_id = json.loads(Path(path).read_text()), pad_token_id
+
+    def __call__(self, text: str) -> dict:
+        if text not in self.table:
+            raise ConfigError(f"{text!r} is not one of the sentences the cut-down language model was made for")
+        return {"input_ids": self.table[text]}
+
+
+def is_trimmed(lm_dir: str) -> bool:
+    return bool(lm_dir) and (Path(lm_dir) / TRIMMED_MARKER).is_file()
+
+
 def load_tokenizer(config: EarlyFusionConfig):
-    """The language model's tokenizer (``WordHashTokenizer`` for a randomly initialised one)."""
+    """The language model's tokenizer (``WordHashTokenizer`` for a randomly initialised one; ``TableTokenizer``
+    for a cut-down copy)."""
     if config.lm_config:
         return WordHashTokenizer(int(json.loads(config.lm_config)["vocab_size"]))
+    folder = lm_folder(config)
+    if is_trimmed(folder):
+        return TableTokenizer(Path(folder) / "tokens.json",
+                              json.loads((Path(folder) / "config.json").read_text()).get("pad_token_id", 0))
     from transformers import AutoTokenizer
 
-    from nanovla_ros.language.encoders import prepare_gemma
-
-    return AutoTokenizer.from_pretrained(config.lm_dir or str(prepare_gemma()))
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def tokenize(texts: list[str], tokenizer, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +195,10 @@ def save_early_fusion(model: EarlyFusionPolicyModel, path: str | Path, extra: di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous().cpu() for k, v in model.trainable_state().items()}
-    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "extra": json.dumps(extra or {})}
+    config = model.config.to_dict()
+    if is_trimmed(model.config.lm_dir):  # it computed what the packaged model computes: deploy with that
+        config["lm_dir"] = ""
+    metadata = {"format": FORMAT, "config": json.dumps(config), "extra": json.dumps(extra or {})}
     partial = path.with_suffix(path.suffix + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
     partial.replace(path)

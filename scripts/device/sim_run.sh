@@ -120,6 +120,16 @@ pack)
   echo "tree: $tree bytes; carry .gl and data/tables with the first folder" ;;
 assemble) assemble "$2" ;;  # DIR (setup does this in /root/wheelparts)
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
+gemma)
+  # The cut-down Gemma-3-270M for the early-fusion baseline (issue #31; `python scripts/device/pack_gemma.py` here
+  # makes .gemma/p1 ... p7, ~30 MB each): one call per folder carrying it; once every part has come it is put
+  # together in /root/gemma (NANOVLA_GEMMA_DIR for the training and the evaluation: EARLY=1 below).
+  mkdir -p /root/gemma_parts /root/gemma && cp .gemma/*/* /root/gemma_parts/ 2>/dev/null
+  n=$(ls /root/gemma_parts/model.safetensors.part1-of-* 2>/dev/null | sed 's/.*-of-//')
+  if [ -n "$n" ] && [ "$(ls /root/gemma_parts/model.safetensors.part*-of-"$n" | wc -l)" = "$n" ]; then
+    for k in $(seq 1 "$n"); do cat "/root/gemma_parts/model.safetensors.part$k-of-$n"; done > /root/gemma/model.safetensors
+    cp /root/gemma_parts/*.json /root/gemma/ && echo "gemma: /root/gemma complete"
+  else echo "gemma: $(ls /root/gemma_parts | grep -c part) parts so far"; fi ;;
 train)
   # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
   # of memory: ARMS as for `dagger` (default init: CKPT, else the round's starting point), GPUs in turn, SLOTS
@@ -214,6 +224,12 @@ dagger)
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
       [ -n "${queue[0]:-}" ] && echo "( ${queue[0]}) &"
+      # EARLY=1 (after the `gemma` calls): the early-fusion baseline trained beside the last round on the same data
+      # (EARLY_STEPS, 3000) -> $RUN/early; evaluate it with `nanovla evaluate $RUN/early/best.safetensors ...` and
+      # NANOVLA_GEMMA_DIR=/root/gemma (finish exports NanoVLA checkpoints only)
+      [ -n "${EARLY:-}" ] && [ "$r" = "${ROUNDS:-1}" ] && echo "NANOVLA_GEMMA_DIR=/root/gemma $(gpu 1) python3 -m \
+  nanovla_ros.cli train-early-fusion --data $SIM --out $RUN/early --image-size ${IMG:-320} --cameras front wrist \
+  --horizon 40 --steps ${EARLY_STEPS:-3000} --device cuda > $RUN/log_early.txt 2>&1 &"
       # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15:
       # 400 episodes take ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
@@ -314,5 +330,5 @@ print(sum(e['success'] for e in json.load(open(sys.argv[1]))['episodes']), sys.a
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
-*) echo "usage: $0 pack|assemble|setup|start|dagger|train|progress|finish" >&2; exit 2 ;;
+*) echo "usage: $0 pack|assemble|setup|gemma|start|dagger|train|progress|finish" >&2; exit 2 ;;
 esac
