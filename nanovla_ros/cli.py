@@ -620,9 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the policy's runtime (onnxruntime: the checkpoint exported to ONNX once and cached; CPU or "
                     "CUDA provider by --device; tensorrt: ONNX Runtime's TensorRT provider); an .onnx checkpoint "
                     "needs onnxruntime or tensorrt")
-    ev.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"), help="onnxruntime backend: int8 "
-                    "quantises the transformer's matrix products (weights int8, activations per call); tensorrt "
-                    "backend: fp16 builds an fp16 engine; torch on cuda: fp16 autocast")
+    ev.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16", "fp16-weights"),
+                    help="onnxruntime backend: int8 quantises the transformer's matrix products (weights int8, "
+                    "activations per call); tensorrt backend: fp16 builds an fp16 engine; torch on cuda: fp16 "
+                    "autocast, fp16-weights the whole step in fp16")
     ev.add_argument("--first-seed", type=int, default=1000)
     ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
                     "(default: touch 240, push 300, pick_place and stack 450; --graph: that many 30 Hz periods of "

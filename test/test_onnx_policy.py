@@ -131,6 +131,12 @@ def test_fp16_is_a_tensorrt_engine_or_torch_autocast_on_cuda_and_refused_elsewhe
         PolicyNodeConfig(precision="fp16", backend="torch")  # a CPU has no fp16 autocast worth having
     with pytest.raises(ConfigError, match="cuda"):
         load_policy(tmp_path / "x.safetensors", "torch", precision="fp16")
+    assert PolicyNodeConfig(precision="fp16-weights", device="cuda").resolved_precision == "fp16-weights"
+    for refused in (dict(backend="torch"), dict(backend="tensorrt", device="cuda")):
+        with pytest.raises(ConfigError, match="fp16-weights"):
+            PolicyNodeConfig(precision="fp16-weights", **refused)
+    with pytest.raises(ConfigError, match="fp16-weights"):
+        load_policy(tmp_path / "x.safetensors", "torch", precision="fp16-weights")
 
 
 def test_torch_fp16_runs_the_step_under_autocast_and_returns_fp32():

@@ -273,11 +273,14 @@ def load_policy(checkpoint: str | Path, backend: str = "torch", device: str = "c
                           "torch backend on cuda (autocast)")
     if precision == "fp16" and backend == "torch" and not str(device).startswith("cuda"):
         raise ConfigError("precision fp16 with the torch backend runs on cuda (on a CPU use onnxruntime int8)")
+    if precision == "fp16-weights" and (backend != "torch" or not str(device).startswith("cuda")):
+        raise ConfigError("precision fp16-weights runs on the torch backend on cuda")
     if backend == "torch":
         if is_onnx:
             raise ConfigError(f"{checkpoint} is an ONNX policy: run it with backend onnxruntime or tensorrt")
         model, extra = load_checkpoint(checkpoint, device, expected_language_encoder_id)
-        return NanoVLAPolicy(model, image_encoder, fp16=precision == "fp16").to(device), extra
+        return NanoVLAPolicy(model, image_encoder, fp16=precision == "fp16",
+                             half_weights=precision == "fp16-weights").to(device), extra
     policy = OnnxPolicy(checkpoint if is_onnx else cached_export(checkpoint, precision=precision),
                         "tensorrt" if backend == "tensorrt" else device, threads, fp16=precision == "fp16")
     found = policy.config.language_encoder_id

@@ -97,7 +97,13 @@ class PolicyRunner:
                 if key not in image_encoders:
                     image_encoders[key] = FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path,
                                                                c.image_stride, c.fine_features).to(config.device)
-                self.policies[backbone] = NanoVLAPolicy(model, image_encoders[key])
+                precision = config.resolved_precision  # fp16: autocast; fp16-weights: the whole step in fp16
+                # (its own image encoder then: a shared one would be cast under the other policy)
+                encoder = (FrozenImageEncoder(c.image_encoder, c.image_size, c.image_weights_path, c.image_stride,
+                                              c.fine_features).to(config.device)
+                           if precision == "fp16-weights" else image_encoders[key])
+                self.policies[backbone] = NanoVLAPolicy(model, encoder, fp16=precision == "fp16",
+                                                        half_weights=precision == "fp16-weights")
                 if config.compile:
                     self.policies[backbone].compile()
             else:  # ONNX Runtime (CPU / CUDA provider) or its TensorRT provider; exported once and cached
