@@ -57,7 +57,7 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
     summed = (hidden * mask).sum(dim=1)  # (N, D)
     return summed / mask.sum(dim=1).clamp(min=1.0)  # (N, D)
@@ -83,18 +83,23 @@ class HuggingFaceEncoder:
         self._skip_first = skip_first_token
         self._layers = layers
 
-    def pool(self, batch) -> torch.Tensor:
-        """A tokenised batch (on the model's device) -> (N, D) pooled, L2-normalised vectors."""
-        outputs = self.model(**batch, output_hidden_states=self._layers == "all")
-        mask = batch["attention_mask"].clone()  # (N, T)
+    def pooling_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(N, T) the tokens the mean pools over: the real ones, less the leading <bos> where it is skipped."""
+        mask = attention_mask.clone()
         if self._skip_first:
             # Left or right padding: drop the first real token (<bos>) of each row.
             first_real = mask.float().argmax(dim=1)  # (N,)
             mask[torch.arange(mask.shape[0]), first_real] = 0
+        return mask
+
+    def pool(self, batch) -> torch.Tensor:
+        """A tokenised batch (on the model's device) -> (N, D) pooled, L2-normalised vectors."""
+        outputs = self.model(**batch, output_hidden_states=self._layers == "all")
+        mask = self.pooling_mask(batch["attention_mask"])  # (N, T)
         if self._layers == "last":
-            pooled = _masked_mean(outputs.last_hidden_state, mask)  # (N, D)
+            pooled = masked_mean(outputs.last_hidden_state, mask)  # (N, D)
         else:  # hidden_states[0] is the embedding layer's output, not a layer's
-            pooled = torch.stack([_masked_mean(h, mask) for h in outputs.hidden_states[1:]]).mean(dim=0)
+            pooled = torch.stack([masked_mean(h, mask) for h in outputs.hidden_states[1:]]).mean(dim=0)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     @torch.inference_mode()

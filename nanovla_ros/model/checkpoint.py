@@ -72,12 +72,10 @@ def checkpoint_execute_steps(path: str | Path) -> int:
         from nanovla_ros.model.onnx_policy import read_onnx_metadata
 
         return declared_execute_steps(json.loads(read_onnx_metadata(path).get("extra", "{}")))
-    from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
+    from nanovla_ros.model.early_fusion import early_fusion_metadata
 
-    if is_early_fusion_checkpoint(path):
-        with safe_open(str(path), framework="pt") as f:
-            return declared_execute_steps(json.loads((f.metadata() or {}).get("extra", "{}")))
-    return declared_execute_steps(json.loads(read_metadata(path)["extra"]))
+    metadata = early_fusion_metadata(path) or read_metadata(path)
+    return declared_execute_steps(json.loads(metadata.get("extra", "{}")))
 
 
 LANGUAGE_STATISTICS = ("language_mean", "language_std")  # instruction normalisation, added after the first checkpoints

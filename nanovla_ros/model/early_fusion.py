@@ -221,12 +221,17 @@ def load_early_fusion(path: str | Path, lm: nn.Module | None = None) -> tuple[Ea
     return model.eval(), json.loads(metadata.get("extra", "{}"))
 
 
-def is_early_fusion_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a ``save_early_fusion`` file (its metadata only)."""
+def early_fusion_metadata(path: str | Path) -> dict | None:
+    """The metadata of a ``save_early_fusion`` file (config and extra as JSON text), None for any other file."""
     if not str(path).endswith(".safetensors") or not Path(path).is_file():
-        return False
+        return None
     with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get("format") == FORMAT
+        metadata = f.metadata() or {}
+    return metadata if metadata.get("format") == FORMAT else None
+
+
+def is_early_fusion_checkpoint(path: str | Path) -> bool:
+    return early_fusion_metadata(path) is not None
 
 
 class EarlyFusionPolicy:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def train_early_fusion(data_dir: str | Path, out_dir: str | Path, model_config: 
         return float(np.mean(losses))
 
     history, best = [], float("inf")
-    record = {"train": {k: getattr(config, k) for k in config.__dataclass_fields__}, "data": str(data_dir),
+    record = {"train": asdict(config), "data": str(data_dir),
               "episodes": len(demos.instructions), "samples": int(len(samples))}
     bar = None
     if progress:

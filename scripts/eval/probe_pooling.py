@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from nanovla_ros import phrasings
-from nanovla_ros.language.encoders import load_encoder
+from nanovla_ros.language.encoders import load_encoder, masked_mean
 from nanovla_ros.model.checkpoint import load_checkpoint
 from nanovla_ros.model.feature_cache import read_instruction_table
 from nanovla_ros.training.alignment import RIDGES, align_phrasings, cross_validate, token_scores, training_templates
@@ -45,19 +45,16 @@ def texts_to_pool() -> list[str]:
 def poolings(backbone: str, texts: list[str], batch: int = 64) -> dict[str, np.ndarray]:
     """name -> (N, D) L2-normalised vectors of ``texts``, one per pooling of the encoder's hidden states."""
     encoder = load_encoder(backbone)
-    model, tokenizer, skip_first = encoder.model, encoder.tokenizer, encoder._skip_first
+    model, tokenizer = encoder.model, encoder.tokenizer
     n_layers = model.config.num_hidden_layers
     layers = sorted({n_layers, (3 * n_layers) // 4, n_layers // 2, n_layers // 4})
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(texts), batch):
         tokens = tokenizer(texts[start:start + batch], padding=True, return_tensors="pt")
         hidden = model(**tokens, output_hidden_states=True).hidden_states  # n_layers + 1 of (B, T, D)
-        mask = tokens["attention_mask"].clone()
-        if skip_first:
-            mask[torch.arange(mask.shape[0]), mask.float().argmax(dim=1)] = 0
-        weights = mask.unsqueeze(-1).float() / mask.sum(dim=1, keepdim=True).unsqueeze(-1).clamp(min=1)
-        means = {f"mean/layer{k}": (hidden[k] * weights).sum(dim=1) for k in layers}
-        means["mean/all_layers"] = torch.stack([(h * weights).sum(dim=1) for h in hidden[1:]]).mean(dim=0)
+        mask = encoder.pooling_mask(tokens["attention_mask"])  # the deployed pooling's tokens
+        means = {f"mean/layer{k}": masked_mean(hidden[k], mask) for k in layers}
+        means["mean/all_layers"] = torch.stack([masked_mean(h, mask) for h in hidden[1:]]).mean(dim=0)
         last = tokens["attention_mask"].shape[1] - 1 - tokens["attention_mask"].flip(1).float().argmax(dim=1)
         means["last_token"] = hidden[n_layers][torch.arange(len(last)), last]
         for name, vectors in means.items():
