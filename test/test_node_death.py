@@ -129,9 +129,8 @@ def test_killed_nodes_are_respawned_while_the_driver_holds_the_arm_with_torque_o
         pids = launcher.pids()
         launcher.process.kill()  # the launcher itself dies: no node may outlive it
         launcher.process.wait()
-        # SIGTERM reaches every node at once; a respawned instruction encoder still loading Gemma-3-270M finishes
-        # that load before it exits (InstructionEncoderService.close waits up to 30 s: a process leaving while torch
-        # loads weights can abort), which on a loaded 2-core host takes longer than the other nodes' exits
+        # SIGTERM reaches every node at once; they get 40 s (an instruction encoder still loading Gemma-3-270M
+        # finishes that load first: InstructionEncoderService.close waits up to 30 s); a survivor is named
         names = {int(pid): name for name, pid in re.findall(r"as '([^']+)' \(pid (\d+)\)", launcher.output())}
         assert wait_until(lambda: not any(_alive(pid) for pid in pids), 40), \
             [(pid, names.get(pid)) for pid in pids if _alive(pid)]
