@@ -126,6 +126,29 @@ def test_a_fixed_chunking_model_fine_tunes_from_a_longer_horizon(dataset, tmp_pa
                                                                        "init_from": str(start)}))
 
 
+def test_a_model_fine_tunes_at_another_image_size(dataset, tmp_path):
+    """A cheaper input for a slow host: the image tokens' positions are a sinusoidal table of the feature grid, so a
+    checkpoint's weights all carry over to another --image-size; the fine-tune records the new size and encoder."""
+    config = TrainConfig(tiny=True, device="cpu", steps=1, val_every=1, batch_size=4, horizon=8, warmup_steps=1,
+                         val_fraction=0.0, image_size=64)
+    start = run_training(dataset / "ds", tmp_path / "start", config)
+    started, _ = load_checkpoint(start)
+    smaller = started.with_image_size(96)
+    assert smaller.config.image_size == 96 and smaller.config.image_encoder_id == "efficientnet-lite0@96"
+    assert all(torch.equal(v, smaller.state_dict()[k]) for k, v in started.state_dict().items())
+    data = tmp_path / "ds"  # its own feature cache: the 96 px features replace the 64 px ones
+    shutil.copytree(dataset / "ds", data)
+    tuned = run_training(data, tmp_path / "tuned", TrainConfig(**{**config.to_dict(), "init_from": str(start),
+                                                                  "image_size": 96}))
+    model, extra = load_checkpoint(tuned)
+    assert model.config.image_size == 96 and extra["train"]["image_size"] == 96
+    assert read_metadata(tuned)["image_encoder_id"] == "efficientnet-lite0@96"
+    assert extra["init"]["train"]["image_size"] == 64
+    with pytest.raises(ConfigError, match="image_stride"):  # the map its tokens are cells of still has to match
+        run_training(data, tmp_path / "s16", TrainConfig(**{**config.to_dict(), "init_from": str(start),
+                                                            "image_stride": 16}))
+
+
 def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
     from nanovla_ros.sim.workcell import Workcell

@@ -472,6 +472,14 @@ class NanoVLA(nn.Module):
         return short.eval()
 
 
+    def with_image_size(self, image_size: int) -> NanoVLA:
+        """The same weights reading frames of another size: the image tokens' positions are a sinusoidal table of
+        the feature map's grid, so no weight depends on it; only the config (and the table it precomputes)
+        changes. What the model does at that size is for a fine-tune there to make good."""
+        other = NanoVLA(replace(self.config, image_size=image_size))
+        other.load_state_dict(self.state_dict())
+        return other.eval()
+
     def with_fine_features(self) -> NanoVLA:
         """The same model reading the stride-16 map too (``fine_features``): every weight it had, and a projection of
         the fine cells whose weights are zero, so it computes what it did until training gives them weight (their

@@ -1,6 +1,7 @@
 """What every node shares: QoS profiles chosen by intent, topic names, and the process main."""
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -65,8 +66,18 @@ def _events_executor():
     return EventsExecutor()
 
 
+# How long a node may take to go down once asked. Closing may wait on work in progress (the instruction encoder
+# finishes loading Gemma-3-270M: up to 30 s); destroying the node, ending rclpy and leaving the interpreter then get
+# EXIT_DEADLINE_S more. Past either, every thread's traceback goes to stderr and the process ends with code 1:
+# a teardown stuck inside DDS (a futex wait in C, where no Python signal handler ever runs again) would otherwise
+# leave the process alive, orphaned, after its launcher is gone.
+CLOSE_DEADLINE_S = 35.0
+EXIT_DEADLINE_S = 10.0
+
+
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1,
-             events: bool = False) -> int:
+             events: bool = False, close_deadline_s: float = CLOSE_DEADLINE_S,
+             exit_deadline_s: float = EXIT_DEADLINE_S) -> int:
     """Process main shared by all nodes: init, spin, clean shutdown on Ctrl-C or SIGTERM.
 
     ``threads`` > 1 uses a MultiThreadedExecutor: only for nodes whose callbacks block (the router
@@ -78,7 +89,10 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
     second, against 17 % on the single-threaded executor).
 
     Returns the exit code: 0 on a clean stop, 1 when the node could not start (bad parameters,
-    missing device); the reason is logged once, never retried in a loop.
+    missing device); the reason is logged once, never retried in a loop. Going down is bounded: a second SIGTERM
+    ends the process at once, and a teardown past ``close_deadline_s`` (closing) or ``exit_deadline_s`` (the rest)
+    dumps every thread's traceback and exits with code 1 (``faulthandler``'s watchdog: a C thread, so it fires even
+    when the main thread is stuck in C).
     """
     # rclpy's own SIGINT handler would invalidate the context at once, while the node's threads
     # (frame pump, control loop) may still publish or hold the arm. Instead Ctrl-C and SIGTERM raise
@@ -112,11 +126,16 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, th
     except (ConfigError, CameraOpenError):
         code = 1  # already logged once, as FATAL, by the node that raised it
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # asked again while going down: end now
+        faulthandler.dump_traceback_later(close_deadline_s, exit=True)
         if node is not None:
             close = getattr(node, "abandon", None) if hangup.is_set() else None
             close = close or getattr(node, "close", None)
             if close is not None:
                 close()
+        # re-armed, not cancelled: it also bounds the interpreter's exit (DDS entities destroyed at finalisation)
+        faulthandler.dump_traceback_later(exit_deadline_s, exit=True)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return code

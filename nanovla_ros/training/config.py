@@ -75,7 +75,8 @@ class TrainConfig:
     dropout: float = param(0.1, "Dropout in the transformer (attention and FFN).")
     init_from: str = param("", "Checkpoint to start from (fine-tuning, e.g. on DAgger data): its weights, its "
                                "normalisation and its model settings (task head, dropout, FiLM, ...: history.json's "
-                               "\"model\" records them) are kept; image_size and cameras must match it, and "
+                               "\"model\" records them) are kept; cameras must match it (image_size may differ: the "
+                               "image tokens' positions are a sinusoidal table), and "
                                "horizon may be shorter than its (the fixed-chunking arm of the chunking ablation: "
                                "the first horizon action slots are kept).")
     cameras: tuple[str, ...] = param(("front",), "Cameras the model reads (front; front and wrist: the wrist view "

@@ -233,8 +233,7 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
                                                 init_instruction_vectors[train_eps])
         c = model.config
         mismatched = {k: (getattr(c, k), v) for k, v in (("language_encoder_id", language_encoder_id),
-                      ("image_size", config.image_size), ("image_stride", config.image_stride),
-                      ("cameras", config.cameras)) if getattr(c, k) != v}
+                      ("image_stride", config.image_stride), ("cameras", config.cameras)) if getattr(c, k) != v}
         if config.horizon > c.horizon:
             mismatched["horizon"] = (c.horizon, config.horizon)
         if c.fine_features and not config.fine_features:
@@ -246,6 +245,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         inherited_h = lineage.get("execute_steps") if config.horizon == c.horizon else None
         if config.horizon < c.horizon:
             model = model.shorter_horizon(config.horizon)
+        if config.image_size != c.image_size:  # e.g. a cheaper input for a slow host (no weight depends on it)
+            model = model.with_image_size(config.image_size)
         fine_is_new = config.fine_features and not c.fine_features
         if fine_is_new:
             model = model.with_fine_features()
