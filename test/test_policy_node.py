@@ -160,7 +160,7 @@ def test_num_threads_sets_the_inference_threads(checkpoint):
 
 def test_the_default_backend_is_onnx_runtime_on_a_cpu_and_torch_where_it_cannot_be():
     """backend auto: ONNX Runtime on a CPU (faster there, the same closed-loop success), torch on cuda or with
-    compile; precision auto: int8 there, fp32 elsewhere."""
+    compile; precision auto: int8 there, fp16 weights with torch on cuda, fp32 elsewhere."""
     from nanovla_ros.policy.config import PolicyNodeConfig
 
     assert PolicyNodeConfig().backend == "auto" and PolicyNodeConfig().resolved_backend == "onnxruntime"
@@ -169,7 +169,8 @@ def test_the_default_backend_is_onnx_runtime_on_a_cpu_and_torch_where_it_cannot_
     assert PolicyNodeConfig(backend="torch").resolved_backend == "torch"
     assert PolicyNodeConfig().resolved_precision == "int8"  # auto: int8 on ONNX Runtime on a CPU, else fp32
     assert PolicyNodeConfig(backend="torch").resolved_precision == "fp32"
-    assert PolicyNodeConfig(device="cuda").resolved_precision == "fp32"
+    assert PolicyNodeConfig(device="cuda").resolved_precision == "fp16-weights"
+    assert PolicyNodeConfig(device="cuda", backend="onnxruntime").resolved_precision == "fp32"
     with pytest.raises(ConfigError, match="int8 runs on the onnxruntime backend"):
         PolicyNodeConfig(backend="torch", precision="int8")
     with pytest.raises(ConfigError, match="tensorrt runs on device cuda"):

@@ -24,8 +24,10 @@ class PolicyNodeConfig:
                                     "weights, activations quantised per call; the image encoder stays fp32); fp16 "
                                     "(tensorrt backend: an fp16 engine; torch on cuda: autocast); fp16-weights (torch "
                                     "on cuda: every weight and activation fp16, 1.2x faster than autocast as a CUDA "
-                                    "graph on an H100); auto: int8 where "
-                                    "the backend is onnxruntime on cpu (1.2x faster there, the same closed-loop success), else fp32.")
+                                    "graph on an H100); auto: int8 where the backend is onnxruntime on cpu (1.2x "
+                                    "faster there, the same closed-loop success), fp16-weights where it is torch on "
+                                    "cuda (318 against fp32's 325 of 400 episodes, same seeds: within fp32's 95 % "
+                                    "interval), else fp32.")
     compile: bool = param(False, "torch.compile the per-step path (on cuda it replays as a CUDA graph: ~4x faster).")
     num_threads: int = param(0, "CPU threads for inference (torch's, or ONNX Runtime's intra-op threads); 0 keeps the "
                                   "runtime's default.")
@@ -67,7 +69,10 @@ class PolicyNodeConfig:
 
     @property
     def resolved_precision(self) -> str:
-        """The precision ``precision`` names (auto: int8 for onnxruntime on cpu, else fp32)."""
+        """The precision ``precision`` names (auto: int8 for onnxruntime on cpu, fp16-weights for torch on cuda,
+        else fp32)."""
         if self.precision != "auto":
             return self.precision
-        return "int8" if self.resolved_backend == "onnxruntime" and self.device == "cpu" else "fp32"
+        if self.resolved_backend == "onnxruntime" and self.device == "cpu":
+            return "int8"
+        return "fp16-weights" if self.resolved_backend == "torch" and self.device == "cuda" else "fp32"
