@@ -130,6 +130,10 @@ def test_nanovla_align_chooses_the_ridge_on_training_cores_and_writes_a_self_des
     assert extra["step"] == 7 and extra["phrasing_alignment"]["source"] == "s.safetensors"  # the trained model's
     assert read_metadata(path)  # record stays, the alignment beside it, readable without loading
     assert aligned.config.language_encoder_id == "enc"
+    assert "previous" not in extra["phrasing_alignment"]
+    again, _ = align_checkpoint(path, tmp_path / "b.safetensors", tmp_path, ridge=0.1)  # aligned twice: both recorded
+    _, extra = load_checkpoint(again)
+    assert extra["phrasing_alignment"]["ridge"] == 0.1 and extra["phrasing_alignment"]["previous"]["ridge"] == ridge
 
 
 def test_rule_folds_leave_out_cores_styles_and_nouns_as_the_held_out_split_does():

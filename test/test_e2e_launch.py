@@ -120,7 +120,7 @@ def test_launch_instruct_and_ctrl_c(env):
 
         task = _cli(env, "task", "--timeout-s", "10")  # a late subscriber still gets the latched task
         assert task.returncode == 0, task.stderr
-        assert "text='put the red cube in the yellow square'" in task.stdout and "embedding_dim=384" in task.stdout
+        assert "text='put the red cube in the yellow square'" in task.stdout and "embedding_dim=768" in task.stdout
 
         again = _cli(env, "instruct", "put the red cube in the yellow square")
         assert again.returncode == 0 and "cache_hit=true" in again.stdout, again.stdout + again.stderr

@@ -108,6 +108,23 @@ def test_minilm_embeddings_are_unit_norm_and_meaningful(minilm):
     assert minilm.encoder_id == encoder_id("small")
 
 
+def test_minilm_vectors_are_its_first_and_last_layers_means_side_by_side(minilm):
+    """The small backbone's pooling (docs/language.md): each half is one layer's mean over the real tokens, unit
+    length before the whole is; the last layer's half is sentence-transformers' own all-MiniLM-L6-v2 vector."""
+    import torch
+
+    texts = ["stack the red cube on the blue cube", "touch the green one"]  # padded in the batch
+    tokens = minilm.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = minilm.model(**tokens, output_hidden_states=True).hidden_states
+    mask = tokens["attention_mask"][..., None].float()
+    halves = [(h * mask).sum(1) / mask.sum(1) for h in (hidden[1], hidden[-1])]
+    expected = torch.cat([torch.nn.functional.normalize(h, dim=-1) for h in halves], dim=-1) / np.sqrt(2.0)
+    np.testing.assert_allclose(minilm.encode(texts), expected.numpy(), atol=1e-5)
+    swapped = minilm.encode(["stack the blue cube on the red cube"])[0]
+    assert float(swapped @ minilm.encode(texts[:1])[0]) < 0.999  # word order still changes the vector
+
+
 @pytest.mark.skipif(not (gemma_cache_dir() / "model.safetensors").is_file(),
                     reason="Gemma cache missing: run `make setup` (scripts/setup_env.sh converts it once)")
 def test_gemma_embeddings_have_width_640_and_padding_does_not_matter():
@@ -135,7 +152,7 @@ def test_service_second_request_is_a_cache_hit(cache_dir, minilm):
     second = service.encode("put the red cube  in the yellow square", "small")
     assert not first.cache_hit and second.cache_hit
     np.testing.assert_array_equal(first.embedding, second.embedding)
-    assert first.embedding.shape == (384,) and first.encoder_id == encoder_id("small")
+    assert first.embedding.shape == (768,) and first.encoder_id == encoder_id("small")
 
 
 def test_service_answers_while_loading_and_serves_cached_entries(cache_dir, minilm):
@@ -146,7 +163,7 @@ def test_service_answers_while_loading_and_serves_cached_entries(cache_dir, mini
         return minilm
 
     service = _service(cache_dir, slow_loader)
-    service.cache.put(encoder_id("small"), "touch the red cube", np.ones(384, np.float32))
+    service.cache.put(encoder_id("small"), "touch the red cube", np.ones(768, np.float32))
     service.start()
     assert service.state("small") is BackboneState.LOADING
     with pytest.raises(BackboneNotReady, match="still loading"):
@@ -154,7 +171,7 @@ def test_service_answers_while_loading_and_serves_cached_entries(cache_dir, mini
     assert service.encode("Touch the red cube", "small").cache_hit  # served from cache while loading
     release.set()
     assert service.wait_loaded(30)
-    assert service.encode("push the blue cube", "small").embedding.shape == (384,)
+    assert service.encode("push the blue cube", "small").embedding.shape == (768,)
 
 
 def test_service_reports_load_failures_and_unconfigured_backbones(cache_dir):

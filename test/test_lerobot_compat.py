@@ -101,7 +101,7 @@ def test_a_dataset_written_by_lerobot_imports_episode_by_episode_and_trains(lero
         np.array([expected[2]["last_action"]], np.float32), calibration)[0], atol=1e-5)
     texts = sorted(set(demos.instructions))
     write_instruction_table(cache_dir_of(tmp_path / "ds"), "all-MiniLM-L6-v2@test/mean-l2", texts,
-                            np.random.default_rng(0).normal(size=(len(texts), 384)))
+                            np.random.default_rng(0).normal(size=(len(texts), 768)))
     best = run_training(tmp_path / "ds", tmp_path / "run", TrainConfig(
         tiny=True, device="cpu", steps=4, val_every=2, batch_size=8, horizon=8, warmup_steps=1, val_fraction=0.34,
         cameras=("front", "wrist")))

@@ -87,10 +87,10 @@ def test_padding_mask_excludes_steps_from_the_loss():
 
 def test_real_variants_and_parameter_counts():
     small, large = NanoVLA(nanovla_s()), NanoVLA(nanovla_l())
-    assert small.config.language_dim == 384 and large.config.language_dim == 640
+    assert small.config.language_dim == 768 and large.config.language_dim == 640
     total_s, trainable_s = parameter_counts(small)
     total_l, _ = parameter_counts(large)
-    assert total_s == trainable_s and total_l - total_s == (640 - 384) * 256  # only the language projection differs
+    assert total_s == trainable_s and total_l - total_s == (640 - 768) * 256  # only the language projection differs
     with pytest.raises(ConfigError, match="n_heads"):
         NanoVLAConfig(d_model=250, n_heads=8)
 

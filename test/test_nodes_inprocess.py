@@ -126,7 +126,7 @@ def test_encoder_node_serves_cached_embeddings(graph, encoder_node):
     second = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text="touch the red cube", backbone="small"))
     assert first.success and second.success
     assert (first.cache_hit, second.cache_hit) == (False, True)
-    assert len(first.embedding) == 384 and first.encoder_id.startswith("all-MiniLM-L6-v2")
+    assert len(first.embedding) == 768 and first.encoder_id.startswith("all-MiniLM-L6-v2")
     np.testing.assert_array_equal(np.asarray(first.embedding), np.asarray(second.embedding))
     bad = graph.call(EncodeInstruction, "encode_instruction", EncodeInstruction.Request(text=" ", backbone="small"))
     assert not bad.success and "empty" in bad.message
@@ -148,7 +148,7 @@ def test_router_publishes_decision_and_latched_task(graph, encoder_node):
     assert wait_until(lambda: len(tasks) == 1 and len(decisions) == 1, 10.0)
     task = tasks[0]
     assert task.instruction_id == reply.instruction_id and task.text == "put the red cube in the yellow square"
-    assert len(task.embedding) == 384 and task.encoder_id.startswith("all-MiniLM-L6-v2")
+    assert len(task.embedding) == 768 and task.encoder_id.startswith("all-MiniLM-L6-v2")
     assert decisions[0].reason == "default" and decisions[0].backbone == "small"
 
     again = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="put the red cube in the yellow square"))

@@ -43,7 +43,7 @@ def dataset(tmp_path_factory):
         write_episode(root / "bags" / f"ep{i}", instruction=texts[i % 2], seconds=2.0)
     build_dataset(root / "bags", root / "ds", progress=False)
     rng = np.random.default_rng(0)
-    write_instruction_table(cache_dir_of(root / "ds"), TABLE_ID, texts, rng.normal(size=(2, 384)))
+    write_instruction_table(cache_dir_of(root / "ds"), TABLE_ID, texts, rng.normal(size=(2, 768)))
     return root
 
 
@@ -160,7 +160,7 @@ def test_the_closed_loop_harness_runs_a_checkpoint_in_the_workcell(dataset):
     policy = NanoVLAPolicy(model)
     workcell = Workcell()
     try:
-        result, instruction, sent = touch_episode_recording(workcell, policy, np.ones(384, np.float32) / 20,
+        result, instruction, sent = touch_episode_recording(workcell, policy, np.ones(768, np.float32) / 20,
                                                             execute_steps=5, max_steps=12)
     finally:
         workcell.close()
@@ -292,7 +292,7 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
     assert np.isnan(bags.task_xy_m).all() and (bags.named_cube == -1).all()  # bags of a real arm: unknown
     assert np.abs(demos.frames_of("wrist")[0].astype(int) - demos.frames[0]).mean() > 5  # another view, not a copy
     texts = sorted(set(demos.instructions))
-    write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 384)))
+    write_instruction_table(cache_dir_of(tmp_path / "ds"), TABLE_ID, texts, np.ones((len(texts), 768)))
     best = run_training(tmp_path / "ds", tmp_path / "run",
                         TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
                                     warmup_steps=1, val_fraction=0.0, image_size=64, cameras=("front", "wrist")))
@@ -372,7 +372,7 @@ def test_the_harness_delays_chunks_by_latency_steps_and_executes_them_time_align
     workcell = Workcell()
     try:
         for latency in (0, 4):
-            _, _, sent = touch_episode_recording(workcell, Ramp(), np.zeros(384, np.float32), execute_steps=10,
+            _, _, sent = touch_episode_recording(workcell, Ramp(), np.zeros(768, np.float32), execute_steps=10,
                                                  max_steps=12, latency_steps=latency)
             np.testing.assert_allclose(sent[:latency], 0.0)  # held at home until the chunk arrives
             np.testing.assert_allclose(sent[latency], 0.001 * (latency + 1), atol=1e-6)  # index L first
@@ -403,12 +403,12 @@ def test_the_harness_moves_the_arm_through_the_drivers_executor():
         home = workcell.joint_positions.copy()
         upper = np.array([hi for _, hi in sim_calibration(workcell).limits_rad(DriverConfig().joint_names)])
         past = upper + 0.5 * DriverConfig().limit_margin_rad
-        _, _, sent = touch_episode_recording(workcell, Constant(past), np.zeros(384, np.float32), execute_steps=10,
+        _, _, sent = touch_episode_recording(workcell, Constant(past), np.zeros(768, np.float32), execute_steps=10,
                                              max_steps=90)
         assert np.all(sent <= upper + 1e-9) and np.allclose(sent[-1], upper)
         steps = np.abs(np.diff(np.vstack([home, sent]), axis=0))
         assert steps.max() <= DriverConfig().max_step_rad + 1e-9
-        _, _, held = touch_episode_recording(workcell, Constant(np.full(6, 10.0)), np.zeros(384, np.float32),
+        _, _, held = touch_episode_recording(workcell, Constant(np.full(6, 10.0)), np.zeros(768, np.float32),
                                              execute_steps=10, max_steps=30)
         assert np.allclose(held, held[0], atol=1e-9)  # 10 rad: refused, the arm holds where the episode began
     finally:
@@ -594,7 +594,7 @@ def test_the_harness_says_tasks_with_the_bank_s_families_of_the_split():
 
     class AnyText(dict):
         def __missing__(self, key):
-            return np.zeros(384, np.float32)
+            return np.zeros(768, np.float32)
 
     workcell = Workcell()
     try:
@@ -663,7 +663,7 @@ def test_the_robustness_suite_runs_every_condition_on_the_same_seeds_and_reports
                         TrainConfig(tiny=True, device="cpu", steps=2, val_every=2, batch_size=4, horizon=16,
                                     warmup_steps=1, val_fraction=0.0))
     texts = sorted(all_instructions())
-    write_instruction_table(tmp_path / "tables", TABLE_ID, texts, np.random.default_rng(1).normal(size=(len(texts), 384)))
+    write_instruction_table(tmp_path / "tables", TABLE_ID, texts, np.random.default_rng(1).normal(size=(len(texts), 768)))
     assert conditions(["light", "distractors"], "plausible") == ["", "light=0.5", "light=0.6", "light=1.4",
                                                                   "light=1.6", "distractors=1", "distractors=2"]
     summary = run_suite(str(best), str(tmp_path / "out"), ["table", "distractors"], "all", episodes=1, progress=False,

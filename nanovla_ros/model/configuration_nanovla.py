@@ -31,7 +31,8 @@ class NanoVLAConfig:
     cameras: tuple[str, ...] = param(("front",), "Cameras whose frames the model reads, in token order (each one's "
                                                  "feature map becomes tokens; several get a learned camera embedding).")
     language_encoder_id: str = param("", "Id of the frozen language encoder whose pooled vectors this model reads.")
-    language_dim: int = param(384, "Width of the pooled instruction vector (384 MiniLM, 640 Gemma-3-270M).")
+    language_dim: int = param(768, "Width of the pooled instruction vector (768 MiniLM: two layers' means; 640 "
+                                   "Gemma-3-270M).")
     language_film: bool = param(False, "Condition the image tokens on the instruction before fusion (FiLM: a per-channel "
                                        "scale and shift from the instruction vector, as RT-1's FiLM-EfficientNet but "
                                        "after the frozen encoder), so that the instruction can single out the asked "
@@ -122,10 +123,10 @@ def image_encoder_id(name: str, image_size: int, stride: int = 32, fine: bool = 
 
 
 def nanovla_s(**overrides) -> NanoVLAConfig:
-    """NanoVLA-S: MiniLM instruction features (384-d)."""
+    """NanoVLA-S: MiniLM instruction features (768-d: its first and last layers' means)."""
     from nanovla_ros.language.encoders import encoder_id
 
-    return NanoVLAConfig(**{"language_encoder_id": encoder_id("small"), "language_dim": 384, **overrides})
+    return NanoVLAConfig(**{"language_encoder_id": encoder_id("small"), "language_dim": 768, **overrides})
 
 
 def nanovla_l(**overrides) -> NanoVLAConfig:

@@ -215,5 +215,7 @@ def align_checkpoint(source: str | Path, destination: str | Path, table_dir: str
         "source": Path(source).name, "ridge": ridge, "template_repeats": TEMPLATE_REPEATS,
         "rows": len(alignment_rows(table, anchors=anchors, template_repeats=TEMPLATE_REPEATS)[0]),
         "from_encoder": model.config.language_encoder_id, "anchors": anchors or {},
-        "families": len({row[4] for row in phrasings.bank("train")})}}
+        "families": len({row[4] for row in phrasings.bank("train")}),
+        # an alignment of an aligned checkpoint (e.g. into another pooling): the earlier one's record, kept
+        **({"previous": extra["phrasing_alignment"]} if "phrasing_alignment" in extra else {})}}
     return save_checkpoint(aligned, destination, record, dtype=torch.float16), ridge

@@ -28,7 +28,15 @@ from nanovla_ros import phrasings
 from nanovla_ros.language.encoders import load_encoder, masked_mean
 from nanovla_ros.model.checkpoint import load_checkpoint
 from nanovla_ros.model.feature_cache import read_instruction_table
-from nanovla_ros.training.alignment import RIDGES, align_phrasings, cross_validate, token_scores, training_templates
+from nanovla_ros.training.alignment import (
+    RIDGES,
+    align_phrasings,
+    cross_validate,
+    instruction_tokens,
+    task_template_vectors,
+    token_scores,
+    training_templates,
+)
 
 SHIPPED = "nanovla_ros/checkpoints/nanovla_s_workcell.safetensors"
 
@@ -57,11 +65,33 @@ def poolings(backbone: str, texts: list[str], batch: int = 64) -> dict[str, np.n
         means["mean/all_layers"] = torch.stack([masked_mean(h, mask) for h in hidden[1:]]).mean(dim=0)
         last = tokens["attention_mask"].shape[1] - 1 - tokens["attention_mask"].flip(1).float().argmax(dim=1)
         means["last_token"] = hidden[n_layers][torch.arange(len(last)), last]
+        # order-aware: the last layer's mean beside means weighted towards the sentence's start and its end (a
+        # linear ramp over the pooled tokens), so that "the red one onto the blue one" and "the blue one onto the
+        # red one" differ by more than the context mixed into each word; and the lexical first layer beside the last
+        ramp = torch.cumsum(mask.float(), dim=1) * mask
+        ramp = ramp / ramp.amax(dim=1, keepdim=True).clamp(min=1.0)
+        top = hidden[n_layers]
+        unit = lambda v: torch.nn.functional.normalize(v, dim=-1)  # noqa: E731
+        means["order/mean+ramps"] = torch.cat([unit(masked_mean(top, mask)), unit(masked_mean(top, ramp)),
+                                               unit(masked_mean(top, (1.0 - ramp) * mask))], dim=-1)
+        means["order/layer1+last"] = torch.cat([unit(masked_mean(hidden[1], mask)), unit(masked_mean(top, mask))],
+                                               dim=-1)
         for name, vectors in means.items():
             out.setdefault(name, []).append(torch.nn.functional.normalize(vectors, dim=-1).numpy())
         print(f"\r{backbone}: {min(start + batch, len(texts))} / {len(texts)}", end="", flush=True)
     print()
     return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def swapped_share(model, table: dict[str, np.ndarray], rows: list[tuple]) -> float:
+    """Of stacking sentences in ``rows``: the share whose token lies nearest the task with cube and target swapped
+    (the word order read wrongly)."""
+    tasks, centres = task_template_vectors(table)
+    centre_tokens = instruction_tokens(model, centres)
+    stack = [r for r in rows if r[1] == "stack"]
+    own = instruction_tokens(model, np.stack([table[r[0]] for r in stack]))
+    nearest = ((own[:, None] - centre_tokens[None]) ** 2).sum(-1).argmin(axis=1)
+    return float(np.mean([tasks[n] == ("stack", r[3], r[2]) for r, n in zip(stack, nearest, strict=True)]))
 
 
 def main() -> None:
@@ -98,12 +128,14 @@ def main() -> None:
                          "cv_cores_right": by_cores["right"],
                          "train_right": token_scores(aligned, reading[1], train)["right"],
                          "heldout_right": held_scores["right"], "heldout_off": held_scores["off"],
-                         "heldout_right_by_kind": per_kind})
+                         "heldout_right_by_kind": per_kind,
+                         "heldout_stack_swapped": swapped_share(aligned, reading[1], held)})
             r = rows[-1]
             print(f"{backbone:5s} {r['pooling']:16s} ridge {ridge:<5g} CV (rules) right {100 * r['cv_right']:.1f} % off "
                   f"{r['cv_off']:.2f} (cores {100 * r['cv_cores_right']:.1f} %) | held-out right "
                   f"{100 * r['heldout_right']:.1f} % off {r['heldout_off']:.2f} "
-                  + " ".join(f"{k} {100 * v:.0f}" for k, v in per_kind.items()), flush=True)
+                  + " ".join(f"{k} {100 * v:.0f}" for k, v in per_kind.items())
+                  + f" (stack swapped {100 * r['heldout_stack_swapped']:.0f})", flush=True)
     (out / "pooling.json").write_text(json.dumps(rows, indent=1))
     print("| encoder | pooling | ridge (CV) | left out by rules: right / off | left out by cores: right | "
           "held-out families: right / off |")
