@@ -52,3 +52,30 @@ def test_pack_fits_each_call_and_assemble_restores_the_wheels(tmp_path):
     assert sorted(p.name for p in gathered.iterdir()) == ["big-1.0-py3-none-any.whl"]  # the parts are gone
     whole = {f.name: f.read_bytes() for f in files if ".part" not in f.name}
     assert whole == {Path(k).name: v for k, v in wheels.items() if not k.startswith("a/big")}
+
+
+def test_gemma_parts_are_put_together_and_decompressed_once_all_have_come(tmp_path):
+    """`gemma` (one call per .gemma/pK folder): parts kept between calls, the xz file put together and decompressed
+    into GEMMA_ROOT/gemma once the last part has come, the small files beside it; byte for byte."""
+    import lzma
+    import os
+
+    weights = np.random.default_rng(1).integers(0, 16, 3_000_000, dtype=np.uint8).tobytes()  # compressible
+    packed = lzma.compress(weights, preset=1)
+    size = len(packed) // 3 + 1
+    root = tmp_path / "root"
+    env = {**os.environ, "GEMMA_ROOT": str(root)}
+    for k in range(3):
+        call = tmp_path / f"call{k + 1}"
+        folder = call / ".gemma" / f"p{k + 1}"
+        folder.mkdir(parents=True)
+        (folder / f"model.safetensors.xz.part{k + 1}-of-3").write_bytes(packed[k * size:(k + 1) * size])
+        if k == 0:
+            (folder / "config.json").write_text("{}")
+            (folder / "tokens.json").write_text("{}")
+        done = subprocess.run(["bash", str(SCRIPT), "gemma"], cwd=call, capture_output=True, text=True, timeout=120,
+                              env=env)
+        assert done.returncode == 0, done.stderr
+        assert ("complete" in done.stdout) == (k == 2), done.stdout
+    assert (root / "gemma" / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in (root / "gemma").iterdir()) == ["config.json", "model.safetensors", "tokens.json"]

@@ -122,14 +122,18 @@ assemble) assemble "$2" ;;  # DIR (setup does this in /root/wheelparts)
 setup) setup ;;  # alone: the next call carries something else (the carry limit is 64 MiB)
 gemma)
   # The cut-down Gemma-3-270M for the early-fusion baseline (issue #31; `python scripts/device/pack_gemma.py` here
-  # makes .gemma/p1 ... p7, ~30 MB each): one call per folder carrying it; once every part has come it is put
-  # together in /root/gemma (NANOVLA_GEMMA_DIR for the training and the evaluation: EARLY=1 below).
-  mkdir -p /root/gemma_parts /root/gemma && cp .gemma/*/* /root/gemma_parts/ 2>/dev/null
-  n=$(ls /root/gemma_parts/model.safetensors.part1-of-* 2>/dev/null | sed 's/.*-of-//')
-  if [ -n "$n" ] && [ "$(ls /root/gemma_parts/model.safetensors.part*-of-"$n" | wc -l)" = "$n" ]; then
-    for k in $(seq 1 "$n"); do cat "/root/gemma_parts/model.safetensors.part$k-of-$n"; done > /root/gemma/model.safetensors
-    cp /root/gemma_parts/*.json /root/gemma/ && echo "gemma: /root/gemma complete"
-  else echo "gemma: $(ls /root/gemma_parts | grep -c part) parts so far"; fi ;;
+  # makes .gemma/p1 ... p4, ~32 MB each, xz-compressed; --no-xz: p1 ... p7): one call per folder carrying it; once
+  # every part has come it is put together (and decompressed) in $GEMMA_ROOT/gemma (default /root/gemma:
+  # NANOVLA_GEMMA_DIR for the training and the evaluation: EARLY=1 below).
+  g=${GEMMA_ROOT:-/root}; mkdir -p "$g/gemma_parts" "$g/gemma" && cp .gemma/*/* "$g/gemma_parts/" 2>/dev/null
+  first=$(ls "$g"/gemma_parts/model.safetensors*.part1-of-* 2>/dev/null | head -1)
+  name=$(basename "${first%.part1-of-*}"); n=${first##*-of-}
+  if [ -n "$first" ] && [ "$(ls "$g/gemma_parts/$name".part*-of-"$n" | wc -l)" = "$n" ]; then
+    for k in $(seq 1 "$n"); do cat "$g/gemma_parts/$name.part$k-of-$n"; done > "$g/gemma/$name"
+    [ "$name" = model.safetensors.xz ] && python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), \
+open(sys.argv[2], 'wb'), 1 << 24)" "$g/gemma/$name" "$g/gemma/model.safetensors" && rm "$g/gemma/$name"
+    cp "$g"/gemma_parts/*.json "$g/gemma/" && echo "gemma: $g/gemma complete"
+  else echo "gemma: $(ls "$g/gemma_parts" | grep -c part) parts so far"; fi ;;
 train)
   # More arms on the data a `dagger` job left on this machine (collected, features cached), e.g. after some ran out
   # of memory: ARMS as for `dagger` (default init: CKPT, else the round's starting point), GPUs in turn, SLOTS
