@@ -30,7 +30,7 @@ from nanovla_ros.routing.classifier import NaiveRouter, train_router_from_evalua
 
 # Millions of parameters (docs/model.md): policy process + language encoder.
 MINILM_M, GEMMA_M = 22.7, 268.0
-PARAMS_M = {"small": 15.67 + MINILM_M, "large": 15.74 + GEMMA_M}
+PARAMS_M = {"small": 15.77 + MINILM_M, "large": 15.74 + GEMMA_M}
 
 
 def outcomes(path: Path) -> dict[tuple, dict]:

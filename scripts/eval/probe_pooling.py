@@ -76,6 +76,9 @@ def poolings(backbone: str, texts: list[str], batch: int = 64) -> dict[str, np.n
                                                unit(masked_mean(top, (1.0 - ramp) * mask))], dim=-1)
         means["order/layer1+last"] = torch.cat([unit(masked_mean(hidden[1], mask)), unit(masked_mean(top, mask))],
                                                dim=-1)
+        # the first position's last state (BERT's [CLS]; Gemma's <bos>, an attention sink) alone and beside those
+        means["first_token"] = top[:, 0]
+        means["order/layer1+last+first_token"] = torch.cat([means["order/layer1+last"], unit(top[:, 0])], dim=-1)
         for name, vectors in means.items():
             out.setdefault(name, []).append(torch.nn.functional.normalize(vectors, dim=-1).numpy())
         print(f"\r{backbone}: {min(start + batch, len(texts))} / {len(texts)}", end="", flush=True)
