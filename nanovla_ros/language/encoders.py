@@ -67,6 +67,14 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return summed / mask.sum(dim=1).clamp(min=1.0)  # (N, D)
 
 
+def first_last_mean(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+    """(N, 2D): the first layer's mean over ``mask`` (words, lightly mixed) beside the last layer's (the sentence),
+    each unit length; ``hidden_states[0]`` is the embedding layer's output, not a layer's."""
+    unit = torch.nn.functional.normalize
+    return torch.cat([unit(masked_mean(hidden_states[1], mask), dim=-1),
+                      unit(masked_mean(hidden_states[-1], mask), dim=-1)], dim=-1)
+
+
 # How HuggingFaceEncoder pools the layers' token means: the last layer's; every layer's, averaged; the first
 # layer's and the last's side by side (a vector twice the model's width).
 LAYER_POOLINGS = ("last", "all", "first+last")
@@ -105,15 +113,13 @@ class HuggingFaceEncoder:
         """A tokenised batch (on the model's device) -> (N, D) pooled, L2-normalised vectors."""
         outputs = self.model(**batch, output_hidden_states=self._layers != "last")
         mask = self.pooling_mask(batch["attention_mask"])  # (N, T)
-        unit = torch.nn.functional.normalize
         if self._layers == "last":
             pooled = masked_mean(outputs.last_hidden_state, mask)  # (N, D)
         elif self._layers == "all":  # hidden_states[0] is the embedding layer's output, not a layer's
             pooled = torch.stack([masked_mean(h, mask) for h in outputs.hidden_states[1:]]).mean(dim=0)
-        else:  # first+last: the first layer's mean (words, lightly mixed) beside the last's (the sentence), each unit
-            pooled = torch.cat([unit(masked_mean(outputs.hidden_states[1], mask), dim=-1),
-                                unit(masked_mean(outputs.last_hidden_state, mask), dim=-1)], dim=-1)  # (N, 2D)
-        return unit(pooled, dim=-1)
+        else:
+            pooled = first_last_mean(outputs.hidden_states, mask)  # (N, 2D)
+        return torch.nn.functional.normalize(pooled, dim=-1)
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -104,16 +104,23 @@ def instruction_tokens(model: NanoVLA, vectors: np.ndarray) -> np.ndarray:
         return model.language_proj((v - model.language_mean) / model.language_std).numpy()
 
 
+def task_distances(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple],
+                   anchors: dict[str, str] | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    """The tasks (kind, cube, target), their tokens (T, d), and the squared distance of each bank row's token to
+    each task's (N, T)."""
+    tasks, centres = task_template_vectors(table, anchors)
+    centre_tokens = instruction_tokens(model, centres)
+    own = instruction_tokens(model, np.stack([table[r[0]] for r in rows]))
+    return tasks, centre_tokens, ((own[:, None] - centre_tokens[None]) ** 2).sum(-1)
+
+
 def token_scores(model: NanoVLA, table: dict[str, np.ndarray], rows: list[tuple],
                  anchors: dict[str, str] | None = None) -> dict[str, float]:
     """Of bank ``rows`` (text, kind, cube, target, ...): the fraction whose token lies nearest their own task's
     token among all tasks' ("right"), and the median distance to their task's token over that token's distance
     to the nearest other task's ("off": below 0.5 the sentence is well inside its task)."""
-    tasks, centres = task_template_vectors(table, anchors)
-    centre_tokens = instruction_tokens(model, centres)
-    own = instruction_tokens(model, np.stack([table[r[0]] for r in rows]))
+    tasks, centre_tokens, distances = task_distances(model, table, rows, anchors)
     own_task = np.array([tasks.index((r[1], r[2], r[3])) for r in rows])
-    distances = ((own[:, None] - centre_tokens[None]) ** 2).sum(-1)
     gaps = np.sqrt(((centre_tokens[:, None] - centre_tokens[None]) ** 2).sum(-1)) + np.diag(np.full(len(tasks), np.inf))
     off = np.sqrt(distances[np.arange(len(rows)), own_task]) / gaps.min(axis=1)[own_task]
     return {"right": float(np.mean(distances.argmin(axis=1) == own_task)), "off": float(np.median(off))}

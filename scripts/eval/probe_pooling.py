@@ -25,15 +25,14 @@ import numpy as np
 import torch
 
 from nanovla_ros import phrasings
-from nanovla_ros.language.encoders import load_encoder, masked_mean
+from nanovla_ros.language.encoders import first_last_mean, load_encoder, masked_mean
 from nanovla_ros.model.checkpoint import load_checkpoint
 from nanovla_ros.model.feature_cache import read_instruction_table
 from nanovla_ros.training.alignment import (
     RIDGES,
     align_phrasings,
     cross_validate,
-    instruction_tokens,
-    task_template_vectors,
+    task_distances,
     token_scores,
     training_templates,
 )
@@ -74,8 +73,7 @@ def poolings(backbone: str, texts: list[str], batch: int = 64) -> dict[str, np.n
         unit = lambda v: torch.nn.functional.normalize(v, dim=-1)  # noqa: E731
         means["order/mean+ramps"] = torch.cat([unit(masked_mean(top, mask)), unit(masked_mean(top, ramp)),
                                                unit(masked_mean(top, (1.0 - ramp) * mask))], dim=-1)
-        means["order/layer1+last"] = torch.cat([unit(masked_mean(hidden[1], mask)), unit(masked_mean(top, mask))],
-                                               dim=-1)
+        means["order/layer1+last"] = first_last_mean(hidden, mask)  # the small encoder's pooling
         # the first position's last state (BERT's [CLS]; Gemma's <bos>, an attention sink) alone and beside those
         means["first_token"] = top[:, 0]
         means["order/layer1+last+first_token"] = torch.cat([means["order/layer1+last"], unit(top[:, 0])], dim=-1)
@@ -89,11 +87,9 @@ def poolings(backbone: str, texts: list[str], batch: int = 64) -> dict[str, np.n
 def swapped_share(model, table: dict[str, np.ndarray], rows: list[tuple]) -> float:
     """Of stacking sentences in ``rows``: the share whose token lies nearest the task with cube and target swapped
     (the word order read wrongly)."""
-    tasks, centres = task_template_vectors(table)
-    centre_tokens = instruction_tokens(model, centres)
     stack = [r for r in rows if r[1] == "stack"]
-    own = instruction_tokens(model, np.stack([table[r[0]] for r in stack]))
-    nearest = ((own[:, None] - centre_tokens[None]) ** 2).sum(-1).argmin(axis=1)
+    tasks, _, distances = task_distances(model, table, stack)
+    nearest = distances.argmin(axis=1)
     return float(np.mean([tasks[n] == ("stack", r[3], r[2]) for r, n in zip(stack, nearest, strict=True)]))
 
 
