@@ -182,3 +182,23 @@ def test_half_weights_run_the_whole_step_in_fp16_and_stay_close_to_fp32():
         assert out.dtype == np.float32 and np.isfinite(out).all()
         assert np.abs(out - ref).max() < 0.03 * max(1.0, float(np.abs(ref).max()))  # fp16: ~3 digits; the shipped
         # model: 1.6e-3 rad at most on two camera frames
+
+
+def test_channels_last_gives_the_same_chunk():
+    """`channels_last` (the GPU's NHWC layout for the image encoder) changes memory layout, not results."""
+    import copy
+
+    import torch
+
+    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
+
+    torch.manual_seed(0)
+    config = NanoVLAConfig(**TINY)
+    plain = NanoVLAPolicy(NanoVLA(config))
+    nhwc = NanoVLAPolicy(copy.deepcopy(plain.model), copy.deepcopy(plain.image_encoder), channels_last=True)
+    conv = next(m for m in nhwc.image_encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    state, vector = rng.normal(size=config.state_dim).astype(np.float32), np.ones(config.language_dim, np.float32)
+    assert np.allclose(nhwc.predict_chunk(frame, state, vector), plain.predict_chunk(frame, state, vector), atol=1e-5)

@@ -19,8 +19,10 @@
   shipped_s_fp16       the shipped step in torch under CUDA fp16 autocast (cuda only; `precision: fp16`)
   shipped_s_half       the shipped step in torch with fp16 weights and activations (NanoVLAPolicy half_weights;
                        cuda only)
+  shipped_s_half_cl    the same with the image encoder in channels-last (NHWC) layout (NanoVLAPolicy
+                       channels_last; cuda only)
   *_cudagraph          a torch variant's step torch.compile'd, replayed as a CUDA graph on a GPU (`compile: true`):
-                       nanovla_s_cached, nanovla_l_cached, shipped_s, shipped_s_fp16, shipped_s_half
+                       nanovla_s_cached, nanovla_l_cached, shipped_s, shipped_s_fp16, shipped_s_half, shipped_s_half_cl
   preprocess_torch     the shipped step's pre-processing alone (two 480x640 frames -> 2 x 3 x 320 x 320, resized
                        and normalised) as the torch policy does it (`preprocess_frames`)
   preprocess_reused    the same as the ONNX policy does it (`FramePreprocessor`: OpenCV, buffers reused)
@@ -51,10 +53,10 @@ VARIANTS = ("nanovla_s_cached", "nanovla_s_uncached", "nanovla_l_cached", "nanov
             "early_fusion_joint", "early_fusion_ar", "shipped_s", "shipped_s_onnxruntime", "shipped_s_onnxruntime_int8",
             "shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "nanovla_s_cached_cudagraph",
             "nanovla_l_cached_cudagraph", "shipped_s_cudagraph", "shipped_s_fp16_cudagraph", "shipped_s_half",
-            "shipped_s_half_cudagraph", "preprocess_torch",
+            "shipped_s_half_cudagraph", "shipped_s_half_cl", "shipped_s_half_cl_cudagraph", "preprocess_torch",
             "preprocess_reused")
 CUDA_ONLY = ("shipped_s_tensorrt", "shipped_s_tensorrt_fp16", "shipped_s_fp16", "shipped_s_fp16_cudagraph",
-             "shipped_s_half", "shipped_s_half_cudagraph")
+             "shipped_s_half", "shipped_s_half_cudagraph", "shipped_s_half_cl", "shipped_s_half_cl_cudagraph")
 INSTRUCTION = "put the red cube in the yellow square"
 
 
@@ -119,8 +121,8 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import load_policy
 
-        half = variant == "shipped_s_half"
-        backend = (variant.removeprefix("shipped_s").removesuffix("_int8").removesuffix("_fp16").removesuffix("_half")
+        half, channels_last = variant.startswith("shipped_s_half"), variant.endswith("_cl")
+        backend = (variant.removeprefix("shipped_s").removesuffix("_cl").removesuffix("_int8").removesuffix("_fp16").removesuffix("_half")
                    .lstrip("_") or "torch")
         precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
         policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
@@ -128,7 +130,7 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         if half:
             from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 
-            policy = NanoVLAPolicy(policy.model, policy.image_encoder, half_weights=True)
+            policy = NanoVLAPolicy(policy.model, policy.image_encoder, half_weights=True, channels_last=channels_last)
         if compiled and backend == "torch":
             policy.compile()
         cached = (random_vector(policy.config.language_dim) if random_vectors  # the service's vector, computed once
@@ -267,6 +269,8 @@ def main() -> None:
                  ("CUDA graph fp16 vs eager fp32, shipped step", "shipped_s", "shipped_s_fp16_cudagraph"),
                  ("fp16 weights vs autocast, shipped step, CUDA graph", "shipped_s_fp16_cudagraph",
                   "shipped_s_half_cudagraph"),
+                 ("channels-last vs NCHW, fp16 weights, CUDA graph", "shipped_s_half_cudagraph",
+                  "shipped_s_half_cl_cudagraph"),
                  ("CUDA graph vs eager, NanoVLA-L cached", "nanovla_l_cached", "nanovla_l_cached_cudagraph"),
                  ("reused-buffer pre-processing vs torch's", "preprocess_torch", "preprocess_reused")]
         for label, slow, fast in pairs:
