@@ -107,7 +107,7 @@ def random_vector(dim: int):
 
 
 def run_variant(variant: str, device: str, threads: int, repeats: int, random_dir: str | None = None,
-                compiled: bool = False, random_vectors: bool = False) -> dict:
+                compiled: bool = False, random_vectors: bool = False, checkpoint: str | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -125,7 +125,7 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         backend = (variant.removeprefix("shipped_s").removesuffix("_cl").removesuffix("_int8").removesuffix("_fp16").removesuffix("_half")
                    .lstrip("_") or "torch")
         precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
-        policy, _ = load_policy(SHIPPED_CHECKPOINT, backend, device, threads=threads,  # the export: cached
+        policy, _ = load_policy(checkpoint or SHIPPED_CHECKPOINT, backend, device, threads=threads,  # export cached
                                 precision=precision)
         if half:
             from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
@@ -216,33 +216,43 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile NanoVLA's step (CUDA graphs on GPU)")
     parser.add_argument("--random-vectors", action="store_true", help="cached variants: a random instruction vector "
                         "(no language model loaded)")
+    parser.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT", help="shipped_s* variants: run "
+                        "each on every one of these checkpoints, side by side (default: the shipped one)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders,
-                                     args.compile, args.random_vectors)))
+                                     args.compile, args.random_vectors, args.checkpoint)))
         return
     if any(v.startswith(("shipped_s_onnx", "shipped_s_tensorrt")) for v in args.variants):  # the ONNX export, once
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import cached_export
 
-        cached_export(SHIPPED_CHECKPOINT)
-        if "shipped_s_onnxruntime_int8" in args.variants:
-            cached_export(SHIPPED_CHECKPOINT, precision="int8")
+        for checkpoint in args.checkpoints or [SHIPPED_CHECKPOINT]:
+            cached_export(checkpoint)
+            if "shipped_s_onnxruntime_int8" in args.variants:
+                cached_export(checkpoint, precision="int8")
     variants = [v for v in args.variants if args.device == "cuda" or not (v in CUDA_ONLY or v.endswith("_cudagraph"))]
     rows = []
+    # (variant, checkpoint or None): the shipped_s* variants once per --checkpoints entry, labelled by its file name
+    runs = [(v, c) for v in variants for c in ((args.checkpoints or [None]) if v.startswith("shipped_s") else [None])]
     for threads in args.threads if args.device == "cpu" else [1]:
-        for variant in variants:
+        for variant, checkpoint in runs:
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
                                   "--threads", str(threads), "--repeats", str(args.repeats)]
                                  + (["--random-encoders", args.random_encoders] if args.random_encoders else [])
                                  + (["--compile"] if args.compile else [])
-                                 + (["--random-vectors"] if args.random_vectors else []),
+                                 + (["--random-vectors"] if args.random_vectors else [])
+                                 + (["--checkpoint", checkpoint] if checkpoint else []),
                                  capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"[bench] {variant} threads={threads}: p50 {rows[-1]['p50']:.1f} ms", file=sys.stderr, flush=True)
+            if checkpoint:
+                rows[-1]["variant"] += f" ({Path(checkpoint).stem})"
+            print(f"[bench] {rows[-1]['variant']} threads={threads}: p50 {rows[-1]['p50']:.1f} ms", file=sys.stderr,
+                  flush=True)
     memory = "peak GPU memory allocated (MiB)" if args.device == "cuda" else "peak RSS (MiB)"
     weights = "; language models with RANDOM weights (timing only)" if args.random_encoders else ""
     weights += "; NanoVLA step torch.compile'd" if args.compile else ""
@@ -276,6 +286,12 @@ def main() -> None:
         for label, slow, fast in pairs:
             if slow in p and fast in p:
                 print(f"- threads={threads}: {label}: {p[slow] / p[fast]:.1f}x")
+        for variant in [v for v in variants if v.startswith("shipped_s")] if args.checkpoints else []:
+            first = Path(args.checkpoints[0]).stem
+            for other in (Path(c).stem for c in args.checkpoints[1:]):
+                a, b = p.get(f"{variant} ({first})"), p.get(f"{variant} ({other})")
+                if a and b:
+                    print(f"- threads={threads}: {variant}, {first} vs {other}: {a / b:.2f}x the time")
 
 
 if __name__ == "__main__":
