@@ -311,6 +311,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from nanovla_ros.model.checkpoint import checkpoint_execute_steps
 
         args.execute_steps = checkpoint_execute_steps(args.checkpoint)
+    frame_gain = None
+    if args.frame_gain != "off":
+        from nanovla_ros.camera.photometric import FrameGain
+
+        frame_gain = (FrameGain(args.frame_gain, tuple(args.frame_reference_rgb)) if args.frame_reference_rgb
+                      else FrameGain(args.frame_gain))
     if args.suite:
         from nanovla_ros.evaluation.robustness import markdown, run_suite
 
@@ -319,19 +325,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             execute_steps=args.execute_steps, workers=args.workers, device=args.device,
                             table_dir=args.table_dir, first_seed=args.first_seed, max_steps=args.max_steps,
                             latency_steps=args.latency_steps, phrasings=args.phrasings, backend=args.backend,
-                            precision=args.precision)
+                            precision=args.precision, frame_gain=frame_gain)
         print(markdown(summary), end="")
         print(f"[evaluate] robustness suite: {out_dir}/robustness.json, .md, .png")
         return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
-                       backend=args.backend, precision=args.precision)
+                       backend=args.backend, precision=args.precision, frame_gain=frame_gain)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
-                               "phrasings": args.phrasings, "perturb": args.perturb,
+                               "phrasings": args.phrasings, "perturb": args.perturb, "frame_gain": args.frame_gain,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -625,6 +631,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "activations per call); tensorrt backend: fp16 builds an fp16 engine; torch on cuda: fp16 "
                     "autocast, fp16-weights the whole step in fp16")
     ev.add_argument("--first-seed", type=int, default=1000)
+    ev.add_argument("--frame-gain", choices=("off", "luma", "rgb"), default="off", help="software auto-exposure and "
+                    "white balance before the policy, as the policy node's frame_gain (nanovla_ros/camera/"
+                    "photometric.py): rgb balances each channel to --frame-reference-rgb, luma the brightness only")
+    ev.add_argument("--frame-reference-rgb", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                    help="the front camera's mean colour in the training room (default: the simulated workcell's)")
     ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
                     "(default: touch 240, push 300, pick_place and stack 450; --graph: that many 30 Hz periods of "
                     "wall-clock time)")

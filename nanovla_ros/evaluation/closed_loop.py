@@ -146,7 +146,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", frame_gain=None) -> None:
     import torch
 
     from nanovla_ros.model.onnx_policy import load_policy
@@ -154,6 +154,10 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
 
     torch.set_num_threads(1)
     policy, _ = load_policy(checkpoint, backend, device, threads=1, precision=precision)
+    if frame_gain is not None and frame_gain.mode != "off":  # the policy reads its frames through the gains
+        from nanovla_ros.camera.photometric import GainNormalisedPolicy
+
+        policy = GainNormalisedPolicy(policy, frame_gain)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
@@ -192,11 +196,13 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
              phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
-             precision: str = "fp32") -> list[EpisodeResult]:
+             precision: str = "fp32", frame_gain=None) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
-    ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool)."""
+    ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool).
+    ``frame_gain``: a ``nanovla_ros.camera.photometric.FrameGain`` the policy reads its frames through (the policy
+    node's ``frame_gain``); None: the frames as rendered."""
     import json
     import multiprocessing as mp
 
@@ -238,7 +244,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     results: list[EpisodeResult] = []
     if workers <= 1:
         _init_worker(checkpoint, embeddings, device, backend,  # an exported file: its precision is in it
-                     precision if backend == "torch" else "fp32")
+                     precision if backend == "torch" else "fp32", frame_gain)
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
@@ -246,7 +252,8 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
                 bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     else:
         with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend,
-                                                                   precision if backend == "torch" else "fp32")) as pool:
+                                                                   precision if backend == "torch" else "fp32",
+                                                                   frame_gain)) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

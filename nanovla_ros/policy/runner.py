@@ -113,6 +113,11 @@ class PolicyRunner:
                                                              precision=config.resolved_precision,
                                                              expected_language_encoder_id=encoder_id(backbone))
                 c = self.policies[backbone].config
+            if config.frame_gain != "off":  # software auto-exposure / white balance, from the front frame
+                from nanovla_ros.camera.photometric import FrameGain, GainNormalisedPolicy
+
+                self.policies[backbone] = GainNormalisedPolicy(
+                    self.policies[backbone], FrameGain(config.frame_gain, tuple(config.frame_reference_rgb)))
             declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "

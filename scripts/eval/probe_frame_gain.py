@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Does normalising each frame's brightness (and colour) to the training workcell's undo lighting and exposure
+changes? (issue #28: the shipped policy collapses under light x 0.6, colour temperature, exposure.)
+
+A camera's auto-exposure and auto-white-balance, done in software before the policy: the front frame's mean
+(per channel, or its luminance) is compared with a reference measured on nominal workcell scenes (other seeds
+than the test's), and the gains that bring it there (clipped to 1/3-3) are applied to every camera's frame (one
+light falls on both). Variants side by side on the same seeds, closed loop, training split: ``none`` (as deployed),
+``luma`` (one gain for all channels), ``rgb`` (a gain per channel). Conditions: the nominal workcell and the
+photometric families of the robustness suite at their plausible strengths.
+
+    python scripts/eval/probe_frame_gain.py [--checkpoint CKPT] [--episodes 6] --table-dir CACHE --out OUT.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+
+import numpy as np
+
+CONDITIONS = ("", "light=0.5", "light=0.6", "light=1.4", "light=1.6", "light_colour_k=4000", "light_colour_k=9000",
+              "exposure=0.7", "exposure=1.3", "table=0.8")
+KINDS = ("touch", "push", "pick_place", "stack")
+_W: dict = {}
+
+
+def gains(front: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
+    mean = front.reshape(-1, 3).mean(0)
+    if mode == "luma":
+        weights = np.array([0.299, 0.587, 0.114])
+        g = np.full(3, float(weights @ reference) / max(float(weights @ mean), 1.0))
+    else:
+        g = reference / np.maximum(mean, 1.0)
+    return np.clip(g, 1 / 3, 3.0)
+
+
+class GainPolicy:
+    """``policy`` with every camera's frame multiplied by the gains the first camera's frame asks for."""
+
+    def __init__(self, policy, reference: np.ndarray, mode: str) -> None:
+        self.policy, self.reference, self.mode, self.config = policy, reference, mode, policy.config
+
+    def predict_chunk(self, image, state, instruction):
+        if self.mode != "none":
+            g = gains(image[self.config.cameras[0]], self.reference, self.mode).astype(np.float32)
+            image = {k: np.clip(v.astype(np.float32) * g, 0, 255).astype(np.uint8) for k, v in image.items()}
+        return self.policy.predict_chunk(image, state, instruction)
+
+
+def _init(checkpoint: str, table_dir: str, reference: list[float]) -> None:
+    from nanovla_ros.evaluation.closed_loop import instruction_embeddings
+    from nanovla_ros.model.onnx_policy import load_policy
+    from nanovla_ros.sim.workcell import Workcell
+
+    policy, _ = load_policy(checkpoint, "onnxruntime", "cpu", threads=1, precision="int8")
+    _W.update(policy=policy, workcell=Workcell(), reference=np.asarray(reference),
+              embeddings=instruction_embeddings(policy.config.language_encoder_id, table_dir))
+
+
+def _run(job: tuple[str, str, str, int]) -> tuple[str, str, str, int, bool]:
+    from nanovla_ros.evaluation.closed_loop import run_policy_episode
+
+    mode, condition, kind, seed = job
+    policy = GainPolicy(_W["policy"], _W["reference"], mode)
+    result = run_policy_episode(_W["workcell"], policy, _W["embeddings"], kind, "train", seed, execute_steps=20,
+                                perturb=condition)
+    return mode, condition, kind, seed, bool(result.success)
+
+
+def reference_rgb(scenes: int = 24, first_seed: int = 90000) -> list[float]:
+    """The front camera's mean colour over nominal workcell scenes, the arm at home."""
+    from nanovla_ros.sim.tasks import sample_layout
+    from nanovla_ros.sim.workcell import Workcell
+
+    workcell, means = Workcell(), []
+    for seed in range(first_seed, first_seed + scenes):
+        layout = sample_layout(np.random.default_rng(seed))
+        workcell.place(layout.cubes, layout.squares)
+        means.append(workcell.render("front").reshape(-1, 3).mean(0))
+    workcell.close()
+    return np.mean(means, 0).tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="nanovla_ros/checkpoints/nanovla_s_workcell.safetensors")
+    parser.add_argument("--episodes", type=int, default=6, help="per task and condition")
+    parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--modes", nargs="+", default=["none", "luma", "rgb"])
+    parser.add_argument("--table-dir", default="data/tables")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    reference = reference_rgb()
+    print(f"reference front-camera mean (RGB, nominal scenes): {np.round(reference, 1).tolist()}", flush=True)
+    jobs = [(m, c, k, s) for c in CONDITIONS for m in args.modes for k in KINDS
+            for s in range(args.first_seed, args.first_seed + args.episodes)]
+    from tqdm import tqdm
+
+    # spawn: the parent has an EGL context (the reference's renders), which forked workers cannot share
+    with multiprocessing.get_context("spawn").Pool(args.workers, _init, (args.checkpoint, args.table_dir,
+                                                                          reference)) as pool:
+        results = list(tqdm(pool.imap(_run, jobs), total=len(jobs), desc="episodes"))
+    table = {}
+    for mode, condition, kind, _, ok in results:
+        cell = table.setdefault(condition or "none", {}).setdefault(mode, {k: 0 for k in KINDS})
+        cell[kind] += ok
+    n = len(KINDS) * args.episodes
+    print(f"\n| condition | {' | '.join(args.modes)} |\n|---|{'---|' * len(args.modes)}")
+    for condition, row in table.items():
+        print(f"| {condition} | " + " | ".join(f"{sum(row[m].values())} / {n}" for m in args.modes) + " |")
+    totals = {m: sum(sum(row[m].values()) for c, row in table.items() if c != "none") for m in args.modes}
+    print(f"perturbed conditions together: {totals} of {n * (len(CONDITIONS) - 1)}")
+    if args.out:
+        with open(args.out, "w") as f:
+            fields = ("mode", "condition", "kind", "seed", "success")
+            json.dump({"checkpoint": args.checkpoint, "reference_rgb": reference, "episodes_per_task": args.episodes,
+                       "table": table, "episodes": [dict(zip(fields, r, strict=True)) for r in results]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
