@@ -313,7 +313,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.execute_steps = checkpoint_execute_steps(args.checkpoint)
     frame_gain = None
     if args.frame_gain != "off":
-        from nanovla_ros.camera.photometric import FrameGain
+        from nanovla_ros.model.photometric import FrameGain
 
         frame_gain = (FrameGain(args.frame_gain, tuple(args.frame_reference_rgb)) if args.frame_reference_rgb
                       else FrameGain(args.frame_gain))

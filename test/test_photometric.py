@@ -1,11 +1,11 @@
-"""Software auto-exposure and white balance before the policy (nanovla_ros/camera/photometric.py)."""
+"""Software auto-exposure and white balance before the policy (nanovla_ros/model/photometric.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nanovla_ros.camera.photometric import WORKCELL_REFERENCE_RGB, FrameGain, GainNormalisedPolicy
 from nanovla_ros.configuration import ConfigError
+from nanovla_ros.model.photometric import WORKCELL_REFERENCE_RGB, FrameGain, GainNormalisedPolicy
 from nanovla_ros.policy.config import PolicyNodeConfig
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8, latent_dim=4,

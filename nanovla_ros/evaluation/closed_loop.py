@@ -155,7 +155,7 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     torch.set_num_threads(1)
     policy, _ = load_policy(checkpoint, backend, device, threads=1, precision=precision)
     if frame_gain is not None and frame_gain.mode != "off":  # the policy reads its frames through the gains
-        from nanovla_ros.camera.photometric import GainNormalisedPolicy
+        from nanovla_ros.model.photometric import GainNormalisedPolicy
 
         policy = GainNormalisedPolicy(policy, frame_gain)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
@@ -201,7 +201,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
     ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool).
-    ``frame_gain``: a ``nanovla_ros.camera.photometric.FrameGain`` the policy reads its frames through (the policy
+    ``frame_gain``: a ``nanovla_ros.model.photometric.FrameGain`` the policy reads its frames through (the policy
     node's ``frame_gain``); None: the frames as rendered."""
     import json
     import multiprocessing as mp

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanovla_ros.camera.photometric import GAIN_MODES, WORKCELL_REFERENCE_RGB
 from nanovla_ros.configuration import param, require, require_choice
+from nanovla_ros.model.photometric import GAIN_MODES, WORKCELL_REFERENCE_RGB
 
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")

@@ -114,7 +114,7 @@ class PolicyRunner:
                                                              expected_language_encoder_id=encoder_id(backbone))
                 c = self.policies[backbone].config
             if config.frame_gain != "off":  # software auto-exposure / white balance, from the front frame
-                from nanovla_ros.camera.photometric import FrameGain, GainNormalisedPolicy
+                from nanovla_ros.model.photometric import FrameGain, GainNormalisedPolicy
 
                 self.policies[backbone] = GainNormalisedPolicy(
                     self.policies[backbone], FrameGain(config.frame_gain, tuple(config.frame_reference_rgb)))
