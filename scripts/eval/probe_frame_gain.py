@@ -15,57 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 
 import numpy as np
 
 CONDITIONS = ("", "light=0.5", "light=0.6", "light=1.4", "light=1.6", "light_colour_k=4000", "light_colour_k=9000",
               "exposure=0.7", "exposure=1.3", "table=0.8")
 KINDS = ("touch", "push", "pick_place", "stack")
-_W: dict = {}
-
-
-def gains(front: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
-    mean = front.reshape(-1, 3).mean(0)
-    if mode == "luma":
-        weights = np.array([0.299, 0.587, 0.114])
-        g = np.full(3, float(weights @ reference) / max(float(weights @ mean), 1.0))
-    else:
-        g = reference / np.maximum(mean, 1.0)
-    return np.clip(g, 1 / 3, 3.0)
-
-
-class GainPolicy:
-    """``policy`` with every camera's frame multiplied by the gains the first camera's frame asks for."""
-
-    def __init__(self, policy, reference: np.ndarray, mode: str) -> None:
-        self.policy, self.reference, self.mode, self.config = policy, reference, mode, policy.config
-
-    def predict_chunk(self, image, state, instruction):
-        if self.mode != "none":
-            g = gains(image[self.config.cameras[0]], self.reference, self.mode).astype(np.float32)
-            image = {k: np.clip(v.astype(np.float32) * g, 0, 255).astype(np.uint8) for k, v in image.items()}
-        return self.policy.predict_chunk(image, state, instruction)
-
-
-def _init(checkpoint: str, table_dir: str, reference: list[float]) -> None:
-    from nanovla_ros.evaluation.closed_loop import instruction_embeddings
-    from nanovla_ros.model.onnx_policy import load_policy
-    from nanovla_ros.sim.workcell import Workcell
-
-    policy, _ = load_policy(checkpoint, "onnxruntime", "cpu", threads=1, precision="int8")
-    _W.update(policy=policy, workcell=Workcell(), reference=np.asarray(reference),
-              embeddings=instruction_embeddings(policy.config.language_encoder_id, table_dir))
-
-
-def _run(job: tuple[str, str, str, int]) -> tuple[str, str, str, int, bool]:
-    from nanovla_ros.evaluation.closed_loop import run_policy_episode
-
-    mode, condition, kind, seed = job
-    policy = GainPolicy(_W["policy"], _W["reference"], mode)
-    result = run_policy_episode(_W["workcell"], policy, _W["embeddings"], kind, "train", seed, execute_steps=20,
-                                perturb=condition)
-    return mode, condition, kind, seed, bool(result.success)
 
 
 def reference_rgb(scenes: int = 24, first_seed: int = 90000) -> list[float]:
@@ -94,14 +49,16 @@ def main() -> None:
     args = parser.parse_args()
     reference = reference_rgb()
     print(f"reference front-camera mean (RGB, nominal scenes): {np.round(reference, 1).tolist()}", flush=True)
-    jobs = [(m, c, k, s) for c in CONDITIONS for m in args.modes for k in KINDS
-            for s in range(args.first_seed, args.first_seed + args.episodes)]
-    from tqdm import tqdm
+    from nanovla_ros.evaluation.closed_loop import evaluate
+    from nanovla_ros.model.photometric import FrameGain
 
-    # spawn: the parent has an EGL context (the reference's renders), which forked workers cannot share
-    with multiprocessing.get_context("spawn").Pool(args.workers, _init, (args.checkpoint, args.table_dir,
-                                                                          reference)) as pool:
-        results = list(tqdm(pool.imap(_run, jobs), total=len(jobs), desc="episodes"))
+    results = []  # (mode, condition, kind, seed, success): each mode through nanovla evaluate --frame-gain's path
+    for mode in args.modes:
+        gain = None if mode == "none" else FrameGain(mode, tuple(reference))
+        for r in evaluate(args.checkpoint, list(KINDS), ["train"], args.episodes, execute_steps=20,
+                          workers=args.workers, table_dir=args.table_dir, first_seed=args.first_seed,
+                          perturb=list(CONDITIONS), backend="onnxruntime", precision="int8", frame_gain=gain):
+            results.append((mode, r.perturbation, r.kind, r.seed, bool(r.success)))
     table = {}
     for mode, condition, kind, _, ok in results:
         cell = table.setdefault(condition or "none", {}).setdefault(mode, {k: 0 for k in KINDS})
