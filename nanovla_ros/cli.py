@@ -21,7 +21,7 @@ from pathlib import Path
 from nanovla_ros.configuration import ConfigError, add_config_arguments, config_values
 from nanovla_ros.data.config import DatasetBuildConfig
 from nanovla_ros.graph import LAUNCH_ARGUMENTS, SHIPPED_SCOPE
-from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
+from nanovla_ros.model.configuration_early_fusion import READOUTS, EarlyFusionConfig
 from nanovla_ros.training.config import EarlyFusionTrainConfig, TrainConfig
 
 
@@ -233,7 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_early_fusion(args: argparse.Namespace) -> int:
-    from nanovla_ros.training.early_fusion import train_early_fusion
+    from nanovla_ros.training.early_fusion import train_early_fusion, train_early_fusion_readouts
     from nanovla_ros.training.pipeline import prepare_cache
 
     try:
@@ -246,6 +246,12 @@ def cmd_train_early_fusion(args: argparse.Namespace) -> int:
 
     prepare_cache(args.data, config.device, image_size=model_config.image_size, cameras=model_config.cameras,
                   with_instructions=False)  # the stride-32 features, once (kept if present)
+    if args.readouts:  # several readouts in lockstep on the same batches: OUT/<readout>/
+        best = train_early_fusion_readouts(args.data, {r: Path(args.out) / r for r in args.readouts}, model_config,
+                                           config, load_tokenizer(model_config))
+        for readout, path in best.items():
+            print(f"[train-early-fusion] {readout}: best checkpoint: {path}")
+        return 0
     best = train_early_fusion(args.data, args.out, model_config, config, load_tokenizer(model_config))
     print(f"[train-early-fusion] best checkpoint: {best}")
     return 0
@@ -571,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--out", default="out/train_early_fusion")
     add_config_arguments(ef, EarlyFusionConfig, skip=("lm_config",))
     add_config_arguments(ef, EarlyFusionTrainConfig)
+    ef.add_argument("--readouts", nargs="+", choices=READOUTS, help="train one model per readout in lockstep on the "
+                    "same batches (one copy of the features and the language model), each in OUT/<readout>/; "
+                    "instead of --readout")
     ef.set_defaults(func=cmd_train_early_fusion)
 
     ex = sub.add_parser("export", help="fp16 copy of a trained checkpoint, for shipping")

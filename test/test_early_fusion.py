@@ -68,6 +68,45 @@ def test_the_chunk_is_read_jointly_by_queries_that_see_each_other_and_the_prefix
     assert not any(k.startswith("lm.") for k in model.trainable_state())  # the language model comes from its package
 
 
+def test_a_padded_instruction_reads_as_it_does_alone():
+    """Rotary positions skip the padding: a sentence padded in a training batch and the same sentence alone at
+    inference give the same chunk, for both readouts."""
+    for readout in ("joint", "autoregressive"):
+        torch.manual_seed(0)
+        config = EarlyFusionConfig(horizon=4, cameras=("front",), image_size=64, image_channels=8, lm_config=TINY_LM,
+                                   readout=readout)
+        model = EarlyFusionPolicyModel(config).eval()
+        features, tokens, mask, state = _inputs()
+        with torch.no_grad():
+            batch = model(features, tokens, mask, state)[0][0]
+            alone = model(features[:1], tokens[:1, :4], mask[:1, :4], state[:1])[0][0]
+        np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+
+def test_the_autoregressive_readout_decodes_what_teacher_forcing_scores():
+    """Decoding with the key-value cache, one step per action, gives what one teacher-forced pass computes when
+    fed the decoded actions; an action never depends on a later one; it trains and round-trips like the joint one."""
+    torch.manual_seed(0)
+    config = EarlyFusionConfig(horizon=5, cameras=("front",), image_size=64, image_channels=8, lm_config=TINY_LM,
+                               readout="autoregressive")
+    model = EarlyFusionPolicyModel(config).eval()
+    features, tokens, mask, state = _inputs()
+    with torch.no_grad():
+        decoded, loss = model(features, tokens, mask, state)
+        assert decoded.shape == (3, 5, 6) and loss is None
+        forced, _ = model(features, tokens, mask, state, model.denormalize_actions(decoded))
+        np.testing.assert_allclose(forced, decoded, atol=1e-4)
+        changed = model.denormalize_actions(decoded).clone()
+        changed[:, 3:] += 1.0  # later actions fed differently: the outputs up to action 3 do not move
+        moved, _ = model(features, tokens, mask, state, changed)
+        np.testing.assert_allclose(moved[:, :4], forced[:, :4], atol=1e-5)
+        assert (moved[:, 4] - forced[:, 4]).abs().max() > 1e-4
+    model.train()
+    _, loss = model(features, tokens, mask, state, torch.randn(3, 5, 6))
+    loss.backward()
+    assert model.action_in.weight.grad is not None and all(p.grad is None for p in model.lm.parameters())
+
+
 def test_instructions_are_tokenized_padded_and_a_too_long_one_is_refused():
     ids, mask = tokenize(["touch the red cube", "touch it"], WordTokenizer(), 8)
     assert ids.shape == mask.shape == (2, 5) and mask.sum(1).tolist() == [5, 3] and (ids[1, 3:] == 0).all()
@@ -96,6 +135,21 @@ def test_early_fusion_trains_on_the_cached_features_and_keeps_its_best_checkpoin
     assert extra["val_l1"] == min(h["val_l1"] for h in history[1:]) < 0.8 * history[0]["val_l1"]  # it learns
     assert extra["samples"] > 0 and extra["step"] in (20, 40, 60)
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+    # both readouts in lockstep on the same batches, each with its own checkpoints; the joint one as it trains alone
+    from nanovla_ros.training.early_fusion import train_early_fusion_readouts
+
+    outs = {"joint": tmp_path / "both" / "joint", "autoregressive": tmp_path / "both" / "ar"}
+    bests = train_early_fusion_readouts(tmp_path / "ds", outs, config,
+                                        EarlyFusionTrainConfig(steps=60, batch_size=16, lr=3e-3, val_every=20,
+                                                               val_fraction=0.34, warmup_steps=5),
+                                        WordTokenizer(), progress=False)
+    joint = json.loads((outs["joint"] / "history.json").read_text())
+    np.testing.assert_allclose([h["val_l1"] for h in joint], [h["val_l1"] for h in history], rtol=1e-4)
+    ar_model, ar_extra = load_early_fusion(bests["autoregressive"])
+    ar_history = json.loads((outs["autoregressive"] / "history.json").read_text())
+    assert ar_model.config.readout == "autoregressive" and ar_extra["train_seconds"] > 0
+    assert ar_extra["val_l1"] == min(h["val_l1"] for h in ar_history[1:]) < 0.8 * ar_history[0]["val_l1"]
 
 
 def test_an_early_fusion_checkpoint_runs_in_the_closed_loop_harness_reading_the_instructions_words(tmp_path):

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 from nanovla_ros.configuration import param, require
 
+READOUTS = ("joint", "autoregressive")
+
 
 @dataclass(frozen=True)
 class EarlyFusionConfig:
@@ -15,6 +17,9 @@ class EarlyFusionConfig:
     cameras: tuple[str, ...] = param(("front", "wrist"), "Cameras whose feature maps become prefix tokens, in order.")
     image_size: int = param(320, "Pixels of the square input of the frozen image encoder.")
     image_channels: int = param(1280, "Channels of the frozen encoder's stride-32 map (EfficientNet-Lite0: 1280).")
+    readout: str = param("joint", "joint: the H action queries read the whole chunk at once (EdgeVLA's non-autoregressive "
+                                  "joint prediction); autoregressive: one language-model step per action, each fed "
+                                  "the one before (causal, key-value cached at inference).")
     max_instruction_tokens: int = param(32, "Instruction tokens read (longer instructions are refused).")
     lm_dir: str = param("", "Folder of the language model (config, weights, tokenizer); empty: the packaged "
                             "Gemma-3-270M (nanovla_ros.language.encoders.prepare_gemma).")
@@ -25,6 +30,7 @@ class EarlyFusionConfig:
         for name in ("horizon", "action_dim", "state_dim", "image_size", "image_channels", "max_instruction_tokens"):
             require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         require(self.image_size % 32 == 0, f"image_size={self.image_size} must be a multiple of 32")
+        require(self.readout in READOUTS, f"readout={self.readout!r} must be one of {READOUTS}")
         require(len(self.cameras) >= 1 and len(set(self.cameras)) == len(self.cameras),
                 f"cameras={self.cameras!r} must name at least one camera, each once")
 

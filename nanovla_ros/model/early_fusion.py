@@ -14,8 +14,14 @@ trained projection", which one GPU session can afford. Image features are cached
 reads no pixels; the language model still runs forward and backward every step, which is the cost early fusion
 pays and NanoVLA does not.
 
-The autoregressive readout (one language-model step per action) exists as a timing baseline only
-(``nanovla_ros.model.baselines.EarlyFusionVLA``).
+``readout="autoregressive"`` is the other decoding EdgeVLA is compared with: the whole sequence causal, action j's
+token is a learned step embedding plus the projection of action j - 1 (a start token for j = 0), and its output is
+action j; trained with teacher forcing (one pass, the same cost as the joint readout), decoded one language-model
+step per action with a key-value cache. Actions stay continuous (an L1 regression like NanoVLA's), not binned into
+vocabulary tokens: what is compared is the decoding, not a tokenisation.
+
+Positions skip the instruction's padding, so that a padded training sample and the same sentence alone at
+inference put every token at the same rotary position.
 """
 from __future__ import annotations
 
@@ -71,7 +77,9 @@ class EarlyFusionPolicyModel(nn.Module):
         self.image_proj = nn.Linear(c.image_channels, width)
         self.cell_embed = nn.Parameter(torch.randn(n_cells, width) * 0.02)  # (cells of every camera, W)
         self.state_proj = nn.Linear(c.state_dim, width)
-        self.action_queries = nn.Parameter(torch.randn(c.horizon, width) * 0.02)
+        self.action_queries = nn.Parameter(torch.randn(c.horizon, width) * 0.02)  # joint: the queries; else steps
+        if c.readout == "autoregressive":
+            self.action_in = nn.Linear(c.action_dim, width)  # a normalised action -> part of the next step's token
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c.action_dim))
         for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
@@ -87,45 +95,107 @@ class EarlyFusionPolicyModel(nn.Module):
             getattr(self, name).copy_(torch.as_tensor(np.asarray(value), dtype=torch.float32))
 
     def attention_mask(self, token_mask: torch.Tensor, n_prefix: int) -> torch.Tensor:
-        """(B, 1, T, T) bool, True where a position may attend: causal within the prefix (padded instruction
-        tokens never attended to), every prefix token and every query for the H queries, no query for the prefix."""
-        B, H, device = token_mask.shape[0], self.config.horizon, token_mask.device
+        """(B, 1, T, T) bool, True where a position may attend. Joint readout: causal within the prefix (padded
+        instruction tokens never attended to), every prefix token and every query for the H queries, no query for
+        the prefix. Autoregressive: causal throughout, padding never attended to."""
+        H, device = self.config.horizon, token_mask.device
         T = n_prefix + H
         i = torch.arange(T, device=device)
-        allowed = (i[None, :] <= i[:, None]) | (i[:, None] >= n_prefix)  # (T, T): causal, or a query's row
-        allowed = allowed & ~((i[:, None] < n_prefix) & (i[None, :] >= n_prefix))  # the prefix never sees queries
-        n_image = n_prefix - token_mask.shape[1] - 1
-        keys = torch.ones(B, T, dtype=torch.bool, device=device)
-        keys[:, n_image:n_image + token_mask.shape[1]] = token_mask
-        allowed = allowed[None] & keys[:, None, :]  # (B, T, T)
+        allowed = i[None, :] <= i[:, None]  # (T, T) causal
+        if self.config.readout == "joint":
+            allowed = allowed | (i[:, None] >= n_prefix)  # a query's row sees everything ...
+            allowed = allowed & ~((i[:, None] < n_prefix) & (i[None, :] >= n_prefix))  # ... and no prefix row a query
+        allowed = allowed[None] & self._keys(token_mask, n_prefix, T)[:, None, :]  # (B, T, T)
         allowed = allowed | torch.eye(T, dtype=torch.bool, device=device)[None]  # a padded row attends to itself
         return allowed[:, None]
+
+    @staticmethod
+    def _keys(token_mask: torch.Tensor, n_prefix: int, length: int) -> torch.Tensor:
+        """(B, length) bool: which positions are real tokens (False: the instruction's padding)."""
+        n_image = n_prefix - token_mask.shape[1] - 1
+        keys = torch.ones(token_mask.shape[0], length, dtype=torch.bool, device=token_mask.device)
+        keys[:, n_image:n_image + token_mask.shape[1]] = token_mask
+        return keys
+
+    @staticmethod
+    def _positions(keys: torch.Tensor) -> torch.Tensor:
+        """(B, T) rotary positions that skip padding: a sentence padded in a batch sits where it sits alone."""
+        return (keys.long().cumsum(1) - 1).clamp(min=0)
+
+    def _run_lm(self, inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        layer_types = set(getattr(self.lm.config, "layer_types", None) or ["full_attention"])
+        extra = {}
+        if cache is not None:  # the keyword is `cache` in newer transformers, `past_key_values` before
+            import inspect
+
+            name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+            extra = {name: cache, "use_cache": True}
+        return self.lm(inputs_embeds=inputs, attention_mask={t: mask for t in layer_types}, position_ids=positions,
+                       **extra).last_hidden_state
+
+    def _prefix(self, image_features: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, P, W): the image cells' tokens, the instruction's tokens, the joint state's token."""
+        B = image_features.shape[0]
+        cells = image_features.flatten(3).permute(0, 1, 3, 2).reshape(B, -1, image_features.shape[2])  # (B, N*g*g, C)
+        image_tokens = self.image_proj(cells) + self.cell_embed[None]  # (B, N*g*g, W)
+        text_tokens = self.lm.embed_tokens(tokens)  # (B, T, W): the language model's own (scaled) embeddings
+        state_n = (state - self.state_mean) / self.state_std
+        return torch.cat([image_tokens, text_tokens, self.state_proj(state_n)[:, None]], dim=1)
+
+    def _step_tokens(self, previous_n: torch.Tensor) -> torch.Tensor:
+        """Autoregressive readout: (B, H, A) normalised actions -> (B, H, W), token j = step j's embedding plus the
+        projection of action j - 1 (nothing for j = 0)."""
+        shifted = torch.cat([torch.zeros_like(previous_n[:, :1]), previous_n[:, :-1]], dim=1)
+        fed = self.action_in(shifted)
+        fed = torch.cat([torch.zeros_like(fed[:, :1]), fed[:, 1:]], dim=1)  # step 0 is the start token alone
+        return self.action_queries[None] + fed
 
     def forward(self, image_features: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
                 state: torch.Tensor, actions: torch.Tensor | None = None,
                 action_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``image_features`` (B, N, C, g, g), ``tokens`` (B, T) ids, ``token_mask`` (B, T) bool (False: padding),
         ``state`` (B, S) radians -> (normalised chunk (B, H, A), L1 loss against ``actions`` (B, H, A) radians
-        where ``action_mask`` (B, H) holds, else None)."""
+        where ``action_mask`` (B, H) holds, else None). The autoregressive readout decodes when ``actions`` is None
+        and is teacher-forced on them otherwise."""
         c = self.config
         B = image_features.shape[0]
-        cells = image_features.flatten(3).permute(0, 1, 3, 2).reshape(B, -1, image_features.shape[2])  # (B, N*g*g, C)
-        image_tokens = self.image_proj(cells) + self.cell_embed[None]  # (B, N*g*g, W)
-        text_tokens = self.lm.embed_tokens(tokens)  # (B, T, W): the language model's own (scaled) embeddings
-        state_n = (state - self.state_mean) / self.state_std
-        prefix = torch.cat([image_tokens, text_tokens, self.state_proj(state_n)[:, None]], dim=1)  # (B, P, W)
-        inputs = torch.cat([prefix, self.action_queries[None].expand(B, -1, -1)], dim=1)  # (B, P + H, W)
+        prefix = self._prefix(image_features, tokens, state)  # (B, P, W)
+        target_n = None if actions is None else (actions - self.action_mean) / self.action_std
+        if c.readout == "autoregressive" and target_n is None:
+            return self.decode(prefix, token_mask), None
+        steps = self.action_queries[None].expand(B, -1, -1) if c.readout == "joint" else self._step_tokens(target_n)
+        inputs = torch.cat([prefix, steps], dim=1)  # (B, P + H, W)
         mask = self.attention_mask(token_mask, prefix.shape[1])
-        layer_types = set(getattr(self.lm.config, "layer_types", None) or ["full_attention"])
-        hidden = self.lm(inputs_embeds=inputs, attention_mask={t: mask for t in layer_types}).last_hidden_state
-        pred_n = self.head(hidden[:, -c.horizon:])  # (B, H, A)
-        if actions is None:
+        positions = self._positions(self._keys(token_mask, prefix.shape[1], inputs.shape[1]))
+        pred_n = self.head(self._run_lm(inputs, mask, positions)[:, -c.horizon:])  # (B, H, A)
+        if target_n is None:
             return pred_n, None
-        target_n = (actions - self.action_mean) / self.action_std
         weight = (action_mask if action_mask is not None else torch.ones(actions.shape[:2], dtype=torch.bool,
                                                                          device=actions.device)).float()[..., None]
         loss = ((pred_n - target_n).abs() * weight).sum() / (weight.sum() * c.action_dim).clamp(min=1.0)
         return pred_n, loss
+
+    def decode(self, prefix: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """Autoregressive readout: (B, H, A) normalised, one language-model step per action after the prefix and
+        the start token, each step reading the key-value cache of everything before it."""
+        from transformers import DynamicCache
+
+        c, B, P = self.config, prefix.shape[0], prefix.shape[1]
+        cache = DynamicCache(config=self.lm.config)
+        keys = self._keys(token_mask, P, P + c.horizon)  # (B, P + H)
+        positions = self._positions(keys)
+        first = torch.cat([prefix, self.action_queries[None, :1].expand(B, -1, -1)], dim=1)  # (B, P + 1, W)
+        causal = self.attention_mask(token_mask, P)[..., :P + 1, :P + 1]  # the readout is causal: its corner
+        hidden = self._run_lm(first, causal, positions[:, :P + 1], cache)[:, -1]  # (B, W)
+        out = []
+        for j in range(c.horizon):
+            out.append(self.head(hidden))  # (B, A): action j
+            if j + 1 == c.horizon:
+                break
+            token = self.action_queries[j + 1][None] + self.action_in(out[-1])  # (B, W)
+            step_mask = keys[:, None, None, :P + j + 2]  # (B, 1, 1, keys so far): the new token sees all but padding
+            hidden = self._run_lm(token[:, None], step_mask, positions[:, P + j + 1:P + j + 2], cache)[:, -1]
+        return torch.stack(out, dim=1)
 
     def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
         return actions_n * self.action_std + self.action_mean

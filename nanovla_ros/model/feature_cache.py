@@ -90,7 +90,8 @@ def read_instruction_table(cache_dir: str | Path, language_encoder_id: str) -> t
         raise FeatureCacheError(f"cache {str(cache_dir)!r} holds instruction embeddings of {instruction_table_ids(cache_dir)}, "
                                 f"not of {language_encoder_id!r}")
     texts = json.loads(meta.read_text())["texts"]
-    return texts, np.load(folder / f"{_key(language_encoder_id)}.npy")
+    # float32 whatever the file holds (a table carried to a lent machine may be stored in fp16 to fit a call)
+    return texts, np.load(folder / f"{_key(language_encoder_id)}.npy").astype(np.float32, copy=False)
 
 
 def camera_cache_dir(cache_dir: str | Path, camera: str, image_stride: int = 32, fine: bool = False) -> Path:

@@ -29,14 +29,28 @@ def train_early_fusion(data_dir: str | Path, out_dir: str | Path, model_config: 
     """Train on ``data_dir``'s episodes and cached stride-32 features of ``model_config``'s cameras and image size
     (``nanovla_ros.training.pipeline.prepare_cache``); the best checkpoint (validation L1) is ``out_dir/best.safetensors``
     and the last ``out_dir/last.safetensors``. Returns the best's path (the last's without validation)."""
+    return train_early_fusion_readouts(data_dir, {model_config.readout: out_dir}, model_config, config, tokenizer, lm,
+                                       progress)[model_config.readout]
+
+
+def train_early_fusion_readouts(data_dir: str | Path, outs: dict[str, str | Path], model_config: EarlyFusionConfig,
+                                config: EarlyFusionTrainConfig, tokenizer, lm: torch.nn.Module | None = None,
+                                progress: bool = True) -> dict[str, Path]:
+    """One model per readout of ``outs`` ({readout: out_dir}), trained in lockstep: the same batches, one copy of the
+    cached features and of the frozen language model on the device, each its own optimiser and checkpoints (as
+    ``train_early_fusion``). Returns {readout: best checkpoint}."""
+    from dataclasses import replace
+
     from nanovla_ros.model.configuration_nanovla import image_encoder_id
+    from nanovla_ros.model.early_fusion import build_language_model
     from nanovla_ros.model.feature_cache import load_camera_features
     from nanovla_ros.training.pipeline import cache_dir_of
 
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    outs = {readout: Path(out) for readout, out in outs.items()}
+    for out in outs.values():
+        out.mkdir(parents=True, exist_ok=True)
     demos = load_demonstrations(data_dir, cameras=model_config.cameras)
     encoder = image_encoder_id("efficientnet-lite0", model_config.image_size, 32, False)
     features = [load_camera_features(cache_dir_of(data_dir), camera, len(demos.frames), encoder)
@@ -55,67 +69,85 @@ def train_early_fusion(data_dir: str | Path, out_dir: str | Path, model_config: 
 
     train_data, train_ids, train_mask = batches(train_eps)
     val = batches(val_eps) if len(val_eps) else None
-    model = EarlyFusionPolicyModel(model_config, lm).to(device)
+    lm = (lm if lm is not None else build_language_model(model_config)).to(device)
     samples = np.flatnonzero(np.isin(demos.episode, train_eps))
     actions = demos.actions[demos.action_index[samples]]
-    model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0) + 1e-3,
-                            actions.mean(0), actions.std(0) + 1e-3)
-    trained = [p for n, p in model.named_parameters() if not n.startswith("lm.")]
-    optimiser = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
-                                                 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / config.steps))))
     generator = torch.Generator(device=device).manual_seed(config.seed)
     autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    record = {"train": asdict(config), "data": str(data_dir),
+              "episodes": len(demos.instructions), "samples": int(len(samples))}
+    arms = []
+    for readout, out in outs.items():
+        torch.manual_seed(config.seed)  # each readout starts as it would alone
+        model = EarlyFusionPolicyModel(replace(model_config, readout=readout), lm).to(device)
+        model.set_normalization(demos.states[samples].mean(0), demos.states[samples].std(0) + 1e-3,
+                                actions.mean(0), actions.std(0) + 1e-3)
+        trained = [p for n, p in model.named_parameters() if not n.startswith("lm.")]
+        optimiser = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps))
+            * 0.5 * (1 + np.cos(np.pi * min(1.0, s / config.steps))))
+        arms.append(dict(readout=readout, out=out, model=model, trained=trained, optimiser=optimiser,
+                         schedule=schedule, history=[], best=float("inf"), seconds=0.0))
 
-    def loss_of(data: DeviceBatches, ids_t: torch.Tensor, mask_t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def loss_of(model, data: DeviceBatches, ids_t: torch.Tensor, mask_t: torch.Tensor, idx: torch.Tensor):
         b = data.batch(idx)
         with torch.autocast(**autocast):
             _, loss = model(b["image_features"], ids_t[idx], mask_t[idx], b["state"], b["actions"], b["action_mask"])
         return loss
 
-    def validate() -> float:
+    def validate(model) -> float:
         data, ids_v, mask_v = val
         model.eval()
         with torch.no_grad():
-            losses = [loss_of(data, ids_v, mask_v, torch.arange(s, min(s + config.batch_size, data.n), device=device))
-                      .item() for s in range(0, data.n, config.batch_size)]
+            losses = [loss_of(model, data, ids_v, mask_v,
+                              torch.arange(s, min(s + config.batch_size, data.n), device=device)).item()
+                      for s in range(0, data.n, config.batch_size)]
         model.train()
         return float(np.mean(losses))
 
-    history, best = [], float("inf")
-    record = {"train": asdict(config), "data": str(data_dir),
-              "episodes": len(demos.instructions), "samples": int(len(samples))}
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.steps, desc="train early fusion", unit="step")
-    start = time.monotonic()
-    model.train()
-    if val is not None:  # where it starts, for the record
-        history.append({"step": 0, "val_l1": validate(), "seconds": 0.0})
+        bar = tqdm(total=config.steps, desc=f"train early fusion ({', '.join(outs)})", unit="step")
+    for arm in arms:
+        arm["model"].train()
+        if val is not None:  # where it starts, for the record
+            arm["history"].append({"step": 0, "val_l1": validate(arm["model"]), "seconds": 0.0})
     for step in range(1, config.steps + 1):
         idx = torch.randint(0, train_data.n, (config.batch_size,), device=device, generator=generator)
-        loss = loss_of(train_data, train_ids, train_mask, idx)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 10.0)
-        optimiser.step()
-        schedule.step()
+        losses = []
+        for arm in arms:
+            start = time.monotonic()
+            loss = loss_of(arm["model"], train_data, train_ids, train_mask, idx)
+            arm["optimiser"].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(arm["trained"], 10.0)
+            arm["optimiser"].step()
+            arm["schedule"].step()
+            losses.append(loss.item())  # also waits for the step, so that its seconds are its own
+            arm["seconds"] += time.monotonic() - start
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(l1=f"{loss.item():.3f}")
+            bar.set_postfix(l1=" ".join(f"{v:.3f}" for v in losses))
         if step % config.val_every == 0 or step == config.steps:
-            entry = {"step": step, "train_l1": float(loss.item()), "seconds": time.monotonic() - start}
-            if val is not None:
-                entry["val_l1"] = validate()
-                if entry["val_l1"] < best:
-                    best = entry["val_l1"]
-                    save_early_fusion(model, out / "best.safetensors", {**record, "step": step, "val_l1": best})
-            history.append(entry)
-            log.info(json.dumps(entry))
+            for arm, loss in zip(arms, losses, strict=True):
+                entry = {"step": step, "train_l1": loss, "seconds": arm["seconds"]}
+                if val is not None:
+                    entry["val_l1"] = validate(arm["model"])
+                    if entry["val_l1"] < arm["best"]:
+                        arm["best"] = entry["val_l1"]
+                        save_early_fusion(arm["model"], arm["out"] / "best.safetensors",
+                                          {**record, "step": step, "val_l1": arm["best"],
+                                           "train_seconds": arm["seconds"]})
+                arm["history"].append(entry)
+                log.info(json.dumps({"readout": arm["readout"], **entry}))
     if bar is not None:
         bar.close()
-    save_early_fusion(model, out / "last.safetensors", {**record, "step": config.steps})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return out / ("best.safetensors" if val is not None else "last.safetensors")
+    for arm in arms:
+        save_early_fusion(arm["model"], arm["out"] / "last.safetensors",
+                          {**record, "step": config.steps, "train_seconds": arm["seconds"]})
+        (arm["out"] / "history.json").write_text(json.dumps(arm["history"], indent=1))
+    return {arm["readout"]: arm["out"] / ("best.safetensors" if val is not None else "last.safetensors")
+            for arm in arms}

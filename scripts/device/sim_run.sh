@@ -125,6 +125,12 @@ gemma)
   # makes .gemma/p1 ... p4, ~32 MB each, xz-compressed; --no-xz: p1 ... p7): one call per folder carrying it; once
   # every part has come it is put together (and decompressed) in $GEMMA_ROOT/gemma (default /root/gemma:
   # NANOVLA_GEMMA_DIR for the training and the evaluation: EARLY=1 below).
+  # A call may also carry data/tables_bank (a larger instruction table than the job's, e.g. the phrasing bank's
+  # training families for ROUND_FLAGS="--phrasings bank", too large to travel with the wheels): staged in
+  # /root/tables_extra, which a `dagger` job started with WAIT_TABLES=1 waits for before its last round trains.
+  [ -d data/tables_bank/instructions ] && mkdir -p /root/tables_extra.tmp && cp -r data/tables_bank/instructions \
+    /root/tables_extra.tmp/ && rm -rf /root/tables_extra && mv /root/tables_extra.tmp /root/tables_extra && \
+    echo "tables: $(ls /root/tables_extra/instructions | wc -l) files staged"
   g=${GEMMA_ROOT:-/root}; mkdir -p "$g/gemma_parts" "$g/gemma" && cp .gemma/*/* "$g/gemma_parts/" 2>/dev/null
   first=$(ls "$g"/gemma_parts/model.safetensors*.part1-of-* 2>/dev/null | head -1)
   name=$(basename "${first%.part1-of-*}"); n=${first##*-of-}
@@ -200,10 +206,23 @@ dagger)
   --table-dir $SIM/cache --out $SIM --workers \$(( \$(nproc) - 1 )) > $RUN/log_collect$r.txt 2>&1"
       # NO_COARSE=1 (with FINE=1): every training reads the fine cells (fine-tunes of a checkpoint with fine cells), so
       # the final map's own cache is not built (~1 min)
-      [ -z "${NO_COARSE:-}" ] && echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
+      [ -n "${WAIT_TABLES:-}" ] && [ "$r" = "${ROUNDS:-1}" ] && echo "for _ in \$(seq 600); do \
+  [ -d /root/tables_extra/instructions ] && break; sleep 1; done; cp /root/tables_extra/instructions/* \
+  $SIM/cache/instructions/ && echo tables: extra copied > $RUN/log_tables.txt 2>&1"
+      # the early-fusion baseline reads the final map alone: its cache is built even with NO_COARSE
+      { [ -z "${NO_COARSE:-}" ] || { [ -n "${EARLY:-}" ] && [ "$r" = "${ROUNDS:-1}" ]; }; } && \
+        echo "$(cache_cmd) > $RUN/log_features$r.txt 2>&1"
       # FINE=1: also the folded stride-32 + stride-16 features, for arms with /--fine-features (built once here: the
       # arms would otherwise each build the same cache at once)
       [ -n "${FINE:-}" ] && echo "$(cache_cmd True) >> $RUN/log_features$r.txt 2>&1"
+      # EARLY=1 (after the `gemma` calls, which it waits for): the early-fusion baseline trained beside the last
+      # round (from its features on, at once) on the same data (EARLY_STEPS, 3000), one model per readout of EARLY_READOUTS (joint autoregressive)
+      # in lockstep -> $RUN/early/<readout>; then `early-eval` (finish exports NanoVLA checkpoints only)
+      [ -n "${EARLY:-}" ] && [ "$r" = "${ROUNDS:-1}" ] && echo "( for _ in \$(seq 900); do \
+  [ -f /root/gemma/model.safetensors ] && break; sleep 1; done; NANOVLA_GEMMA_DIR=/root/gemma $(gpu 1) python3 -m \
+  nanovla_ros.cli train-early-fusion --data $SIM --out $RUN/early --image-size ${IMG:-320} --cameras front wrist \
+  --horizon 40 --steps ${EARLY_STEPS:-3000} --batch-size ${EARLY_BATCH:-64} --device cuda \
+  --readouts ${EARLY_READOUTS:-joint autoregressive} > $RUN/log_early.txt 2>&1 ) &"
       # FIXED_H="5 10 20 50": the chunking ablation's fixed arms, trained beside the last round alike (same data,
       # init, steps, lr) but with H = h -> $RUN/fixed_H<h>; `finish` evaluates them executing all h of each chunk.
       # ARMS="name=H[:h][@init][/--flag=value...] ...": more arms beside it, e.g. "H40x20=40:20" (H = 40, declares
@@ -228,12 +247,6 @@ dagger)
       echo "python3 -m nanovla_ros.cli export \$(ls $RUN/dagger$r/best.safetensors 2>/dev/null || ls $RUN/dagger$r/last.safetensors) \
   $RUN/dagger$r.safetensors > /dev/null 2>&1"
       [ -n "${queue[0]:-}" ] && echo "( ${queue[0]}) &"
-      # EARLY=1 (after the `gemma` calls): the early-fusion baseline trained beside the last round on the same data
-      # (EARLY_STEPS, 3000) -> $RUN/early; evaluate it with `nanovla evaluate $RUN/early/best.safetensors ...` and
-      # NANOVLA_GEMMA_DIR=/root/gemma (finish exports NanoVLA checkpoints only)
-      [ -n "${EARLY:-}" ] && [ "$r" = "${ROUNDS:-1}" ] && echo "NANOVLA_GEMMA_DIR=/root/gemma $(gpu 1) python3 -m \
-  nanovla_ros.cli train-early-fusion --data $SIM --out $RUN/early --image-size ${IMG:-320} --cameras front wrist \
-  --horizon 40 --steps ${EARLY_STEPS:-3000} --device cuda > $RUN/log_early.txt 2>&1 &"
       # Evaluate this round while the next one collects and trains (6 workers beside the collection's 15:
       # 400 episodes take ~3 min so); `finish` takes these results instead of evaluating again.
       [ "$r" -lt "${ROUNDS:-1}" ] && echo "python3 -m nanovla_ros.cli evaluate $RUN/dagger$r.safetensors --episodes ${N:-50} \
@@ -297,7 +310,8 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
     # checkpoints come back in 15 MB parts (16 MiB a file, 8 files a call): all, none (NO_CKPT=1) or KEEP="name ..."
     [ -z "${NO_CKPT:-}" ] && { [ -z "${KEEP:-}" ] || [[ " $KEEP " == *" $v "* ]]; } && \
       split -b 15M $RUN/nanovla_${v}_workcell.safetensors "$OUT/$v.part."
-    if [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
+    if [ -n "${NO_EVAL:-}" ]; then :  # NO_EVAL=1: the checkpoints only (evaluated elsewhere)
+    elif [ -f "$RUN/early_$v.json" ]; then  # a DAgger round evaluated during the next one (same checkpoint, N)
       cp "$RUN/early_$v.json" "$OUT/$v.json"; grep "^\[evaluate\]" "$RUN/log_eval${v#dagger}.txt"
     else
       split=${SPLIT:-}; n=${N:-50}
@@ -314,7 +328,7 @@ print(h(sys.argv[1]))" $RUN/nanovla_${v}_workcell.safetensors)
       --suite robustness --strengths "$SUITE" --split train --episodes "${SUITE_N:-13}" --workers "${EVAL_WORKERS:-15}" \
       --execute-steps "${x:-${EXEC_H:-$declared}}" --device cuda --table-dir $SIM/cache --out "$RUN/suite_$v" 2>&1 | \
       grep "^|" | sed "s/^/$v /" && cp "$RUN/suite_$v/robustness.json" "$OUT/$v.robustness.json"
-    [ -n "$h${NO_PROBE:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
+    [ -n "$h${NO_PROBE:-}${NO_EVAL:-}" ] && continue  # the probe reads command 100 of a chunk (NO_PROBE=1: a shorter one)
     python3 docs/experiments/probes/probe_first_chunk.py $RUN/nanovla_${v}_workcell.safetensors --scenes 12 --table-dir $SIM/cache \
       --out "$OUT/$v.probe.json" > /dev/null 2>&1; tr -d ' \n' < "$OUT/$v.probe.json"; echo
   done
@@ -334,5 +348,25 @@ print(sum(e['success'] for e in json.load(open(sys.argv[1]))['episodes']), sys.a
   (cd $RUN && tar czf "$OUT/histories.tgz" ./*/history.json log_*.txt)
   # at most 8 files come back: past that, the results travel as one archive
   [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./*.json && rm ./*.json) ;;
-*) echo "usage: $0 pack|assemble|setup|gemma|start|dagger|train|progress|finish" >&2; exit 2 ;;
+early-eval)
+  # The early-fusion models of EARLY=1, detached (then `progress`; `collect` brings the results): each readout's
+  # best checkpoint evaluated on the templates (N per task and split, executing EXEC_H (20) of each chunk) and, with
+  # EARLY_BANK=1, on the phrasing bank (both family splits) -> $RUN/early_eval/early_<readout>[_bank].json
+  mkdir -p $RUN/early_eval; cd $CODE
+  { echo "cd $CODE; export NANOVLA_GEMMA_DIR=/root/gemma"
+    for r in ${EARLY_READOUTS:-joint autoregressive}; do
+      echo "cp $RUN/early/$r/best.safetensors $RUN/early_eval/early_$r.safetensors"
+      for ph in "" ${EARLY_BANK:+bank}; do
+        echo "$(gpu 0) python3 -m nanovla_ros.cli evaluate $RUN/early/$r/best.safetensors --episodes ${N:-50} \
+  --workers ${EVAL_WORKERS:-8} --execute-steps ${EXEC_H:-20} --device cuda --table-dir $SIM/cache ${ph:+--phrasings $ph} \
+  --out $RUN/early_eval/early_$r${ph:+_$ph}.json > $RUN/log_eval_early_$r${ph:+_$ph}.txt 2>&1 &"
+      done
+    done; echo wait; } > $RUN/early_eval.sh
+  setsid nohup bash $RUN/early_eval.sh > $RUN/early_eval.log 2>&1 < /dev/null &
+  sleep 5; cat $RUN/early_eval.sh ;;
+collect)
+  # Files of this machine into $OUT (at most 8 come back a call; past that one archive): collect PATH...
+  shift; cp "$@" "$OUT/" && [ "$(ls "$OUT" | wc -l)" -gt 8 ] && (cd "$OUT" && tar czf results.tgz ./* --remove-files)
+  ls -la "$OUT" ;;
+*) echo "usage: $0 pack|assemble|setup|gemma|start|dagger|train|early-eval|collect|progress|finish" >&2; exit 2 ;;
 esac
