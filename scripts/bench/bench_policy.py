@@ -127,18 +127,24 @@ def run_variant(variant: str, device: str, threads: int, repeats: int, random_di
         precision = variant.rsplit("_", 1)[-1] if variant.endswith(("_int8", "_fp16")) else "fp32"
         policy, _ = load_policy(checkpoint or SHIPPED_CHECKPOINT, backend, device, threads=threads,  # export cached
                                 precision=precision)
-        if half:
+        if getattr(policy, "reads_text", False):  # a trained early-fusion checkpoint: torch, the instruction's words
+            frames = {camera: image for camera in policy.config.cameras}
+
+            def step():
+                return policy.predict_chunk(frames, state, INSTRUCTION)
+        elif half:
             from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
 
             policy = NanoVLAPolicy(policy.model, policy.image_encoder, half_weights=True, channels_last=channels_last)
-        if compiled and backend == "torch":
-            policy.compile()
-        cached = (random_vector(policy.config.language_dim) if random_vectors  # the service's vector, computed once
-                  else encode(load_text_encoder("small", random_dir), "cpu"))
-        frames = {camera: image for camera in policy.config.cameras}
+        if not getattr(policy, "reads_text", False):
+            if compiled and backend == "torch":
+                policy.compile()
+            cached = (random_vector(policy.config.language_dim) if random_vectors  # the service's vector, once
+                      else encode(load_text_encoder("small", random_dir), "cpu"))
+            frames = {camera: image for camera in policy.config.cameras}
 
-        def step():
-            return policy.predict_chunk(frames, state, cached)
+            def step():
+                return policy.predict_chunk(frames, state, cached)
     elif variant.startswith("preprocess"):
         from nanovla_ros.model.modeling_nanovla import preprocess_frames
         from nanovla_ros.model.onnx_policy import FramePreprocessor
@@ -217,7 +223,8 @@ def main() -> None:
     parser.add_argument("--random-vectors", action="store_true", help="cached variants: a random instruction vector "
                         "(no language model loaded)")
     parser.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT", help="shipped_s* variants: run "
-                        "each on every one of these checkpoints, side by side (default: the shipped one)")
+                        "each on every one of these checkpoints, side by side (default: the shipped one); a trained "
+                        "early-fusion checkpoint among them runs as shipped_s only (torch fp32, reading INSTRUCTION)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,18 +232,22 @@ def main() -> None:
         print(json.dumps(run_variant(args.child, args.device, args.threads[0], args.repeats, args.random_encoders,
                                      args.compile, args.random_vectors, args.checkpoint)))
         return
+    from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
+
     if any(v.startswith(("shipped_s_onnx", "shipped_s_tensorrt")) for v in args.variants):  # the ONNX export, once
         from nanovla_ros.graph import SHIPPED_CHECKPOINT
         from nanovla_ros.model.onnx_policy import cached_export
 
-        for checkpoint in args.checkpoints or [SHIPPED_CHECKPOINT]:
+        for checkpoint in [c for c in args.checkpoints or [SHIPPED_CHECKPOINT] if not is_early_fusion_checkpoint(c)]:
             cached_export(checkpoint)
             if "shipped_s_onnxruntime_int8" in args.variants:
                 cached_export(checkpoint, precision="int8")
     variants = [v for v in args.variants if args.device == "cuda" or not (v in CUDA_ONLY or v.endswith("_cudagraph"))]
     rows = []
     # (variant, checkpoint or None): the shipped_s* variants once per --checkpoints entry, labelled by its file name
-    runs = [(v, c) for v in variants for c in ((args.checkpoints or [None]) if v.startswith("shipped_s") else [None])]
+    # (early-fusion checkpoints among them: the torch variant `shipped_s` alone, in fp32, reading the words)
+    runs = [(v, c) for v in variants for c in ((args.checkpoints or [None]) if v.startswith("shipped_s") else [None])
+            if c is None or v == "shipped_s" or not is_early_fusion_checkpoint(c)]
     for threads in args.threads if args.device == "cpu" else [1]:
         for variant, checkpoint in runs:
             out = subprocess.run([sys.executable, __file__, "--child", variant, "--device", args.device,
