@@ -57,16 +57,19 @@ def main() -> None:
                 rates.append(100 * s / n)
                 low.append(100 * s / n - 100 * lo)
                 high.append(100 * hi - 100 * s / n)
-            ax.bar(xs, rates, width, yerr=[low, high], capsize=2, label=model)
+            ax.bar(xs, rates, width, yerr=[low, high], capsize=2, label=model, color=f"C{m}")  # a model keeps its colour
         total = {model: [sum(counts.get((model, saying, split, k), (0, 0))[i] for k in KINDS) for i in (0, 1)]
                  for model in models}
-        ax.set_title(title + "\n" + ", ".join(f"{m}: {s}/{n}" for m, (s, n) in total.items() if n), fontsize=9)
+        ax.set_title(title + "\n" + "\n".join(f"{m}: {s}/{n}" for m, (s, n) in total.items() if n), fontsize=9)
         ax.set_xticks(range(len(KINDS)), [k.replace("_", "-") for k in KINDS])
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("success (%)")
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=f"C{m}", label=model) for m, model in enumerate(models)], fontsize=8,
+               loc="lower center", ncol=len(models), frameon=False)  # a model missing from a panel keeps its entry
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     from pathlib import Path
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
