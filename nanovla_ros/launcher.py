@@ -56,6 +56,13 @@ def _die_with_parent(sig: int) -> None:  # runs in the child between fork and ex
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
     except OSError:
         pass  # not Linux: children may outlive a killed launcher, as with ros2 launch
+    # A node starts with the normal policy even if the launching thread was made real-time (a library may do that:
+    # SVT-AV1 does as root); busy-waiting threads at real-time priority would starve the machine.
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
 
 
 class LaunchError(RuntimeError):

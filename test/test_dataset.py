@@ -212,3 +212,19 @@ def test_lerobot_units_are_bounded_to_the_calibrated_range_as_lerobot_reports_th
     assert beyond[0, -1] == 0.0 and beyond[1, -1] == 100.0  # the gripper, 0-100
     np.testing.assert_allclose(beyond, to_lerobot_units(np.stack([low, high]), calibration), atol=1e-3)
     assert math.isclose(float(to_lerobot_units(np.zeros((1, 6)), calibration)[0, 0]), 0.0, abs_tol=1e-6)
+
+
+def test_encoding_videos_leaves_the_process_scheduling_as_it_was(tmp_path):
+    """SVT-AV1 raises its calling thread to real-time SCHED_FIFO where it may (as root, as in CI); a test process
+    left so passed it to every node it launched afterwards, whose busy-waiting threads then starved the machine.
+    The writer puts the policy back (where the encoder cannot raise it, the check holds trivially)."""
+    import os
+
+    from nanovla_ros.data.lerobot_format import _VideoFile
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    video = _VideoFile(tmp_path / "v.mp4", 30, 32, 32)
+    video.append([np.full((32, 32, 3), 80 * k, np.uint8) for k in range(3)])
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+    video.close()
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before and video.size_mb > 0

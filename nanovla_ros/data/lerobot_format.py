@@ -19,8 +19,10 @@ episode: tasks, length, row span, file indices, per-episode stats), ``meta/tasks
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +127,23 @@ def _jsonable(stats: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- export
+@contextlib.contextmanager
+def _keeping_scheduling():
+    """SVT-AV1 raises the thread that calls it to real-time SCHED_FIFO where it may (as root). A process that then
+    starts others (the launcher's nodes, torch's thread pools) passes that on, and busy-waiting threads at FIFO
+    priority starve a small machine; so the thread's policy is put back after every call into the encoder."""
+    try:
+        saved = os.sched_getscheduler(0), os.sched_getparam(0)
+    except (AttributeError, OSError):  # no such calls on this platform
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None and (os.sched_getscheduler(0), os.sched_getparam(0)) != saved:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, *saved)
+
+
 class _VideoFile:
     """One camera's current mp4 file: episodes appended one after another (AV1 as lerobot encodes)."""
 
@@ -143,16 +162,18 @@ class _VideoFile:
         import av
 
         start = self.frames
-        for frame in frames:
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture.pts = self.frames
-            self.frames += 1
-            self.container.mux(self.stream.encode(picture))
+        with _keeping_scheduling():
+            for frame in frames:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                picture.pts = self.frames
+                self.frames += 1
+                self.container.mux(self.stream.encode(picture))
         return start / self.fps, self.frames / self.fps
 
     def close(self) -> None:
-        self.container.mux(self.stream.encode(None))
-        self.container.close()
+        with _keeping_scheduling():
+            self.container.mux(self.stream.encode(None))
+            self.container.close()
 
     @property
     def size_mb(self) -> float:
