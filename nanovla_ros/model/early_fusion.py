@@ -25,6 +25,7 @@ inference put every token at the same rotary position.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,11 @@ class EarlyFusionPolicyModel(nn.Module):
         if c.readout == "autoregressive":
             self.action_in = nn.Linear(c.action_dim, width)  # a normalised action -> part of the next step's token
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c.action_dim))
+        # how the language model is called, found once: one attention mask per layer type, and the cache's keyword
+        # (`cache` in newer transformers, `past_key_values` before)
+        self._layer_types = set(getattr(self.lm.config, "layer_types", None) or ["full_attention"])
+        self._cache_keyword = ("cache" if "cache" in inspect.signature(self.lm.forward).parameters
+                               else "past_key_values")
         for name, dim in (("state", c.state_dim), ("action", c.action_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
@@ -123,15 +129,9 @@ class EarlyFusionPolicyModel(nn.Module):
         return (keys.long().cumsum(1) - 1).clamp(min=0)
 
     def _run_lm(self, inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
-        layer_types = set(getattr(self.lm.config, "layer_types", None) or ["full_attention"])
-        extra = {}
-        if cache is not None:  # the keyword is `cache` in newer transformers, `past_key_values` before
-            import inspect
-
-            name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
-            extra = {name: cache, "use_cache": True}
-        return self.lm(inputs_embeds=inputs, attention_mask={t: mask for t in layer_types}, position_ids=positions,
-                       **extra).last_hidden_state
+        extra = {self._cache_keyword: cache, "use_cache": True} if cache is not None else {}
+        return self.lm(inputs_embeds=inputs, attention_mask={t: mask for t in self._layer_types},
+                       position_ids=positions, **extra).last_hidden_state
 
     def _prefix(self, image_features: torch.Tensor, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, P, W): the image cells' tokens, the instruction's tokens, the joint state's token."""
@@ -144,11 +144,9 @@ class EarlyFusionPolicyModel(nn.Module):
 
     def _step_tokens(self, previous_n: torch.Tensor) -> torch.Tensor:
         """Autoregressive readout: (B, H, A) normalised actions -> (B, H, W), token j = step j's embedding plus the
-        projection of action j - 1 (nothing for j = 0)."""
-        shifted = torch.cat([torch.zeros_like(previous_n[:, :1]), previous_n[:, :-1]], dim=1)
-        fed = self.action_in(shifted)
-        fed = torch.cat([torch.zeros_like(fed[:, :1]), fed[:, 1:]], dim=1)  # step 0 is the start token alone
-        return self.action_queries[None] + fed
+        projection of action j - 1 (nothing for j = 0: the start token alone)."""
+        fed = self.action_in(previous_n[:, :-1])  # (B, H - 1, W)
+        return self.action_queries[None] + torch.cat([torch.zeros_like(fed[:, :1]), fed], dim=1)
 
     def forward(self, image_features: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor,
                 state: torch.Tensor, actions: torch.Tensor | None = None,
