@@ -14,59 +14,37 @@ not go through the task head.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 
 import numpy as np
-import torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="nanovla_ros/checkpoints/nanovla_s_workcell.safetensors")
-    parser.add_argument("--scenes", type=int, default=6)
-    parser.add_argument("--first-seed", type=int, default=1000)
-    parser.add_argument("--table-dir", default="data/tables")
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
+    from task_head_probe import TaskHeadProbe, parse_args
 
     from nanovla_ros import phrasings
-    from nanovla_ros.evaluation.closed_loop import instruction_embeddings
-    from nanovla_ros.model.checkpoint import load_checkpoint
-    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
-    from nanovla_ros.sim.tasks import DIRECTIONS, sample_layout, sample_task, task_positions
-    from nanovla_ros.sim.workcell import Workcell
+    from nanovla_ros.sim.tasks import DIRECTIONS, sample_task, task_positions
     from nanovla_ros.tasks import Task
 
-    torch.set_num_threads(2)
-    model, _ = load_checkpoint(args.checkpoint)
-    policy = NanoVLAPolicy(model.float().eval())
-    vectors = instruction_embeddings(model.config.language_encoder_id, args.table_dir, with_bank=True)
-    family_of = {row[0]: row[4] for split in ("train", "heldout") for row in phrasings.bank(split)}
-    core_of = {f.id: f.core for f in phrasings.families()}
-    workcell = Workcell()
+    args = parse_args(__doc__)
+    probe = TaskHeadProbe(args.checkpoint, args.table_dir)
+    workcell = probe.workcell
     directions = list(DIRECTIONS)
     tally = {s: collections.Counter() for s in ("train", "heldout")}
     confusion = {s: np.zeros((3, 3), int) for s in ("train", "heldout")}
     by_phrase, by_core = collections.defaultdict(list), collections.defaultdict(list)
     for seed in range(args.first_seed, args.first_seed + args.scenes):
-        rng = np.random.default_rng(seed)
-        layout = sample_layout(rng)
+        rng, layout = probe.scene(seed)
         task = sample_task(rng, "push", "train")
-        workcell.place(layout.cubes, layout.squares)
         start = {c: workcell.cube_position(c) for c in layout.cubes}
-        frames = [workcell.render(name) for name in model.config.cameras]
-        with torch.no_grad():
-            pixels = policy.image_encoder.preprocess(torch.from_numpy(np.stack(frames)))
-            features = policy.image_encoder.features(pixels)[None]
-        state = torch.as_tensor(workcell.joint_positions, dtype=torch.float32)[None]
+        features, state = probe.observe()
         goals = {d: task_positions(Task("push", task.cube, d, "", "train"), workcell, start)[2:] for d in directions}
         cube_xy = workcell.cube_position(task.cube)[:2]
         for split in ("train", "heldout"):
             for truth in directions:
                 for text in phrasings.sentences_of("push", task.cube, truth, split):
-                    xy = model.predict_task_xy(features, torch.as_tensor(vectors[text])[None], state)[0].numpy()
+                    xy = probe.read(features, state, [text])[0]
                     read = directions[int(np.argmin([np.linalg.norm(xy[2:] - goals[d]) for d in directions]))]
                     right_cube = np.linalg.norm(xy[:2] - cube_xy) < 0.03
                     tally[split]["sentences"] += 1
@@ -77,8 +55,8 @@ def main() -> None:
                         phrase = next(p for p in sorted((p for pair in phrasings.DIRECTION_PHRASES[truth] for p in pair),
                                                         key=len, reverse=True) if p in text)
                         by_phrase[phrase].append(read == truth)
-                        by_core[core_of[family_of[text]]].append(read == truth)
-    workcell.close()
+                        by_core[probe.core_of_text(text)].append(read == truth)
+    probe.close()
     report = {"checkpoint": args.checkpoint, "scenes": args.scenes, "directions": directions,
               "splits": {s: {**dict(tally[s]), "confusion (rows: said, columns: read)": confusion[s].tolist()}
                          for s in tally},

@@ -15,68 +15,41 @@ read swapped most often. A probe of the language path: the actions do not go thr
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import itertools
 import json
 
 import numpy as np
-import torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="nanovla_ros/checkpoints/nanovla_s_workcell.safetensors")
-    parser.add_argument("--scenes", type=int, default=6)
-    parser.add_argument("--first-seed", type=int, default=1000)
-    parser.add_argument("--table-dir", default="data/tables")
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
+    from task_head_probe import TaskHeadProbe, parse_args
 
     from nanovla_ros import phrasings
-    from nanovla_ros.evaluation.closed_loop import instruction_embeddings
-    from nanovla_ros.model.checkpoint import load_checkpoint
-    from nanovla_ros.model.modeling_nanovla import NanoVLAPolicy
-    from nanovla_ros.sim.tasks import sample_layout
-    from nanovla_ros.sim.workcell import Workcell
 
-    torch.set_num_threads(2)
-    model, _ = load_checkpoint(args.checkpoint)
-    policy = NanoVLAPolicy(model.float().eval())
-    vectors = instruction_embeddings(model.config.language_encoder_id, args.table_dir, with_bank=True)
-    family_of = {row[0]: row[4] for split in ("train", "heldout") for row in phrasings.bank(split)}
-    core_of = {f.id: f.core for f in phrasings.families()}
-    workcell = Workcell()
+    args = parse_args(__doc__)
+    probe = TaskHeadProbe(args.checkpoint, args.table_dir)
     tally = {s: collections.Counter() for s in ("train", "heldout")}
     by_core, by_text = collections.defaultdict(list), collections.defaultdict(list)
     for seed in range(args.first_seed, args.first_seed + args.scenes):
-        rng = np.random.default_rng(seed)
-        layout = sample_layout(rng)
-        workcell.place(layout.cubes, layout.squares)
+        _, layout = probe.scene(seed)
         cubes = list(layout.cubes)
-        xy = {c: workcell.cube_position(c)[:2] for c in cubes}
-        frames = [workcell.render(name) for name in model.config.cameras]
-        with torch.no_grad():
-            pixels = policy.image_encoder.preprocess(torch.from_numpy(np.stack(frames)))
-            features = policy.image_encoder.features(pixels)[None]
-        state = torch.as_tensor(workcell.joint_positions, dtype=torch.float32)[None]
+        xy = {c: probe.workcell.cube_position(c)[:2] for c in cubes}
+        features, state = probe.observe()
         nearest = lambda point: min(cubes, key=lambda c: np.linalg.norm(point - xy[c]))  # noqa: E731
         for split in ("train", "heldout"):
             for top, base in itertools.permutations(cubes, 2):
                 texts = phrasings.sentences_of("stack", top, base, split)
-                with torch.no_grad():  # every sentence of this pair at once, on the same scene
-                    reads = model.predict_task_xy(features.expand(len(texts), *features.shape[1:]),
-                                                  torch.as_tensor(np.stack([vectors[t] for t in texts])),
-                                                  state.expand(len(texts), -1)).numpy()
+                reads = probe.read(features, state, texts)  # every sentence of this pair at once, on the same scene
                 for text, read in zip(texts, reads, strict=True):
                     got = (nearest(read[:2]), nearest(read[2:]))
                     verdict = "right" if got == (top, base) else "swapped" if got == (base, top) else "other"
                     tally[split]["sentences"] += 1
                     tally[split][verdict] += 1
                     if split == "heldout":
-                        by_core[core_of[family_of[text]]].append(verdict)
+                        by_core[probe.core_of_text(text)].append(verdict)
                         by_text[text].append(verdict)
-    workcell.close()
+    probe.close()
     rate = lambda verdicts, v: round(float(np.mean([x == v for x in verdicts])), 3)  # noqa: E731
     report = {"checkpoint": args.checkpoint, "scenes": args.scenes,
               "splits": {s: {"sentence-scenes": t["sentences"], **{v: round(t[v] / t["sentences"], 3)
