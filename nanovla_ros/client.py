@@ -39,6 +39,10 @@ class NanovlaClient:
         self._executor.add_node(self.node)
         self._latest_task: CurrentTask | None = None
         self._task_event = threading.Event()
+        # One client per service, kept for the session: a service can only answer a client whose reply reader
+        # it has discovered (Fast DDS waits 100 ms for it, then drops the reply), so a client made just before
+        # each call risks a lost answer on a loaded host; a kept one is discovered once.
+        self._clients: dict[str, object] = {}
         self.node.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
 
     def __enter__(self) -> NanovlaClient:
@@ -92,18 +96,18 @@ class NanovlaClient:
             self.node.destroy_subscription(subscription)
 
     def _call(self, service_type, name: str, request, timeout_s: float):
-        client = self.node.create_client(service_type, name)
-        try:
-            deadline = time.monotonic() + timeout_s
-            if not self.spin_until(client.service_is_ready, timeout_s):
-                raise ServiceUnavailable(f"service {client.srv_name} is not available after {timeout_s:g} s; "
-                                         "is the suite running (nanovla launch so101)?")
-            future = client.call_async(request)
-            if not self.spin_until(future.done, max(0.0, deadline - time.monotonic())):
-                raise ServiceUnavailable(f"service {client.srv_name} did not answer within {timeout_s:g} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(service_type, name)
+        deadline = time.monotonic() + timeout_s
+        if not self.spin_until(client.service_is_ready, timeout_s):
+            raise ServiceUnavailable(f"service {client.srv_name} is not available after {timeout_s:g} s; "
+                                     "is the suite running (nanovla launch so101)?")
+        future = client.call_async(request)
+        if not self.spin_until(future.done, max(0.0, deadline - time.monotonic())):
+            client.remove_pending_request(future)
+            raise ServiceUnavailable(f"service {client.srv_name} did not answer within {timeout_s:g} s")
+        return future.result()
 
     def set_instruction(self, text: str, backbone: str = "auto", timeout_s: float = 30.0) -> SetInstruction.Response:
         request = SetInstruction.Request(text=text, backbone=backbone, text_bytes=len(text.encode("utf-8", "replace")))

@@ -245,3 +245,42 @@ def test_router_node_escalates_with_a_trained_router_file(graph, encoder_node, m
     assert forced.accepted and forced.backbone == "small"
     with pytest.raises(Exception, match="router"):
         RouterNode(context=graph.context, parameter_overrides=[Parameter("router_weights", value=str(tmp_path / "no"))])
+
+
+def test_a_reply_dds_could_not_deliver_yet_is_sent_again_and_one_never_deliverable_is_logged():
+    import warnings
+
+    from std_srvs.srv import Trigger
+
+    from nanovla_ros.nodes.common import reply_patiently
+
+    graph = Graph(threads=1)
+    try:
+        node = graph.probe
+        attempts = {"ok": 0, "late": 0}
+
+        def make_send(failures: int, key: str):
+            def send(response, header) -> None:  # as rclpy does when rmw_fastrtps times out on a reply reader
+                attempts[key] += 1
+                if attempts[key] <= failures:
+                    warnings.warn("failed to send response (timeout): client will not receive response",
+                                  RuntimeWarning, stacklevel=1)
+            return send
+
+        ok = node.create_service(Trigger, "~/patient_ok", lambda req, resp: resp)
+        ok.send_response = make_send(2, "ok")
+        reply_patiently(node, ok, give_up_s=5.0, retry_s=0.01)
+        ok.send_response(Trigger.Response(success=True), object())  # as the executor calls it
+        assert wait_until(lambda: attempts["ok"] == 3, 5.0), attempts  # two timeouts, then delivered
+        ok_timers = len(list(node.timers))
+
+        late = node.create_service(Trigger, "~/patient_late", lambda req, resp: resp)
+        late.send_response = make_send(10**6, "late")
+        reply_patiently(node, late, give_up_s=0.2, retry_s=0.01)
+        late.send_response(Trigger.Response(), object())
+        assert wait_until(lambda: len(list(node.timers)) == ok_timers and attempts["late"] > 3, 5.0), attempts
+        count = attempts["late"]
+        assert not wait_until(lambda: attempts["late"] > count, 0.1)  # given up: no more attempts
+        assert len(list(node.timers)) == ok_timers  # the retry timers are gone
+    finally:
+        graph.close()

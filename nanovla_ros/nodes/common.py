@@ -5,6 +5,8 @@ import faulthandler
 import signal
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable
 
 import rclpy
@@ -73,6 +75,56 @@ def _events_executor():
 # leave the process alive, orphaned, after its launcher is gone.
 CLOSE_DEADLINE_S = 35.0
 EXIT_DEADLINE_S = 10.0
+REPLY_GIVE_UP_S = 5.0  # how long a service keeps resending a reply its caller's DDS reader has not yet matched
+
+
+_REPLY_LOCK = threading.Lock()  # warnings.catch_warnings changes process-wide state
+
+
+def _send_reply(send: Callable, response, header) -> bool:
+    """``send(response, header)``; False when DDS timed out waiting to discover the caller's reply reader."""
+    with _REPLY_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        send(response, header)
+    missed = [w for w in caught if "failed to send response (timeout)" in str(w.message)]
+    for w in caught:
+        if w not in missed:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return not missed
+
+
+def reply_patiently(node: Node, service, give_up_s: float = REPLY_GIVE_UP_S, retry_s: float = 0.05):
+    """Make ``service`` (made by ``node``) resend a reply that DDS could not deliver yet, instead of dropping it.
+
+    A service can only answer a client whose reply reader it has discovered. A client made just before its call
+    (every ``nanovla instruct``, ``ros2 service call``) may not be discovered yet on a loaded host: rmw_fastrtps
+    waits 100 ms, then rclpy warns "failed to send response (timeout)" and the reply is gone, while the request
+    was carried out (for set_instruction: the arm starts the task, the caller is told nothing). Here the reply is
+    sent again every ``retry_s`` from a timer until it goes through or ``give_up_s`` passes (then logged once).
+    Returns ``service``.
+    """
+    send = service.send_response
+
+    def send_response(response, header) -> None:
+        if _send_reply(send, response, header):
+            return
+        deadline = time.monotonic() + give_up_s
+        timer = []
+
+        def retry() -> None:
+            if not timer:
+                return  # a tick before the timer below was stored (multi-threaded executors)
+            if _send_reply(send, response, header):
+                node.destroy_timer(timer[0])
+            elif time.monotonic() > deadline:
+                node.destroy_timer(timer[0])
+                node.get_logger().error(f"a reply of {service.srv_name} was lost: its caller was not discovered "
+                                        f"within {give_up_s:g} s (the request itself was carried out)")
+
+        timer.append(node.create_timer(retry_s, retry, callback_group=service.callback_group))
+
+    service.send_response = send_response
+    return service
 
 
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1,

@@ -19,6 +19,7 @@ from nanovla_ros.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_TOPIC,
     ENCODE_INSTRUCTION_SERVICE,
+    reply_patiently,
     run_node,
 )
 from nanovla_ros.nodes.params import declare_config
@@ -37,8 +38,9 @@ class InstructionEncoderNode(Node):
         self.config = declare_config(self, EncoderConfig)
         self.service = service or InstructionEncoderService(self.config)
         # Reentrant: a small-backbone request is not held up behind a large one being encoded.
-        self._srv = self.create_service(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE, self._on_encode,
-                                        qos_profile=BURST_SERVICE_QOS, callback_group=ReentrantCallbackGroup())
+        self._srv = reply_patiently(self, self.create_service(
+            EncodeInstruction, ENCODE_INSTRUCTION_SERVICE, self._on_encode, qos_profile=BURST_SERVICE_QOS,
+            callback_group=ReentrantCallbackGroup()))
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, COMMAND_QOS)
         self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
         self.service.start()

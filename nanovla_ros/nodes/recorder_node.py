@@ -14,7 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from nanovla_ros.nodes.common import LATCHED_QOS, run_node
+from nanovla_ros.nodes.common import LATCHED_QOS, reply_patiently, run_node
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.recording.bags import RECORDED_TOPICS, BagError, EpisodeBagWriter, repair_bag, unfinished_bags
 from nanovla_ros.recording.config import RecorderConfig
@@ -43,9 +43,9 @@ class RecorderNode(Node):
             qos = LATCHED_QOS if topic in LATCHED_TOPICS else RECORD_QOS
             self.create_subscription(_message_class(RECORDED_TOPICS[topic]), topic,
                                      lambda data, t=topic: self._on_message(t, data), qos, raw=True)
-        self.create_service(StartRecording, "~/start", self._on_start)
-        self.create_service(StopRecording, "~/stop", self._on_stop)
-        self.create_service(Trigger, "~/discard", self._on_discard)
+        reply_patiently(self, self.create_service(StartRecording, "~/start", self._on_start))
+        reply_patiently(self, self.create_service(StopRecording, "~/stop", self._on_stop))
+        reply_patiently(self, self.create_service(Trigger, "~/discard", self._on_discard))
         self.create_timer(1.0, self._on_timer)
         self._repair_unfinished()
         self.get_logger().info(f"recording {len(self._topics)} topics into {self.config.output_dir}/<episode> "

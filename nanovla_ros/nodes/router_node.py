@@ -30,6 +30,7 @@ from nanovla_ros.nodes.common import (
     LATCHED_QOS,
     ROUTE_DECISION_TOPIC,
     SET_INSTRUCTION_SERVICE,
+    reply_patiently,
     run_node,
 )
 from nanovla_ros.nodes.params import declare_config
@@ -68,8 +69,9 @@ class RouterNode(Node):
         self._group = ReentrantCallbackGroup()
         self._encoder = self.create_client(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
                                            qos_profile=BURST_SERVICE_QOS, callback_group=self._group)
-        self._srv = self.create_service(SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction,
-                                        qos_profile=BURST_SERVICE_QOS, callback_group=self._group)
+        self._srv = reply_patiently(self, self.create_service(
+            SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction, qos_profile=BURST_SERVICE_QOS,
+            callback_group=self._group))
         mode = (f"NanoVLA-R ({self.config.policy}, tau={self.config.threshold:g}, {self.config.router_weights})"
                 if self.router.needs_embedding else f"default backbone {self.config.default_backbone}")
         self.get_logger().info(f"serving {self._srv.srv_name}; auto: {mode}")
@@ -177,6 +179,8 @@ class RouterNode(Node):
                 self._encoder.remove_pending_request(future)
                 if time.monotonic() >= deadline:
                     return f"encoder did not answer within encode_timeout_s={timeout_s:g}"
+                self.get_logger().warning(f"no reply from {self._encoder.srv_name} within {_ATTEMPT_S:g} s for "
+                                          f"{text!r}; asking again")
                 continue  # lost on the way (an encoder that restarted): ask again
             reply = future.result()
             if reply.status != EncodeInstruction.Response.STATUS_LOADING:

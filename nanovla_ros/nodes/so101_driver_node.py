@@ -51,6 +51,7 @@ from nanovla_ros.nodes.common import (
     ROBOT_DESCRIPTION_TOPIC,
     SENSOR_QOS,
     ns_from_stamp,
+    reply_patiently,
     run_node,
     stamp_from_ns,
 )
@@ -81,9 +82,9 @@ class So101DriverNode(LifecycleNode):
         if self.config.follow_topic:
             self.create_subscription(JointState, self.config.follow_topic, self._on_leader, COMMAND_QOS)
             self._leader_ids = itertools.count(1_000_000)
-        self.create_service(SetBool, "~/enable_torque", self._on_enable_torque)
-        self.create_service(Trigger, "~/hold", self._on_hold)
-        self.create_service(Trigger, "~/reset_faults", self._on_reset_faults)
+        reply_patiently(self, self.create_service(SetBool, "~/enable_torque", self._on_enable_torque))
+        reply_patiently(self, self.create_service(Trigger, "~/hold", self._on_hold))
+        reply_patiently(self, self.create_service(Trigger, "~/reset_faults", self._on_reset_faults))
         self.create_timer(1.0 / self.config.telemetry_rate_hz, self._on_diagnostics_timer)
         if self.config.autostart:
             if self.trigger_configure() == SUCCESS and not self.config.leader_mode:

@@ -16,6 +16,7 @@ from nanovla_ros.nodes.common import (
     EPISODE_TOPIC,
     LATCHED_QOS,
     LEADER_COMMANDS_TOPIC,
+    reply_patiently,
     run_node,
     stamp_from_ns,
 )
@@ -37,7 +38,7 @@ class WorkcellNode(Node):
         self._episode_pub = self.create_publisher(EpisodeStatus, EPISODE_TOPIC, LATCHED_QOS)
         self.server = WorkcellServer(self.config, on_leader=self._publish_leader, on_success=self._on_success,
                                      on_episode=self._publish_episode)
-        self.create_service(ResetEpisode, "~/reset", self._on_reset)
+        reply_patiently(self, self.create_service(ResetEpisode, "~/reset", self._on_reset))
         self.server.start()
         if self.config.expert_teleop:
             # The scripted teleoperator starts on the user's instruction, as a person at the leader arm would.
