@@ -386,3 +386,35 @@ def test_the_task_head_learns_where_the_named_cube_is_and_skips_unknown_rows():
                                                                          torch.zeros(1, 6))
     with pytest.raises(ConfigError, match="task_loss_weight"):
         NanoVLAConfig(task_loss_weight=-1.0)
+
+
+def test_the_task_token_starts_as_the_identity_steers_the_actions_and_leaves_the_head_to_its_own_loss(tmp_path):
+    """task_token: the task head's answer starts every action slot. A model given it by with_task_token computes
+    what it did; once its projection has weight, moving the head's answer moves the actions; the action loss does
+    not train the head (its answer is detached); it survives a checkpoint and an ONNX export."""
+    torch.manual_seed(0)
+    plain = NanoVLA(NanoVLAConfig(language_dim=16, task_loss_weight=1.0, **TINY)).eval()
+    with pytest.raises(ConfigError, match="task head"):
+        NanoVLA(NanoVLAConfig(language_dim=16, **TINY)).with_task_token()
+    with pytest.raises(ConfigError, match="task_token"):
+        NanoVLAConfig(task_token=True)
+    token = plain.with_task_token()
+    assert token.config.task_token and not token.task_token_proj.weight.any()
+    features, instruction, state = torch.randn(2, 1280, 2, 2), torch.randn(2, 16), torch.randn(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(token(features, instruction, state)[0], plain(features, instruction, state)[0])
+        token.task_token_proj.weight += torch.randn_like(token.task_token_proj.weight)
+        steered, _ = token(features, instruction, state)
+        token.task_head[-1].bias += 1.0  # the head says the cube and the goal are elsewhere
+        moved, _ = token(features, instruction, state)
+    assert (moved - steered).abs().max() > 0.05
+    token.train()
+    _, loss = token(features, instruction, state, torch.randn(2, 8, 6))  # actions only: no task target
+    loss["loss"].backward()
+    assert token.task_head[-1].weight.grad is None or not token.task_head[-1].weight.grad.any()
+    assert token.task_token_proj.weight.grad.abs().sum() > 0  # ... while the projection learns from the actions
+    token.eval()
+    path = save_checkpoint(token, tmp_path / "token.safetensors")
+    again, _ = load_checkpoint(path)
+    assert again.config.task_token
+    torch.testing.assert_close(again(features, instruction, state)[0], token(features, instruction, state)[0])

@@ -32,10 +32,14 @@ def _inputs(config: NanoVLAConfig, rng: np.random.Generator, height: int = 48, w
     return image, rng.normal(0, 0.5, config.state_dim).astype(np.float32), rng.normal(size=config.language_dim).astype(np.float32)
 
 
-@pytest.mark.parametrize("cameras", [("front",), ("front", "wrist")])
-def test_an_exported_policy_gives_torchs_chunk_and_describes_itself(tmp_path, cameras):
+@pytest.mark.parametrize("cameras, task_token", [(("front",), False), (("front", "wrist"), False),
+                                                 (("front", "wrist"), True)])
+def test_an_exported_policy_gives_torchs_chunk_and_describes_itself(tmp_path, cameras, task_token):
     torch.manual_seed(0)
-    model = NanoVLA(NanoVLAConfig(cameras=cameras, **TINY))
+    extra = dict(task_loss_weight=1.0, task_token=True) if task_token else {}
+    model = NanoVLA(NanoVLAConfig(cameras=cameras, **extra, **TINY))
+    if task_token:  # the task head's answer reaches the actions
+        torch.nn.init.normal_(model.task_token_proj.weight)
     source = save_checkpoint(model, tmp_path / "tiny.safetensors", {"step": 3, "execute_steps": 6})
     path = export_checkpoint_onnx(source, tmp_path / "tiny.onnx")
     reference, exported = NanoVLAPolicy(model.eval()), OnnxPolicy(path, threads=1)

@@ -309,6 +309,15 @@ def test_a_wrist_camera_model_trains_from_in_process_shards(dataset, tmp_path):
     assert history["val"][-1]["task_goal_cm"] > 0 and history["val"][-1]["query_goal_cm"] > 0  # touch: the cube
     assert 0 <= history["val"][-1]["query_nearest"] <= 1
     assert load_checkpoint(head)[0].task_std.min() > 0
+    # --task-token from that checkpoint: the head's answer starts the action slots, its projection learning at
+    # task_token_lr_scale times lr from zero (one AdamW step moves each weight by its lr)
+    token = run_training(tmp_path / "ds", tmp_path / "run_token",
+                         TrainConfig(tiny=True, device="cpu", steps=1, val_every=1, batch_size=4, horizon=16,
+                                     warmup_steps=1, val_fraction=0.5, image_size=64, cameras=("front", "wrist"),
+                                     task_loss_weight=1.0, init_from=str(head), task_token=True, lr=1e-3))
+    token_model = load_checkpoint(token)[0]
+    assert token_model.config.task_token
+    np.testing.assert_allclose(token_model.task_token_proj.weight.abs().max().item(), 30 * 1e-3, rtol=0.05)
     from nanovla_ros.configuration import ConfigError
 
     with pytest.raises(ConfigError, match="task_xy_m"):  # bags without positions cannot train the head

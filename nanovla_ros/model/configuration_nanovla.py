@@ -63,6 +63,11 @@ class NanoVLAConfig:
                                          "the x, y of the cube the instruction names and of its goal (L1, normalised), "
                                          "so that the fused tokens must single out the asked cube (without it, trained "
                                          "policies ignored the colour word). 0: no head.")
+    task_token: bool = param(False, "Feed the task head's answer (the named cube's and its goal's x, y) to the action "
+                                    "decoder: a projection of it starts every action slot, so the actions are told "
+                                    "where to go by the part of the model that reads the instruction against the "
+                                    "scene. The head is trained by its own loss only (the answer is detached). Needs "
+                                    "task_loss_weight > 0.")
 
     def __post_init__(self) -> None:
         require_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
@@ -75,6 +80,7 @@ class NanoVLAConfig:
         for name in ("language_dim", "d_model", "ffn_dim", "enc_layers", "dec_layers", "state_dim", "action_dim",
                      "horizon", "latent_dim", "vae_layers"):
             require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        require(not self.task_token or self.task_loss_weight > 0, "task_token needs a task head (task_loss_weight > 0)")
         require(self.env_dim >= 0, f"env_dim={self.env_dim} must be >= 0")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")

@@ -295,6 +295,13 @@ class NanoVLA(nn.Module):
         if c.task_loss_weight > 0:
             self.task_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, TASK_XY_DIM))
             normalised.append(("task", TASK_XY_DIM))
+        # The task head's answer as every action slot's starting value (task_token); zero-initialised, so a model
+        # given it computes what it did until training finds a use for it.
+        self.task_token_proj = None
+        if c.task_token:
+            self.task_token_proj = nn.Linear(TASK_XY_DIM, d)
+            nn.init.zeros_(self.task_token_proj.weight)
+            nn.init.zeros_(self.task_token_proj.bias)
         for name, dim in normalised:
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
@@ -413,6 +420,8 @@ class NanoVLA(nn.Module):
         # decoder: H zero-initialised action slots
         query_pos = self.query_pos.weight[None].expand(B, -1, -1)  # (B, H, D)
         x = torch.zeros_like(query_pos)
+        if self.task_token_proj is not None:  # where the named cube and its goal are, as the task head reads them
+            x = x + self.task_token_proj(self.task_head(memory[:, 0]).detach())[:, None]
         for layer in self.decoder:
             x = layer(x, query_pos, memory, memory_pos)
         pred_n = self.action_head(self.decoder_norm(x))  # (B, H, A)
@@ -490,6 +499,17 @@ class NanoVLA(nn.Module):
             (missing, unexpected)
         return fine.eval()
 
+
+    def with_task_token(self) -> NanoVLA:
+        """The same model with ``task_token`` on: every weight it had, and the projection of the task head's answer
+        into the action slots, zero, so it computes what it did until training gives it weight."""
+        if self.task_head is None:
+            raise ConfigError("task_token needs a model with a task head (trained with task_loss_weight > 0)")
+        other = NanoVLA(replace(self.config, task_token=True))
+        missing, unexpected = other.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and set(missing) == {"task_token_proj.weight", "task_token_proj.bias"}, \
+            (missing, unexpected)
+        return other.eval()
 
     def with_other_language_encoder(self, language_encoder_id: str, new_vectors: np.ndarray,
                                     old_vectors: np.ndarray, ridge: float = 0.1) -> NanoVLA:

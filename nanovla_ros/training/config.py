@@ -64,6 +64,12 @@ class TrainConfig:
                                  "multiple of lr. At 1 (lr 5e-5, 3000 steps) those zero-initialised weights grow "
                                  "to an rms of about 0.003 against the final map's projection's 0.02 and change "
                                  "nothing in closed loop; at 30 they reach about 0.04 and lift every task.")
+    task_token: bool = param(False, "The task head's answer (the named cube's and its goal's x, y) starts every action "
+                                    "slot of the decoder (NanoVLAConfig.task_token; needs the task head). From a "
+                                    "checkpoint without it (init_from) the new projection starts at zero: the "
+                                    "fine-tune starts as the checkpoint was.")
+    task_token_lr_scale: float = param(30.0, "Learning rate of the task token's projection as a multiple of lr (a "
+                                             "zero-initialised input, as fine_lr_scale).")
     refit_language: bool = param(False, "init_from read another language encoder (NanoVLA-S -> -L or back): keep "
                                          "every other weight and refit the instruction projection by ridge "
                                          "regression, so that this run's encoder's vectors of the training "
@@ -108,6 +114,7 @@ class TrainConfig:
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be within [0, 1)")
         require(0.0 <= self.state_dropout <= 1.0, f"state_dropout={self.state_dropout} must be within [0, 1]")
         require(self.task_loss_weight >= 0.0, f"task_loss_weight={self.task_loss_weight} must be >= 0")
+        require(self.task_token_lr_scale > 0, f"task_token_lr_scale={self.task_token_lr_scale} must be > 0")
         require(0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be within [0, 1)")
         require_choice("device", self.device, ("cuda", "cpu"))
         require_choice("phrasings", self.phrasings, ("templates", "bank"))

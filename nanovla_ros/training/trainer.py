@@ -161,7 +161,7 @@ def model_config(config: TrainConfig, language_encoder_id: str, language_dim: in
     extra = TINY if config.tiny else {}
     return NanoVLAConfig(language_encoder_id=language_encoder_id, language_dim=language_dim, horizon=config.horizon,
                          kl_weight=config.kl_weight, use_state=config.use_state, state_dropout=config.state_dropout,
-                         task_loss_weight=config.task_loss_weight,
+                         task_loss_weight=config.task_loss_weight, task_token=config.task_token,
                          image_size=config.image_size,
                          image_stride=config.image_stride, fine_features=config.fine_features,
                          language_film=config.language_film,
@@ -250,6 +250,8 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
         fine_is_new = config.fine_features and not c.fine_features
         if fine_is_new:
             model = model.with_fine_features()
+        if config.task_token and not c.task_token:
+            model = model.with_task_token()
     else:
         inherited_h = None
         lineage = None
@@ -274,10 +276,13 @@ def train(demos: Demonstrations, features: np.ndarray | list[np.ndarray], instru
     # the fine cells' projection may learn faster than the rest (fine_lr_scale): a group of its own, whose lr the
     # schedule scales
     fine_params = [] if model.fine_proj is None else list(model.fine_proj.parameters())
-    fine_ids = {id(p) for p in fine_params}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in fine_ids], "lr_scale": 1.0}]
+    token_params = [] if model.task_token_proj is None else list(model.task_token_proj.parameters())
+    own_ids = {id(p) for p in fine_params + token_params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in own_ids], "lr_scale": 1.0}]
     if fine_params:
         groups.append({"params": fine_params, "lr_scale": config.fine_lr_scale})
+    if token_params:
+        groups.append({"params": token_params, "lr_scale": config.task_token_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     # "model": the settings in force; fine-tuning keeps the checkpoint's (task head, dropout, ...), whatever the
     # run's own fields say, so "config" alone would misreport such a run.
