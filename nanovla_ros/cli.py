@@ -338,12 +338,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
-                       backend=args.backend, precision=args.precision, frame_gain=frame_gain)
+                       backend=args.backend, precision=args.precision, frame_gain=frame_gain, ground=args.ground)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
                                "phrasings": args.phrasings, "perturb": args.perturb, "frame_gain": args.frame_gain,
+                               "ground": args.ground,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -620,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--families", nargs="+", choices=list(PERTURBATION_SUITE), help="--suite: only these families")
     ev.add_argument("--strengths", choices=["all", "plausible"], default="all", help="--suite: plausible: only the "
                     "strengths a real workcell plausibly differs by (every family's but the last)")
+    ev.add_argument("--ground", action="store_true", help="ground each instruction: the policy reads the training "
+                    "phrasing its task head places where it places the instruction (nanovla_ros/model/grounding.py; "
+                    "the policy node's ground_instructions)")
     ev.add_argument("--phrasings", choices=["templates", "bank"], default="templates",
                     help="say each task with the workcell's templates of the split, or with the phrasing bank's "
                          "families of the split (heldout: families no training or selection saw)")

@@ -265,3 +265,46 @@ def test_a_wrist_camera_checkpoint_waits_for_both_views_then_publishes(graph, tm
 
     assert wait_until(with_wrist, 20, interval_s=0.05)
     assert chunks[0].horizon == 12
+
+
+def test_the_runner_grounds_a_paraphrase_to_the_training_phrasing_of_its_task(minilm):
+    """ground_instructions (default on) with the shipped checkpoint: until the candidates' vectors come the policy acts
+    on the instruction's own vector; then each new task's first chunk is grounded, on the scene, as the training
+    phrasing of the task its head places where it places the user's words."""
+    from nanovla_ros.graph import SHIPPED_CHECKPOINT
+    from nanovla_ros.model.grounding import candidate_instructions
+    from nanovla_ros.policy.config import PolicyNodeConfig
+    from nanovla_ros.policy.runner import Observation, PolicyRunner, Task
+    from nanovla_ros.sim.tasks import sample_layout
+    from nanovla_ros.sim.workcell import Workcell
+
+    runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(SHIPPED_CHECKPOINT)))
+    assert runner.wants_candidates() == ["small"]
+    assert not PolicyRunner(PolicyNodeConfig(checkpoint_small=str(SHIPPED_CHECKPOINT),
+                                             ground_instructions=False)).grounders
+    workcell = Workcell()
+    try:
+        layout = sample_layout(np.random.default_rng(1000))
+        workcell.place(layout.cubes, layout.squares)
+        frames = {name: workcell.render(name) for name in ("front", "wrist")}
+        state = workcell.joint_positions.astype(np.float64)
+    finally:
+        workcell.close()
+    stamp_ns = time.time_ns()
+    observation = Observation(frames["front"], stamp_ns, state, stamp_ns, tuple(JOINTS),
+                              {"wrist": (frames["wrist"], stamp_ns)})
+    text = "could you pick up the red block and set it down on the blue one"
+    task = Task(1, "small", encoder_id("small"), minilm.encode([text])[0], text)
+    assert runner.step(observation, task, stamp_ns / 1e9).grounded_as is None  # no candidates yet: its own vector
+    candidates = candidate_instructions()
+    vectors = dict(zip(candidates, minilm.encode(candidates), strict=True))
+    with pytest.raises(ConfigError, match="reads"):
+        runner.set_candidates("small", vectors, "another-encoder")
+    runner.set_candidates("small", vectors, encoder_id("small"))
+    assert runner.wants_candidates() == []
+    result = runner.step(observation, Task(2, "small", encoder_id("small"), task.embedding, text), stamp_ns / 1e9)
+    assert result.grounded_as == "stack the red cube on the blue cube"
+    touch = "go and poke the green one"
+    result = runner.step(observation, Task(3, "small", encoder_id("small"), minilm.encode([touch])[0], touch),
+                         stamp_ns / 1e9)
+    assert result.grounded_as == "touch the green cube"

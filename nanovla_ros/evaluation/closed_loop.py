@@ -42,6 +42,7 @@ class EpisodeResult:
     inference_ms: list[float] = field(default_factory=list)
     outcome: dict | None = None  # nanovla_ros.sim.outcome.EpisodeOutcome as a dict: how far the episode got
     perturbation: str = ""  # "FAMILY=STRENGTH" the workcell was perturbed by; "": the training workcell
+    grounded_as: str | None = None  # grounding on: the candidate instruction the policy read ("": its own vector)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -98,6 +99,8 @@ def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max
     if phrasings == "bank":  # the same scene and task, said by a sentence of the bank's families of this split
         task = replace(task, instruction=sample_phrasing(task, np.random.default_rng([seed, 7]), split))
     workcell.place(layout.cubes, layout.squares)
+    if hasattr(policy, "begin_task"):  # a grounded policy grounds each episode's instruction afresh
+        policy.begin_task()
     monitor, outcome = SuccessMonitor(task, workcell), OutcomeMonitor(task, workcell)
     # what the policy reads of the instruction: its cached vector, or its words (an early-fusion policy)
     embedding = task.instruction if getattr(policy, "reads_text", False) else embeddings[task.instruction]
@@ -137,8 +140,10 @@ def _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max
         if sustained >= SUSTAIN_STEPS:
             break
     success = sustained >= SUSTAIN_STEPS
+    grounded = getattr(policy, "last", None) if hasattr(policy, "begin_task") else None
     return EpisodeResult(kind, split, seed, task.instruction, success, step + 1, timings,
-                         asdict(outcome.outcome(success)))
+                         asdict(outcome.outcome(success)),
+                         grounded_as=None if grounded is None else (grounded.get("candidate") or ""))
 
 
 # --------------------------------------------------------------------------- several processes
@@ -146,7 +151,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch",
-                 precision: str = "fp32", frame_gain=None) -> None:
+                 precision: str = "fp32", frame_gain=None, ground_from: str | None = None) -> None:
     import torch
 
     from nanovla_ros.model.onnx_policy import load_policy
@@ -154,6 +159,13 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
 
     torch.set_num_threads(1)
     policy, _ = load_policy(checkpoint, backend, device, threads=1, precision=precision)
+    if ground_from:  # the instruction grounded by the checkpoint's task head (nanovla_ros.model.grounding)
+        from nanovla_ros.model.checkpoint import load_checkpoint
+        from nanovla_ros.model.grounding import GroundedPolicy, TaskReader, candidate_instructions
+
+        model, _ = load_checkpoint(ground_from)
+        policy = GroundedPolicy(policy, TaskReader(model, "cuda" if device == "cuda" else "cpu"),
+                                {t: embeddings[t] for t in candidate_instructions()})
     if frame_gain is not None and frame_gain.mode != "off":  # the policy reads its frames through the gains
         from nanovla_ros.model.photometric import GainNormalisedPolicy
 
@@ -196,13 +208,15 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
              phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
-             precision: str = "fp32", frame_gain=None) -> list[EpisodeResult]:
+             precision: str = "fp32", frame_gain=None, ground: bool = False) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
     ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool).
     ``frame_gain``: a ``nanovla_ros.model.photometric.FrameGain`` the policy reads its frames through (the policy
-    node's ``frame_gain``); None: the frames as rendered."""
+    node's ``frame_gain``); None: the frames as rendered. ``ground``: the policy reads each task as the training
+    phrasing its task head places where it places the instruction (``nanovla_ros.model.grounding``; the policy
+    node's ``ground_instructions``)."""
     import json
     import multiprocessing as mp
 
@@ -216,6 +230,11 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
 
+    ground_from = None
+    if ground:
+        if is_early_fusion_checkpoint(checkpoint) or checkpoint.endswith(".onnx"):
+            raise ValueError("grounding reads a NanoVLA checkpoint's task head: give its .safetensors")
+        ground_from = checkpoint
     if is_early_fusion_checkpoint(checkpoint):
         language_id = ""  # it reads the instruction's words: no table of vectors
     elif checkpoint.endswith(".onnx") or backend != "torch":
@@ -244,7 +263,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     results: list[EpisodeResult] = []
     if workers <= 1:
         _init_worker(checkpoint, embeddings, device, backend,  # an exported file: its precision is in it
-                     precision if backend == "torch" else "fp32", frame_gain)
+                     precision if backend == "torch" else "fp32", frame_gain, ground_from)
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
@@ -253,7 +272,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     else:
         with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend,
                                                                    precision if backend == "torch" else "fp32",
-                                                                   frame_gain)) as pool:
+                                                                   frame_gain, ground_from)) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

@@ -31,9 +31,11 @@ from nanovla_ros.configuration import ConfigError
 from nanovla_ros.msg import ActionChunk, CurrentTask
 from nanovla_ros.nodes.common import (
     ACTION_CHUNK_TOPIC,
+    BURST_SERVICE_QOS,
     COMMAND_QOS,
     CURRENT_TASK_TOPIC,
     DIAGNOSTICS_TOPIC,
+    ENCODE_INSTRUCTION_SERVICE,
     IMAGE_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
@@ -45,6 +47,9 @@ from nanovla_ros.nodes.common import (
 from nanovla_ros.nodes.params import declare_config
 from nanovla_ros.policy.config import PolicyNodeConfig
 from nanovla_ros.policy.runner import ChunkResult, Observation, PolicyRunner, Skip, Task, camera_topic
+from nanovla_ros.srv import EncodeInstruction
+
+CANDIDATE_RETRY_S = 2.0  # how long to wait before asking the encoder again for the grounding candidates' vectors
 
 
 class PolicyNode(Node):
@@ -75,6 +80,13 @@ class PolicyNode(Node):
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, SENSOR_QOS)
         self.create_subscription(CurrentTask, CURRENT_TASK_TOPIC, self._on_task, LATCHED_QOS)
         self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
+        # Grounding (ground_instructions): the candidate instructions' vectors come from the instruction encoder,
+        # asked from the inference thread until every backbone that grounds has them.
+        self._encoder = (self.create_client(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE, qos_profile=BURST_SERVICE_QOS)
+                         if self.runner.wants_candidates() else None)
+        self._candidate_requests: dict[str, tuple[float, dict]] = {}  # backbone -> (asked at, {text: future})
+        self._grounding_failed: set[str] = set()
+        self._grounded_id = None  # the instruction id whose grounding was last logged
         self._period_s = self.runner.period_s
         self._inference = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._inference.start()
@@ -133,7 +145,50 @@ class PolicyNode(Node):
             elif self._stop.wait(delay):
                 break
 
+    def _fetch_candidates(self) -> None:
+        """Ask the encoder for the grounding candidates' vectors (once per backbone; again while it is loading);
+        hand them to the runner when all have come."""
+        from nanovla_ros.model.grounding import candidate_instructions
+
+        for backbone in self.runner.wants_candidates():
+            if backbone in self._grounding_failed:
+                continue
+            asked = self._candidate_requests.get(backbone)
+            if asked is None:
+                if self._encoder.service_is_ready():
+                    self._candidate_requests[backbone] = (time.monotonic(), {
+                        text: self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
+                        for text in candidate_instructions()})
+                continue
+            started, futures = asked
+            if not all(f.done() for f in futures.values()):
+                if time.monotonic() - started > 30.0:  # lost replies: ask again
+                    for future in futures.values():
+                        self._encoder.remove_pending_request(future)
+                    del self._candidate_requests[backbone]
+                continue
+            replies = {text: f.result() for text, f in futures.items()}
+            failed = [r for r in replies.values() if not r.success]
+            if failed:
+                if failed[0].status == EncodeInstruction.Response.STATUS_LOADING:
+                    if time.monotonic() - started > CANDIDATE_RETRY_S:
+                        del self._candidate_requests[backbone]  # still loading: ask again
+                    continue
+                self._grounding_failed.add(backbone)
+                self.get_logger().error(f"grounding of {backbone} instructions off: the encoder said "
+                                        f"{failed[0].message!r}")
+                continue
+            try:
+                self.runner.set_candidates(backbone, {t: np.asarray(r.embedding, np.float32) for t, r in replies.items()},
+                                           next(iter(replies.values())).encoder_id)
+                self.get_logger().info(f"grounding {backbone} instructions among {len(replies)} candidate tasks")
+            except ConfigError as error:
+                self._grounding_failed.add(backbone)
+                self.get_logger().error(f"grounding of {backbone} instructions off: {error}")
+
     def _replan(self) -> None:
+        if self._encoder is not None and self.runner.wants_candidates():
+            self._fetch_candidates()
         with self._lock:
             image, state, task, others = self._image, self._state, self._task, dict(self._other_images)
         observation = self._observation(image, state, others)
@@ -145,6 +200,9 @@ class PolicyNode(Node):
                 self._last_skip = result.reason
             return
         self._last_skip = ""
+        if result.instruction_id != self._grounded_id and result.grounded_as is not None:
+            self._grounded_id = result.instruction_id
+            self.get_logger().info(f"task {result.instruction_id}: {task.text!r} acted on as {result.grounded_as!r}")
         try:
             self._chunk_pub.publish(self._to_message(result))
             self._chunks_published += 1

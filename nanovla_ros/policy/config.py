@@ -47,6 +47,15 @@ class PolicyNodeConfig:
     frame_reference_rgb: tuple[float, ...] = param(WORKCELL_REFERENCE_RGB, "The front camera's mean colour (R, G, B, "
                                                    "0-255) in the room the policy was trained in (default: the "
                                                    "simulated workcell's).")
+    # --- instructions
+    ground_instructions: bool = param(True, "Ground each task's instruction: at its first chunk the checkpoint's task "
+                                            "head reads where the instruction asks to act, and the policy acts on "
+                                            "the training phrasing of the task it places there "
+                                            "(nanovla_ros/model/grounding.py; the candidates' vectors come from the "
+                                            "instruction encoder). Off, or a checkpoint without a task head: the "
+                                            "instruction's own vector.")
+    ground_max_distance_m: float = param(0.06, "Grounding keeps the instruction's own vector when no candidate task "
+                                               "is read within this distance of it (named cube and goal).")
 
     def __post_init__(self) -> None:
         require_choice("device", self.device, DEVICES)
@@ -67,6 +76,7 @@ class PolicyNodeConfig:
         require(self.replan_rate_hz >= 0.0, f"replan_rate_hz={self.replan_rate_hz} must be >= 0")
         require(self.max_obs_age_ms > 0.0, f"max_obs_age_ms={self.max_obs_age_ms} must be positive")
         require_choice("frame_gain", self.frame_gain, GAIN_MODES)
+        require(self.ground_max_distance_m > 0.0, f"ground_max_distance_m={self.ground_max_distance_m} must be positive")
         require(len(self.frame_reference_rgb) == 3 and all(0.0 < v <= 255.0 for v in self.frame_reference_rgb),
                 f"frame_reference_rgb={self.frame_reference_rgb} must be three mean values in (0, 255]")
 

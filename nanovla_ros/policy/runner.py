@@ -56,6 +56,7 @@ class ChunkResult:
     backbone: str
     instruction_id: int
     joint_names: tuple[str, ...]
+    grounded_as: str | None = None  # grounding on: the candidate the policy acted on (None: the instruction's own)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class PolicyRunner:
 
             torch.set_num_threads(config.num_threads)
         self.policies: dict[str, NanoVLAPolicy] = {}
+        self.grounders: dict = {}  # backbone -> GroundedPolicy (ground_instructions, a checkpoint with a task head)
+        self._grounded_task: dict[str, int] = {}  # backbone -> the instruction id its grounding is for
         declared: list[int] = []  # the h each loaded checkpoint declares
         image_encoders: dict[str, FrozenImageEncoder] = {}  # S and L share one frozen image encoder
         for backbone, path in (("small", config.checkpoint_small), ("large", config.checkpoint_large)):
@@ -113,6 +116,8 @@ class PolicyRunner:
                                                              precision=config.resolved_precision,
                                                              expected_language_encoder_id=encoder_id(backbone))
                 c = self.policies[backbone].config
+            if config.ground_instructions and not is_early_fusion_checkpoint(path):
+                self._add_grounding(backbone, path)
             if config.frame_gain != "off":  # software auto-exposure / white balance, from the front frame
                 from nanovla_ros.model.photometric import FrameGain, GainNormalisedPolicy
 
@@ -130,6 +135,30 @@ class PolicyRunner:
         self.execute_steps = config.execute_steps or min(declared, default=DEFAULT_EXECUTE_STEPS)
         self.horizon = min((p.config.horizon for p in self.policies.values()), default=self.execute_steps)
         self._delays_s: collections.deque[float] = collections.deque(maxlen=9)  # image -> chunk ready, recent
+
+    def _add_grounding(self, backbone: str, path: str) -> None:
+        """Wrap the backbone's policy so that it acts on grounded instructions (its task head read in torch, fp32)."""
+        from nanovla_ros.model.checkpoint import load_checkpoint
+        from nanovla_ros.model.grounding import GroundedPolicy, TaskReader
+
+        model, _ = load_checkpoint(path, self.config.device)
+        if model.task_head is None:
+            log.warning("NanoVLA-%s: %s has no task head: its instructions are not grounded", backbone[0].upper(), path)
+            return
+        self.grounders[backbone] = GroundedPolicy(self.policies[backbone], TaskReader(model, self.config.device),
+                                                  max_distance_m=self.config.ground_max_distance_m)
+        self.policies[backbone] = self.grounders[backbone]
+
+    def wants_candidates(self) -> list[str]:
+        """Backbones whose grounding still needs the candidate instructions' vectors (``set_candidates``)."""
+        return [b for b, g in self.grounders.items() if not g.has_candidates]
+
+    def set_candidates(self, backbone: str, vectors: dict[str, np.ndarray], encoder: str) -> None:
+        """The candidates' vectors for ``backbone``, from ``encoder`` (which must be what its checkpoint reads)."""
+        wanted = self.policies[backbone].config.language_encoder_id
+        if encoder != wanted:
+            raise ConfigError(f"candidate vectors from {encoder!r}; the {backbone} checkpoint reads {wanted!r}")
+        self.grounders[backbone].set_candidates(vectors)
 
     @property
     def other_cameras(self) -> list[str]:
@@ -199,6 +228,10 @@ class PolicyRunner:
                             f"max_obs_age_ms={self.config.max_obs_age_ms:g}: not used")
         if observation.state.shape[0] != policy.config.state_dim:
             return Skip(f"joint state has {observation.state.shape[0]} joints, the policy expects {policy.config.state_dim}")
+        grounder = self.grounders.get(task.backbone)
+        if grounder is not None and self._grounded_task.get(task.backbone) != task.instruction_id:
+            grounder.begin_task()  # a new task: its first chunk grounds the instruction
+            self._grounded_task[task.backbone] = task.instruction_id
         start = time.perf_counter()
         image = observation.image if len(policy.config.cameras) == 1 else frames
         positions = policy.predict_chunk(image, observation.state.astype(np.float32),
@@ -206,4 +239,5 @@ class PolicyRunner:
         latency_ms = (time.perf_counter() - start) * 1e3
         self._delays_s.append(now_s - observation.image_stamp_ns / 1e9 + latency_ms / 1e3)
         return ChunkResult(positions, observation.image_stamp_ns, latency_ms, task.backbone, task.instruction_id,
-                           observation.joint_names)
+                           observation.joint_names,
+                           grounded_as=None if grounder is None else grounder.last.get("candidate"))
