@@ -1,8 +1,8 @@
 """Instruction grounding: the policy acts on a training phrasing of what the user asked, chosen by what it reads.
 
 The action decoder of a trained NanoVLA acts worse on an instruction vector it never saw, even when the model reads
-the instruction right: in run 35's evaluation, held-out stacking sentences whose named cube and goal the task head
-read right still succeeded 51 % of the time against 71 % for training sentences, and held-out pushes read right 80 %
+the instruction right: with the shipped model, stacking said in held-out phrasing families succeeded about half the
+time where the task head read the sentence right, against about 70 % for training phrasings, and such pushes 80 %
 against 94 % (`docs/experiments/probes/probe_read_episodes.py`). Grounding keeps the instruction vector the
 decoder sees on the training distribution: at the first chunk of a task the task head (``NanoVLA.predict_task_xy``)
 reads, on the current frames, where the user's instruction asks to act (the named cube's x, y and its goal's), and
