@@ -21,7 +21,7 @@ CORE = {
     "driver": {"configuration"},
     "recording": {"configuration"},
     "camera": {"configuration", "transport"},
-    "model": {"configuration", "language"},
+    "model": {"configuration", "tasks", "language"},
     "policy": {"configuration", "language", "model"},
     "routing": {"configuration", "language", "model"},
     "sim": {"configuration", "tasks", "transport", "driver", "language"},
