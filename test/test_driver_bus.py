@@ -175,7 +175,8 @@ def test_a_deep_backlog_of_late_replies_is_never_taken_for_a_value(emulator):
     bus.close()
 
 
-def test_sync_reads_on_a_stalling_lossy_bus_return_only_true_values(emulator):
+@pytest.mark.parametrize("seed", [1, 22])  # 22: replies whose LENGTH grew by one (lengthened), before they were refused
+def test_sync_reads_on_a_stalling_lossy_bus_return_only_true_values(emulator, seed):
     """Six servos, the loop's mix of sync reads (positions and telemetry, 1 and 2 bytes) on a bus that stalls
     before 15 % of requests and loses or corrupts 8 % of replies: whatever is returned is what the servos hold."""
     for i in range(1, 7):
@@ -183,7 +184,7 @@ def test_sync_reads_on_a_stalling_lossy_bus_return_only_true_values(emulator):
     bus = FeetechBus(emulator.port_name, latency_timer_ms=2.0, retries=0)
     names = ("Present_Position", "Status", "Present_Temperature", "Present_Position", "Present_Load", "Present_Voltage")
     truth = {name: bus.sync_read(name, range(1, 7)) for name in names}
-    emulator.faults = FaultConfig(corrupt_rate=0.08, drop_rate=0.08, delay_rate=0.15, delay_ms=60.0, seed=1)
+    emulator.faults = FaultConfig(corrupt_rate=0.08, drop_rate=0.08, delay_rate=0.15, delay_ms=60.0, seed=seed)
     returned = 0
     for n in range(240):
         name = names[n % len(names)]
@@ -260,3 +261,26 @@ def test_late_replies_are_never_read_as_the_answer_to_a_later_request(seed):
     assert emu.stalls > 50 and bus.stats.stale_replies > 100, (emu.stalls, bus.stats)
     assert not wrong, (len(wrong), wrong[:5])
     assert right > 0.95 * 1500 * 2 * len(IDS), bus.stats  # and the reads still succeed
+
+
+def test_a_reply_whose_length_byte_grew_by_one_is_never_taken_for_a_value():
+    """Protocol 0's checksum cannot see one corruption: a LENGTH byte one too large, with another packet right
+    behind. The packet then ends on the next one's first header byte (0xFF) and its checksum holds, every time; its
+    last data byte is the real checksum. Such a packet is refused (and skipped among flushed bytes); a genuine one
+    is not."""
+    from nanovla_ros.driver.bus import lengthened, status_packets
+
+    def packet(servo_id: int, data: bytes) -> bytes:
+        body = bytes([servo_id, len(data) + 2, 0]) + data
+        return b"\xff\xff" + body + bytes([ct.checksum(body)])
+
+    voltage = packet(6, bytes([121, 32]))  # a late reply of a 2-byte read (Present_Voltage and the byte after it)
+    after = packet(1, bytes([8, 7]))
+    grown = bytearray(voltage + after)
+    grown[3] += 1  # LENGTH 4 -> 5: framed as 5 + 4 bytes, it takes the next packet's first 0xFF as its checksum
+    framed = bytes(grown[:5 + 4])
+    assert ct.checksum(framed[2:-1]) == framed[-1] == 0xFF  # what the SDK accepts: a valid 3-byte reply...
+    assert lengthened(framed)  # ...which is refused
+    assert not lengthened(voltage) and not lengthened(after)
+    assert list(status_packets(bytes(grown))) == []  # the grown one skipped; the next lost its header
+    assert list(status_packets(voltage + after)) == [(6, 4), (1, 4)]

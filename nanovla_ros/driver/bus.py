@@ -23,6 +23,9 @@ answer to the next request, e.g. a Present_Position reply read as the Status reg
 Writes and pings are acknowledged by a dataless reply, (id, 2) whatever they did: before one is sent, owed
 (id, 2) replies are waited for (``DRAIN_S``), so a late acknowledgement is rarely taken for the current one.
 
+Protocol 0's checksum misses one corruption entirely: a LENGTH byte one too large, with another packet right behind,
+frames a packet whose checksum always holds (``lengthened``); such a packet is treated as damaged.
+
 A reply that cannot be attributed is a failed read, never a value.
 """
 from __future__ import annotations
@@ -119,8 +122,23 @@ class ReplyLedger:
         return sum(len(v) for v in self._owed.values())
 
 
+def lengthened(packet) -> bool:
+    """Whether a checksum-valid status packet (header to checksum) may be a shorter one whose LENGTH byte was
+    corrupted to one more. Such a packet takes the next packet's first header byte (0xFF) as its checksum, and that
+    checksum always holds: the original checksum byte, now read as data, tops the sum up to 0xFF, and the extra
+    LENGTH unit makes it 0x00, whose complement is 0xFF. Back-to-back replies (a sync read, replies that came late
+    together) are where it happens. A genuine packet looks like this once in 65,536 (checksum 0xFF and a valid
+    shorter reading): it is then refused too, as a damaged reply."""
+    length = packet[3]
+    if length < 3 or packet[-1] != 0xFF or len(packet) != length + 4:
+        return False
+    shorter = bytes([packet[2], length - 1]) + bytes(packet[4:3 + length - 1])  # ID, LENGTH - 1, ERROR, data[:-1]
+    return ct.checksum(shorter) == packet[3 + length - 1]
+
+
 def status_packets(data: bytes) -> Iterator[tuple[int, int]]:
-    """(id, LENGTH) of every complete, checksum-valid status packet in ``data`` (bytes flushed unread)."""
+    """(id, LENGTH) of every complete, checksum-valid status packet in ``data`` (bytes flushed unread); one that may
+    have a corrupted LENGTH (``lengthened``) is skipped."""
     i = 0
     while True:
         i = data.find(b"\xff\xff", i)
@@ -129,7 +147,8 @@ def status_packets(data: bytes) -> Iterator[tuple[int, int]]:
         servo_id, length = data[i + 2], data[i + 3]
         end = i + 4 + length
         if length >= 2 and end <= len(data) and ct.checksum(data[i + 2:end - 1]) == data[end - 1]:
-            yield servo_id, length
+            if not lengthened(data[i:end]):
+                yield servo_id, length
             i = end
         else:
             i += 1
@@ -234,7 +253,7 @@ class FeetechBus:
             self._port.packet_start_time = self._port.getCurrentTime()
             self._port.packet_timeout = remaining_ms
             packet, result = self._packets.rxPacket(self._port)
-            if result == scs.COMM_SUCCESS:
+            if result == scs.COMM_SUCCESS and not lengthened(packet):
                 if self.ledger.claim((packet[2], packet[3]), time.monotonic()):
                     self.stats.stale_replies += 1
                 else:
@@ -286,6 +305,9 @@ class FeetechBus:
         settled = set()  # ids whose reply needs no owing: it came damaged, or a late twin was taken for it
         while remaining:
             packet, result = self._packets.rxPacket(self._port)
+            if result == scs.COMM_SUCCESS and lengthened(packet):
+                result = scs.COMM_RX_CORRUPT  # a LENGTH one too large: whose reply it was cannot be told
+                packet = []
             if result != scs.COMM_SUCCESS:
                 failure = result
                 if result == scs.COMM_RX_CORRUPT and len(packet) >= 4 and packet[2] in remaining \
