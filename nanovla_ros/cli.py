@@ -331,7 +331,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             execute_steps=args.execute_steps, workers=args.workers, device=args.device,
                             table_dir=args.table_dir, first_seed=args.first_seed, max_steps=args.max_steps,
                             latency_steps=args.latency_steps, phrasings=args.phrasings, backend=args.backend,
-                            precision=args.precision, frame_gain=frame_gain)
+                            precision=args.precision, frame_gain=frame_gain, ground=args.ground)
         print(markdown(summary), end="")
         print(f"[evaluate] robustness suite: {out_dir}/robustness.json, .md, .png")
         return 0

@@ -272,15 +272,18 @@ def test_a_reply_dds_could_not_deliver_yet_is_sent_again_and_one_never_deliverab
         reply_patiently(node, ok, give_up_s=5.0, retry_s=0.01)
         ok.send_response(Trigger.Response(success=True), object())  # as the executor calls it
         assert wait_until(lambda: attempts["ok"] == 3, 5.0), attempts  # two timeouts, then delivered
-        ok_timers = len(list(node.timers))
+        assert not wait_until(lambda: attempts["ok"] > 3, 0.1)  # delivered: no more attempts
 
         late = node.create_service(Trigger, "~/patient_late", lambda req, resp: resp)
         late.send_response = make_send(10**6, "late")
         reply_patiently(node, late, give_up_s=0.2, retry_s=0.01)
         late.send_response(Trigger.Response(), object())
-        assert wait_until(lambda: len(list(node.timers)) == ok_timers and attempts["late"] > 3, 5.0), attempts
-        count = attempts["late"]
-        assert not wait_until(lambda: attempts["late"] > count, 0.1)  # given up: no more attempts
-        assert len(list(node.timers)) == ok_timers  # the retry timers are gone
+        assert wait_until(lambda: attempts["late"] > 3, 5.0), attempts
+
+        def stopped() -> bool:  # no attempt for 0.1 s
+            before = attempts["late"]
+            return not wait_until(lambda: attempts["late"] > before, 0.1)
+
+        assert wait_until(stopped, 3.0), attempts  # given up (0.2 s): no more attempts
     finally:
         graph.close()

@@ -97,7 +97,8 @@ def run_suite(checkpoint: str, out_dir: str, families: list[str] | None = None, 
     summary = report(results) | {"checkpoint": checkpoint, "split": split, "episodes_per_task": episodes,
                                  "backend": evaluate_kwargs.get("backend", "torch"),
                                  "precision": evaluate_kwargs.get("precision", "fp32"),
-                                 "frame_gain": getattr(evaluate_kwargs.get("frame_gain"), "mode", "off")}
+                                 "frame_gain": getattr(evaluate_kwargs.get("frame_gain"), "mode", "off"),
+                                 "ground": bool(evaluate_kwargs.get("ground", False))}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(summary, indent=1))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import rclpy
 from builtin_interfaces.msg import Time
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -93,35 +94,47 @@ def _send_reply(send: Callable, response, header) -> bool:
     return not missed
 
 
-def reply_patiently(node: Node, service, give_up_s: float = REPLY_GIVE_UP_S, retry_s: float = 0.05):
+def reply_patiently(node: Node, service, give_up_s: float = REPLY_GIVE_UP_S, retry_s: float = 0.2):
     """Make ``service`` (made by ``node``) resend a reply that DDS could not deliver yet, instead of dropping it.
 
     A service can only answer a client whose reply reader it has discovered. A client made just before its call
     (every ``nanovla instruct``, ``ros2 service call``) may not be discovered yet on a loaded host: rmw_fastrtps
     waits 100 ms, then rclpy warns "failed to send response (timeout)" and the reply is gone, while the request
-    was carried out (for set_instruction: the arm starts the task, the caller is told nothing). Here the reply is
-    sent again every ``retry_s`` from a timer until it goes through or ``give_up_s`` passes (then logged once).
-    Returns ``service``.
+    was carried out (for set_instruction: the arm starts the task, the caller is told nothing). Here such replies
+    wait in a queue that one timer (its own mutually exclusive group: one attempt at a time, whatever the
+    executor; stopped while the queue is empty) sends again every ``retry_s`` until each goes through or
+    ``give_up_s`` passes (then logged once). Returns ``service``.
     """
     send = service.send_response
+    pending: list[tuple[float, object, object]] = []  # (deadline, response, header), oldest first
+    lock = threading.Lock()
+
+    def retry() -> None:
+        with lock:
+            waiting = list(pending)
+        kept = []
+        for deadline, response, header in waiting:
+            if _send_reply(send, response, header):
+                continue
+            if time.monotonic() > deadline:
+                node.get_logger().error(f"a reply of {service.srv_name} was lost: its caller was not discovered "
+                                        f"within {give_up_s:g} s (the request itself was carried out)")
+                continue
+            kept.append((deadline, response, header))
+        with lock:
+            pending[:len(waiting)] = kept  # replies queued meanwhile stay behind these
+            if not pending:
+                timer.cancel()
+
+    timer = node.create_timer(retry_s, retry, callback_group=MutuallyExclusiveCallbackGroup())
+    timer.cancel()
 
     def send_response(response, header) -> None:
         if _send_reply(send, response, header):
             return
-        deadline = time.monotonic() + give_up_s
-        timer = []
-
-        def retry() -> None:
-            if not timer:
-                return  # a tick before the timer below was stored (multi-threaded executors)
-            if _send_reply(send, response, header):
-                node.destroy_timer(timer[0])
-            elif time.monotonic() > deadline:
-                node.destroy_timer(timer[0])
-                node.get_logger().error(f"a reply of {service.srv_name} was lost: its caller was not discovered "
-                                        f"within {give_up_s:g} s (the request itself was carried out)")
-
-        timer.append(node.create_timer(retry_s, retry, callback_group=service.callback_group))
+        with lock:
+            pending.append((time.monotonic() + give_up_s, response, header))
+            timer.reset()
 
     service.send_response = send_response
     return service
