@@ -67,17 +67,23 @@ def test_a_recorded_episode_renders_in_the_served_viewer(tmp_path):
         logged = next(line for line in lines if "{'" in line)
         assert "'frame:front': 45" in logged and "'frame:wrist': 45" in logged and "'joint_state': 300" in logged
         url = next(line for line in lines if "open http" in line).split()[2]
-        # the last moment of the episode: the front camera shows COLOURS[2], the wrist camera COLOURS[0]
-        shown = {"front": 0.0, "wrist": 0.0}
+        # At second s of the episode the front camera shows COLOURS[s % 3] and the wrist camera the next colour. The
+        # web viewer follows the stream as it arrives, which in a software rasteriser on a busy 2-core host lags the
+        # episode by minutes: any one moment with both cameras in their panels (front above wrist in the left column)
+        # shows that both are served, decoded and time-aligned.
+        shown = {}
 
         def rendered(image: np.ndarray) -> bool:
-            shown.update(front=_colour_share(image, COLOURS[2]), wrist=_colour_share(image, COLOURS[0]))
-            return min(shown.values()) > 0.01
+            column = image[:, : image.shape[1] // 3]
+            front, wrist = column[: len(column) // 2], column[len(column) // 2:]
+            for s in range(3):
+                shown[s] = (_colour_share(front, COLOURS[s]), _colour_share(wrist, COLOURS[(s + 1) % 3]))
+            return any(min(shares) > 0.05 for shares in shown.values())
         try:
-            image = screenshot_when(url, rendered, timeout_s=150)
+            image = screenshot_when(url, rendered, timeout_s=300, size=(1200, 700))
         except BrowserError as error:
-            raise AssertionError(f"the viewer never showed both cameras: {shown}") from error
-        assert image.shape[0] > 500 and min(shown.values()) > 0.01
+            raise AssertionError(f"the viewer never showed both cameras at one moment: {shown}") from error
+        assert image.shape[0] > 400
     finally:
         process.terminate()
         process.wait(timeout=30)
