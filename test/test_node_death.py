@@ -125,8 +125,8 @@ def test_killed_nodes_are_respawned_while_the_driver_holds_the_arm_with_torque_o
                 assert client.spin_until(lambda: len(states) > 0, 2)
                 assert np.allclose(states[-1].position, target, atol=0.01), (name, states[-1].position)
             assert launcher.process.poll() is None  # still running: nothing was stopped
-            # The respawned graph works once its encoder is back, as a user waits for it (it reloads its backbones on 2
-            # shared cores: up to 120 s; meanwhile the router refuses with "encoder service ... is not available").
+            # The respawned graph works once its encoder is back (it reloads its backbones on 2 shared cores: up to
+            # 120 s, longer than the router waits for a respawning encoder, encode_timeout_s).
             assert client.wait_until_ready(120, nodes=("instruction_encoder",)) == [], launcher.output()[-3000:]
             reply = client.set_instruction("touch the red cube", timeout_s=120)
             assert reply.accepted, reply.message

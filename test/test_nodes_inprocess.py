@@ -218,6 +218,27 @@ def test_router_waits_for_a_loading_backbone_instead_of_failing(graph, cache_dir
     assert future.result().accepted, future.result().message
 
 
+def test_router_waits_for_an_encoder_that_went_away_instead_of_refusing(graph, encoder_node, cache_dir, minilm):
+    """A respawning encoder (the launcher restarts a dead node) is waited for up to encode_timeout_s; an encoder
+    never seen is reported missing after 5 s (test_e2e_launch)."""
+    graph.add(RouterNode(context=graph.context, parameter_overrides=[Parameter("encode_timeout_s", value=30.0)]))
+    first = graph.call(SetInstruction, "set_instruction", SetInstruction.Request(text="touch the red cube"))
+    assert first.accepted, first.message
+    graph.executor.remove_node(encoder_node)
+    graph.nodes.remove(encoder_node)
+    encoder_node.destroy_node()
+    client = graph.probe.create_client(SetInstruction, "set_instruction")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(SetInstruction.Request(text="push the blue cube to the left"))
+    assert not wait_until(future.done, 6.0), future.result()  # past the 5 s a never-seen encoder gets
+    service = InstructionEncoderService(EncoderConfig(backbones=("small",), cache_dir=str(cache_dir)),
+                                        loader=lambda backbone: minilm)
+    graph.add(InstructionEncoderNode(service=service, context=graph.context, parameter_overrides=[
+        Parameter("backbones", value=["small"]), Parameter("cache_dir", value=str(cache_dir))]))
+    assert wait_until(future.done, 30)
+    assert future.result().accepted, future.result().message
+
+
 def test_router_node_escalates_with_a_trained_router_file(graph, encoder_node, minilm, tmp_path):
     """NanoVLA-R in the node: the small-encoder vector decides; 'touch' stays small, 'stack' escalates to
     large (which this test's encoder does not serve, so that request is refused after the decision)."""

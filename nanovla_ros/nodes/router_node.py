@@ -69,6 +69,8 @@ class RouterNode(Node):
         self._group = ReentrantCallbackGroup()
         self._encoder = self.create_client(EncodeInstruction, ENCODE_INSTRUCTION_SERVICE,
                                            qos_profile=BURST_SERVICE_QOS, callback_group=self._group)
+        self._encoder_seen = False  # the encoder service was matched once (a later absence is a restart)
+        self._seen_timer = self.create_timer(0.5, self._watch_encoder)
         self._srv = reply_patiently(self, self.create_service(
             SetInstruction, SET_INSTRUCTION_SERVICE, self._on_set_instruction, qos_profile=BURST_SERVICE_QOS,
             callback_group=self._group))
@@ -163,16 +165,30 @@ class RouterNode(Node):
         finally:
             self.destroy_timer(timer)
 
+    def _watch_encoder(self) -> None:
+        if self._encoder.service_is_ready():
+            self._encoder_seen = True
+            self._seen_timer.cancel()
+
     async def _encode(self, text: str, backbone: str) -> EncodeInstruction.Response | str:
         """The encoder's reply, or a message saying why there is none."""
         timeout_s = self.config.encode_timeout_s
         deadline = time.monotonic() + timeout_s
-        discovery_deadline = time.monotonic() + min(5.0, timeout_s)
+        # An encoder never seen is most likely not launched: say so after 5 s. One that answered before and is gone
+        # is most likely being respawned (or its host is busy): wait for it as for a loading one.
+        discovery_deadline = time.monotonic() + (timeout_s if self._encoder_seen else min(5.0, timeout_s))
+        if not self._encoder.service_is_ready() and self._encoder_seen:
+            self.get_logger().warning(f"encoder service {self._encoder.srv_name} is gone; waiting up to "
+                                      f"encode_timeout_s={timeout_s:g} for it to come back")
         while not self._encoder.service_is_ready():
             if time.monotonic() > discovery_deadline:
+                if self._encoder_seen:
+                    return (f"encoder service {self._encoder.srv_name} went away and did not come back within "
+                            f"encode_timeout_s={timeout_s:g}")
                 return (f"encoder service {self._encoder.srv_name} is not available; "
                         "is instruction_encoder_node running?")
             await self._wait(Future(), 0.05)  # a yielding sleep: discovery takes up to a second or two
+        self._encoder_seen = True
         while True:
             future = self._encoder.call_async(EncodeInstruction.Request(text=text, backbone=backbone))
             if not await self._wait(future, max(0.0, min(_ATTEMPT_S, deadline - time.monotonic()))):
