@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nanovla_ros.configuration import ConfigError
-from nanovla_ros.model.photometric import WORKCELL_REFERENCE_RGB, FrameGain, GainNormalisedPolicy
+from nanovla_ros.model.photometric import WORKCELL_REFERENCE_RGB, FrameDenoise, FrameGain, GainNormalisedPolicy
 from nanovla_ros.policy.config import PolicyNodeConfig
 
 TINY = dict(d_model=32, n_heads=4, ffn_dim=64, enc_layers=1, dec_layers=1, vae_layers=1, horizon=8, latent_dim=4,
@@ -68,3 +68,26 @@ def test_a_policy_reading_through_the_gain_acts_in_a_dim_room_as_in_the_training
     plain_error = np.abs(policy.predict_chunk(dim, state, vector) - own).max()
     gained_error = np.abs(wrapped.predict_chunk(dim, state, vector) - own).max()
     assert gained_error < 0.25 * plain_error
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "median"])
+def test_denoising_removes_most_sensor_noise_and_keeps_a_flat_scene_and_its_edges(mode):
+    rng = np.random.default_rng(1)
+    clean = np.zeros((224, 224, 3), np.uint8)
+    clean[:, :112] = (200, 170, 120)  # a table ...
+    clean[:, 112:] = (30, 30, 200)  # ... beside a blue cube: one sharp edge
+    noisy = np.clip(clean + rng.normal(0.0, 8.0, clean.shape), 0, 255).astype(np.uint8)
+    out = FrameDenoise(mode)({"front": noisy, "wrist": noisy})
+    assert set(out) == {"front", "wrist"} and out["front"].shape == clean.shape and out["front"].dtype == np.uint8
+    error = np.abs(out["front"].astype(int) - clean)
+    assert error[:, 8:104].std() < 0.5 * np.abs(noisy.astype(int) - clean)[:, 8:104].std()  # noise cut by half+
+    assert error[:, 8:104].mean() < 4 and error[:, 120:216].mean() < 4  # flat areas keep their colour
+    assert out["front"][100, 100, 2] < 150 and out["front"][100, 124, 2] > 150  # the edge stays where it was
+    assert FrameDenoise("off")({"front": noisy})["front"] is noisy
+
+
+def test_denoising_refuses_an_unknown_mode_or_strength():
+    with pytest.raises(ValueError, match="denoise mode"):
+        FrameDenoise("bilateral")
+    with pytest.raises(ValueError, match="sigma_px"):
+        FrameDenoise("gaussian", 0.0)

@@ -57,6 +57,39 @@ class FrameGain:
         return {name: np.clip(frame.astype(np.float32) * g, 0, 255).astype(np.uint8) for name, frame in frames.items()}
 
 
+DENOISE_MODES = ("off", "gaussian", "median")
+
+
+@dataclass(frozen=True)
+class FrameDenoise:
+    """Sensor-noise suppression before the policy: a Gaussian blur (``sigma_px``, pixels of a 224-pixel-wide frame,
+    scaled with the frame) or a median filter (3 x 3 at 224 pixels, wider for wider frames) on every camera's frame.
+    Same call as ``FrameGain`` (``mode`` "off": the frames unchanged)."""
+
+    mode: str = "gaussian"
+    sigma_px: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.mode not in DENOISE_MODES:
+            raise ValueError(f"denoise mode {self.mode!r} is not one of {list(DENOISE_MODES)}")
+        if not 0.0 < self.sigma_px <= 5.0:
+            raise ValueError(f"denoise sigma_px={self.sigma_px} must be within (0, 5]")
+
+    def __call__(self, frames: dict[str, np.ndarray], reference_camera: str = "") -> dict[str, np.ndarray]:
+        import cv2
+
+        if self.mode == "off":
+            return frames
+        out = {}
+        for name, frame in frames.items():
+            scale = frame.shape[1] / 224.0
+            if self.mode == "gaussian":
+                out[name] = cv2.GaussianBlur(frame, (0, 0), sigmaX=self.sigma_px * scale)
+            else:
+                out[name] = cv2.medianBlur(np.ascontiguousarray(frame), 2 * max(1, int(round(scale))) + 1)
+        return out
+
+
 class GainNormalisedPolicy:
     """``policy`` (anything with ``predict_chunk`` and ``config``) reading its frames through ``gain``, the gains
     taken from its first camera (the workcell's front camera, which sees the scene whatever the arm does)."""

@@ -59,22 +59,28 @@ def main() -> None:
                           workers=args.workers, table_dir=args.table_dir, first_seed=args.first_seed,
                           perturb=list(CONDITIONS), backend="onnxruntime", precision="int8", frame_gain=gain):
             results.append((mode, r.perturbation, r.kind, r.seed, bool(r.success)))
+    report(results, args.modes, args.episodes, args.out, {"checkpoint": args.checkpoint, "reference_rgb": reference})
+
+
+def report(results: list[tuple], modes: list[str], episodes: int, out: str, header: dict) -> dict:
+    """Prints successes per condition and mode (a markdown table; perturbed conditions summed) and writes them with
+    every episode to ``out`` (JSON, beside ``header``). ``results``: (mode, condition, kind, seed, success)."""
     table = {}
     for mode, condition, kind, _, ok in results:
         cell = table.setdefault(condition or "none", {}).setdefault(mode, {k: 0 for k in KINDS})
         cell[kind] += ok
-    n = len(KINDS) * args.episodes
-    print(f"\n| condition | {' | '.join(args.modes)} |\n|---|{'---|' * len(args.modes)}")
+    n = len(KINDS) * episodes
+    print(f"\n| condition | {' | '.join(modes)} |\n|---|{'---|' * len(modes)}")
     for condition, row in table.items():
-        print(f"| {condition} | " + " | ".join(f"{sum(row[m].values())} / {n}" for m in args.modes) + " |")
-    totals = {m: sum(sum(row[m].values()) for c, row in table.items() if c != "none") for m in args.modes}
-    print(f"perturbed conditions together: {totals} of {n * (len(CONDITIONS) - 1)}")
-    if args.out:
-        with open(args.out, "w") as f:
+        print(f"| {condition} | " + " | ".join(f"{sum(row[m].values())} / {n}" for m in modes) + " |")
+    totals = {m: sum(sum(row[m].values()) for c, row in table.items() if c != "none") for m in modes}
+    print(f"perturbed conditions together: {totals} of {n * (len(table) - ('none' in table))}")
+    if out:
+        with open(out, "w") as f:
             fields = ("mode", "condition", "kind", "seed", "success")
-            json.dump({"checkpoint": args.checkpoint, "reference_rgb": reference, "episodes_per_task": args.episodes,
-                       "table": table, "episodes": [dict(zip(fields, r, strict=True)) for r in results]}, f, indent=1)
-
+            json.dump({**header, "episodes_per_task": episodes, "table": table,
+                       "episodes": [dict(zip(fields, r, strict=True)) for r in results]}, f, indent=1)
+    return table
 
 if __name__ == "__main__":
     main()
