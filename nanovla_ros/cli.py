@@ -323,6 +323,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         frame_gain = (FrameGain(args.frame_gain, tuple(args.frame_reference_rgb)) if args.frame_reference_rgb
                       else FrameGain(args.frame_gain))
+    denoise = None
+    if args.denoise != "off":
+        from nanovla_ros.model.photometric import FrameDenoise
+
+        denoise = FrameDenoise(args.denoise, args.denoise_sigma_px)
     if args.suite:
         from nanovla_ros.evaluation.robustness import markdown, run_suite
 
@@ -331,20 +336,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             execute_steps=args.execute_steps, workers=args.workers, device=args.device,
                             table_dir=args.table_dir, first_seed=args.first_seed, max_steps=args.max_steps,
                             latency_steps=args.latency_steps, phrasings=args.phrasings, backend=args.backend,
-                            precision=args.precision, frame_gain=frame_gain, ground=args.ground)
+                            precision=args.precision, frame_gain=frame_gain, ground=args.ground, denoise=denoise)
         print(markdown(summary), end="")
         print(f"[evaluate] robustness suite: {out_dir}/robustness.json, .md, .png")
         return 0
     results = evaluate(args.checkpoint, args.task, args.split, args.episodes, args.execute_steps, args.workers,
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
-                       backend=args.backend, precision=args.precision, frame_gain=frame_gain, ground=args.ground)
+                       backend=args.backend, precision=args.precision, frame_gain=frame_gain, ground=args.ground,
+                       denoise=denoise)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
                                "phrasings": args.phrasings, "perturb": args.perturb, "frame_gain": args.frame_gain,
-                               "ground": args.ground,
+                               "denoise": args.denoise, "ground": args.ground,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -649,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "photometric.py): rgb balances each channel to --frame-reference-rgb, luma the brightness only")
     ev.add_argument("--frame-reference-rgb", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                     help="the front camera's mean colour in the training room (default: the simulated workcell's)")
+    ev.add_argument("--denoise", choices=("off", "gaussian", "median"), default="off", help="sensor-noise "
+                    "suppression before the policy, as the policy node's denoise (nanovla_ros/model/photometric.py)")
+    ev.add_argument("--denoise-sigma-px", type=float, default=1.0, help="--denoise gaussian: sigma in pixels of a "
+                    "224-pixel-wide frame")
     ev.add_argument("--max-steps", type=int, default=None, help="episode length in control steps for every task "
                     "(default: touch 240, push 300, pick_place and stack 450; --graph: that many 30 Hz periods of "
                     "wall-clock time)")

@@ -91,3 +91,34 @@ def test_denoising_refuses_an_unknown_mode_or_strength():
         FrameDenoise("bilateral")
     with pytest.raises(ValueError, match="sigma_px"):
         FrameDenoise("gaussian", 0.0)
+
+
+def test_the_policy_node_config_takes_denoise_and_refuses_bad_settings():
+    assert PolicyNodeConfig().denoise == "off"  # the frames as they come unless asked
+    assert PolicyNodeConfig(denoise="median").denoise == "median"
+    with pytest.raises(ConfigError, match="denoise"):
+        PolicyNodeConfig(denoise="strong")
+    with pytest.raises(ConfigError, match="denoise_sigma_px"):
+        PolicyNodeConfig(denoise="gaussian", denoise_sigma_px=-1.0)
+
+
+def test_a_policy_reading_through_denoise_acts_on_a_noisy_scene_nearer_its_clean_one():
+    """A real (tiny, random) NanoVLA: its chunk from a noisy scene, read through denoise, is nearer the chunk of
+    the same scene blurred without noise than the noisy scene's own chunk is."""
+    import torch
+
+    from nanovla_ros.model.configuration_nanovla import NanoVLAConfig
+    from nanovla_ros.model.modeling_nanovla import NanoVLA, NanoVLAPolicy
+
+    torch.manual_seed(0)
+    policy = NanoVLAPolicy(NanoVLA(NanoVLAConfig(**TINY)))
+    rng = np.random.default_rng(2)
+    clean = {"front": np.full((64, 64, 3), 120, np.uint8), "wrist": np.full((64, 64, 3), 90, np.uint8)}
+    clean["front"][20:40, 20:40] = (30, 30, 200)
+    noisy = {k: np.clip(v + rng.normal(0, 16, v.shape), 0, 255).astype(np.uint8) for k, v in clean.items()}
+    state, vector = np.zeros(6, np.float32), np.ones(16, np.float32)
+    denoise = FrameDenoise("gaussian", 1.0)
+    target = policy.predict_chunk(denoise(clean), state, vector)
+    wrapped = GainNormalisedPolicy(policy, denoise)
+    assert np.abs(wrapped.predict_chunk(noisy, state, vector) - target).max() < \
+        np.abs(policy.predict_chunk(noisy, state, vector) - target).max()

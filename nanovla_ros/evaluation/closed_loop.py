@@ -151,7 +151,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch",
-                 precision: str = "fp32", frame_gain=None, ground_from: str | None = None) -> None:
+                 precision: str = "fp32", frame_gain=None, ground_from: str | None = None, denoise=None) -> None:
     import torch
 
     from nanovla_ros.model.onnx_policy import load_policy
@@ -170,6 +170,10 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
         from nanovla_ros.model.photometric import GainNormalisedPolicy
 
         policy = GainNormalisedPolicy(policy, frame_gain)
+    if denoise is not None and denoise.mode != "off":  # sensor-noise suppression, before the gains (as the node)
+        from nanovla_ros.model.photometric import GainNormalisedPolicy
+
+        policy = GainNormalisedPolicy(policy, denoise)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
@@ -208,13 +212,14 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
              phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
-             precision: str = "fp32", frame_gain=None, ground: bool = False) -> list[EpisodeResult]:
+             precision: str = "fp32", frame_gain=None, ground: bool = False, denoise=None) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
     ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool).
     ``frame_gain``: a ``nanovla_ros.model.photometric.FrameGain`` the policy reads its frames through (the policy
-    node's ``frame_gain``); None: the frames as rendered. ``ground``: the policy reads each task as the training
+    node's ``frame_gain``); None: the frames as rendered. ``denoise``: a ``FrameDenoise`` applied before it (the
+    node's ``denoise``). ``ground``: the policy reads each task as the training
     phrasing its task head places where it places the instruction (``nanovla_ros.model.grounding``; the policy
     node's ``ground_instructions``)."""
     import json
@@ -263,7 +268,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     results: list[EpisodeResult] = []
     if workers <= 1:
         _init_worker(checkpoint, embeddings, device, backend,  # an exported file: its precision is in it
-                     precision if backend == "torch" else "fp32", frame_gain, ground_from)
+                     precision if backend == "torch" else "fp32", frame_gain, ground_from, denoise)
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
@@ -272,7 +277,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     else:
         with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend,
                                                                    precision if backend == "torch" else "fp32",
-                                                                   frame_gain, ground_from)) as pool:
+                                                                   frame_gain, ground_from, denoise)) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

@@ -98,6 +98,7 @@ def run_suite(checkpoint: str, out_dir: str, families: list[str] | None = None, 
                                  "backend": evaluate_kwargs.get("backend", "torch"),
                                  "precision": evaluate_kwargs.get("precision", "fp32"),
                                  "frame_gain": getattr(evaluate_kwargs.get("frame_gain"), "mode", "off"),
+                                 "denoise": getattr(evaluate_kwargs.get("denoise"), "mode", "off"),
                                  "ground": bool(evaluate_kwargs.get("ground", False))}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

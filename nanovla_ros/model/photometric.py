@@ -67,7 +67,7 @@ class FrameDenoise:
     Same call as ``FrameGain`` (``mode`` "off": the frames unchanged)."""
 
     mode: str = "gaussian"
-    sigma_px: float = 0.7
+    sigma_px: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in DENOISE_MODES:

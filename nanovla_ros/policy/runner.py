@@ -123,6 +123,11 @@ class PolicyRunner:
 
                 self.policies[backbone] = GainNormalisedPolicy(
                     self.policies[backbone], FrameGain(config.frame_gain, tuple(config.frame_reference_rgb)))
+            if config.denoise != "off":  # sensor-noise suppression, before the gains
+                from nanovla_ros.model.photometric import FrameDenoise, GainNormalisedPolicy
+
+                self.policies[backbone] = GainNormalisedPolicy(
+                    self.policies[backbone], FrameDenoise(config.denoise, config.denoise_sigma_px))
             declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "

@@ -36,7 +36,7 @@ def main() -> None:
         denoise = None if name == "none" else FrameDenoise(name, float(sigma or 0.7))
         for r in evaluate(args.checkpoint, list(KINDS), ["train"], args.episodes, execute_steps=20,
                           workers=args.workers, table_dir=args.table_dir, first_seed=args.first_seed,
-                          perturb=list(args.conditions), backend="onnxruntime", precision="int8", frame_gain=denoise):
+                          perturb=list(args.conditions), backend="onnxruntime", precision="int8", denoise=denoise):
             results.append((mode, r.perturbation, r.kind, r.seed, bool(r.success)))
     report(results, args.modes, args.episodes, args.out, {"checkpoint": args.checkpoint})
 
