@@ -12,6 +12,10 @@ which the router reads (MiniLM, 22.7 M) even when large is chosen.
 
     python scripts/eval/eval_router.py --eval-dir out/eval --table-dir data/demos/cache --out-dir docs/router \
         --router-out nanovla_ros/checkpoints/router_workcell.safetensors
+
+With ``--small S.json --large L.json`` (each one `nanovla evaluate ... --split train heldout` result, same seeds),
+their training-split episodes are the trials and their held-out ones the test: written to --eval-dir as
+s_router.json / s.json / l_router.json / l.json first.
 """
 from __future__ import annotations
 
@@ -37,16 +41,34 @@ def outcomes(path: Path) -> dict[tuple, dict]:
     return {(e["kind"], e["split"], e["seed"]): e for e in json.loads(path.read_text())["episodes"]}
 
 
+def split_evaluation(path: Path, eval_dir: Path, name: str) -> None:
+    """``path``'s training-split episodes to ``{name}_router.json`` (trials), its held-out ones to ``{name}.json``."""
+    result = json.loads(path.read_text())
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    for split, suffix in (("train", "_router"), ("heldout", "")):
+        episodes = [e for e in result["episodes"] if e["split"] == split]
+        if not episodes:
+            raise SystemExit(f"{path} has no {split} episodes: evaluate with --split train heldout")
+        (eval_dir / f"{name}{suffix}.json").write_text(json.dumps({**result, "episodes": episodes}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--eval-dir", default="out/eval")
     parser.add_argument("--table-dir", default="data/demos/cache")
     parser.add_argument("--out-dir", default="docs/router")
     parser.add_argument("--router-out", default="out/router.safetensors")
+    parser.add_argument("--small", default="", help="S's two-split evaluation (see above)")
+    parser.add_argument("--large", default="", help="L's two-split evaluation (see above)")
     parser.add_argument("--title", default="test scenes, train + held-out instructions",
                         help="what the test episodes are, for the plot's title")
     args = parser.parse_args()
     eval_dir, out = Path(args.eval_dir), Path(args.out_dir)
+    if bool(args.small) != bool(args.large):
+        parser.error("--small and --large go together")
+    if args.small:
+        split_evaluation(Path(args.small), eval_dir, "s")
+        split_evaluation(Path(args.large), eval_dir, "l")
     out.mkdir(parents=True, exist_ok=True)
     router = train_router_from_evaluations({"small": eval_dir / "s_router.json", "large": eval_dir / "l_router.json"},
                                            args.table_dir)
@@ -89,6 +111,10 @@ def main() -> None:
             and r["params_m"] <= 0.6 * PARAMS_M["large"]]
     print(f"\ngoal (Bayes within 1 point of the better of S and L at <= 60 % of L's params): "
           f"{'met at tau = ' + ', '.join(str(r['tau']) for r in goal) if goal else 'not met'}")
+    stakes = [r for r in rows if r["router"] == "bayes" and r["success"] >= best_single + 0.02
+              and 0.1 <= r["large_fraction"] <= 0.6 and r["params_m"] <= 0.6 * PARAMS_M["large"]]
+    print(f"goal with stakes (Bayes 2+ points above the better of S and L, 10-60 % routed to L, <= 60 % of L's "
+          f"params): {'met at tau = ' + ', '.join(str(r['tau']) for r in stakes) if stakes else 'not met'}")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, marker in (("bayes", "o"), ("naive", "s")):
         rs = [r for r in rows if r["router"] == name]
