@@ -323,6 +323,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         frame_gain = (FrameGain(args.frame_gain, tuple(args.frame_reference_rgb)) if args.frame_reference_rgb
                       else FrameGain(args.frame_gain))
+    view_warp = None
+    if args.view_homography:
+        from nanovla_ros.model.view_warp import ViewWarp
+
+        view_warp = ViewWarp(tuple(args.view_homography))
     denoise = None
     if args.denoise != "off":
         from nanovla_ros.model.photometric import FrameDenoise
@@ -336,7 +341,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             execute_steps=args.execute_steps, workers=args.workers, device=args.device,
                             table_dir=args.table_dir, first_seed=args.first_seed, max_steps=args.max_steps,
                             latency_steps=args.latency_steps, phrasings=args.phrasings, backend=args.backend,
-                            precision=args.precision, frame_gain=frame_gain, ground=args.ground, denoise=denoise)
+                            precision=args.precision, frame_gain=frame_gain, ground=args.ground, denoise=denoise,
+                            view_warp=view_warp)
         print(markdown(summary), end="")
         print(f"[evaluate] robustness suite: {out_dir}/robustness.json, .md, .png")
         return 0
@@ -344,13 +350,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
                        backend=args.backend, precision=args.precision, frame_gain=frame_gain, ground=args.ground,
-                       denoise=denoise)
+                       denoise=denoise, view_warp=view_warp)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
                                "phrasings": args.phrasings, "perturb": args.perturb, "frame_gain": args.frame_gain,
-                               "denoise": args.denoise, "ground": args.ground,
+                               "denoise": args.denoise, "view_homography": args.view_homography,
+                               "ground": args.ground,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
     for r in rows:
@@ -444,6 +451,41 @@ def cmd_bag(args: argparse.Namespace) -> int:
             failed += 1
             print(f"nanovla bag repair: {error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _pixel_pairs(values: list[str], size: str, flag: str):  # -> (N, 2) ndarray
+    """["x,y", ...] pixels of a frame of ``size`` ("WxH") -> (N, 2) pixels of a 224 x 224 frame."""
+    import numpy as np
+
+    try:
+        width, height = (float(v) for v in size.lower().split("x"))
+        points = np.array([[float(c) for c in v.split(",")] for v in values])
+    except ValueError as error:
+        raise SystemExit(f"{flag}: pixels as x,y and the size as WxH ({error})") from error
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise SystemExit(f"{flag}: each point is x,y")
+    return points * np.array([224.0 / width, 224.0 / height])
+
+
+def cmd_calibrate_view(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nanovla_ros.model.view_warp import homography_from_points
+
+    camera = _pixel_pairs(args.camera_px, args.camera_size, "--camera-px")
+    training = _pixel_pairs(args.training_px, args.training_size, "--training-px")
+    try:
+        h = homography_from_points(camera, training)
+    except ValueError as error:
+        print(f"[calibrate-view] {error}", file=sys.stderr)
+        return 2
+    mapped = np.c_[camera, np.ones(len(camera))] @ h.T
+    error_px = np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - training, axis=1)
+    print(f"[calibrate-view] {len(camera)} points; error after the warp (pixels of a 224 frame): mean "
+          f"{error_px.mean():.2f}, max {error_px.max():.2f}")
+    print("# the policy node's parameter (config/so101.yaml, under policy: ros__parameters:)")
+    print(f"view_homography: [{', '.join(f'{v:.6g}' for v in h.ravel())}]")
+    return 0
 
 
 def cmd_fit_scope(args: argparse.Namespace) -> int:
@@ -655,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "photometric.py): rgb balances each channel to --frame-reference-rgb, luma the brightness only")
     ev.add_argument("--frame-reference-rgb", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                     help="the front camera's mean colour in the training room (default: the simulated workcell's)")
+    ev.add_argument("--view-homography", type=float, nargs=9, default=None, metavar="H",
+                    help="the front camera's view warped by this homography first, as the policy node's "
+                    "view_homography (nanovla calibrate-view)")
     ev.add_argument("--denoise", choices=("off", "gaussian", "median"), default="off", help="sensor-noise "
                     "suppression before the policy, as the policy node's denoise (nanovla_ros/model/photometric.py)")
     ev.add_argument("--denoise-sigma-px", type=float, default=1.0, help="--denoise gaussian: sigma in pixels of a "
@@ -690,6 +735,14 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("path", help="a bag folder, or a folder of bags (every unfinished one is repaired)")
     repair.set_defaults(func=cmd_bag)
 
+    cv = sub.add_parser("calibrate-view", help="the policy node's view_homography: your front camera's view warped to "
+                        "the training camera's, from four or more table points found in both (on the table's plane)")
+    cv.add_argument("--camera-px", nargs="+", required=True, metavar="X,Y", help="the points in your camera's frame")
+    cv.add_argument("--training-px", nargs="+", required=True, metavar="X,Y",
+                    help="the same points, in the same order, in a frame of the training camera (e.g. a training bag)")
+    cv.add_argument("--camera-size", default="640x480", metavar="WxH", help="your camera's frame size")
+    cv.add_argument("--training-size", default="224x224", metavar="WxH", help="the training frames' size")
+    cv.set_defaults(func=cmd_calibrate_view)
     sc = sub.add_parser("fit-scope", help="out-of-scope refusal: fit the scope file from the phrasing bank's training "
                                           "families, and measure it on held-out families and requests")
     sc.add_argument("--out", default=str(SHIPPED_SCOPE), help="scope file to write (default: the packaged one)")

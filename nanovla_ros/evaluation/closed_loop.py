@@ -151,7 +151,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str, backend: str = "torch",
-                 precision: str = "fp32", frame_gain=None, ground_from: str | None = None, denoise=None) -> None:
+                 precision: str = "fp32", transforms: tuple = (), ground_from: str | None = None) -> None:
+    """One evaluation worker's policy and workcell. ``transforms``: frame transforms (``FrameGain``, ``FrameDenoise``,
+    ``ViewWarp``, ...) the policy reads its frames through, the first applied first."""
     import torch
 
     from nanovla_ros.model.onnx_policy import load_policy
@@ -166,14 +168,11 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
         model, _ = load_checkpoint(ground_from)
         policy = GroundedPolicy(policy, TaskReader(model, "cuda" if device == "cuda" else "cpu"),
                                 {t: embeddings[t] for t in candidate_instructions()})
-    if frame_gain is not None and frame_gain.mode != "off":  # the policy reads its frames through the gains
-        from nanovla_ros.model.photometric import GainNormalisedPolicy
+    for transform in reversed(transforms):  # the outermost wrapper sees the frames first
+        if transform is not None and transform.mode != "off":
+            from nanovla_ros.model.photometric import GainNormalisedPolicy
 
-        policy = GainNormalisedPolicy(policy, frame_gain)
-    if denoise is not None and denoise.mode != "off":  # sensor-noise suppression, before the gains (as the node)
-        from nanovla_ros.model.photometric import GainNormalisedPolicy
-
-        policy = GainNormalisedPolicy(policy, denoise)
+            policy = GainNormalisedPolicy(policy, transform)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
@@ -212,14 +211,16 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
              workers: int = 1, device: str = "cpu", table_dir: str | None = None, first_seed: int = EVAL_FIRST_SEED,
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
              phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
-             precision: str = "fp32", frame_gain=None, ground: bool = False, denoise=None) -> list[EpisodeResult]:
+             precision: str = "fp32", frame_gain=None, ground: bool = False, denoise=None,
+             view_warp=None) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
     ``perturb``: one "FAMILY=STRENGTH" or several (every (kind, split) in each; same seeds; one worker pool).
     ``frame_gain``: a ``nanovla_ros.model.photometric.FrameGain`` the policy reads its frames through (the policy
     node's ``frame_gain``); None: the frames as rendered. ``denoise``: a ``FrameDenoise`` applied before it (the
-    node's ``denoise``). ``ground``: the policy reads each task as the training
+    node's ``denoise``); ``view_warp``: a ``ViewWarp`` applied before both (the node's ``view_homography``).
+    ``ground``: the policy reads each task as the training
     phrasing its task head places where it places the instruction (``nanovla_ros.model.grounding``; the policy
     node's ``ground_instructions``)."""
     import json
@@ -235,6 +236,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
               f"{timeout_ms:g}: every chunk arrives stale and is dropped, as the driver drops it; the arm never moves")
     from nanovla_ros.model.early_fusion import is_early_fusion_checkpoint
 
+    transforms = (view_warp, denoise, frame_gain)  # as the policy node: the view, the noise, then the gains
     ground_from = None
     if ground:
         if is_early_fusion_checkpoint(checkpoint) or checkpoint.endswith(".onnx"):
@@ -268,7 +270,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     results: list[EpisodeResult] = []
     if workers <= 1:
         _init_worker(checkpoint, embeddings, device, backend,  # an exported file: its precision is in it
-                     precision if backend == "torch" else "fp32", frame_gain, ground_from, denoise)
+                     precision if backend == "torch" else "fp32", transforms, ground_from)
         for job in jobs:
             results.append(_run_one(job))
             if bar is not None:
@@ -277,7 +279,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     else:
         with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, embeddings, device, backend,
                                                                    precision if backend == "torch" else "fp32",
-                                                                   frame_gain, ground_from, denoise)) as pool:
+                                                                   transforms, ground_from)) as pool:
             for result in pool.imap(_run_one, jobs):
                 results.append(result)
                 if bar is not None:

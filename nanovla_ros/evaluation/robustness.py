@@ -99,6 +99,7 @@ def run_suite(checkpoint: str, out_dir: str, families: list[str] | None = None, 
                                  "precision": evaluate_kwargs.get("precision", "fp32"),
                                  "frame_gain": getattr(evaluate_kwargs.get("frame_gain"), "mode", "off"),
                                  "denoise": getattr(evaluate_kwargs.get("denoise"), "mode", "off"),
+                                 "view_warp": getattr(evaluate_kwargs.get("view_warp"), "mode", "off"),
                                  "ground": bool(evaluate_kwargs.get("ground", False))}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

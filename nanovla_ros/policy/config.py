@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanovla_ros.configuration import param, require, require_choice
+from nanovla_ros.configuration import ConfigError, param, require, require_choice
 from nanovla_ros.model.photometric import DENOISE_MODES, GAIN_MODES, WORKCELL_REFERENCE_RGB
+from nanovla_ros.model.view_warp import IDENTITY as VIEW_IDENTITY
+from nanovla_ros.model.view_warp import ViewWarp
 
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -47,6 +49,11 @@ class PolicyNodeConfig:
     frame_reference_rgb: tuple[float, ...] = param(WORKCELL_REFERENCE_RGB, "The front camera's mean colour (R, G, B, "
                                                    "0-255) in the room the policy was trained in (default: the "
                                                    "simulated workcell's).")
+    view_homography: tuple[float, ...] = param(VIEW_IDENTITY, "The front camera's view warped to the training "
+                                               "camera's before the policy: a homography (row-major 3 x 3, pixels "
+                                               "of a 224 x 224 frame) from `nanovla calibrate-view`; the identity "
+                                               "(default): as it comes. For a camera that cannot sit where the "
+                                               "training camera sat (nanovla_ros/model/view_warp.py).")
     denoise: str = param("off", "Sensor-noise suppression before the policy: gaussian blurs every frame by "
                                 "denoise_sigma_px, median takes a 3 x 3 median (at 224 pixels; wider for wider "
                                 "frames); off: the frames as they come. Measured (scripts/eval/probe_denoise.py, "
@@ -84,6 +91,10 @@ class PolicyNodeConfig:
         require(self.max_obs_age_ms > 0.0, f"max_obs_age_ms={self.max_obs_age_ms} must be positive")
         require_choice("frame_gain", self.frame_gain, GAIN_MODES)
         require_choice("denoise", self.denoise, DENOISE_MODES)
+        try:
+            ViewWarp(tuple(self.view_homography))
+        except ValueError as error:
+            raise ConfigError(f"view_homography: {error}") from error
         require(0.0 < self.denoise_sigma_px <= 5.0, f"denoise_sigma_px={self.denoise_sigma_px} must be within (0, 5]")
         require(self.ground_max_distance_m > 0.0, f"ground_max_distance_m={self.ground_max_distance_m} must be positive")
         require(len(self.frame_reference_rgb) == 3 and all(0.0 < v <= 255.0 for v in self.frame_reference_rgb),

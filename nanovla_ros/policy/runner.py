@@ -12,6 +12,7 @@ import numpy as np
 
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.language.encoders import encoder_id
+from nanovla_ros.model.view_warp import ViewWarp
 from nanovla_ros.policy.config import PolicyNodeConfig
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,11 @@ class PolicyRunner:
 
                 self.policies[backbone] = GainNormalisedPolicy(
                     self.policies[backbone], FrameDenoise(config.denoise, config.denoise_sigma_px))
+            warp = ViewWarp(tuple(config.view_homography))
+            if warp.mode != "off":  # the front camera's view brought to the training camera's, before all else
+                from nanovla_ros.model.photometric import GainNormalisedPolicy
+
+                self.policies[backbone] = GainNormalisedPolicy(self.policies[backbone], warp)
             declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "

@@ -1,0 +1,81 @@
+"""Warping a moved camera's view back to the training view (nanovla_ros/model/view_warp.py)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from nanovla_ros.model.view_warp import IDENTITY, ViewWarp, homography_from_points
+
+
+def scene() -> np.ndarray:
+    """A tabletop-like frame: a checkered table (16-pixel cells) with three coloured squares (uint8, 224 x 224)."""
+    y, x = np.mgrid[:224, :224]
+    frame = np.where(((x // 16 + y // 16) % 2 == 0)[..., None], (200, 170, 120), (150, 120, 80)).astype(np.uint8)
+    for (cx, cy), colour in zip(((60, 80), (140, 100), (100, 160)), ((200, 30, 30), (30, 200, 30), (30, 30, 200)),
+                                strict=True):
+        frame[cy - 12:cy + 12, cx - 12:cx + 12] = colour
+    return frame
+
+
+def test_a_view_moved_by_a_known_homography_is_brought_back_from_four_clicked_points():
+    training = scene()
+    moved_by = np.array([[1.04, 0.05, -9.0], [-0.03, 0.98, 6.0], [1e-4, -5e-5, 1.0]])  # a camera turned and shifted
+    moved = cv2.warpPerspective(training, moved_by, (224, 224), borderMode=cv2.BORDER_REPLICATE)
+    # four table points as a user clicks them: where they are in the training frame and in the moved camera's
+    training_px = np.array([[30.0, 30.0], [190.0, 40.0], [180.0, 200.0], [40.0, 190.0]])
+    camera_px = cv2.perspectiveTransform(training_px[None], moved_by)[0]
+    warp = ViewWarp(tuple(homography_from_points(camera_px, training_px).ravel()))
+    assert warp.mode == "warp"
+    out = warp({"front": moved, "wrist": moved})
+    inner = (slice(20, 204), slice(20, 204))  # away from the replicated border
+    assert np.abs(out["front"][inner].astype(int) - training[inner]).mean() < 3.0
+    assert np.abs(moved[inner].astype(int) - training[inner]).mean() > 10.0  # it was far off before
+    assert out["wrist"] is moved  # only the camera it was made for
+
+
+def test_the_homography_scales_with_the_frame_it_is_applied_to():
+    training = cv2.resize(scene(), (448, 448), interpolation=cv2.INTER_NEAREST)
+    shift = np.array([[1.0, 0.0, 6.0], [0.0, 1.0, -4.0], [0.0, 0.0, 1.0]])  # pixels of a 224 frame
+    moved = cv2.warpPerspective(training, np.diag([2.0, 2.0, 1.0]) @ shift @ np.diag([0.5, 0.5, 1.0]), (448, 448))
+    back = ViewWarp(tuple(np.linalg.inv(shift).ravel()))({"front": moved})["front"]
+    assert np.abs(back[40:408, 40:408].astype(int) - training[40:408, 40:408]).mean() < 3.0
+
+
+def test_identity_is_off_and_bad_homographies_or_points_are_refused():
+    frame = scene()
+    assert ViewWarp().mode == "off" and ViewWarp(IDENTITY)({"front": frame})["front"] is frame
+    with pytest.raises(ValueError, match="homography"):
+        ViewWarp((1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # singular
+    with pytest.raises(ValueError, match="homography"):
+        ViewWarp((1.0, 0.0, float("nan"), 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="N >= 4"):
+        homography_from_points(np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="do not determine"):
+        line = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+        homography_from_points(line, line)
+
+
+def test_calibrate_view_prints_the_parameter_the_policy_node_takes(capsys):
+    import yaml
+
+    from nanovla_ros.cli import main
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.policy.config import PolicyNodeConfig
+
+    # a 640 x 480 camera that sees the training view's table points shifted and scaled
+    training = np.array([[30.0, 30.0], [190.0, 40.0], [180.0, 200.0], [40.0, 190.0], [110.0, 110.0]])
+    camera = (training * 0.9 + 12.0) * np.array([640 / 224, 480 / 224])
+    code = main(["calibrate-view", "--camera-px", *[f"{x},{y}" for x, y in camera],
+                 "--training-px", *[f"{x},{y}" for x, y in training]])
+    out = capsys.readouterr().out
+    assert code == 0 and "error after the warp" in out
+    line = next(row for row in out.splitlines() if row.startswith("view_homography:"))
+    h = np.array(yaml.safe_load(line)["view_homography"]).reshape(3, 3)
+    assert np.allclose(h, [[1 / 0.9, 0, -12 / 0.9], [0, 1 / 0.9, -12 / 0.9], [0, 0, 1]], atol=1e-3)
+    config = PolicyNodeConfig(view_homography=tuple(h.ravel()))  # what the node reads from that line
+    assert ViewWarp(tuple(config.view_homography)).mode == "warp" and PolicyNodeConfig().view_homography == IDENTITY
+    with pytest.raises(ConfigError, match="view_homography"):
+        PolicyNodeConfig(view_homography=(1.0, 0.0))
+    assert main(["calibrate-view", "--camera-px", "1,1", "2,2", "3,3", "4,4",
+                 "--training-px", "1,1", "2,2", "3,3", "4,4"]) == 2  # on one line: no homography
