@@ -137,7 +137,9 @@ def test_no_false_fault_and_no_false_position_when_replies_come_late(faults, cyc
         emu.faults = faults  # from here on
         worst, t = 0.0, 100.0
         for cycle in range(cycles):
-            positions = arm.read_positions()
+            # the loop's clock, as control's: silence is counted in 10 ms cycles, not in the host's wall time (a
+            # host busy elsewhere for a second is not what this test is about)
+            positions = arm.read_positions(t)
             arm.read_telemetry(("Status", "Present_Temperature", "Present_Load", "Present_Voltage")[cycle % 4])
             arm.control(t)
             t += 0.01
