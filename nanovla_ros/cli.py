@@ -327,7 +327,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.view_homography:
         from nanovla_ros.model.view_warp import ViewWarp
 
-        view_warp = ViewWarp(tuple(args.view_homography))
+        try:
+            view_warp = ViewWarp(tuple(float(v) for v in args.view_homography.strip("[] ").split(",")))
+        except ValueError as error:
+            print(f"[evaluate] --view-homography: {error}", file=sys.stderr)
+            return 2
     denoise = None
     if args.denoise != "off":
         from nanovla_ros.model.photometric import FrameDenoise
@@ -470,10 +474,17 @@ def _pixel_pairs(values: list[str], size: str, flag: str):  # -> (N, 2) ndarray
 def cmd_calibrate_view(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nanovla_ros.model.view_warp import homography_from_points
+    from nanovla_ros.model.view_warp import WORKCELL_MARKS_PX, homography_from_points
 
     camera = _pixel_pairs(args.camera_px, args.camera_size, "--camera-px")
-    training = _pixel_pairs(args.training_px, args.training_size, "--training-px")
+    if args.training_px is None:
+        training = np.asarray(WORKCELL_MARKS_PX)
+        if len(camera) != len(training):
+            print(f"[calibrate-view] --camera-px: give the {len(training)} workcell marks, in their order",
+                  file=sys.stderr)
+            return 2
+    else:
+        training = _pixel_pairs(args.training_px, args.training_size, "--training-px")
     try:
         h = homography_from_points(camera, training)
     except ValueError as error:
@@ -484,7 +495,9 @@ def cmd_calibrate_view(args: argparse.Namespace) -> int:
     print(f"[calibrate-view] {len(camera)} points; error after the warp (pixels of a 224 frame): mean "
           f"{error_px.mean():.2f}, max {error_px.max():.2f}")
     print("# the policy node's parameter (config/so101.yaml, under policy: ros__parameters:)")
-    print(f"view_homography: [{', '.join(f'{v:.6g}' for v in h.ravel())}]")
+    # positional with a dot (YAML reads "1e-05" as a string, "1" as an int; the parameter is an array of doubles)
+    numbers = (np.format_float_positional(v, precision=7, unique=False, fractional=False, trim="0") for v in h.ravel())
+    print(f"view_homography: [{', '.join(numbers)}]")
     return 0
 
 
@@ -697,9 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "photometric.py): rgb balances each channel to --frame-reference-rgb, luma the brightness only")
     ev.add_argument("--frame-reference-rgb", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                     help="the front camera's mean colour in the training room (default: the simulated workcell's)")
-    ev.add_argument("--view-homography", type=float, nargs=9, default=None, metavar="H",
+    ev.add_argument("--view-homography", default="", metavar="H1,...,H9",
                     help="the front camera's view warped by this homography first, as the policy node's "
-                    "view_homography (nanovla calibrate-view)")
+                    "view_homography: nine numbers, comma-separated, as nanovla calibrate-view prints them")
     ev.add_argument("--denoise", choices=("off", "gaussian", "median"), default="off", help="sensor-noise "
                     "suppression before the policy, as the policy node's denoise (nanovla_ros/model/photometric.py)")
     ev.add_argument("--denoise-sigma-px", type=float, default=1.0, help="--denoise gaussian: sigma in pixels of a "
@@ -738,8 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("calibrate-view", help="the policy node's view_homography: your front camera's view warped to "
                         "the training camera's, from four or more table points found in both (on the table's plane)")
     cv.add_argument("--camera-px", nargs="+", required=True, metavar="X,Y", help="the points in your camera's frame")
-    cv.add_argument("--training-px", nargs="+", required=True, metavar="X,Y",
-                    help="the same points, in the same order, in a frame of the training camera (e.g. a training bag)")
+    cv.add_argument("--training-px", nargs="+", default=None, metavar="X,Y",
+                    help="the same points, in the same order, in a frame of the training camera (default: where "
+                    "the simulated workcell's camera sees table marks at (x, y) = (0.09, -0.21), (0.34, -0.21), "
+                    "(0.34, 0.21), (0.09, 0.21) m from the arm's base: tape marks there and give --camera-px in "
+                    "that order)")
     cv.add_argument("--camera-size", default="640x480", metavar="WxH", help="your camera's frame size")
     cv.add_argument("--training-size", default="224x224", metavar="WxH", help="the training frames' size")
     cv.set_defaults(func=cmd_calibrate_view)

@@ -79,3 +79,26 @@ def test_calibrate_view_prints_the_parameter_the_policy_node_takes(capsys):
         PolicyNodeConfig(view_homography=(1.0, 0.0))
     assert main(["calibrate-view", "--camera-px", "1,1", "2,2", "3,3", "4,4",
                  "--training-px", "1,1", "2,2", "3,3", "4,4"]) == 2  # on one line: no homography
+
+
+def test_the_workcell_marks_are_where_the_training_camera_sees_them_and_calibrate_view_defaults_to_them(capsys):
+    from nanovla_ros.cli import main
+    from nanovla_ros.model.view_warp import WORKCELL_MARKS_M, WORKCELL_MARKS_PX
+    from nanovla_ros.sim.perturbation import apply, parse
+    from nanovla_ros.sim.workcell import Workcell
+
+    workcell = Workcell()
+    try:
+        marks = np.array([[x, y, 0.0] for x, y in WORKCELL_MARKS_M])
+        assert np.allclose(workcell.project(marks, "front", 224), WORKCELL_MARKS_PX, atol=0.1)
+        undo = apply(workcell, parse("camera_turn_deg=5"))
+        turned = workcell.project(marks, "front", 640)  # a 640 x 640 camera turned 5 degrees
+        undo()
+    finally:
+        workcell.close()
+    assert main(["calibrate-view", "--camera-size", "640x640", "--camera-px", *[f"{x},{y}" for x, y in turned]]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("view_homography:"))
+    h = np.array([float(v) for v in line.split("[")[1].rstrip("]").split(",")]).reshape(3, 3)
+    back = np.c_[turned * 224 / 640, np.ones(4)] @ h.T
+    assert np.allclose(back[:, :2] / back[:, 2:], WORKCELL_MARKS_PX, atol=0.05)
+    assert main(["calibrate-view", "--camera-px", "1,2", "3,4", "5,7", "9,1", "4,4"]) == 2  # five for four marks

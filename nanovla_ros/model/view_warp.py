@@ -3,9 +3,10 @@
 A policy trained with the front camera in one place reads the scene's pixels, not the scene: the shipped model
 falls from 21 to 10 of 24 episodes with the camera moved 2 cm. Where the new camera's pose is known (calibrated),
 the table plane seen by it maps onto the training view by one homography (3 x 3); ``ViewWarp`` warps that camera's
-frames through it before the policy. Exact for points on the plane it was made for (the cubes' mid-height), near
-for the rest of a tabletop scene. ``homography_from_points`` makes one from four or more pixel pairs (the same
-table points in a training frame and in the new camera's frame), as a user calibrates it.
+frames through it before the policy. Exact for points on the plane it was made for (the table), near for the
+cubes on it; the arm itself, far above the table, keeps some parallax. ``homography_from_points`` makes one from
+four or more pixel pairs (the same table points in a training frame and in the new camera's frame), as a user
+calibrates it (`nanovla calibrate-view`). Measured: ``scripts/eval/probe_view_warp.py``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+# Four table marks (x forward, y left of the arm's base, metres; the workspace's corners, 5 cm out) and where the
+# simulated workcell's front camera, the one the shipped policy was trained with, sees them (pixels of a 224 x 224
+# frame; Workcell.project). Tape marks there, find them in your camera's frame: `nanovla calibrate-view`.
+WORKCELL_MARKS_M = ((0.09, -0.21), (0.34, -0.21), (0.34, 0.21), (0.09, 0.21))
+WORKCELL_MARKS_PX = ((17.1, 149.8), (108.6, 212.8), (191.2, 83.2), (116.7, 52.7))
 
 
 def homography_from_points(camera_px: np.ndarray, training_px: np.ndarray) -> np.ndarray:

@@ -258,6 +258,17 @@ class Workcell:
         self.steps += 1
 
     # --- images
+    def project(self, points_m: np.ndarray, camera: str = "front", size: int | None = None) -> np.ndarray:
+        """(N, 2) pixels (x right, y down) where ``camera``, as it is now, sees world points ``points_m`` (N, 3) in
+        a ``size`` x ``size`` frame (MuJoCo's pinhole: the camera looks along its -z, y up)."""
+        size = size or self.config.image_size
+        m, d = self.model, self.data
+        mujoco.mj_forward(m, d)
+        cam = m.camera(camera).id
+        local = (np.asarray(points_m, np.float64) - d.cam_xpos[cam]) @ d.cam_xmat[cam].reshape(3, 3)
+        f = 0.5 * size / np.tan(np.radians(m.cam_fovy[cam]) / 2.0)
+        return np.stack([size / 2.0 + f * local[:, 0] / -local[:, 2], size / 2.0 - f * local[:, 1] / -local[:, 2]], 1)
+
     def render(self, camera: str = "front", size: int | None = None) -> np.ndarray:
         """(S, S, 3) uint8 RGB from ``camera``."""
         size = size or self.config.image_size
