@@ -275,21 +275,14 @@ def test_the_runner_grounds_a_paraphrase_to_the_training_phrasing_of_its_task(mi
     from nanovla_ros.model.grounding import candidate_instructions
     from nanovla_ros.policy.config import PolicyNodeConfig
     from nanovla_ros.policy.runner import Observation, PolicyRunner, Task
-    from nanovla_ros.sim.tasks import sample_layout
-    from nanovla_ros.sim.workcell import Workcell
+    from nanovla_ros.sim.tasks import scene_observation
 
     runner = PolicyRunner(PolicyNodeConfig(checkpoint_small=str(SHIPPED_CHECKPOINT)))
     assert runner.wants_candidates() == ["small"]
     assert not PolicyRunner(PolicyNodeConfig(checkpoint_small=str(SHIPPED_CHECKPOINT),
                                              ground_instructions=False)).grounders
-    workcell = Workcell()
-    try:
-        layout = sample_layout(np.random.default_rng(1000))
-        workcell.place(layout.cubes, layout.squares)
-        frames = {name: workcell.render(name) for name in ("front", "wrist")}
-        state = workcell.joint_positions.astype(np.float64)
-    finally:
-        workcell.close()
+    frames, state = scene_observation(1000)
+    state = state.astype(np.float64)
     stamp_ns = time.time_ns()
     observation = Observation(frames["front"], stamp_ns, state, stamp_ns, tuple(JOINTS),
                               {"wrist": (frames["wrist"], stamp_ns)})

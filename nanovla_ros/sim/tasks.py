@@ -60,6 +60,18 @@ def sample_layout(rng: np.random.Generator) -> Layout:
     raise RuntimeError("could not place the objects apart; widen the workspace")
 
 
+def scene_observation(seed: int, cameras: tuple[str, ...] = ("front", "wrist")) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The frames of ``cameras`` and the joint positions (rad) of the scene ``sample_layout`` draws from ``seed``,
+    the arm at home: one observation, for benches, probes and tests of what a model reads."""
+    workcell = Workcell()
+    try:
+        layout = sample_layout(np.random.default_rng(seed))
+        workcell.place(layout.cubes, layout.squares)
+        return {name: workcell.render(name) for name in cameras}, workcell.joint_positions.copy()
+    finally:
+        workcell.close()
+
+
 def sample_task(rng: np.random.Generator, kind: str | None = None, split: str = "train") -> Task:
     """A task of ``kind`` (random if None) drawn from ``split`` ('train' or 'heldout')."""
     kind = kind or str(rng.choice(KINDS))

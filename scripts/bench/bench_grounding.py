@@ -34,8 +34,7 @@ def main() -> None:
     from nanovla_ros.model.checkpoint import load_checkpoint
     from nanovla_ros.model.grounding import TaskReader, candidate_instructions
     from nanovla_ros.model.onnx_policy import load_policy
-    from nanovla_ros.sim.tasks import sample_layout
-    from nanovla_ros.sim.workcell import Workcell
+    from nanovla_ros.sim.tasks import scene_observation
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
@@ -44,14 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     texts = candidate_instructions()
     vectors = load_minilm().encode(["could you set the red block on top of the blue one"] + texts)
-    workcell = Workcell()
-    try:
-        layout = sample_layout(np.random.default_rng(1000))
-        workcell.place(layout.cubes, layout.squares)
-        frames = {name: workcell.render(name) for name in ("front", "wrist")}
-        state = workcell.joint_positions.astype(np.float32)
-    finally:
-        workcell.close()
+    frames, state = scene_observation(1000)
+    state = state.astype(np.float32)
     print(f"hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads by "
           f"default; {args.checkpoint}; {len(vectors)} instructions read per grounding")
     for threads in args.threads:
