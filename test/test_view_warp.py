@@ -97,8 +97,14 @@ def test_the_workcell_marks_are_where_the_training_camera_sees_them_and_calibrat
     finally:
         workcell.close()
     assert main(["calibrate-view", "--camera-size", "640x640", "--camera-px", *[f"{x},{y}" for x, y in turned]]) == 0
-    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("view_homography:"))
+    out = capsys.readouterr().out
+    assert "leave view_homography" not in out  # turned 5 degrees: a warp worth making
+    line = next(row for row in out.splitlines() if row.startswith("view_homography:"))
     h = np.array([float(v) for v in line.split("[")[1].rstrip("]").split(",")]).reshape(3, 3)
     back = np.c_[turned * 224 / 640, np.ones(4)] @ h.T
     assert np.allclose(back[:, :2] / back[:, 2:], WORKCELL_MARKS_PX, atol=0.05)
+    # marks found within a pixel of where the training camera sees them: the camera has not moved, leave it off
+    near = np.asarray(WORKCELL_MARKS_PX) + np.array([[0.6, -0.4], [-0.5, 0.5], [0.4, 0.6], [-0.6, -0.3]])
+    assert main(["calibrate-view", "--camera-size", "224x224", "--camera-px", *[f"{x},{y}" for x, y in near]]) == 0
+    assert "leave view_homography at the identity" in capsys.readouterr().out
     assert main(["calibrate-view", "--camera-px", "1,2", "3,4", "5,7", "9,1", "4,4"]) == 2  # five for four marks
