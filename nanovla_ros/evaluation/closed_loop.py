@@ -168,11 +168,9 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
         model, _ = load_checkpoint(ground_from)
         policy = GroundedPolicy(policy, TaskReader(model, "cuda" if device == "cuda" else "cpu"),
                                 {t: embeddings[t] for t in candidate_instructions()})
-    for transform in reversed(transforms):  # the outermost wrapper sees the frames first
-        if transform is not None and transform.mode != "off":
-            from nanovla_ros.model.photometric import GainNormalisedPolicy
+    from nanovla_ros.model.photometric import read_through
 
-            policy = GainNormalisedPolicy(policy, transform)
+    policy = read_through(policy, transforms)
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 

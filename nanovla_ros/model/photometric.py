@@ -91,10 +91,12 @@ class FrameDenoise:
 
 
 class GainNormalisedPolicy:
-    """``policy`` (anything with ``predict_chunk`` and ``config``) reading its frames through ``gain``, the gains
-    taken from its first camera (the workcell's front camera, which sees the scene whatever the arm does)."""
+    """``policy`` (anything with ``predict_chunk`` and ``config``) reading its frames through ``gain`` (a
+    ``FrameGain``, or any frame transform with its call: ``FrameDenoise``, ``view_warp.ViewWarp``), called with the
+    policy's first camera as the reference (the workcell's front camera, which sees the scene whatever the arm
+    does)."""
 
-    def __init__(self, policy, gain: FrameGain) -> None:
+    def __init__(self, policy, gain) -> None:
         self.policy, self.gain = policy, gain
 
     def __getattr__(self, name: str):
@@ -106,3 +108,13 @@ class GainNormalisedPolicy:
         else:
             image = self.gain({"frame": image}, "frame")["frame"]
         return self.policy.predict_chunk(image, state, instruction_embedding)
+
+
+def read_through(policy, transforms) -> object:
+    """``policy`` reading its frames through ``transforms`` (frame transforms or None; the first applied first;
+    those whose ``mode`` is "off" left out): the policy node's and the evaluation's one order of corrections."""
+    for transform in reversed(tuple(transforms)):  # the outermost wrapper sees the frames first
+        if transform is not None and transform.mode != "off":
+            policy = GainNormalisedPolicy(policy, transform)
+    return policy
+

@@ -119,21 +119,14 @@ class PolicyRunner:
                 c = self.policies[backbone].config
             if config.ground_instructions and not is_early_fusion_checkpoint(path):
                 self._add_grounding(backbone, path)
-            if config.frame_gain != "off":  # software auto-exposure / white balance, from the front frame
-                from nanovla_ros.model.photometric import FrameGain, GainNormalisedPolicy
+            # the frames' corrections, in order: the front camera's view to the training camera's, sensor noise,
+            # then auto-exposure / white balance from the front frame (each off unless configured)
+            from nanovla_ros.model.photometric import FrameDenoise, FrameGain, read_through
 
-                self.policies[backbone] = GainNormalisedPolicy(
-                    self.policies[backbone], FrameGain(config.frame_gain, tuple(config.frame_reference_rgb)))
-            if config.denoise != "off":  # sensor-noise suppression, before the gains
-                from nanovla_ros.model.photometric import FrameDenoise, GainNormalisedPolicy
-
-                self.policies[backbone] = GainNormalisedPolicy(
-                    self.policies[backbone], FrameDenoise(config.denoise, config.denoise_sigma_px))
-            warp = ViewWarp(tuple(config.view_homography))
-            if warp.mode != "off":  # the front camera's view brought to the training camera's, before all else
-                from nanovla_ros.model.photometric import GainNormalisedPolicy
-
-                self.policies[backbone] = GainNormalisedPolicy(self.policies[backbone], warp)
+            self.policies[backbone] = read_through(self.policies[backbone], (
+                ViewWarp(tuple(config.view_homography)),
+                FrameDenoise(config.denoise, config.denoise_sigma_px) if config.denoise != "off" else None,
+                FrameGain(config.frame_gain, tuple(config.frame_reference_rgb))))
             declared.append(min(declared_execute_steps(extra), c.horizon))
             if c.cameras[0] != "front":
                 raise ConfigError(f"{path} reads the cameras {list(c.cameras)}; the policy node needs the front camera "
