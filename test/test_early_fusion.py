@@ -101,6 +101,10 @@ def test_the_autoregressive_readout_decodes_what_teacher_forcing_scores():
         moved, _ = model(features, tokens, mask, state, changed)
         np.testing.assert_allclose(moved[:, :4], forced[:, :4], atol=1e-5)
         assert (moved[:, 4] - forced[:, 4]).abs().max() > 1e-4
+        # the static cache (one allocation at the final length, what a CUDA graph replays) decodes the same chunk,
+        # padding included (the first instruction is padded)
+        prefix = model._prefix(features, tokens, state)
+        np.testing.assert_allclose(model.decode(prefix, mask, static=True), decoded, atol=1e-5)
     model.train()
     _, loss = model(features, tokens, mask, state, torch.randn(3, 5, 6))
     loss.backward()

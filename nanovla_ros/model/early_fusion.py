@@ -35,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 
 from nanovla_ros.configuration import ConfigError
 from nanovla_ros.model.configuration_early_fusion import EarlyFusionConfig
@@ -173,26 +174,92 @@ class EarlyFusionPolicyModel(nn.Module):
         loss = ((pred_n - target_n).abs() * weight).sum() / (weight.sum() * c.action_dim).clamp(min=1.0)
         return pred_n, loss
 
-    def decode(self, prefix: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, prefix: torch.Tensor, token_mask: torch.Tensor, static: bool = False) -> torch.Tensor:
         """Autoregressive readout: (B, H, A) normalised, one language-model step per action after the prefix and
-        the start token, each step reading the key-value cache of everything before it."""
-        from transformers import DynamicCache
+        the start token, each step reading the key-value cache of everything before it. ``static``: a cache
+        allocated once at its final length (P + H) and written in place, so every step has the same shapes and
+        addresses (what a CUDA graph or a compiled step needs); keys not yet written are masked out."""
+        from transformers import DynamicCache, StaticCache
 
         c, B, P = self.config, prefix.shape[0], prefix.shape[1]
-        cache = DynamicCache(config=self.lm.config)
-        keys = self._keys(token_mask, P, P + c.horizon)  # (B, P + H)
+        length = P + c.horizon
+        cache = (StaticCache(config=self.lm.config, max_cache_len=length) if static
+                 else DynamicCache(config=self.lm.config))
+        keys = self._keys(token_mask, P, length)  # (B, P + H)
         positions = self._positions(keys)
         first = torch.cat([prefix, self.action_queries[None, :1].expand(B, -1, -1)], dim=1)  # (B, P + 1, W)
         causal = self.attention_mask(token_mask, P)[..., :P + 1, :P + 1]  # the readout is causal: its corner
+        if static:  # keys are the whole cache's length: those after the first P + 1 are not written yet
+            causal = F.pad(causal, (0, length - (P + 1)), value=False)
         hidden = self._run_lm(first, causal, positions[:, :P + 1], cache)[:, -1]  # (B, W)
+        written = torch.arange(length, device=prefix.device)
         out = []
         for j in range(c.horizon):
             out.append(self.head(hidden))  # (B, A): action j
             if j + 1 == c.horizon:
                 break
             token = self.action_queries[j + 1][None] + self.action_in(out[-1])  # (B, W)
-            step_mask = keys[:, None, None, :P + j + 2]  # (B, 1, 1, keys so far): the new token sees all but padding
+            # (B, 1, 1, keys): the new token sees everything so far but padding
+            step_mask = ((keys & (written < P + j + 2)[None]) if static else keys[:, :P + j + 2])[:, None, None, :]
             hidden = self._run_lm(token[:, None], step_mask, positions[:, P + j + 1:P + j + 2], cache)[:, -1]
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def decode_graphed(self, prefix: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """``decode(static=True)`` with its H - 1 single-token steps replayed from one CUDA graph (CUDA only):
+        each eager step launches ~20 kernels a layer and waits on the host, so a chunk is launch-bound; the graph
+        launches a step at once. The graph, its cache and its input buffers are made once per (batch, prefix
+        length) and reused: only the prefix pass runs eagerly each chunk. Same numbers as ``decode``."""
+        from transformers import StaticCache
+
+        c, B, P = self.config, prefix.shape[0], prefix.shape[1]
+        length, device = P + c.horizon, prefix.device
+        keys = self._keys(token_mask, P, length)
+        positions = self._positions(keys)
+        key = (B, P)
+        if getattr(self, "_graphs", {}).get(key) is None:
+            cache = StaticCache(config=self.lm.config, max_cache_len=length)
+            io = {"hidden": torch.zeros(B, prefix.shape[2], device=device, dtype=prefix.dtype),
+                  "query": torch.zeros(prefix.shape[2], device=device, dtype=prefix.dtype),
+                  "mask": torch.zeros(B, 1, 1, length, dtype=torch.bool, device=device),
+                  "position": torch.zeros(B, 1, dtype=torch.long, device=device)}
+
+            def step() -> None:  # action j from hidden j, then hidden j + 1 from action j's token
+                io["action"] = self.head(io["hidden"])
+                token = io["query"][None] + self.action_in(io["action"])
+                io["next"] = self._run_lm(token[:, None], io["mask"], io["position"], cache)[:, -1]
+
+            # the first pass fills the cache's layers (lazily allocated), then warm-up steps on a side stream
+            self._run_lm(torch.zeros(B, P + 1, prefix.shape[2], device=device, dtype=prefix.dtype),
+                         torch.ones(B, 1, P + 1, length, dtype=torch.bool, device=device), positions[:, :P + 1], cache)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+            self._graphs = {**getattr(self, "_graphs", {}), key: (graph, cache, io)}
+        graph, cache, io = self._graphs[key]
+        for layer in cache.layers:  # rewind: the prefix is written from position 0 again
+            layer.cumulative_length.zero_()
+            if hasattr(layer, "cumulative_length_int"):  # a sliding-window layer also counts on the host
+                layer.cumulative_length_int = 0
+        first = torch.cat([prefix, self.action_queries[None, :1].expand(B, -1, -1)], dim=1)
+        causal = F.pad(self.attention_mask(token_mask, P)[..., :P + 1, :P + 1], (0, length - (P + 1)), value=False)
+        io["hidden"].copy_(self._run_lm(first, causal, positions[:, :P + 1], cache)[:, -1])
+        written = torch.arange(length, device=device)
+        out = []
+        for j in range(c.horizon - 1):
+            io["query"].copy_(self.action_queries[j + 1])
+            io["mask"].copy_((keys & (written < P + j + 2)[None])[:, None, None, :])
+            io["position"].copy_(positions[:, P + j + 1:P + j + 2])
+            graph.replay()
+            out.append(io["action"].clone())
+            io["hidden"].copy_(io["next"])
+        out.append(self.head(io["hidden"]))
         return torch.stack(out, dim=1)
 
     def denormalize_actions(self, actions_n: torch.Tensor) -> torch.Tensor:
