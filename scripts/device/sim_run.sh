@@ -126,7 +126,8 @@ gemma)
   # every part has come it is put together (and decompressed) in $GEMMA_ROOT/gemma (default /root/gemma:
   # NANOVLA_GEMMA_DIR for the training and the evaluation: EARLY=1 below).
   # A call may also carry data/tables_bank (a larger instruction table than the job's, e.g. the phrasing bank's
-  # training families for ROUND_FLAGS="--phrasings bank", too large to travel with the wheels): staged in
+  # training families for ROUND_FLAGS="--phrasings bank", both encoders': `python scripts/device/bank_tables.py` here;
+  # too large to travel with the wheels): staged in
   # /root/tables_extra, which a `dagger` job started with WAIT_TABLES=1 waits for before its last round trains.
   [ -d data/tables_bank/instructions ] && mkdir -p /root/tables_extra.tmp && cp -r data/tables_bank/instructions \
     /root/tables_extra.tmp/ && rm -rf /root/tables_extra && mv /root/tables_extra.tmp /root/tables_extra && \
