@@ -209,7 +209,9 @@ class EarlyFusionPolicyModel(nn.Module):
         """``decode(static=True)`` with its H - 1 single-token steps replayed from one CUDA graph (CUDA only):
         each eager step launches ~20 kernels a layer and waits on the host, so a chunk is launch-bound; the graph
         launches a step at once. The graph, its cache and its input buffers are made once per (batch, prefix
-        length) and reused: only the prefix pass runs eagerly each chunk. Same numbers as ``decode``."""
+        length) and reused: only the prefix pass runs eagerly each chunk. Meant to give ``decode``'s numbers; not yet
+        run on a GPU (`scripts/bench/bench_early_fusion_decode.py --device cuda` checks and times it), so nothing
+        calls it yet."""
         from transformers import StaticCache
 
         c, B, P = self.config, prefix.shape[0], prefix.shape[1]
