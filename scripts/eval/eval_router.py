@@ -56,7 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--eval-dir", default="out/eval")
     parser.add_argument("--table-dir", default="data/demos/cache")
-    parser.add_argument("--out-dir", default="docs/router")
+    parser.add_argument("--out-dir", default="out/router", help="where the plot and the sweep go (the docs' plots "
+                        "were copied from there into docs/router/; a default there overwrote them)")
     parser.add_argument("--router-out", default="out/router.safetensors")
     parser.add_argument("--small", default="", help="S's two-split evaluation (see above)")
     parser.add_argument("--large", default="", help="L's two-split evaluation (see above)")
