@@ -337,6 +337,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from nanovla_ros.model.photometric import FrameDenoise
 
         denoise = FrameDenoise(args.denoise, args.denoise_sigma_px)
+    view_calibration = None
+    if args.view_calibration != "off":
+        from nanovla_ros.evaluation.view_calibration import ViewCalibration
+
+        if args.view_homography or args.suite:
+            print("[evaluate] --view-calibration makes a homography per episode: not with --view-homography or --suite")
+            return 2
+        view_calibration = ViewCalibration(0 if args.view_calibration == "exact" else int(args.view_calibration),
+                                           args.click_noise_px)
     if args.suite:
         from nanovla_ros.evaluation.robustness import markdown, run_suite
 
@@ -354,13 +363,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        args.device, args.table_dir, args.first_seed, max_steps=args.max_steps,
                        latency_steps=args.latency_steps, phrasings=args.phrasings, perturb=args.perturb,
                        backend=args.backend, precision=args.precision, frame_gain=frame_gain, ground=args.ground,
-                       denoise=denoise, view_warp=view_warp)
+                       denoise=denoise, view_warp=view_warp, view_calibration=view_calibration)
     rows = summarise(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": args.checkpoint, "execute_steps": args.execute_steps,
                                "phrasings": args.phrasings, "perturb": args.perturb, "frame_gain": args.frame_gain,
                                "denoise": args.denoise, "view_homography": args.view_homography,
+                               "view_calibration": args.view_calibration, "click_noise_px": args.click_noise_px,
                                "ground": args.ground,
                                "latency_steps": args.latency_steps, "summary": rows,
                                "episodes": results_json(results)}, indent=1))
@@ -687,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=50, help="per task and split")
     ev.add_argument("--perturb", default="", metavar="FAMILY=STRENGTH",
                     help="evaluate in a perturbed workcell, e.g. light=0.6 (families: "
-                         + ", ".join(PERTURBATION_SUITE) + ")")
+                         + ", ".join(PERTURBATION_SUITE) + "), or one drawn for each episode: random (every family "
+                         "within the randomisation ranges) or random_camera (the front camera's pose and field of view)")
     ev.add_argument("--suite", choices=["robustness"], help="robustness: the nominal workcell and every perturbation "
                     "family of nanovla_ros.sim.perturbation.SUITE at each strength, --episodes per task each, first "
                     "--split only; writes robustness.json, .md and .png beside --out")
@@ -725,6 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--view-homography", default="", metavar="H1,...,H9",
                     help="the front camera's view warped by this homography first, as the policy node's "
                     "view_homography: nine numbers, comma-separated, as nanovla calibrate-view prints them")
+    ev.add_argument("--view-calibration", choices=("off", "exact", "4", "5", "6", "7", "8"), default="off",
+                    help="calibrate the front camera's view for each episode's look and warp its frames back, as a user "
+                         "calibrates a moved camera (nanovla calibrate-view): N table points found in both views with "
+                         "--click-noise-px error each, or exact (nanovla_ros.evaluation.view_calibration); for looks "
+                         "that move the camera, e.g. --perturb random_camera")
+    ev.add_argument("--click-noise-px", type=float, default=1.0, help="--view-calibration N: each point's error, "
+                    "pixels of a 224-pixel frame")
     ev.add_argument("--denoise", choices=("off", "gaussian", "median"), default="off", help="sensor-noise "
                     "suppression before the policy, as the policy node's denoise (nanovla_ros/model/photometric.py)")
     ev.add_argument("--denoise-sigma-px", type=float, default=1.0, help="--denoise gaussian: sigma in pixels of a "

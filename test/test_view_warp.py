@@ -108,3 +108,72 @@ def test_the_workcell_marks_are_where_the_training_camera_sees_them_and_calibrat
     assert main(["calibrate-view", "--camera-size", "224x224", "--camera-px", *[f"{x},{y}" for x, y in near]]) == 0
     assert "leave view_homography at the identity" in capsys.readouterr().out
     assert main(["calibrate-view", "--camera-px", "1,2", "3,4", "5,7", "9,1", "4,4"]) == 2  # five for four marks
+
+
+def test_a_random_camera_look_moves_only_the_camera_and_is_the_same_for_a_seed():
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.sim.perturbation import Perturbation, RandomisationConfig, parse, random_look
+
+    looks = [random_look("random_camera", seed) for seed in range(1000, 1020)]
+    assert looks[0] == parse("random_camera", 1000) and looks[0] != looks[1]
+    limits = RandomisationConfig()
+    for look in looks:
+        assert max(abs(v) for v in look.camera_shift_m) <= limits.camera_shift_m
+        assert abs(look.camera_turn_deg) <= limits.camera_turn_deg
+        assert abs(look.camera_fov_change_deg) <= limits.camera_fov_change_deg
+        camera_only = {"camera_shift_m", "camera_turn_deg", "camera_fov_change_deg"}
+        assert all(getattr(look, k) == getattr(Perturbation(), k) for k in Perturbation.__dataclass_fields__
+                   if k not in camera_only)
+    everything = parse("random", 1000)  # the workcell node's look "random": every family drawn
+    assert everything.camera_shift_m == looks[0].camera_shift_m and everything.light_scale != 1.0
+    with pytest.raises(ConfigError, match="random look"):
+        random_look("random_light", 1000)
+
+
+def test_an_evaluation_calibrates_each_moved_camera_and_the_policy_reads_the_training_view():
+    """``run_policy_episode(..., view_calibration=...)``: for an episode whose front camera was moved (a random
+    look), the homography from table points found in both views brings the moved frame back to the training one:
+    what the policy reads is nearer the unmoved render than what the moved camera sees."""
+    from nanovla_ros.configuration import ConfigError
+    from nanovla_ros.evaluation.closed_loop import run_policy_episode
+    from nanovla_ros.evaluation.view_calibration import ViewCalibration, homography
+    from nanovla_ros.sim.perturbation import apply, parse
+    from nanovla_ros.sim.workcell import Workcell
+
+    seen = []
+
+    class Still:  # a policy that holds the arm still and keeps the frames it was given
+        class config:
+            cameras, horizon = ("front",), 10
+
+        def predict_chunk(self, image, state, embedding):
+            seen.append(image["front"])
+            return np.tile(state, (10, 1))
+
+    class AnyText(dict):
+        def __missing__(self, key):
+            return np.zeros(768, np.float32)
+
+    workcell = Workcell()
+    try:
+        seed = next(s for s in range(1000, 1100) if max(abs(v) for v in parse("random_camera", s).camera_shift_m) > 0.02)
+        calibration = ViewCalibration(clicks=0)
+        rng = np.random.default_rng(0)
+        training_px = calibration.found(workcell, rng)
+        undo = apply(workcell, parse("random_camera", seed))
+        moved_px = calibration.found(workcell, rng)
+        undo()
+        h = np.asarray(homography(training_px, moved_px)).reshape(3, 3)
+        back = cv2.perspectiveTransform(moved_px[None], h)[0]
+        assert np.abs(back - training_px).max() < 0.5  # exact points: the warp maps them home
+        for look in ("", "random_camera"):  # the same scene seen by the training camera, then the moved one
+            run_policy_episode(workcell, Still(), AnyText(), "touch", "train", seed, 10, max_steps=1, perturb=look)
+        run_policy_episode(workcell, Still(), AnyText(), "touch", "train", seed, 10, max_steps=1,
+                           perturb="random_camera", view_calibration=ViewCalibration(clicks=4))
+    finally:
+        workcell.close()
+    nominal, moved, warped = (f.astype(float) for f in seen)
+    as_moved, as_warped = np.abs(moved - nominal).mean(), np.abs(warped - nominal).mean()
+    assert as_warped < 0.6 * as_moved, (as_moved, as_warped)
+    with pytest.raises(ConfigError, match="clicks"):
+        ViewCalibration(clicks=3)

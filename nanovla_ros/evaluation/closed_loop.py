@@ -59,7 +59,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind: str, split: str, seed: int,
                        execute_steps: int, max_steps: int | None = None, on_step=None,
                        latency_steps: int = 0, phrasings: str = "templates",
-                       perturb: str | Perturbation = "") -> EpisodeResult:
+                       perturb: str | Perturbation = "", view_calibration=None) -> EpisodeResult:
     """``on_step(task, step, last_command)``, if given, runs before each control step and may return the frames
     it rendered ({camera: frame}), which the policy then reuses if it replans at that step (DAgger records the
     states it visits this way).
@@ -74,10 +74,23 @@ def run_policy_episode(workcell, policy, embeddings: dict[str, np.ndarray], kind
     ``latency_steps`` L: what the deployed graph does on a slow host, reproducibly. The chunk planned from the
     observation of step c reaches the arm at step c + L and is executed time-aligned, from its index L on (as the
     driver skips a late chunk's past steps); until the first chunk arrives the arm holds. 0: no delay. A chunk
-    older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it."""
-    look = perturb if isinstance(perturb, Perturbation) else parse_perturbation(perturb)
+    older than the driver's ``chunk_timeout_ms`` on arrival is dropped, as the driver drops it.
+
+    ``view_calibration``: a ``ViewCalibration``: the front camera's view calibrated for this episode's look (table
+    points found in the training view and in the moved one) and the policy's frames warped back by it first."""
+    look = perturb if isinstance(perturb, Perturbation) else parse_perturbation(perturb, seed)
+    if view_calibration is not None:
+        clicks_rng = np.random.default_rng([seed, 19])
+        training_px = view_calibration.found(workcell, clicks_rng)  # before the look: the training workcell
     undo = apply_perturbation(workcell, look, np.random.default_rng([seed, 11]))
     try:
+        if view_calibration is not None:
+            from nanovla_ros.evaluation.view_calibration import homography
+            from nanovla_ros.model.photometric import GainNormalisedPolicy
+            from nanovla_ros.model.view_warp import ViewWarp
+
+            warp = ViewWarp(homography(training_px, view_calibration.found(workcell, clicks_rng)))
+            policy = GainNormalisedPolicy(policy, warp) if warp.mode != "off" else policy
         result = _episode(workcell, policy, embeddings, kind, split, seed, execute_steps, max_steps, on_step,
                           latency_steps, phrasings)
     finally:
@@ -174,11 +187,11 @@ def _init_worker(checkpoint: str, embeddings: dict[str, np.ndarray], device: str
     _WORKER.update(policy=policy, workcell=Workcell(), embeddings=embeddings)
 
 
-def _run_one(job: tuple[str, str, int, int, int | None, int, str, str]) -> EpisodeResult:
-    kind, split, seed, execute_steps, max_steps, latency_steps, phrasings, perturb = job
+def _run_one(job: tuple) -> EpisodeResult:
+    kind, split, seed, execute_steps, max_steps, latency_steps, phrasings, perturb, view_calibration = job
     return run_policy_episode(_WORKER["workcell"], _WORKER["policy"], _WORKER["embeddings"], kind, split, seed,
                               execute_steps, max_steps, latency_steps=latency_steps, phrasings=phrasings,
-                              perturb=perturb)
+                              perturb=perturb, view_calibration=view_calibration)
 
 
 def instruction_embeddings(language_encoder_id: str, table_dir: str | None = None,
@@ -210,7 +223,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
              progress: bool = True, max_steps: int | None = None, latency_steps: int = 0,
              phrasings: str = "templates", perturb: str | Sequence[str] = "", backend: str = "torch",
              precision: str = "fp32", frame_gain=None, ground: bool = False, denoise=None,
-             view_warp=None) -> list[EpisodeResult]:
+             view_warp=None, view_calibration=None) -> list[EpisodeResult]:
     """Run ``episodes`` per (kind, split) in ``workers`` processes; results in job order. ``max_steps``: the
     episode length for every task (default: ``MAX_STEPS`` per task); ``latency_steps``: see
     ``run_policy_episode``; ``backend``: the policy's runtime (``nanovla_ros.model.onnx_policy.load_policy``).
@@ -220,7 +233,8 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     node's ``denoise``); ``view_warp``: a ``ViewWarp`` applied before both (the node's ``view_homography``).
     ``ground``: the policy reads each task as the training
     phrasing its task head places where it places the instruction (``nanovla_ros.model.grounding``; the policy
-    node's ``ground_instructions``)."""
+    node's ``ground_instructions``). ``view_calibration``: a ``ViewCalibration`` made for each episode's look
+    (``run_policy_episode``), for looks that move the camera (e.g. ``perturb="random_camera"``)."""
     import json
     import multiprocessing as mp
 
@@ -254,7 +268,7 @@ def evaluate(checkpoint: str, kinds: list[str], splits: list[str], episodes: int
     conditions = [perturb] if isinstance(perturb, str) else list(perturb)
     for condition in conditions:
         parse_perturbation(condition)  # a bad one is refused before any worker starts
-    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, condition)
+    jobs = [(k, s, first_seed + i, execute_steps, max_steps, latency_steps, phrasings, condition, view_calibration)
             for condition in conditions for k in kinds for s in splits for i in range(episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
     from nanovla_ros.sim.workcell import build_model

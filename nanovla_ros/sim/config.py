@@ -7,8 +7,6 @@ from nanovla_ros.configuration import param, require, require_choice
 from nanovla_ros.sim.perturbation import parse as parse_perturbation
 from nanovla_ros.sim.tasks import KINDS
 
-RANDOM_LOOK = "random"  # WorkcellNodeConfig.look: every episode's look drawn from RandomisationConfig
-
 
 @dataclass(frozen=True)
 class WorkcellNodeConfig:
@@ -27,7 +25,8 @@ class WorkcellNodeConfig:
     expert_teleop: bool = param(False, "Play the leader arm: publish the scripted expert's joint commands for the task.")
     look: str = param("", "How the scene looks: empty = the training workcell; FAMILY=STRENGTH = one perturbation of "
                           "nanovla_ros.sim.perturbation.SUITE (e.g. light=0.6); random = each episode's look drawn "
-                          "from RandomisationConfig's ranges, seeded by the episode's seed.")
+                          "from RandomisationConfig's ranges, seeded by the episode's seed; random_camera = only the front camera's "
+                          "pose and field of view drawn so.")
 
     def __post_init__(self) -> None:
         require_choice("task", self.task, KINDS)
@@ -38,6 +37,5 @@ class WorkcellNodeConfig:
         require("/" not in self.wrist_frames_name and self.wrist_frames_name != self.frames_name,
                 f"wrist_frames_name={self.wrist_frames_name!r} must be a plain name other than frames_name")
         require(bool(self.bus_link), "bus_link is empty")
-        if self.look != RANDOM_LOOK:
-            parse_perturbation(self.look)  # ConfigError naming the families if it is not one
+        parse_perturbation(self.look)  # ConfigError naming the families if it is not one (or a random look)
         require(0.0 < self.control_rate_hz <= 200.0, f"control_rate_hz={self.control_rate_hz} must be within (0, 200]")

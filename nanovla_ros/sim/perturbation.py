@@ -187,16 +187,37 @@ class RandomisationConfig:
             jpeg_quality=0 if quality >= 100 else quality)
 
 
+# Looks drawn per episode (seeded by the episode's seed) instead of one named condition: "random" every family from
+# RandomisationConfig's ranges at once (what the workcell node's look "random" does), "random_camera" only the
+# front camera's pose and field of view from that same draw (shifted up to 3 cm along each axis, turned and zoomed
+# up to 5 degrees: where a user's camera may sit)
+RANDOM_LOOKS = ("random", "random_camera")
+
+
+def random_look(name: str, seed: int, config: RandomisationConfig | None = None) -> Perturbation:
+    """The look ``name`` (of RANDOM_LOOKS) of the episode of ``seed``."""
+    if name not in RANDOM_LOOKS:
+        raise ConfigError(f"random look {name!r} is not one of {list(RANDOM_LOOKS)}")
+    drawn = (config or RandomisationConfig()).sample(np.random.default_rng([seed, 13]))
+    if name == "random":
+        return drawn
+    return Perturbation(camera_shift_m=drawn.camera_shift_m, camera_turn_deg=drawn.camera_turn_deg,
+                        camera_fov_change_deg=drawn.camera_fov_change_deg)
+
+
 def perturbation(family: str, strength: float) -> Perturbation:
     if family not in SUITE:
         raise ConfigError(f"perturbation family {family!r} is not one of {list(SUITE)}")
     return SUITE[family][1](float(strength))
 
 
-def parse(text: str) -> Perturbation:
-    """"FAMILY=STRENGTH" (e.g. "light=0.6") -> the perturbation; "" -> none."""
+def parse(text: str, seed: int = 0) -> Perturbation:
+    """"FAMILY=STRENGTH" (e.g. "light=0.6") -> the perturbation; "" -> none; one of RANDOM_LOOKS -> the look of
+    the episode of ``seed``."""
     if not text:
         return Perturbation()
+    if text in RANDOM_LOOKS:
+        return random_look(text, seed)
     family, sep, value = text.partition("=")
     try:
         strength = float(value)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nanovla_ros.driver.emulator import Sts3215BusEmulator
-from nanovla_ros.sim.config import RANDOM_LOOK, WorkcellNodeConfig
+from nanovla_ros.sim.config import WorkcellNodeConfig
 from nanovla_ros.sim.experts import ScriptedExpert
-from nanovla_ros.sim.perturbation import Perturbation, RandomisationConfig
+from nanovla_ros.sim.perturbation import Perturbation
 from nanovla_ros.sim.perturbation import apply as apply_perturbation
 from nanovla_ros.sim.perturbation import parse as parse_perturbation
 from nanovla_ros.sim.servo_bridge import WorkcellServoBridge
@@ -91,8 +91,7 @@ class WorkcellServer:
     def _set_look(self, seed: int) -> Perturbation:
         """How the episode of ``seed`` looks (``config.look``); the previous episode's look is undone first."""
         self._undo_look()
-        look = (RandomisationConfig().sample(np.random.default_rng([seed, 13])) if self.config.look == RANDOM_LOOK
-                else parse_perturbation(self.config.look))
+        look = parse_perturbation(self.config.look, seed)  # "random": drawn for this episode
         self._undo_look = apply_perturbation(self.workcell, look, np.random.default_rng([seed, 17]))
         return look
 
