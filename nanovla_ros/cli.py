@@ -583,8 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "stack it does not do yet, --teleop shows them with the scripted expert)")
     demo.add_argument("--seed", type=int, default=1000, help="workcell scene seed (evaluation seeds start at 1000)")
     demo.add_argument("--look", default="", help="how the workcell looks: FAMILY=STRENGTH (e.g. light=0.6, "
-                      "distractors=2; families: " + ", ".join(PERTURBATION_SUITE) + ") or random (drawn from the "
-                      "randomisation ranges by the seed); default: the training workcell")
+                      "distractors=2; families: " + ", ".join(PERTURBATION_SUITE) + "), random (drawn from the "
+                      "randomisation ranges by the seed) or random_camera (only the front camera's pose drawn so); "
+                      "default: the training workcell")
     demo.add_argument("--teleop", action="store_true", help="drive the arm with the scripted expert (teleoperation)")
     demo.add_argument("--checkpoint", default=None, help="NanoVLA-S checkpoint (default: the shipped one)")
     demo.add_argument("--out-dir", default="out/demo")
