@@ -5,6 +5,7 @@ import itertools
 import os
 import time
 
+import numpy as np
 import pytest
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -44,3 +45,25 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.02) -> bool:
             return True
         time.sleep(interval_s)
     return bool(condition())
+
+
+class StillPolicy:
+    """For tests of the closed-loop harness itself: a front-camera policy that holds the arm where it is (every
+    chunk repeats the state) and keeps the frames it was given (``frames``)."""
+
+    class config:
+        cameras, horizon = ("front",), 10
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    def predict_chunk(self, image, state, embedding):
+        self.frames.append(image)
+        return np.tile(state, (10, 1))
+
+
+class AnyInstruction(dict):
+    """Instruction embeddings for any text (zeros of MiniLM's width), for a policy that does not read them."""
+
+    def __missing__(self, key):
+        return np.zeros(768, np.float32)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import AnyInstruction, StillPolicy
 from test_dataset import write_episode
 
 from nanovla_ros.configuration import ConfigError
@@ -594,24 +595,13 @@ def test_the_harness_says_tasks_with_the_bank_s_families_of_the_split():
     from nanovla_ros import phrasings
     from nanovla_ros.sim.workcell import Workcell
 
-    class Still:
-        class config:
-            cameras, horizon = ("front",), 10
-
-        def predict_chunk(self, image, state, embedding):
-            return np.tile(state, (10, 1))
-
-    class AnyText(dict):
-        def __missing__(self, key):
-            return np.zeros(768, np.float32)
-
     workcell = Workcell()
     try:
         train_bank = {row[0] for row in phrasings.bank("train")}
         for split in ("train", "heldout"):
-            result = run_policy_episode(workcell, Still(), AnyText(), "stack", split, 1000, 10, max_steps=2,
+            result = run_policy_episode(workcell, StillPolicy(), AnyInstruction(), "stack", split, 1000, 10, max_steps=2,
                                         phrasings="bank")
-            template = run_policy_episode(workcell, Still(), AnyText(), "stack", split, 1000, 10, max_steps=2)
+            template = run_policy_episode(workcell, StillPolicy(), AnyInstruction(), "stack", split, 1000, 10, max_steps=2)
             assert (result.instruction in train_bank) == (split == "train"), result.instruction
             assert result.instruction != template.instruction
     finally:

@@ -134,26 +134,15 @@ def test_an_evaluation_calibrates_each_moved_camera_and_the_policy_reads_the_tra
     """``run_policy_episode(..., view_calibration=...)``: for an episode whose front camera was moved (a random
     look), the homography from table points found in both views brings the moved frame back to the training one:
     what the policy reads is nearer the unmoved render than what the moved camera sees."""
+    from conftest import AnyInstruction, StillPolicy
+
     from nanovla_ros.configuration import ConfigError
     from nanovla_ros.evaluation.closed_loop import run_policy_episode
     from nanovla_ros.evaluation.view_calibration import ViewCalibration, homography
     from nanovla_ros.sim.perturbation import apply, parse
     from nanovla_ros.sim.workcell import Workcell
 
-    seen = []
-
-    class Still:  # a policy that holds the arm still and keeps the frames it was given
-        class config:
-            cameras, horizon = ("front",), 10
-
-        def predict_chunk(self, image, state, embedding):
-            seen.append(image["front"])
-            return np.tile(state, (10, 1))
-
-    class AnyText(dict):
-        def __missing__(self, key):
-            return np.zeros(768, np.float32)
-
+    policy = StillPolicy()
     workcell = Workcell()
     try:
         seed = next(s for s in range(1000, 1100) if max(abs(v) for v in parse("random_camera", s).camera_shift_m) > 0.02)
@@ -167,12 +156,12 @@ def test_an_evaluation_calibrates_each_moved_camera_and_the_policy_reads_the_tra
         back = cv2.perspectiveTransform(moved_px[None], h)[0]
         assert np.abs(back - training_px).max() < 0.5  # exact points: the warp maps them home
         for look in ("", "random_camera"):  # the same scene seen by the training camera, then the moved one
-            run_policy_episode(workcell, Still(), AnyText(), "touch", "train", seed, 10, max_steps=1, perturb=look)
-        run_policy_episode(workcell, Still(), AnyText(), "touch", "train", seed, 10, max_steps=1,
+            run_policy_episode(workcell, policy, AnyInstruction(), "touch", "train", seed, 10, max_steps=1, perturb=look)
+        run_policy_episode(workcell, policy, AnyInstruction(), "touch", "train", seed, 10, max_steps=1,
                            perturb="random_camera", view_calibration=ViewCalibration(clicks=4))
     finally:
         workcell.close()
-    nominal, moved, warped = (f.astype(float) for f in seen)
+    nominal, moved, warped = (f["front"].astype(float) for f in policy.frames)
     as_moved, as_warped = np.abs(moved - nominal).mean(), np.abs(warped - nominal).mean()
     assert as_warped < 0.6 * as_moved, (as_moved, as_warped)
     with pytest.raises(ConfigError, match="clicks"):

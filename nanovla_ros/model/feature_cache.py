@@ -56,11 +56,12 @@ def _key(encoder_id: str) -> str:
 
 
 def write_instruction_table(cache_dir: str | Path, language_encoder_id: str, texts: list[str],
-                            vectors: np.ndarray) -> None:
-    """Add (or replace) one language encoder's embeddings of ``texts`` in the cache."""
+                            vectors: np.ndarray, dtype=np.float32) -> None:
+    """Add (or replace) one language encoder's embeddings of ``texts`` in the cache (stored as ``dtype``: float16
+    halves a table that has to travel; readers take either)."""
     folder = Path(cache_dir) / "instructions"
     folder.mkdir(parents=True, exist_ok=True)
-    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=dtype)
     if vectors.shape[0] != len(texts):
         raise FeatureCacheError(f"{len(texts)} instructions but {vectors.shape[0]} vectors")
     np.save(folder / f"{_key(language_encoder_id)}.npy", vectors)

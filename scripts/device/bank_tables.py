@@ -35,11 +35,9 @@ def main() -> None:
         if missing:
             raise SystemExit(f"{len(missing)} sentences (e.g. {missing[0]!r}) have no {backbone} vector in "
                              f"{args.source}: make its tables again (write_instruction_tables)")
-        write_instruction_table(args.out, encoder_id(backbone), texts, np.asarray(vectors)[[index[t] for t in texts]])
-        path = next(p for p in (Path(args.out) / "instructions").glob("*.npy")
-                    if p.with_suffix(".json").read_text().find(encoder_id(backbone)) >= 0)
-        np.save(path, np.load(path).astype(np.float16))  # half the size; training reads them as float32
-        print(f"{backbone}: {len(texts)} sentences -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        write_instruction_table(args.out, encoder_id(backbone), texts, np.asarray(vectors)[[index[t] for t in texts]],
+                                dtype=np.float16)  # half the size; training reads them as float32
+        print(f"{backbone}: {len(texts)} sentences of {encoder_id(backbone)} -> {args.out}")
 
 
 if __name__ == "__main__":
